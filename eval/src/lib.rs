@@ -1,0 +1,1 @@
+//! quantforge-eval: the forward pass, perplexity, KL divergence and calibration.

@@ -1,0 +1,10 @@
+//! quantforge-quant: block codecs (quantize and dequantize every ggml type), the per-tensor type policy
+//! of llama.cpp's `llama-quantize`, and the quantization pipeline.
+
+pub mod codecs;
+pub mod dequant;
+mod error;
+pub mod policy;
+
+pub use error::QuantError;
+pub use quantforge_formats::GgmlType;
