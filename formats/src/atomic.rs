@@ -50,10 +50,10 @@ impl AtomicFile {
 
     /// Append bytes.
     pub fn write_all(&mut self, buf: &[u8]) -> Result<()> {
-        let out = self.out.as_mut().ok_or_else(|| FormatError::Writer {
-            path: self.dest.clone(),
-            message: "write after commit".into(),
-        })?;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| FormatError::Writer { path: self.dest.clone(), message: "write after commit".into() })?;
         out.write_all(buf).map_err(|e| FormatError::io(&self.tmp, e))?;
         self.written += buf.len() as u64;
         Ok(())
@@ -73,10 +73,10 @@ impl AtomicFile {
 
     /// Flush, sync and rename the temporary over the destination.
     pub fn commit(mut self) -> Result<()> {
-        let out = self.out.take().ok_or_else(|| FormatError::Writer {
-            path: self.dest.clone(),
-            message: "committed twice".into(),
-        })?;
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| FormatError::Writer { path: self.dest.clone(), message: "committed twice".into() })?;
         let file = out.into_inner().map_err(|e| FormatError::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| FormatError::io(&self.tmp, e))?;
         drop(file);

@@ -28,7 +28,12 @@ pub struct HfModel {
 pub fn read_json(path: &Path) -> Result<Value> {
     let len = fs::metadata(path).map_err(|e| FormatError::io(path, e))?.len();
     if len > MAX_JSON_BYTES {
-        return Err(FormatError::TooLarge { path: path.into(), field: "JSON file size".into(), value: len, limit: MAX_JSON_BYTES });
+        return Err(FormatError::TooLarge {
+            path: path.into(),
+            field: "JSON file size".into(),
+            value: len,
+            limit: MAX_JSON_BYTES,
+        });
     }
     let text = fs::read(path).map_err(|e| FormatError::io(path, e))?;
     serde_json::from_slice(&text).map_err(|e| FormatError::Json { path: path.into(), message: e.to_string() })
@@ -45,7 +50,10 @@ impl HfModel {
         let dir = dir.as_ref().to_path_buf();
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
-            return Err(FormatError::NotAModel { path: dir, message: "no config.json: not a Hugging Face model directory".into() });
+            return Err(FormatError::NotAModel {
+                path: dir,
+                message: "no config.json: not a Hugging Face model directory".into(),
+            });
         }
         let config = read_json(&config_path)?;
         let index_path = dir.join("model.safetensors.index.json");
@@ -76,7 +84,9 @@ impl HfModel {
         if let Some(expected) = expected {
             for (name, shard) in expected {
                 match by_name.get(&name) {
-                    Some(&(si, _)) if shards[si].path().file_name().map(|f| f.to_string_lossy() == shard.as_str()) == Some(true) => {}
+                    Some(&(si, _))
+                        if shards[si].path().file_name().map(|f| f.to_string_lossy() == shard.as_str())
+                            == Some(true) => {}
                     _ => return Err(FormatError::MissingShardTensor { path: index_path.clone(), name, shard }),
                 }
             }

@@ -35,6 +35,38 @@ impl Bytes {
     }
 }
 
+impl Bytes {
+    /// Ask the kernel to map `[start, start + len)` in one go (faster than faulting page by page when the
+    /// caller is about to read all of it). Only a hint.
+    pub(crate) fn prefetch(&self, start: usize, len: usize) {
+        #[cfg(target_os = "linux")]
+        if let Bytes::Mapped(m) = self {
+            if start.checked_add(len).is_some_and(|end| end <= m.len()) && len > 0 {
+                let _ = m.advise_range(memmap2::Advice::PopulateRead, start, len);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (start, len);
+    }
+
+    /// Tell the kernel the caller is done with `[start, start + len)`: resident pages of the mapping are
+    /// dropped so that streaming through a large file keeps the resident set small. Only a hint.
+    pub(crate) fn release(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(m) = self {
+            if start.checked_add(len).is_some_and(|end| end <= m.len()) && len > 0 {
+                // SAFETY: the mapping is read-only and backed by a file that is not modified while mapped (see
+                // `map`). MADV_DONTNEED on such a mapping only discards clean page-cache references; any later
+                // access faults the same bytes back in from the file, so slices handed out stay valid and keep
+                // their contents.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+}
+
 impl Deref for Bytes {
     type Target = [u8];
 

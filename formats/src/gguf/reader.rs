@@ -111,6 +111,18 @@ impl GgufFile {
         &self.bytes[start..start + info.size as usize]
     }
 
+    /// Like [`GgufFile::tensor_data`], but first asks the kernel to map the whole range at once; use it when
+    /// all of the tensor is about to be read.
+    pub fn tensor_data_prefetched(&self, info: &TensorInfo) -> &[u8] {
+        self.bytes.prefetch((self.data_offset + info.offset) as usize, info.size as usize);
+        self.tensor_data(info)
+    }
+
+    /// Hint that the caller is done with `info`'s data, so its pages can leave the resident set.
+    pub fn release(&self, info: &TensorInfo) {
+        self.bytes.release((self.data_offset + info.offset) as usize, info.size as usize);
+    }
+
     /// Total parameter count (elements over all tensors).
     pub fn n_elements(&self) -> u64 {
         self.tensors.iter().map(TensorInfo::n_elements).sum()
@@ -233,8 +245,11 @@ impl<'a> Cursor<'a> {
     fn value(&mut self, key: &str) -> Result<GgufValue> {
         let field = || format!("type of key '{key}'");
         let type_id = self.u32(&field)?;
-        let ty = GgufValueType::from_id(type_id)
-            .ok_or_else(|| FormatError::InvalidValueType { path: self.path.to_path_buf(), key: key.to_string(), type_id })?;
+        let ty = GgufValueType::from_id(type_id).ok_or_else(|| FormatError::InvalidValueType {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            type_id,
+        })?;
         let field = || format!("value of key '{key}'");
         if ty != GgufValueType::Array {
             return self.scalar(ty, &field);
@@ -319,7 +334,12 @@ fn signed_count(c: &mut Cursor<'_>, field: &str, min_size: u64) -> Result<u64> {
     }
     let fits = c.left() / min_size;
     if v as u64 > fits {
-        return Err(FormatError::TooLarge { path: c.path.to_path_buf(), field: field.into(), value: v as u64, limit: fits });
+        return Err(FormatError::TooLarge {
+            path: c.path.to_path_buf(),
+            field: field.into(),
+            value: v as u64,
+            limit: fits,
+        });
     }
     Ok(v as u64)
 }

@@ -88,7 +88,10 @@ pub enum GgufValue {
     Bool(bool),
     String(String),
     /// An array of scalars or strings; `elem_type` is kept so empty arrays round-trip.
-    Array { elem_type: GgufValueType, values: Vec<GgufValue> },
+    Array {
+        elem_type: GgufValueType,
+        values: Vec<GgufValue>,
+    },
     U64(u64),
     I64(i64),
     F64(f64),
@@ -173,7 +176,11 @@ impl GgufValue {
         match self {
             GgufValue::Array { elem_type, values } => {
                 let shown: Vec<String> = values.iter().take(max_items).map(|v| v.display(max_items)).collect();
-                let more = if values.len() > max_items { format!(", ... ({} more)", values.len() - max_items) } else { String::new() };
+                let more = if values.len() > max_items {
+                    format!(", ... ({} more)", values.len() - max_items)
+                } else {
+                    String::new()
+                };
                 format!("[{}; {}] [{}{}]", elem_type.name(), values.len(), shown.join(", "), more)
             }
             GgufValue::String(s) => {

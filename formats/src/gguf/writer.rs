@@ -38,7 +38,11 @@ pub struct GgufWriter {
 
 impl GgufWriter {
     /// Create `path` (atomically, on [`GgufWriter::finish`]) with this metadata and these tensors.
-    pub fn create(path: impl AsRef<Path>, metadata: &[(String, GgufValue)], tensors: Vec<TensorSpec>) -> Result<GgufWriter> {
+    pub fn create(
+        path: impl AsRef<Path>,
+        metadata: &[(String, GgufValue)],
+        tensors: Vec<TensorSpec>,
+    ) -> Result<GgufWriter> {
         let path = path.as_ref();
         let alignment = check_metadata(path, metadata)?;
         let planned = plan(path, tensors)?;
@@ -63,7 +67,8 @@ impl GgufWriter {
             header.extend_from_slice(&offset.to_le_bytes());
             offset = align_up(offset + p.size, alignment).ok_or_else(|| overflow(path, &p.spec.name))?;
         }
-        let pad = align_up(header.len() as u64, alignment).ok_or_else(|| overflow(path, "header"))? - header.len() as u64;
+        let pad =
+            align_up(header.len() as u64, alignment).ok_or_else(|| overflow(path, "header"))? - header.len() as u64;
         let mut out = AtomicFile::create(path)?;
         out.write_all(&header)?;
         out.write_zeros(pad)?;
@@ -138,7 +143,11 @@ impl GgufWriter {
 }
 
 fn overflow(path: &Path, name: &str) -> FormatError {
-    FormatError::SizeOverflow { path: path.to_path_buf(), name: name.to_string(), detail: "file offsets overflow".into() }
+    FormatError::SizeOverflow {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        detail: "file offsets overflow".into(),
+    }
 }
 
 fn check_metadata(path: &Path, metadata: &[(String, GgufValue)]) -> Result<u64> {
@@ -183,10 +192,20 @@ fn plan(path: &Path, tensors: Vec<TensorSpec>) -> Result<Vec<Planned>> {
             return Err(FormatError::DuplicateTensor { path: p, name: spec.name });
         }
         if spec.name.len() >= MAX_NAME_LENGTH {
-            return Err(FormatError::NameTooLong { path: p, len: spec.name.len(), name: spec.name, limit: MAX_NAME_LENGTH - 1 });
+            return Err(FormatError::NameTooLong {
+                path: p,
+                len: spec.name.len(),
+                name: spec.name,
+                limit: MAX_NAME_LENGTH - 1,
+            });
         }
         if spec.ne.len() as u32 > MAX_DIMS {
-            return Err(FormatError::TooManyDims { path: p, n_dims: spec.ne.len() as u32, name: spec.name, limit: MAX_DIMS });
+            return Err(FormatError::TooManyDims {
+                path: p,
+                n_dims: spec.ne.len() as u32,
+                name: spec.name,
+                limit: MAX_DIMS,
+            });
         }
         let ne0 = spec.ne.first().copied().unwrap_or(1);
         let block = spec.ggml_type.block_size();

@@ -105,6 +105,17 @@ impl SafetensorsFile {
         &self.bytes[t.start as usize..t.end as usize]
     }
 
+    /// Like [`SafetensorsFile::data`], but first asks the kernel to map the whole range at once.
+    pub fn data_prefetched(&self, t: &StTensor) -> &[u8] {
+        self.bytes.prefetch(t.start as usize, t.size() as usize);
+        self.data(t)
+    }
+
+    /// Hint that the caller is done with `t`'s data, so its pages can leave the resident set.
+    pub fn release(&self, t: &StTensor) {
+        self.bytes.release(t.start as usize, t.size() as usize);
+    }
+
     /// The tensor's values as f32 (float, int and bool dtypes).
     pub fn to_f32(&self, t: &StTensor) -> Result<Vec<f32>> {
         super::to_f32(t.dtype, self.data(t)).ok_or_else(|| FormatError::UnsupportedDtype {

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `quantforge` binary.
+
+mod util;
+
+#[path = "inspect.rs"]
+mod inspect;
