@@ -4,3 +4,6 @@ mod util;
 
 #[path = "inspect.rs"]
 mod inspect;
+
+#[path = "quantize.rs"]
+mod quantize;

@@ -4,7 +4,10 @@
 pub mod codecs;
 pub mod dequant;
 mod error;
+pub mod imatrix;
+pub mod pipeline;
 pub mod policy;
+pub mod progress;
 
 pub use error::QuantError;
 pub use quantforge_formats::GgmlType;

@@ -116,11 +116,17 @@ impl GgufWriter {
 
     /// Check every tensor was written, then move the file into place.
     pub fn finish(self) -> Result<()> {
+        self.finish_deferred()?.commit()
+    }
+
+    /// Check every tensor was written and return the still-hidden file, for callers that write several
+    /// files and move them into place together (split outputs). Dropping it removes it.
+    pub fn finish_deferred(self) -> Result<AtomicFile> {
         if self.current != self.tensors.len() {
             let name = self.tensors[self.current].spec.name.clone();
             return Err(self.misuse(format!("finished before tensor '{name}' was complete")));
         }
-        self.out.commit()
+        Ok(self.out)
     }
 
     /// Advance past completed tensors, writing their padding.

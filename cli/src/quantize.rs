@@ -1,0 +1,246 @@
+//! `quantforge quantize`: a GGUF to any llama.cpp file type, byte-identical to `llama-quantize`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use quantforge_formats::gguf::GgufFile;
+use quantforge_formats::hf::HfModel;
+use quantforge_quant::imatrix::Imatrix;
+use quantforge_quant::pipeline::{self, ImatrixInput, QuantizeOptions, QuantizePlan};
+use quantforge_quant::policy::{parse_ggml_type, parse_tensor_type_option, FileType, TensorPattern};
+use serde_json::json;
+
+use crate::progress::Reporter;
+use crate::{outln, report};
+
+/// Arguments of `quantize`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Input GGUF (F32/F16/BF16, or quantized with --allow-requantize).
+    pub input: PathBuf,
+    /// Output GGUF (with --split-max-size: the name the split files are derived from).
+    pub output: Option<PathBuf>,
+    /// llama.cpp file type, case-insensitive (Q4_K_M, Q8_0, IQ4_XS, F16, ...) or its numeric id.
+    #[arg(long = "type", short = 't')]
+    pub ftype: String,
+    /// Importance matrix (llama.cpp GGUF imatrix or legacy .dat).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Use the imatrix only for tensors whose name contains this (repeatable).
+    #[arg(long = "include-weights", conflicts_with = "exclude_weights")]
+    pub include_weights: Vec<String>,
+    /// Do not use the imatrix for tensors whose name contains this (repeatable).
+    #[arg(long = "exclude-weights")]
+    pub exclude_weights: Vec<String>,
+    /// Leave output.weight unquantized.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
+    /// Type of output.weight.
+    #[arg(long)]
+    pub output_tensor_type: Option<String>,
+    /// Type of token_embd.weight.
+    #[arg(long)]
+    pub token_embedding_type: Option<String>,
+    /// PATTERN=TYPE: tensors whose name matches PATTERN get TYPE (repeatable; first match wins).
+    #[arg(long = "tensor-type")]
+    pub tensor_type: Vec<String>,
+    /// No K-quant mix: every quantizable tensor gets the type's base type.
+    #[arg(long)]
+    pub pure: bool,
+    /// Allow quantizing tensors that are already quantized.
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Print the per-tensor plan, sizes and BPW without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Worker threads (default: all cores). The output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Split the output into files of at most this much tensor data (e.g. 2G, 500M).
+    #[arg(long, value_parser = parse_size)]
+    pub split_max_size: Option<u64>,
+    /// Print a JSON summary (the plan with --dry-run) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `500M`, `2G`, `1.5GiB`, `123` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        u => return Err(format!("unknown size unit '{u}' in '{s}'")),
+    };
+    let v = n * mult;
+    if !(v >= 1.0 && v < u64::MAX as f64) {
+        return Err(format!("size '{s}' is out of range"));
+    }
+    Ok(v as u64)
+}
+
+fn options(args: &Args) -> Result<QuantizeOptions> {
+    let ftype: FileType = args.ftype.parse()?;
+    let mut o = QuantizeOptions::new(ftype);
+    o.policy.pure = args.pure;
+    o.policy.leave_output_tensor = args.leave_output_tensor;
+    o.policy.output_tensor_type = args.output_tensor_type.as_deref().map(parse_ggml_type).transpose()?;
+    o.policy.token_embedding_type = args.token_embedding_type.as_deref().map(parse_ggml_type).transpose()?;
+    for arg in &args.tensor_type {
+        let (pattern, ty) = parse_tensor_type_option(arg)?;
+        o.policy.tensor_types.push((TensorPattern::parse(&pattern)?, ty));
+    }
+    o.allow_requantize = args.allow_requantize;
+    o.split_max_size = args.split_max_size;
+    if let Some(path) = &args.imatrix {
+        let mut matrix = Imatrix::load(path)?;
+        matrix.filter(&args.include_weights, &args.exclude_weights);
+        o.imatrix = Some(ImatrixInput { matrix, file_arg: path.to_string_lossy().into_owned() });
+    } else if !args.include_weights.is_empty() || !args.exclude_weights.is_empty() {
+        bail!("--include-weights/--exclude-weights need --imatrix");
+    }
+    Ok(o)
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("cannot start worker threads")?;
+    }
+    if HfModel::is_model_dir(&args.input) {
+        bail!(
+            "{}: Hugging Face directories cannot be quantized directly yet; convert it to a GGUF first",
+            args.input.display()
+        );
+    }
+    let opts = options(args)?;
+    let input = GgufFile::open(&args.input)?;
+    let plan = pipeline::plan(&input, &opts)?;
+    if args.dry_run {
+        return report::emit(&if args.json { plan_json(&plan) } else { plan_text(&plan) }).map_err(Into::into);
+    }
+    let Some(output) = &args.output else { bail!("an output path is required (or use --dry-run)") };
+    let reporter = Reporter::new(args.quiet || args.json);
+    let started = Instant::now();
+    let paths = pipeline::execute(&input, &plan, &opts, output, &reporter)?;
+    let secs = started.elapsed().as_secs_f64();
+    let text = if args.json {
+        let mut j = summary_json(&plan, &input);
+        j["outputs"] = json!(paths);
+        j["seconds"] = json!(secs);
+        serde_json::to_string_pretty(&j)? + "\n"
+    } else {
+        summary_text(&plan, &input, &paths, secs)
+    };
+    report::emit(&text)?;
+    Ok(())
+}
+
+fn summary_json(plan: &QuantizePlan, input: &GgufFile) -> serde_json::Value {
+    json!({
+        "ftype": plan.ftype.name(),
+        "input_bytes": input.tensor_bytes(),
+        "output_bytes": plan.output_bytes(),
+        "parameters": plan.n_elements(),
+        "bits_per_weight": plan.bits_per_weight(),
+        "fallbacks": plan.n_fallback(),
+        "splits": plan.n_splits,
+    })
+}
+
+fn plan_json(plan: &QuantizePlan) -> String {
+    let tensors: Vec<_> = plan
+        .tensors
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name, "ne": t.ne, "from": t.src_type.name(), "to": t.dst_type.name(),
+                "quantize": t.quantize, "fallback_from": t.fallback_from.map(|f| f.name()),
+                "imatrix": t.uses_imatrix, "bytes": t.size, "split": t.split,
+            })
+        })
+        .collect();
+    let j = json!({
+        "ftype": plan.ftype.name(),
+        "output_bytes": plan.output_bytes(),
+        "parameters": plan.n_elements(),
+        "bits_per_weight": plan.bits_per_weight(),
+        "fallbacks": plan.n_fallback(),
+        "splits": plan.n_splits,
+        "tensors": tensors,
+    });
+    serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
+}
+
+fn plan_text(plan: &QuantizePlan) -> String {
+    let mut o = String::new();
+    let w = plan.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    outln!(o, "{:<w$}  {:<22}  {:<8}  {:<8}  {:>12}  note", "tensor", "ne", "from", "to", "bytes");
+    for t in &plan.tensors {
+        let mut note = Vec::new();
+        if let Some(f) = t.fallback_from {
+            note.push(format!("fallback from {f}"));
+        }
+        if t.uses_imatrix {
+            note.push("imatrix".into());
+        }
+        if !t.quantize {
+            note.push("copy".into());
+        }
+        if plan.n_splits > 1 {
+            note.push(format!("split {}", t.split + 1));
+        }
+        outln!(
+            o,
+            "{:<w$}  {:<22}  {:<8}  {:<8}  {:>12}  {}",
+            t.name,
+            report::shape(&t.ne),
+            t.src_type.name(),
+            t.dst_type.name(),
+            t.size,
+            note.join(", ")
+        );
+    }
+    outln!(o);
+    outln!(
+        o,
+        "{}: {} tensors, quant size = {} ({:.2} BPW), {} fallbacks, {} file(s)",
+        plan.ftype.name(),
+        plan.tensors.len(),
+        report::bytes(plan.output_bytes()),
+        plan.bits_per_weight(),
+        plan.n_fallback(),
+        plan.n_splits
+    );
+    o
+}
+
+fn summary_text(plan: &QuantizePlan, input: &GgufFile, paths: &[PathBuf], secs: f64) -> String {
+    let mut o = String::new();
+    let names: Vec<String> = paths.iter().map(|p: &PathBuf| Path::display(p).to_string()).collect();
+    outln!(o, "wrote {}", names.join(", "));
+    outln!(
+        o,
+        "{}: model size = {}, quant size = {} ({:.2} BPW), {} fallbacks, {:.2} s",
+        plan.ftype.name(),
+        report::bytes(input.tensor_bytes()),
+        report::bytes(plan.output_bytes()),
+        plan.bits_per_weight(),
+        plan.n_fallback(),
+        secs
+    );
+    o
+}

@@ -1,0 +1,36 @@
+//! Errors of the quantization pipeline.
+
+use std::path::PathBuf;
+
+use quantforge_formats::{FormatError, GgmlType};
+
+use crate::policy::PolicyError;
+use crate::QuantError;
+
+/// Everything that can stop a quantization.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("tensor '{tensor}': {source}")]
+    Codec { tensor: String, source: QuantError },
+    #[error("tensor '{tensor}' is already quantized ({from}); requantizing to {to} is disabled (pass --allow-requantize to do it anyway, at a cost in quality)")]
+    Requantize { tensor: String, from: GgmlType, to: GgmlType },
+    #[error("tensor '{tensor}': type {ty} cannot be decoded")]
+    NoDecoder { tensor: String, ty: GgmlType },
+    #[error("tensor '{tensor}': type {ty} has no encoder yet")]
+    NoEncoder { tensor: String, ty: GgmlType },
+    #[error("tensor '{tensor}': type {ty} needs an importance matrix and the imatrix has no entry for it")]
+    MissingImatrixEntry { tensor: String, ty: GgmlType },
+    #[error("tensor '{tensor}': imatrix entry has {got} values, the tensor needs {expected} (is the imatrix for another model?)")]
+    ImatrixSize { tensor: String, got: u64, expected: u64 },
+    #[error("imatrix '{imatrix}' has no entry for any tensor of {model}: it was computed for another model")]
+    ImatrixForOtherModel { imatrix: String, model: PathBuf },
+    #[error("tensor '{tensor}': its shape does not fit its type")]
+    Shape { tensor: String },
+    #[error("tensor '{tensor}' has non-finite values (value {index} is {value}); refusing to quantize it")]
+    NonFinite { tensor: String, index: usize, value: f32 },
+}
