@@ -1,0 +1,130 @@
+//! The 32-value legacy blocks: `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `Q8_1`.
+//!
+//! Ports of `dequantize_row_q{4_0,4_1,5_0,5_1,8_0}` in `ggml/src/ggml-quants.c`. Element `j` of a block is
+//! the low nibble of `qs[j]`, element `j + 16` the high nibble; for Q5 the fifth bit of element `j` is bit
+//! `j` of the little-endian `u32` `qh`. ggml has no `dequantize_row_q8_1`; Q8_1 uses Q8_0's formula.
+
+use super::{f16_at, for_blocks, u32_at};
+
+/// `block_q4_0`: `f16 d; u8 qs[16]` → `(q - 8) * d`.
+pub(super) fn q4_0(src: &[u8], dst: &mut [f32]) {
+    for_blocks::<18, 32>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        for j in 0..16 {
+            let q = b[2 + j];
+            y[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
+            y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+        }
+    });
+}
+
+/// `block_q4_1`: `f16 d; f16 m; u8 qs[16]` → `q * d + m`.
+pub(super) fn q4_1(src: &[u8], dst: &mut [f32]) {
+    for_blocks::<20, 32>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
+        for j in 0..16 {
+            let q = b[4 + j];
+            y[j] = (q & 0x0F) as f32 * d + m;
+            y[j + 16] = (q >> 4) as f32 * d + m;
+        }
+    });
+}
+
+/// `block_q5_0`: `f16 d; u8 qh[4]; u8 qs[16]` → `(q - 16) * d`.
+pub(super) fn q5_0(src: &[u8], dst: &mut [f32]) {
+    for_blocks::<22, 32>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        let qh = u32_at(b, 2);
+        for j in 0..16 {
+            let q = b[6 + j];
+            let h0 = ((qh >> j) << 4) & 0x10;
+            let h1 = (qh >> (j + 12)) & 0x10;
+            y[j] = (((q & 0x0F) as u32 | h0) as i32 - 16) as f32 * d;
+            y[j + 16] = (((q >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+        }
+    });
+}
+
+/// `block_q5_1`: `f16 d; f16 m; u8 qh[4]; u8 qs[16]` → `q * d + m`.
+pub(super) fn q5_1(src: &[u8], dst: &mut [f32]) {
+    for_blocks::<24, 32>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
+        let qh = u32_at(b, 4);
+        for j in 0..16 {
+            let q = b[8 + j];
+            let h0 = ((qh >> j) << 4) & 0x10;
+            let h1 = (qh >> (j + 12)) & 0x10;
+            y[j] = ((q & 0x0F) as u32 | h0) as f32 * d + m;
+            y[j + 16] = ((q >> 4) as u32 | h1) as f32 * d + m;
+        }
+    });
+}
+
+/// `block_q8_0`: `f16 d; i8 qs[32]` → `qs * d`.
+pub(super) fn q8_0(src: &[u8], dst: &mut [f32]) {
+    for_blocks::<34, 32>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        for j in 0..32 {
+            y[j] = b[2 + j] as i8 as f32 * d;
+        }
+    });
+}
+
+/// `block_q8_1`: `f16 d; f16 s; i8 qs[32]` → `qs * d` (`s = d * sum(qs)` is not needed).
+pub(super) fn q8_1(src: &[u8], dst: &mut [f32]) {
+    for_blocks::<36, 32>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        for j in 0..32 {
+            y[j] = b[4 + j] as i8 as f32 * d;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: [u8; 2] = [0x00, 0x3c]; // f16 1.0
+    const HALF: [u8; 2] = [0x00, 0x38]; // f16 0.5
+
+    #[test]
+    fn q4_0_nibble_order() {
+        let mut b = [0u8; 18];
+        b[..2].copy_from_slice(&HALF);
+        b[2] = 0xF0; // element 0 = 0 → -8, element 16 = 15 → 7
+        let mut y = [0f32; 32];
+        q4_0(&b, &mut y);
+        assert_eq!((y[0], y[16], y[1]), (-4.0, 3.5, -4.0));
+    }
+
+    #[test]
+    fn q5_fifth_bits() {
+        let mut b = [0u8; 22];
+        b[..2].copy_from_slice(&ONE);
+        b[2..6].copy_from_slice(&((1u32 << 3) | (1 << 20)).to_le_bytes()); // element 3 and element 20
+        let mut y = [0f32; 32];
+        q5_0(&b, &mut y);
+        assert_eq!((y[3], y[20], y[0]), (0.0, 0.0, -16.0));
+
+        let mut b = [0u8; 24];
+        b[..2].copy_from_slice(&ONE);
+        b[2..4].copy_from_slice(&HALF);
+        b[4..8].copy_from_slice(&(1u32 << 31).to_le_bytes());
+        b[8 + 15] = 0xF0;
+        q5_1(&b, &mut y);
+        assert_eq!((y[31], y[15], y[0]), (31.5, 0.5, 0.5));
+    }
+
+    #[test]
+    fn q8_1_ignores_the_sum() {
+        let mut b = [0u8; 36];
+        b[..2].copy_from_slice(&HALF);
+        b[2..4].copy_from_slice(&[0xff, 0x7b]); // s = 65504, unused
+        b[4] = 0x81; // -127
+        let mut y = [0f32; 32];
+        q8_1(&b, &mut y);
+        assert_eq!((y[0], y[1]), (-63.5, 0.0));
+    }
+}
