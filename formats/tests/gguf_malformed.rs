@@ -74,7 +74,7 @@ impl Builder {
         for t in &self.tensors {
             out.extend_from_slice(t);
         }
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
         out.extend_from_slice(&self.data);

@@ -50,7 +50,7 @@ proptest! {
     fn arbitrary_buffers_never_panic(type_index in 0usize..GgmlType::ALL.len(), src in proptest::collection::vec(any::<u8>(), 0..700), n in 0usize..600) {
         let ty = GgmlType::ALL[type_index];
         let mut dst = vec![0f32; n];
-        let fits = n as u64 % ty.block_size() == 0 && (n as u64 / ty.block_size()) * ty.type_size() == src.len() as u64;
+        let fits = (n as u64).is_multiple_of(ty.block_size()) && (n as u64 / ty.block_size()) * ty.type_size() == src.len() as u64;
         let res = dequantize_row(ty, &src, &mut dst);
         prop_assert_eq!(res.is_ok(), fits);
         if fits {

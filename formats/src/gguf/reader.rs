@@ -386,7 +386,7 @@ fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo> {
     };
     let offset = c.u64(&|| format!("offset of tensor '{name}'"))?;
     let ne0 = ne.first().copied().unwrap_or(1);
-    if ne0 % ggml_type.block_size() != 0 {
+    if !ne0.is_multiple_of(ggml_type.block_size()) {
         return Err(FormatError::RowNotDivisible { path, name, ne0, ty: ggml_type, block: ggml_type.block_size() });
     }
     // llama.cpp also requires the element count to fit in int64.
@@ -401,7 +401,7 @@ fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo> {
 
 fn check_layout(path: &Path, file_len: u64, data_offset: u64, alignment: u64, tensors: &[TensorInfo]) -> Result<()> {
     for t in tensors {
-        if t.offset % alignment != 0 {
+        if !t.offset.is_multiple_of(alignment) {
             return Err(FormatError::MisalignedTensor {
                 path: path.to_path_buf(),
                 name: t.name.clone(),

@@ -215,7 +215,7 @@ fn plan(path: &Path, tensors: Vec<TensorSpec>) -> Result<Vec<Planned>> {
         }
         let ne0 = spec.ne.first().copied().unwrap_or(1);
         let block = spec.ggml_type.block_size();
-        if ne0 % block != 0 {
+        if !ne0.is_multiple_of(block) {
             return Err(FormatError::RowNotDivisible { path: p, name: spec.name, ne0, ty: spec.ggml_type, block });
         }
         let size = spec.ggml_type.tensor_size(&spec.ne).ok_or_else(|| overflow(path, &spec.name))?;

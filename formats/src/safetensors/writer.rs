@@ -60,7 +60,7 @@ impl SafetensorsWriter {
         }
         let mut json = serde_json::to_vec(&Value::Object(header))
             .map_err(|e| FormatError::Json { path: path.to_path_buf(), message: e.to_string() })?;
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' ');
         }
         let mut out = AtomicFile::create(path)?;

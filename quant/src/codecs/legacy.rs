@@ -1,0 +1,273 @@
+//! The legacy 32-value block quants Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: `quantize_row_*_ref` without an
+//! importance matrix and `quantize_row_*_impl` with one, as dispatched by `quantize_q4_0` etc. in
+//! `ggml/src/ggml-quants.c` of llama.cpp b9928 (commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62):
+//! <https://github.com/ggml-org/llama.cpp/blob/81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62/ggml/src/ggml-quants.c>
+//!
+//! Invariants: the ref paths use the f32 scale (not its fp16 rounding) and C's truncating float→int
+//! conversions (`(int8_t)(x + 8.5f)`); Q8_0 rounds with `roundf` (half away from zero) and ignores the
+//! importance matrix; the `_impl` paths take `sigma2 = Σx²/n_per_row` over the whole row, so they must
+//! be called with exactly one row.
+
+use super::blocks::{for_each_block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK32};
+use super::float::fp32_to_fp16;
+use super::search::{make_qkx3_quants, make_qx_quants, MinSearch};
+
+/// The (min, max) search of Q4_1/Q5_1: starts from ±FLT_MAX, strict comparisons.
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// The value with the largest magnitude (first one on ties, `amax < |v|`).
+fn abs_max_value(x: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// `sigma2 = Σx²/n` over one row, the weight base of the legacy `_impl` quantizers.
+fn row_sigma2(row: &[f32]) -> f32 {
+    let mut sum_x2 = 0.0f32;
+    for &v in row {
+        sum_x2 += v * v;
+    }
+    sum_x2 / row.len() as f32
+}
+
+/// `qw[j]·sqrt(sigma2 + x[j]²)`.
+fn impl_weights(x: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK32] {
+    let mut w = [0.0f32; QK32];
+    for j in 0..QK32 {
+        w[j] = qw[j] * (sigma2 + x[j] * x[j]).sqrt();
+    }
+    w
+}
+
+/// Pack 32 five-bit indices into Q5 `qs` nibbles and the `qh` bit field.
+fn pack_q5(l: impl Fn(usize) -> u8) -> ([u8; 16], [u8; 4]) {
+    let mut qs = [0u8; 16];
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (x0, x1) = (l(j), l(j + 16));
+        qs[j] = (x0 & 0x0F) | ((x1 & 0x0F) << 4);
+        qh |= ((u32::from(x0) & 0x10) >> 4) << j;
+        qh |= ((u32::from(x1) & 0x10) >> 4) << (j + 16);
+    }
+    (qs, qh.to_le_bytes())
+}
+
+/// Q8_0 (`quantize_q8_0` ignores the importance matrix).
+pub(crate) fn quantize_row_q8_0(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut [u8]) {
+    for_each_block(src, None, dst, |x, _| {
+        let mut amax = 0.0f32;
+        for &v in x {
+            // MAX(amax, fabsf(v)) = amax > |v| ? amax : |v|
+            let a = v.abs();
+            amax = if amax > a { amax } else { a };
+        }
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut b = BlockQ8_0::ZERO;
+        b.d = fp32_to_fp16(d);
+        for (q, &v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round() as i8;
+        }
+        b
+    });
+}
+
+/// Q4_0: `quantize_row_q4_0_ref`, or `quantize_row_q4_0_impl` with an importance matrix.
+pub(crate) fn quantize_row_q4_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+    match imatrix {
+        None => for_each_block(src, None, dst, |x, _| {
+            let max = abs_max_value(x);
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut b = BlockQ4_0::ZERO;
+            b.d = fp32_to_fp16(d);
+            for j in 0..16 {
+                let xi0 = ((x[j] * id + 8.5) as i8).min(15) as u8;
+                let xi1 = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
+                b.qs[j] = xi0 | (xi1 << 4);
+            }
+            b
+        }),
+        Some(qw) => {
+            let sigma2 = row_sigma2(src);
+            for_each_block(src, Some(qw), dst, |x, qw| {
+                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
+                let mut l = [0i8; QK32];
+                let d = make_qx_quants(8, x, &mut l, 1, Some(&weight));
+                let mut b = BlockQ4_0::ZERO;
+                b.d = fp32_to_fp16(d);
+                for j in 0..16 {
+                    b.qs[j] = (l[j] as u8) | ((l[j + 16] as u8) << 4);
+                }
+                b
+            })
+        }
+    }
+}
+
+/// Q4_1: `quantize_row_q4_1_ref`, or `quantize_row_q4_1_impl` with an importance matrix.
+pub(crate) fn quantize_row_q4_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+    match imatrix {
+        None => for_each_block(src, None, dst, |x, _| {
+            let (min, max) = min_max(x);
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut b = BlockQ4_1::ZERO;
+            b.d = fp32_to_fp16(d);
+            b.m = fp32_to_fp16(min);
+            for j in 0..16 {
+                let xi0 = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
+                let xi1 = (((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
+                b.qs[j] = xi0 | (xi1 << 4);
+            }
+            b
+        }),
+        Some(qw) => {
+            let sigma2 = row_sigma2(src);
+            let p = MinSearch { nmax: 15, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+            for_each_block(src, Some(qw), dst, |x, qw| {
+                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
+                let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
+                let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
+                let mut b = BlockQ4_1::ZERO;
+                b.d = fp32_to_fp16(d);
+                b.m = fp32_to_fp16(-min);
+                for j in 0..16 {
+                    b.qs[j] = l[j] | (l[j + 16] << 4);
+                }
+                b
+            })
+        }
+    }
+}
+
+/// Q5_0: `quantize_row_q5_0_ref`, or `quantize_row_q5_0_impl` with an importance matrix.
+pub(crate) fn quantize_row_q5_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+    match imatrix {
+        None => for_each_block(src, None, dst, |x, _| {
+            let max = abs_max_value(x);
+            let d = max / -16.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let (qs, qh) = pack_q5(|j| ((x[j] * id + 16.5) as i8).min(31) as u8);
+            BlockQ5_0 { d: fp32_to_fp16(d), qh, qs }
+        }),
+        Some(qw) => {
+            let sigma2 = row_sigma2(src);
+            for_each_block(src, Some(qw), dst, |x, qw| {
+                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
+                let mut l = [0i8; QK32];
+                let d = make_qx_quants(16, x, &mut l, 1, Some(&weight));
+                let (qs, qh) = pack_q5(|j| l[j] as u8);
+                BlockQ5_0 { d: fp32_to_fp16(d), qh, qs }
+            })
+        }
+    }
+}
+
+/// Q5_1: `quantize_row_q5_1_ref`, or `quantize_row_q5_1_impl` with an importance matrix.
+pub(crate) fn quantize_row_q5_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+    match imatrix {
+        None => for_each_block(src, None, dst, |x, _| {
+            let (min, max) = min_max(x);
+            let d = (max - min) / 31.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            // `(uint8_t)(x + 0.5f)`: no clamp upstream.
+            let (qs, qh) = pack_q5(|j| ((x[j] - min) * id + 0.5) as u8);
+            BlockQ5_1 { d: fp32_to_fp16(d), m: fp32_to_fp16(min), qh, qs }
+        }),
+        Some(qw) => {
+            let sigma2 = row_sigma2(src);
+            let p = MinSearch { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+            for_each_block(src, Some(qw), dst, |x, qw| {
+                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
+                let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
+                let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
+                let (qs, qh) = pack_q5(|j| l[j]);
+                BlockQ5_1 { d: fp32_to_fp16(d), m: fp32_to_fp16(-min), qh, qs }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_rounds_half_away_from_zero() {
+        // amax = 127 ⇒ d = 1, id = 1: 0.5 → 1, -0.5 → -1, 1.5 → 2, 2.5 → 3.
+        let mut x = [0.0f32; 32];
+        x[0] = 127.0;
+        x[1] = 0.5;
+        x[2] = -0.5;
+        x[3] = 1.5;
+        x[4] = 2.5;
+        let mut out = [0u8; 34];
+        quantize_row_q8_0(&x, None, &mut out);
+        assert_eq!(&out[..2], &0x3C00u16.to_le_bytes());
+        assert_eq!(out[2] as i8, 127);
+        assert_eq!(out[3] as i8, 1);
+        assert_eq!(out[4] as i8, -1);
+        assert_eq!(out[5] as i8, 2);
+        assert_eq!(out[6] as i8, 3);
+    }
+
+    #[test]
+    fn zero_blocks() {
+        let x = [0.0f32; 32];
+        let mut out = [0xAAu8; 18];
+        quantize_row_q4_0(&x, None, &mut out);
+        // d = 0/-8 = -0 ⇒ fp16 0x8000; id = 0 ⇒ every q = (int8)(8.5) = 8.
+        assert_eq!(&out[..2], &[0x00, 0x80]);
+        assert!(out[2..].iter().all(|&b| b == 0x88));
+        let mut out = [0xAAu8; 24];
+        quantize_row_q5_1(&x, None, &mut out);
+        assert!(out.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn q4_0_uses_signed_max_and_clamps() {
+        // The largest magnitude is negative: d = -4/-8 = 0.5 and x = -4 maps to q = (int8)0.5 = 0.
+        let mut x = [0.0f32; 32];
+        x[0] = -4.0;
+        x[1] = 3.75; // id = 1/d = 2 ⇒ 7.5 + 8.5 = 16 ⇒ clamped to 15
+        let mut out = [0u8; 18];
+        quantize_row_q4_0(&x, None, &mut out);
+        assert_eq!(u16::from_le_bytes([out[0], out[1]]), fp32_to_fp16(0.5));
+        assert_eq!(out[2] & 0x0F, 0);
+        assert_eq!(out[3] & 0x0F, 15);
+    }
+
+    #[test]
+    fn imatrix_changes_only_impl_types() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.013).collect();
+        let w: Vec<f32> = (0..64).map(|i| 0.5 + (i % 5) as f32).collect();
+        let (mut a, mut b) = (vec![0u8; 68], vec![0u8; 68]);
+        quantize_row_q8_0(&x, None, &mut a);
+        quantize_row_q8_0(&x, Some(&w), &mut b);
+        assert_eq!(a, b);
+        let (mut a, mut b) = (vec![0u8; 36], vec![0u8; 36]);
+        quantize_row_q4_0(&x, None, &mut a);
+        quantize_row_q4_0(&x, Some(&w), &mut b);
+        assert_ne!(a, b);
+    }
+}
