@@ -188,3 +188,13 @@ fn smollm2_requantize_and_q4_k_m_plan() {
     let info = qf(args(&[&"inspect", &"--json", &"--no-tensors", &out])).json();
     assert_eq!(info["totals"]["bits_per_weight"], j["bits_per_weight"]);
 }
+
+#[test]
+fn default_output_name_is_llama_quantize_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model-f32.gguf");
+    std::fs::copy(fixture("golden/synth-tiny-f32.gguf"), &input).unwrap();
+    qf(args(&[&"quantize", &"-q", &input, &"--type", &"q8_0"])).ok();
+    let out = dir.path().join("ggml-model-Q8_0.gguf");
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(fixture("golden/llama-quantize/synth-tiny-Q8_0.gguf")).unwrap());
+}

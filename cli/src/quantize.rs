@@ -8,7 +8,7 @@ use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
 use quantforge_quant::imatrix::Imatrix;
 use quantforge_quant::pipeline::{self, ImatrixInput, QuantizeOptions, QuantizePlan};
-use quantforge_quant::policy::{parse_ggml_type, parse_tensor_type_option, FileType, TensorPattern};
+use quantforge_quant::policy::{parse_ggml_type, parse_tensor_type_option, FileType, QuantOption, TensorPattern};
 use serde_json::json;
 
 use crate::progress::Reporter;
@@ -19,7 +19,8 @@ use crate::{outln, report};
 pub struct Args {
     /// Input GGUF (F32/F16/BF16, or quantized with --allow-requantize).
     pub input: PathBuf,
-    /// Output GGUF (with --split-max-size: the name the split files are derived from).
+    /// Output GGUF (with --split-max-size: the name the split files are derived from). Default, as
+    /// llama-quantize: `ggml-model-<TYPE>.gguf` beside the input.
     pub output: Option<PathBuf>,
     /// llama.cpp file type, case-insensitive (Q4_K_M, Q8_0, IQ4_XS, F16, ...) or its numeric id.
     #[arg(long = "type", short = 't')]
@@ -132,10 +133,13 @@ pub fn run(args: &Args) -> Result<()> {
     if args.dry_run {
         return report::emit(&if args.json { plan_json(&plan) } else { plan_text(&plan) }).map_err(Into::into);
     }
-    let Some(output) = &args.output else { bail!("an output path is required (or use --dry-run)") };
+    let output = match &args.output {
+        Some(o) => o.clone(),
+        None => default_output(&args.input, &args.ftype),
+    };
     let reporter = Reporter::new(args.quiet || args.json);
     let started = Instant::now();
-    let paths = pipeline::execute(&input, &plan, &opts, output, &reporter)?;
+    let paths = pipeline::execute(&input, &plan, &opts, &output, &reporter)?;
     let secs = started.elapsed().as_secs_f64();
     let text = if args.json {
         let mut j = summary_json(&plan, &input);
@@ -147,6 +151,12 @@ pub fn run(args: &Args) -> Result<()> {
     };
     report::emit(&text)?;
     Ok(())
+}
+
+/// `<input dir>/ggml-model-<TYPE>.gguf`, TYPE spelled as llama-quantize spells it.
+fn default_output(input: &Path, ftype: &str) -> PathBuf {
+    let name = QuantOption::parse(ftype).map_or(ftype, |o| o.name);
+    input.parent().unwrap_or(Path::new(".")).join(format!("ggml-model-{name}.gguf"))
 }
 
 fn summary_json(plan: &QuantizePlan, input: &GgufFile) -> serde_json::Value {

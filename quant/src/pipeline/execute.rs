@@ -110,7 +110,7 @@ impl Scratch {
         self.f32s.resize(n, 0.0);
         let src = input.tensor_data_prefetched(info);
         to_f32(info.ggml_type, src, &mut self.f32s).map_err(codec_err)?;
-        if let Some(index) = self.f32s.par_iter().position_first(|v| !v.is_finite()) {
+        if let Some(index) = first_non_finite(&self.f32s) {
             return Err(PipelineError::NonFinite { tensor: t.name.clone(), index, value: self.f32s[index] });
         }
         self.out.resize(t.size as usize, 0);
@@ -139,6 +139,17 @@ impl Scratch {
     }
 }
 
+/// Index of the first NaN or infinity. Checked a chunk at a time with a branch-free fold that vectorizes;
+/// only a chunk that has one is searched again.
+fn first_non_finite(values: &[f32]) -> Option<usize> {
+    const CHUNK: usize = 1 << 16;
+    let chunk = values
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().fold(false, |bad, v| bad | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)))?;
+    let start = chunk * CHUNK;
+    values[start..].iter().position(|v| !v.is_finite()).map(|i| start + i)
+}
+
 /// Decode a whole tensor to f32, in parallel over blocks of rows.
 fn to_f32(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), crate::QuantError> {
     if ty == GgmlType::F32 {
@@ -150,4 +161,28 @@ fn to_f32(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), crate::QuantE
         return Ok(());
     }
     dequant::dequantize_row_par(ty, src, dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_non_finite_value() {
+        let mut v = vec![0.5f32; 300_000];
+        assert_eq!(first_non_finite(&v), None);
+        v[200_001] = f32::INFINITY;
+        v[250_000] = f32::NAN;
+        assert_eq!(first_non_finite(&v), Some(200_001));
+        v[3] = -f32::NAN;
+        assert_eq!(first_non_finite(&v), Some(3));
+    }
+
+    #[test]
+    fn chunks_hold_whole_rows_of_at_least_16384_values() {
+        assert_eq!(rows_per_chunk(4096), 4);
+        assert_eq!(rows_per_chunk(5000), 4);
+        assert_eq!(rows_per_chunk(32768), 1);
+        assert_eq!(rows_per_chunk(0), 16384);
+    }
 }
