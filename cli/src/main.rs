@@ -22,7 +22,7 @@ enum Command {
     /// Show metadata, tensors and totals of a GGUF file, a safetensors file or a HF model directory.
     Inspect(inspect::Args),
     /// Quantize a GGUF to any llama.cpp file type (byte-identical to llama-quantize).
-    Quantize(quantize::Args),
+    Quantize(Box<quantize::Args>),
 }
 
 fn main() -> ExitCode {
