@@ -196,5 +196,65 @@ fn default_output_name_is_llama_quantize_s() {
     std::fs::copy(fixture("golden/synth-tiny-f32.gguf"), &input).unwrap();
     qf(args(&[&"quantize", &"-q", &input, &"--type", &"q8_0"])).ok();
     let out = dir.path().join("ggml-model-Q8_0.gguf");
-    assert!(std::fs::read(&out).unwrap() == std::fs::read(fixture("golden/llama-quantize/synth-tiny-Q8_0.gguf")).unwrap());
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(fixture("golden/llama-quantize/synth-tiny-Q8_0.gguf")).unwrap()
+    );
+}
+
+#[test]
+fn overrides_and_tensor_type_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.gguf");
+    let types = dir.path().join("types.txt");
+    std::fs::write(&types, "attn_v=q8_0\n  ffn_down=q5_0 ").unwrap();
+    let input = fixture("golden/synth-tiny-f32.gguf");
+    let a = args(&[
+        &"quantize",
+        &"-q",
+        &input,
+        &out,
+        &"-t",
+        &"q4_k_m",
+        &"--tensor-type-file",
+        &types,
+        &"--override-kv",
+        &"general.name=str:renamed",
+        &"--override-kv",
+        &"llama.context_length=int:4096",
+    ]);
+    qf(a).ok();
+    let j = qf(args(&[&"inspect", &"--json", &out])).json();
+    assert_eq!(j["metadata"]["general.name"], "renamed");
+    assert_eq!(j["metadata"]["llama.context_length"], 4096);
+    let keys: Vec<&String> = j["metadata"].as_object().unwrap().keys().collect();
+    assert_eq!(keys[keys.len() - 2..], ["general.name", "llama.context_length"]);
+    for t in j["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        if name.contains("attn_v") {
+            assert_eq!(t["type"], "q8_0");
+        } else if name.contains("ffn_down") {
+            assert_eq!(t["type"], "q5_0");
+        }
+    }
+    let err = qf(args(&[&"quantize", &input, &out, &"-t", &"q8_0", &"--override-kv", &"x=int:abc"])).fails();
+    assert!(err.contains("--override-kv"), "{err}");
+}
+
+#[test]
+fn row_length_without_fallback_is_refused() {
+    use quantforge_formats::gguf::{GgufValue, GgufWriter, TensorSpec};
+    use quantforge_formats::GgmlType;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.gguf");
+    let meta: Vec<(String, GgufValue)> = vec![
+        ("general.architecture".into(), GgufValue::String("llama".into())),
+        ("llama.block_count".into(), GgufValue::U32(1)),
+        ("llama.attention.head_count".into(), GgufValue::U32(1)),
+    ];
+    let spec = TensorSpec { name: "blk.0.attn_q.weight".into(), ggml_type: GgmlType::F32, ne: vec![48, 4] };
+    let mut w = GgufWriter::create(&input, &meta, vec![spec]).unwrap();
+    w.write_tensor_data(&[0u8; 48 * 4 * 4]).unwrap();
+    w.finish().unwrap();
+    let err = qf(args(&[&"quantize", &input, &dir.path().join("o.gguf"), &"-t", &"q8_0"])).fails();
+    assert!(err.contains("blk.0.attn_q.weight") && err.contains("48"), "{err}");
 }

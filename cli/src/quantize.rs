@@ -46,6 +46,12 @@ pub struct Args {
     /// PATTERN=TYPE: tensors whose name matches PATTERN get TYPE (repeatable; first match wins).
     #[arg(long = "tensor-type")]
     pub tensor_type: Vec<String>,
+    /// A file of PATTERN=TYPE entries separated by whitespace, applied after --tensor-type.
+    #[arg(long = "tensor-type-file")]
+    pub tensor_type_file: Option<PathBuf>,
+    /// KEY=TYPE:VALUE (TYPE int, float, bool or str): set this metadata in the output (repeatable).
+    #[arg(long = "override-kv")]
+    pub override_kv: Vec<String>,
     /// No K-quant mix: every quantizable tensor gets the type's base type.
     #[arg(long)]
     pub pure: bool,
@@ -101,9 +107,17 @@ fn options(args: &Args) -> Result<QuantizeOptions> {
     o.policy.leave_output_tensor = args.leave_output_tensor;
     o.policy.output_tensor_type = args.output_tensor_type.as_deref().map(parse_ggml_type).transpose()?;
     o.policy.token_embedding_type = args.token_embedding_type.as_deref().map(parse_ggml_type).transpose()?;
-    for arg in &args.tensor_type {
+    let mut tensor_types = args.tensor_type.clone();
+    if let Some(path) = &args.tensor_type_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        tensor_types.extend(text.split_whitespace().map(String::from));
+    }
+    for arg in &tensor_types {
         let (pattern, ty) = parse_tensor_type_option(arg)?;
         o.policy.tensor_types.push((TensorPattern::parse(&pattern)?, ty));
+    }
+    for arg in &args.override_kv {
+        o.overrides.push(pipeline::metadata::parse_override(arg).map_err(anyhow::Error::msg)?);
     }
     o.allow_requantize = args.allow_requantize;
     o.split_max_size = args.split_max_size;

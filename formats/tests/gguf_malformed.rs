@@ -207,3 +207,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn version_2_is_read() {
+    let mut b = valid();
+    b.version = 2;
+    let f = b.parse().unwrap();
+    assert_eq!(f.version(), 2);
+    assert_eq!(f.tensors().len(), 2);
+}

@@ -44,6 +44,8 @@ pub struct QuantizeOptions {
     pub allow_requantize: bool,
     /// Split the output into files of at most this many bytes of tensor data.
     pub split_max_size: Option<u64>,
+    /// `--override-kv`: metadata set on the output, in order (after the file type, before imatrix keys).
+    pub overrides: Vec<(String, GgufValue)>,
 }
 
 impl QuantizeOptions {
@@ -54,6 +56,7 @@ impl QuantizeOptions {
             imatrix: None,
             allow_requantize: false,
             split_max_size: None,
+            overrides: Vec::new(),
         }
     }
 }
@@ -193,11 +196,11 @@ pub fn plan(input: &GgufFile, options: &QuantizeOptions) -> Result<QuantizePlan,
         }
         n_splits = assignment.last().map_or(1, |s| s + 1);
     }
-    let imatrix_kv = match (&options.imatrix, imatrix) {
-        (Some(i), Some(m)) => m.output_metadata(&i.file_arg),
-        _ => Vec::new(),
-    };
-    let metadata = metadata::output_metadata(input.metadata(), ftype.id(), &imatrix_kv);
+    let mut extra_kv = options.overrides.clone();
+    if let (Some(i), Some(m)) = (&options.imatrix, imatrix) {
+        extra_kv.extend(m.output_metadata(&i.file_arg));
+    }
+    let metadata = metadata::output_metadata(input.metadata(), ftype.id(), &extra_kv);
     Ok(QuantizePlan { ftype, tensors, metadata, n_splits })
 }
 
