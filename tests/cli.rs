@@ -2,8 +2,20 @@
 
 mod util;
 
+#[path = "convert.rs"]
+mod convert;
+
 #[path = "inspect.rs"]
 mod inspect;
 
+#[path = "lora.rs"]
+mod lora;
+
 #[path = "quantize.rs"]
 mod quantize;
+
+#[path = "eval.rs"]
+mod eval;
+
+#[path = "estimate.rs"]
+mod estimate;

@@ -258,3 +258,19 @@ fn row_length_without_fallback_is_refused() {
     let err = qf(args(&[&"quantize", &input, &dir.path().join("o.gguf"), &"-t", &"q8_0"])).fails();
     assert!(err.contains("blk.0.attn_q.weight") && err.contains("48"), "{err}");
 }
+
+/// `quantize HF_DIR` in one pass writes exactly what `convert` followed by `quantize` writes.
+#[test]
+fn hf_directory_in_one_pass_equals_convert_then_quantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("stories260K");
+    for outtype in ["f16", "f32"] {
+        let converted = dir.path().join(format!("conv-{outtype}.gguf"));
+        let two_step = dir.path().join(format!("two-{outtype}.gguf"));
+        let one_pass = dir.path().join(format!("one-{outtype}.gguf"));
+        qf(args(&[&"convert", &"-q", &model, &"-o", &converted, &"--outtype", &outtype])).ok();
+        qf(args(&[&"quantize", &"-q", &converted, &two_step, &"-t", &"q4_k_m"])).ok();
+        qf(args(&[&"quantize", &"-q", &model, &one_pass, &"-t", &"q4_k_m", &"--outtype", &outtype])).ok();
+        assert!(std::fs::read(&one_pass).unwrap() == std::fs::read(&two_step).unwrap(), "outtype {outtype}");
+    }
+}

@@ -1,6 +1,10 @@
 //! The `quantforge` binary: parses arguments, calls the libraries, reports, and maps errors to exit codes.
 
+mod convert;
+mod estimate;
+mod eval;
 mod inspect;
+mod merge_lora;
 mod progress;
 mod quantize;
 mod report;
@@ -19,17 +23,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a Hugging Face safetensors directory to GGUF (as llama.cpp's converter), or a GGUF back to HF.
+    Convert(convert::Args),
     /// Show metadata, tensors and totals of a GGUF file, a safetensors file or a HF model directory.
     Inspect(inspect::Args),
     /// Quantize a GGUF to any llama.cpp file type (byte-identical to llama-quantize).
     Quantize(Box<quantize::Args>),
+    /// Memory (weights, KV cache, compute) and decode-speed bound per quantization type and context.
+    Estimate(Box<estimate::EstimateArgs>),
+    /// Rank the quantization types that fit a memory budget.
+    Plan(Box<estimate::PlanArgs>),
+    /// Evaluate a model: perplexity, KL divergence against a base model.
+    Eval(eval::Args),
+    /// Merge a PEFT LoRA adapter into its Hugging Face base model, writing a new HF directory.
+    MergeLora(Box<merge_lora::Args>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C / SIGTERM: remove the temporary outputs being written, so an interrupted run leaves nothing.
+    let _ = ctrlc::set_handler(|| {
+        quantforge_formats::remove_pending();
+        eprintln!("interrupted; no output was written");
+        std::process::exit(130);
+    });
     let result = match cli.command {
+        Command::Convert(args) => convert::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),
+        Command::Estimate(args) => estimate::run_estimate(&args),
+        Command::Plan(args) => estimate::run_plan(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::MergeLora(args) => merge_lora::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

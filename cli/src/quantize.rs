@@ -6,8 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
+use quantforge_quant::convert::{ConvertedModel, OutType};
 use quantforge_quant::imatrix::Imatrix;
-use quantforge_quant::pipeline::{self, ImatrixInput, QuantizeOptions, QuantizePlan};
+use quantforge_quant::pipeline::{self, ImatrixInput, ModelSource, QuantizeOptions, QuantizePlan};
 use quantforge_quant::policy::{parse_ggml_type, parse_tensor_type_option, FileType, QuantOption, TensorPattern};
 use serde_json::json;
 
@@ -17,7 +18,7 @@ use crate::{outln, report};
 /// Arguments of `quantize`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input GGUF (F32/F16/BF16, or quantized with --allow-requantize).
+    /// Input GGUF (F32/F16/BF16, or quantized with --allow-requantize), or a Hugging Face model directory.
     pub input: PathBuf,
     /// Output GGUF (with --split-max-size: the name the split files are derived from). Default, as
     /// llama-quantize: `ggml-model-<TYPE>.gguf` beside the input.
@@ -67,6 +68,13 @@ pub struct Args {
     /// Split the output into files of at most this much tensor data (e.g. 2G, 500M).
     #[arg(long, value_parser = parse_size)]
     pub split_max_size: Option<u64>,
+    /// For a Hugging Face directory: the precision it is converted to first, as `convert --outtype` (f32, f16,
+    /// bf16, q8_0 or auto = bf16 for bf16 checkpoints, else f16). The output equals `convert` then `quantize`.
+    #[arg(long, default_value = "auto")]
+    pub outtype: String,
+    /// For a Hugging Face directory: merge this PEFT LoRA adapter first, DIR or DIR:SCALE (repeatable).
+    #[arg(long = "lora", value_parser = crate::merge_lora::parse_lora_arg)]
+    pub lora: Vec<(PathBuf, f32)>,
     /// Print a JSON summary (the plan with --dry-run) on stdout.
     #[arg(long)]
     pub json: bool,
@@ -132,18 +140,20 @@ fn options(args: &Args) -> Result<QuantizeOptions> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("cannot start worker threads")?;
-    }
-    if HfModel::is_model_dir(&args.input) {
+    report::set_threads(args.threads)?;
+    let opts = options(args)?;
+    let input: Box<dyn ModelSource> = if HfModel::is_model_dir(&args.input) {
+        Box::new(ConvertedModel::open(&args.input, OutType::parse(&args.outtype)?)?.with_loras(&args.lora)?)
+    } else if !args.lora.is_empty() {
         bail!(
-            "{}: Hugging Face directories cannot be quantized directly yet; convert it to a GGUF first",
+            "{}: --lora needs a Hugging Face base directory (adapters are merged into full-precision weights)",
             args.input.display()
         );
-    }
-    let opts = options(args)?;
-    let input = GgufFile::open(&args.input)?;
-    let plan = pipeline::plan(&input, &opts)?;
+    } else {
+        Box::new(GgufFile::open(&args.input)?)
+    };
+    let input = input.as_ref();
+    let plan = pipeline::plan(input, &opts)?;
     if args.dry_run {
         return report::emit(&if args.json { plan_json(&plan) } else { plan_text(&plan) }).map_err(Into::into);
     }
@@ -153,30 +163,31 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let reporter = Reporter::new(args.quiet || args.json);
     let started = Instant::now();
-    let paths = pipeline::execute(&input, &plan, &opts, &output, &reporter)?;
+    let paths = pipeline::execute(input, &plan, &opts, &output, &reporter)?;
     let secs = started.elapsed().as_secs_f64();
     let text = if args.json {
-        let mut j = summary_json(&plan, &input);
+        let mut j = summary_json(&plan, input);
         j["outputs"] = json!(paths);
         j["seconds"] = json!(secs);
         serde_json::to_string_pretty(&j)? + "\n"
     } else {
-        summary_text(&plan, &input, &paths, secs)
+        summary_text(&plan, input, &paths, secs)
     };
     report::emit(&text)?;
     Ok(())
 }
 
-/// `<input dir>/ggml-model-<TYPE>.gguf`, TYPE spelled as llama-quantize spells it.
+/// `<input dir>/ggml-model-<TYPE>.gguf` (inside a model directory), TYPE spelled as llama-quantize spells it.
 fn default_output(input: &Path, ftype: &str) -> PathBuf {
     let name = QuantOption::parse(ftype).map_or(ftype, |o| o.name);
-    input.parent().unwrap_or(Path::new(".")).join(format!("ggml-model-{name}.gguf"))
+    let dir = if input.is_dir() { input } else { input.parent().unwrap_or(Path::new(".")) };
+    dir.join(format!("ggml-model-{name}.gguf"))
 }
 
-fn summary_json(plan: &QuantizePlan, input: &GgufFile) -> serde_json::Value {
+fn summary_json(plan: &QuantizePlan, input: &dyn ModelSource) -> serde_json::Value {
     json!({
         "ftype": plan.ftype.name(),
-        "input_bytes": input.tensor_bytes(),
+        "input_bytes": input.tensor_bytes_total(),
         "output_bytes": plan.output_bytes(),
         "parameters": plan.n_elements(),
         "bits_per_weight": plan.bits_per_weight(),
@@ -252,7 +263,7 @@ fn plan_text(plan: &QuantizePlan) -> String {
     o
 }
 
-fn summary_text(plan: &QuantizePlan, input: &GgufFile, paths: &[PathBuf], secs: f64) -> String {
+fn summary_text(plan: &QuantizePlan, input: &dyn ModelSource, paths: &[PathBuf], secs: f64) -> String {
     let mut o = String::new();
     let names: Vec<String> = paths.iter().map(|p: &PathBuf| Path::display(p).to_string()).collect();
     outln!(o, "wrote {}", names.join(", "));
@@ -260,7 +271,7 @@ fn summary_text(plan: &QuantizePlan, input: &GgufFile, paths: &[PathBuf], secs: 
         o,
         "{}: model size = {}, quant size = {} ({:.2} BPW), {} fallbacks, {:.2} s",
         plan.ftype.name(),
-        report::bytes(input.tensor_bytes()),
+        report::bytes(input.tensor_bytes_total()),
         report::bytes(plan.output_bytes()),
         plan.bits_per_weight(),
         plan.n_fallback(),

@@ -21,6 +21,17 @@ pub fn emit(text: &str) -> std::io::Result<()> {
     }
 }
 
+/// Size rayon's global pool (`--threads`); `None` keeps one worker per core. Outputs never depend on it.
+pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start worker threads: {e}"))?;
+    }
+    Ok(())
+}
+
 /// `1234567` -> `1.23 M`; parameter counts and the like.
 pub fn si(n: u64) -> String {
     let n = n as f64;

@@ -1,15 +1,46 @@
-//! Atomic output files: bytes go to a temporary file beside the destination, which is renamed over the
-//! destination only when [`AtomicFile::commit`] is called. Dropping an uncommitted file removes the
-//! temporary, so an interrupted run never leaves a half-written output and never touches an existing one.
+//! Atomic outputs: bytes go to a temporary file (or directory) beside the destination, which is renamed over
+//! the destination only when committed. Dropping an uncommitted one removes the temporary, so a failed run
+//! never leaves a half-written output and never touches an existing one. Temporaries alive at any moment are
+//! registered, so that a signal handler can remove them ([`remove_pending`]) before the process exits.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{FormatError, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn register(p: &Path) {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(p.to_path_buf());
+}
+
+fn unregister(p: &Path) {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).retain(|x| x != p);
+}
+
+/// Remove every temporary output still being written (files and directories). For an interrupt handler that
+/// is about to exit the process; safe to call from any thread.
+pub fn remove_pending() {
+    let paths = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+    for p in paths {
+        if p.is_dir() {
+            let _ = fs::remove_dir_all(&p);
+        } else {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+fn parent_dir(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
 
 /// A file being written; invisible at its destination until committed.
 pub struct AtomicFile {
@@ -23,10 +54,7 @@ impl AtomicFile {
     /// Start writing `dest` (created or replaced on commit).
     pub fn create(dest: impl AsRef<Path>) -> Result<AtomicFile> {
         let dest = dest.as_ref().to_path_buf();
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent_dir(&dest);
         let file_name = dest
             .file_name()
             .ok_or_else(|| FormatError::Writer { path: dest.clone(), message: "output path has no file name".into() })?
@@ -35,6 +63,7 @@ impl AtomicFile {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".{file_name}.{}-{n}.tmp", std::process::id()));
         let file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
+        register(&tmp);
         Ok(AtomicFile { dest, tmp, out: Some(BufWriter::with_capacity(1 << 20, file)), written: 0 })
     }
 
@@ -81,6 +110,7 @@ impl AtomicFile {
         file.sync_all().map_err(|e| FormatError::io(&self.tmp, e))?;
         drop(file);
         fs::rename(&self.tmp, &self.dest).map_err(|e| FormatError::io(&self.dest, e))?;
+        unregister(&self.tmp);
         Ok(())
     }
 }
@@ -89,6 +119,81 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.out.take().is_some() {
             let _ = fs::remove_file(&self.tmp);
+            unregister(&self.tmp);
+        }
+    }
+}
+
+/// An output directory being written: files go into a temporary directory beside the destination, renamed
+/// into place by [`AtomicDir::commit`]. The destination must not exist or be an empty directory.
+pub struct AtomicDir {
+    dest: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+fn canonical_or_self(p: &Path) -> PathBuf {
+    fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl AtomicDir {
+    /// Start writing `dest`, refusing when it is one of `inputs`, lies inside one or contains one, or is a
+    /// non-empty directory.
+    pub fn create(dest: &Path, inputs: &[&Path]) -> Result<AtomicDir> {
+        let parent = parent_dir(dest);
+        let name = dest.file_name().ok_or_else(|| FormatError::Writer {
+            path: dest.into(),
+            message: "output path has no directory name".into(),
+        })?;
+        let resolved = canonical_or_self(&parent).join(name);
+        for input in inputs {
+            let input_c = canonical_or_self(input);
+            if resolved.starts_with(&input_c) || input_c.starts_with(&resolved) {
+                return Err(FormatError::WouldOverwriteInput { path: dest.into(), input: input.to_path_buf() });
+            }
+        }
+        if dest.exists() {
+            let empty = dest.is_dir() && fs::read_dir(dest).map_err(|e| FormatError::io(dest, e))?.next().is_none();
+            if !empty {
+                return Err(FormatError::OutputExists { path: dest.into() });
+            }
+        }
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!(".{}.{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
+        fs::create_dir_all(&parent).map_err(|e| FormatError::io(&parent, e))?;
+        fs::create_dir(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
+        register(&tmp);
+        Ok(AtomicDir { dest: dest.into(), tmp, committed: false })
+    }
+
+    /// The temporary directory to write into.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The final destination.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Move the finished directory into place.
+    pub fn commit(mut self) -> Result<()> {
+        if self.dest.is_dir() {
+            // Checked empty at creation; remove_dir fails (rather than deleting) if something appeared since.
+            fs::remove_dir(&self.dest).map_err(|e| FormatError::io(&self.dest, e))?;
+        }
+        fs::rename(&self.tmp, &self.dest).map_err(|e| FormatError::io(&self.dest, e))?;
+        self.committed = true;
+        unregister(&self.tmp);
+        Ok(())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+            unregister(&self.tmp);
         }
     }
 }
@@ -125,6 +230,44 @@ impl io::Write for AtomicFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atomic_dir_refuses_inputs_and_non_empty_dirs_and_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("base");
+        fs::create_dir(&input).unwrap();
+        fs::write(input.join("config.json"), "{}").unwrap();
+        assert!(matches!(AtomicDir::create(&input, &[&input]), Err(FormatError::WouldOverwriteInput { .. })));
+        assert!(matches!(
+            AtomicDir::create(&input.join("sub"), &[&input]),
+            Err(FormatError::WouldOverwriteInput { .. })
+        ));
+        assert!(matches!(AtomicDir::create(&input, &[]), Err(FormatError::OutputExists { .. })));
+        let out = d.path().join("out");
+        {
+            let o = AtomicDir::create(&out, &[&input]).unwrap();
+            fs::write(o.tmp().join("x"), "1").unwrap();
+        }
+        assert!(!out.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "temporary directory left behind");
+        fs::create_dir(&out).unwrap();
+        let o = AtomicDir::create(&out, &[&input]).unwrap();
+        fs::write(o.tmp().join("x"), "1").unwrap();
+        o.commit().unwrap();
+        assert_eq!(fs::read_to_string(out.join("x")).unwrap(), "1");
+    }
+
+    #[test]
+    fn pending_temporaries_are_removed_on_request() {
+        let d = tempfile::tempdir().unwrap();
+        let mut f = AtomicFile::create(d.path().join("a.gguf")).unwrap();
+        f.write_all(b"partial").unwrap();
+        let dir = AtomicDir::create(&d.path().join("outdir"), &[]).unwrap();
+        fs::write(dir.tmp().join("x"), "1").unwrap();
+        remove_pending();
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+        drop((f, dir));
+    }
 
     #[test]
     fn uncommitted_file_leaves_no_trace_and_keeps_old_output() {

@@ -67,8 +67,24 @@ pub enum FormatError {
     NotAModel { path: PathBuf, message: String },
     #[error("{path}: writer misuse: {message}")]
     Writer { path: PathBuf, message: String },
-    #[error("{path}: refusing to overwrite the input file {input}")]
+    #[error("{path}: refusing to overwrite the input {input}")]
     WouldOverwriteInput { path: PathBuf, input: PathBuf },
+    #[error("{path}: already exists and is not an empty directory; choose a new output directory")]
+    OutputExists { path: PathBuf },
+    #[error("{path}: config key '{key}': {message}")]
+    Config { path: PathBuf, key: String, message: String },
+    #[error("{path}: architecture '{name}' is not supported; supported: {supported}")]
+    UnknownArchitecture { path: PathBuf, name: String, supported: String },
+    #[error("{path}: tensor '{name}' is not mapped by any rule of architecture {arch}")]
+    UnmappedTensor { path: PathBuf, name: String, arch: String },
+    #[error("{path}: tensor '{name}' has shape {found:?}, config.json implies {expected:?}")]
+    ShapeMismatch { path: PathBuf, name: String, expected: Vec<u64>, found: Vec<u64> },
+    #[error("{path}: required tensor '{name}' is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("{path}: PyTorch pickle checkpoints are refused: unpickling can execute arbitrary code. Convert it to safetensors first (e.g. with the `safetensors` convert script in a sandbox)")]
+    PickleCheckpoint { path: PathBuf },
 }
 
 impl FormatError {

@@ -1,14 +1,17 @@
 //! quantforge-formats: bytes, names and metadata. GGUF and safetensors readers and writers, the ggml type
 //! table, and atomic output files. No arithmetic on weights beyond dtype conversion lives here.
 
+pub mod arch;
 mod atomic;
 mod error;
 pub mod ggml_type;
 pub mod gguf;
 pub mod hf;
+pub mod kv;
 mod mmap;
 pub mod safetensors;
+pub mod vocab;
 
-pub use atomic::{check_not_input, same_file, AtomicFile};
+pub use atomic::{check_not_input, remove_pending, same_file, AtomicDir, AtomicFile};
 pub use error::{FormatError, Result};
 pub use ggml_type::GgmlType;

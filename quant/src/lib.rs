@@ -2,9 +2,12 @@
 //! of llama.cpp's `llama-quantize`, and the quantization pipeline.
 
 pub mod codecs;
+pub mod convert;
 pub mod dequant;
 mod error;
 pub mod imatrix;
+pub mod lora;
+pub mod memory;
 pub mod pipeline;
 pub mod policy;
 pub mod progress;

@@ -15,6 +15,8 @@ pub enum PipelineError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Convert(Box<crate::convert::ConvertError>),
     #[error("tensor '{tensor}': {source}")]
     Codec { tensor: String, source: QuantError },
     #[error("tensor '{tensor}' is already quantized ({from}); requantizing to {to} is disabled (pass --allow-requantize to do it anyway, at a cost in quality)")]

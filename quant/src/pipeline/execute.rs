@@ -2,13 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::gguf::{GgufFile, GgufWriter, TensorInfo, TensorSpec};
-use quantforge_formats::{check_not_input, AtomicFile, GgmlType};
+use quantforge_formats::gguf::{GgufWriter, TensorSpec};
+use quantforge_formats::{check_not_input, AtomicFile};
 use rayon::prelude::*;
 
+use super::source::{to_f32, ModelSource};
 use super::{imatrix_entry, split, PipelineError, PlannedTensor, QuantizeOptions, QuantizePlan};
+use crate::codecs;
 use crate::progress::Progress;
-use crate::{codecs, dequant};
 
 /// Rows per parallel work item: whole rows of at least 16384 values, as llama-quantize chunks its work.
 fn rows_per_chunk(n_per_row: usize) -> usize {
@@ -17,7 +18,7 @@ fn rows_per_chunk(n_per_row: usize) -> usize {
 
 /// Write the quantized model to `output` (or its split files). Returns the paths written.
 pub fn execute(
-    input: &GgufFile,
+    input: &dyn ModelSource,
     plan: &QuantizePlan,
     options: &QuantizeOptions,
     output: &Path,
@@ -25,7 +26,7 @@ pub fn execute(
 ) -> Result<Vec<PathBuf>, PipelineError> {
     let paths = plan.output_paths(output);
     for p in &paths {
-        let mut inputs: Vec<&Path> = vec![input.path()];
+        let mut inputs: Vec<&Path> = input.input_paths();
         if let Some(i) = &options.imatrix {
             inputs.push(Path::new(&i.file_arg));
         }
@@ -52,16 +53,17 @@ pub fn execute(
             .collect();
         let mut writer = GgufWriter::create(path, &metadata, specs)?;
         for t in tensors {
-            let info = &input.tensors()[t.source];
             progress.item(index, &t.name, &describe(t));
+            let src = input.bytes(t.source)?;
             if t.quantize {
                 let weights = imatrix_entry(imatrix, &t.name, &t.ne)?;
-                let bytes = scratch.quantize(input, info, t, weights)?;
+                let bytes = scratch.quantize(&src, t, weights)?;
                 writer.write_tensor(&t.name, bytes)?;
             } else {
-                writer.write_tensor(&t.name, input.tensor_data_prefetched(info))?;
+                writer.write_tensor(&t.name, &src)?;
             }
-            input.release(info);
+            drop(src);
+            input.release(t.source);
             progress.item_done(index, t.size);
             index += 1;
         }
@@ -94,22 +96,15 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn quantize(
-        &mut self,
-        input: &GgufFile,
-        info: &TensorInfo,
-        t: &PlannedTensor,
-        weights: Option<&[f32]>,
-    ) -> Result<&[u8], PipelineError> {
+    fn quantize(&mut self, src: &[u8], t: &PlannedTensor, weights: Option<&[f32]>) -> Result<&[u8], PipelineError> {
         let codec_err = |source| PipelineError::Codec { tensor: t.name.clone(), source };
-        let n = info.n_elements() as usize;
+        let n = t.ne.iter().product::<u64>() as usize;
         self.out.clear();
         if n == 0 {
             return Ok(&self.out);
         }
         self.f32s.resize(n, 0.0);
-        let src = input.tensor_data_prefetched(info);
-        to_f32(info.ggml_type, src, &mut self.f32s).map_err(codec_err)?;
+        to_f32(t.src_type, src, &mut self.f32s).map_err(codec_err)?;
         if let Some(index) = first_non_finite(&self.f32s) {
             return Err(PipelineError::NonFinite { tensor: t.name.clone(), index, value: self.f32s[index] });
         }
@@ -148,19 +143,6 @@ fn first_non_finite(values: &[f32]) -> Option<usize> {
         .position_first(|c| c.iter().fold(false, |bad, v| bad | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)))?;
     let start = chunk * CHUNK;
     values[start..].iter().position(|v| !v.is_finite()).map(|i| start + i)
-}
-
-/// Decode a whole tensor to f32, in parallel over blocks of rows.
-fn to_f32(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), crate::QuantError> {
-    if ty == GgmlType::F32 {
-        dst.par_chunks_mut(1 << 16).zip(src.par_chunks(4 << 16)).for_each(|(d, s)| {
-            for (x, b) in d.iter_mut().zip(s.chunks_exact(4)) {
-                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        });
-        return Ok(());
-    }
-    dequant::dequantize_row_par(ty, src, dst)
 }
 
 #[cfg(test)]

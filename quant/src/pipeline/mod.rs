@@ -12,11 +12,12 @@
 mod error;
 mod execute;
 pub mod metadata;
+mod source;
 pub mod split;
 
 use std::path::PathBuf;
 
-use quantforge_formats::gguf::{GgufFile, GgufValue};
+use quantforge_formats::gguf::GgufValue;
 use quantforge_formats::GgmlType;
 
 use crate::imatrix::Imatrix;
@@ -25,6 +26,7 @@ use crate::{codecs, dequant};
 
 pub use error::PipelineError;
 pub use execute::execute;
+pub use source::ModelSource;
 
 /// An importance matrix and the path as the user spelled it (recorded in the output's metadata).
 #[derive(Clone, Debug)]
@@ -131,13 +133,13 @@ impl QuantizePlan {
 }
 
 /// Decide and check everything about quantizing `input`.
-pub fn plan(input: &GgufFile, options: &QuantizeOptions) -> Result<QuantizePlan, PipelineError> {
+pub fn plan(input: &dyn ModelSource, options: &QuantizeOptions) -> Result<QuantizePlan, PipelineError> {
     let ftype = options.policy.ftype;
     ftype.ensure_supported()?;
-    let model = ModelInfo::from_gguf(input)?;
+    let model = ModelInfo::from_metadata(|k| input.get(k))?;
     let imatrix = options.imatrix.as_ref().map(|i| &i.matrix).filter(|m| !m.is_empty());
     if let Some(m) = imatrix {
-        if !m.names().any(|n| input.tensor(n).is_some()) {
+        if !m.names().any(|n| input.find(n).is_some()) {
             return Err(PipelineError::ImatrixForOtherModel {
                 imatrix: options.imatrix.as_ref().map(|i| i.file_arg.clone()).unwrap_or_default(),
                 model: input.path().into(),
@@ -147,14 +149,18 @@ pub fn plan(input: &GgufFile, options: &QuantizeOptions) -> Result<QuantizePlan,
     let mut policy_options = options.policy.clone();
     policy_options.has_imatrix = imatrix.is_some();
 
-    let descs: Vec<TensorDesc<'_>> =
-        input.tensors().iter().map(|t| TensorDesc { name: &t.name, ne: &t.ne, src_type: t.ggml_type }).collect();
+    let descs: Vec<TensorDesc<'_>> = (0..input.len())
+        .map(|i| {
+            let (name, ne, src_type) = input.tensor(i);
+            TensorDesc { name, ne, src_type }
+        })
+        .collect();
     let planned = policy::plan_all(model, policy_options, &descs)?;
 
     let mut tensors = Vec::with_capacity(planned.len());
     for p in planned {
         let name = p.tensor.name;
-        let source = input.tensors().iter().position(|t| t.name == name).unwrap_or_default();
+        let source = input.find(name).unwrap_or_default();
         let (src_type, dst_type) = (p.tensor.src_type, p.decision.ty);
         let quantize = p.decision.quantize && src_type != dst_type;
         let mut uses_imatrix = false;

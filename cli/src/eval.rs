@@ -1,0 +1,239 @@
+//! `quantforge eval`: perplexity and KL divergence of a model on a text, as llama-perplexity defines them.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use quantforge_eval::{
+    kl_divergence, perplexity, Estimate, KldReport, LlamaModel, PerplexityOptions, PerplexityReport, Tokenizer,
+};
+use serde_json::json;
+
+use crate::progress::Reporter;
+use crate::{outln, report};
+
+/// Arguments of `eval`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: EvalCommand,
+}
+
+/// What to evaluate.
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Perplexity over a text (llama-perplexity's definition: second half of each chunk scored).
+    Perplexity(PerplexityArgs),
+    /// KL divergence of MODEL against BASE, chunk by chunk (llama-perplexity --kl-divergence statistics).
+    Kld(KldArgs),
+}
+
+/// Options every evaluation shares.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// The text to evaluate on (UTF-8).
+    #[arg(long, short = 'f')]
+    pub text: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate at most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Tokens per forward pass: batch/ctx chunks are evaluated together. The result does not depend on it.
+    #[arg(long, short = 'b', default_value_t = 2048)]
+    pub batch: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Print every figure as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Arguments of `eval perplexity`.
+#[derive(clap::Args)]
+pub struct PerplexityArgs {
+    /// GGUF file (any type quantforge can dequantize) or HF model directory.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Arguments of `eval kld`.
+#[derive(clap::Args)]
+pub struct KldArgs {
+    /// The reference model (e.g. the F32 or F16 GGUF), whose tokenizer tokenizes the text.
+    pub base: PathBuf,
+    /// The model to compare with it (e.g. a quantization of it).
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Run `eval`.
+pub fn run(args: &Args) -> Result<()> {
+    match &args.command {
+        EvalCommand::Perplexity(a) => run_perplexity(a),
+        EvalCommand::Kld(a) => run_kld(a),
+    }
+}
+
+fn setup_threads(threads: Option<usize>) -> Result<()> {
+    crate::report::set_threads(threads)
+}
+
+/// Load a model and its tokenizer, and tokenize `text` as llama.cpp does (`add_special = true`).
+fn load(path: &Path, text: &str) -> Result<(LlamaModel, Tokenizer, Vec<u32>, f64)> {
+    let t0 = Instant::now();
+    let model = LlamaModel::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = Tokenizer::load(path).with_context(|| format!("reading the tokenizer of {}", path.display()))?;
+    if tokenizer.n_vocab() != model.config().n_vocab {
+        bail!(
+            "{}: the tokenizer has {} tokens but the model's embedding has {} rows",
+            path.display(),
+            tokenizer.n_vocab(),
+            model.config().n_vocab
+        );
+    }
+    let tokens = tokenizer.encode(text, true)?;
+    Ok((model, tokenizer, tokens, t0.elapsed().as_secs_f64()))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
+    let c = &args.common;
+    setup_threads(c.threads)?;
+    let text = read_text(&c.text)?;
+    let (model, tokenizer, tokens, load_s) = load(&args.model, &text)?;
+    let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.batch };
+    let reporter = Reporter::new(c.quiet || c.json);
+    let r = perplexity(&model, &tokens, tokenizer.bos_if_added(), &opts, &reporter)?;
+    let out = if c.json { perplexity_json(&args.model, &c.text, &r, load_s) } else { perplexity_text(&r) };
+    report::emit(&out)?;
+    Ok(())
+}
+
+fn perplexity_json(model: &Path, text: &Path, r: &PerplexityReport, load_s: f64) -> String {
+    let j = json!({
+        "model": model.display().to_string(),
+        "text": text.display().to_string(),
+        "n_tokens": r.n_tokens,
+        "n_ctx": r.n_ctx,
+        "n_chunks": r.n_chunks,
+        "n_scored": r.n_scored,
+        "ppl": r.ppl,
+        "ppl_uncertainty": r.ppl_uncertainty,
+        "mean_nll": r.mean_nll,
+        "running_ppl": r.running_ppl,
+        "seconds": r.seconds,
+        "load_seconds": load_s,
+        "tokens_per_second": r.tokens_per_second(),
+        "threads": rayon::current_num_threads(),
+    });
+    serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
+}
+
+fn perplexity_text(r: &PerplexityReport) -> String {
+    let mut o = String::new();
+    let running: Vec<String> = r.running_ppl.iter().enumerate().map(|(i, p)| format!("[{}]{p:.4}", i + 1)).collect();
+    outln!(o, "{}", running.join(","));
+    outln!(o, "tokens      {} ({} chunks of {}, {} scored)", r.n_tokens, r.n_chunks, r.n_ctx, r.n_scored);
+    outln!(
+        o,
+        "speed       {:.1} tokens/s ({:.2} s, {} threads)",
+        r.tokens_per_second(),
+        r.seconds,
+        rayon::current_num_threads()
+    );
+    outln!(o, "Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.ppl_uncertainty);
+    o
+}
+
+fn run_kld(args: &KldArgs) -> Result<()> {
+    let c = &args.common;
+    setup_threads(c.threads)?;
+    let text = read_text(&c.text)?;
+    let (base, tokenizer, tokens, _) = load(&args.base, &text)?;
+    let (model, _, model_tokens, _) = load(&args.model, &text)?;
+    if model_tokens != tokens {
+        bail!(
+            "{} and {} tokenize the text differently: they do not share a tokenizer",
+            args.base.display(),
+            args.model.display()
+        );
+    }
+    let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.batch };
+    let reporter = Reporter::new(c.quiet || c.json);
+    let r = kl_divergence(&base, &model, &tokens, tokenizer.bos_if_added(), &opts, &reporter)?;
+    report::emit(&if c.json { kld_json(args, &r) } else { kld_text(&r) })?;
+    Ok(())
+}
+
+fn est(e: &Estimate) -> serde_json::Value {
+    json!({"value": e.value, "uncertainty": e.uncertainty})
+}
+
+fn kld_json(args: &KldArgs, r: &KldReport) -> String {
+    let pct = |v: &[(String, f64)]| v.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>();
+    let j = json!({
+        "base": args.base.display().to_string(),
+        "model": args.model.display().to_string(),
+        "text": args.common.text.display().to_string(),
+        "n_ctx": r.n_ctx,
+        "n_chunks": r.n_chunks,
+        "n_scored": r.n_scored,
+        "ppl": est(&r.ppl),
+        "ppl_base": est(&r.ppl_base),
+        "ln_ppl_correlation": r.ln_ppl_correlation,
+        "ln_ppl_ratio": est(&r.ln_ppl_ratio),
+        "kld": est(&r.kld),
+        "kld_percentiles": pct(&r.kld_percentiles),
+        "p_diff": est(&r.p_diff),
+        "p_diff_percentiles": pct(&r.p_diff_percentiles),
+        "p_diff_rms": est(&r.p_diff_rms),
+        "same_top": est(&r.same_top),
+        "running": r.running.iter().map(|(p, k, s)| json!({"ppl": p, "kld": k, "same_top": s})).collect::<Vec<_>>(),
+        "seconds": r.seconds,
+        "threads": rayon::current_num_threads(),
+    });
+    serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
+}
+
+fn kld_text(r: &KldReport) -> String {
+    let mut o = String::new();
+    outln!(o, "chunk  {:>10}  {:>10}  {:>8}", "PPL(Q)", "KLD", "same top");
+    for (i, (p, k, s)) in r.running.iter().enumerate() {
+        outln!(o, "{:>5}  {p:>10.4}  {k:>10.6}  {:>7.3}%", i + 1, 100.0 * s);
+    }
+    outln!(o);
+    outln!(o, "====== Perplexity statistics ======");
+    outln!(o, "Mean PPL(Q)                   : {:10.6} ± {:10.6}", r.ppl.value, r.ppl.uncertainty);
+    outln!(o, "Mean PPL(base)                : {:10.6} ± {:10.6}", r.ppl_base.value, r.ppl_base.uncertainty);
+    outln!(o, "Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%", 100.0 * r.ln_ppl_correlation);
+    outln!(o, "Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}", r.ln_ppl_ratio.value, r.ln_ppl_ratio.uncertainty);
+    outln!(o);
+    outln!(o, "====== KL divergence statistics ======");
+    outln!(o, "Mean    KLD: {:10.6} ± {:10.6}", r.kld.value, r.kld.uncertainty);
+    for (label, v) in &r.kld_percentiles {
+        outln!(o, "{label:<7} KLD: {v:10.6}");
+    }
+    outln!(o);
+    outln!(o, "====== Token probability statistics ======");
+    outln!(o, "Mean    Δp: {:7.3} ± {:5.3} %", 100.0 * r.p_diff.value, 100.0 * r.p_diff.uncertainty);
+    for (label, v) in &r.p_diff_percentiles {
+        outln!(o, "{label:<7} Δp: {:7.3}%", 100.0 * v);
+    }
+    outln!(o, "RMS Δp    : {:7.3} ± {:5.3} %", 100.0 * r.p_diff_rms.value, 100.0 * r.p_diff_rms.uncertainty);
+    outln!(o, "Same top p: {:7.3} ± {:5.3} %", 100.0 * r.same_top.value, 100.0 * r.same_top.uncertainty);
+    outln!(o, "({} chunks of {}, {} scored tokens, {:.2} s)", r.n_chunks, r.n_ctx, r.n_scored, r.seconds);
+    o
+}

@@ -1,0 +1,45 @@
+//! The crate's error type: one variant per failure, each naming the model, key or tensor involved.
+
+use std::path::PathBuf;
+
+use quantforge_formats::{FormatError, GgmlType};
+use quantforge_quant::QuantError;
+
+/// Result alias for this crate.
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong loading a model, tokenizing or evaluating.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("tensor '{name}': {source}")]
+    Dequantize { name: String, source: QuantError },
+    #[error("{path}: architecture '{arch}' is not supported by the forward pass (supported: {supported})")]
+    UnsupportedArchitecture { path: PathBuf, arch: String, supported: &'static str },
+    #[error("{path}: metadata key '{key}' is missing or has the wrong type")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: invalid model config: {message}")]
+    BadConfig { path: PathBuf, message: String },
+    #[error("{path}: tensor '{name}' is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor '{name}' has shape {found:?}, expected {expected:?}")]
+    BadShape { path: PathBuf, name: String, found: Vec<u64>, expected: Vec<u64> },
+    #[error("{path}: tensor '{name}' has type {ty}, which cannot be dequantized")]
+    UnsupportedType { path: PathBuf, name: String, ty: GgmlType },
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("token id {id} is outside the vocabulary of {n_vocab} tokens")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("a context of {n_ctx} tokens is longer than the model's training context of {n_ctx_train}")]
+    ContextTooLong { n_ctx: usize, n_ctx_train: usize },
+    #[error(
+        "the text has {n_tokens} tokens; at least 2*ctx = {needed} are needed (use a longer text or a smaller --ctx)"
+    )]
+    TextTooShort { n_tokens: usize, needed: usize },
+    #[error("invalid option: {message}")]
+    BadOption { message: String },
+    #[error("models disagree: {message}")]
+    Mismatch { message: String },
+}

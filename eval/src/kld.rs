@@ -1,0 +1,332 @@
+//! KL divergence of a model against a base model, with the statistics of llama.cpp's
+//! `llama-perplexity --kl-divergence` (`tools/perplexity/perplexity.cpp`, `kl_divergence()` and the
+//! `log_softmax` overloads, at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62).
+//!
+//! Both models run chunk by chunk on the same tokens (the chunks and scored positions of
+//! [`crate::perplexity`]), so no logits file is needed. The base's log-probabilities go through the same
+//! 16-bit quantization llama.cpp applies when it saves them (`scale`, `min_log_prob`, one `u16` per token,
+//! clamped 16 nats below the top logit), so the figures are computed from the same numbers llama.cpp reads
+//! back: in particular "PPL(base)" here is the clamped one (28.4405, not 28.4849, on SmolLM2).
+
+use std::time::Instant;
+
+use quantforge_quant::progress::Progress;
+use rayon::prelude::*;
+
+use crate::error::{EvalError, Result};
+use crate::model::LlamaModel;
+use crate::perplexity::{check_ctx, chunks, PerplexityOptions};
+
+/// A base row as llama.cpp stores it: `log p_i = scale * q_i + min_log_prob`.
+struct BaseLogProbs {
+    scale: f32,
+    min_log_prob: f32,
+    q: Vec<u16>,
+}
+
+/// llama.cpp's `nearest_int` (round half to even through the 1.5·2^23 trick).
+fn nearest_int(v: f32) -> i32 {
+    let bits = (v + 12_582_912.0f32).to_bits() as i32;
+    (bits & 0x007f_ffff) - 0x0040_0000
+}
+
+fn quantize_base(logits: &[f32]) -> BaseLogProbs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let min = logits.iter().copied().fold(f32::INFINITY, f32::min).max(max - 16.0);
+    let sum_exp: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let log_sum_exp = sum_exp.ln() as f32;
+    let min_log_prob = min - max - log_sum_exp;
+    let scale = (max - min) / 65535.0;
+    let q = if scale != 0.0 {
+        let inv = 1.0 / scale;
+        logits.iter().map(|&l| if l > min { nearest_int(inv * (l - min)) as u16 } else { 0 }).collect()
+    } else {
+        vec![0; logits.len()]
+    };
+    BaseLogProbs { scale, min_log_prob, q }
+}
+
+/// Per-token figures of one scored position.
+#[derive(Clone, Copy, Debug, Default)]
+struct TokenStats {
+    nll: f32,
+    nll_base: f32,
+    kld: f64,
+    p_diff: f32,
+    same_top: bool,
+}
+
+fn score(logits: &[f32], base: &BaseLogProbs, tok: u32) -> TokenStats {
+    let mut max = logits[0];
+    let mut imax = 0;
+    for (i, &l) in logits.iter().enumerate().skip(1) {
+        if l > max {
+            max = l;
+            imax = i;
+        }
+    }
+    let sum_exp: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let log_sum_exp = sum_exp.ln() as f32;
+    let t = tok as usize;
+    let nll = max + log_sum_exp - logits[t];
+    let nll_base = -(base.scale * f32::from(base.q[t]) + base.min_log_prob);
+    let max_plus = max + log_sum_exp;
+    let mut kld = 0.0f64;
+    let mut imax_base = 0;
+    let mut best = 0.0f32;
+    for (i, (&q, &l)) in base.q.iter().zip(logits).enumerate() {
+        let lp = base.scale * f32::from(q) + base.min_log_prob;
+        if i == 0 || lp > best {
+            best = lp;
+            imax_base = i;
+        }
+        if lp > -16.0 {
+            kld += f64::from(lp.exp() * (lp - l + max_plus));
+        }
+    }
+    let p_diff = (-nll).exp() - (-nll_base).exp();
+    TokenStats { nll, nll_base, kld, p_diff, same_top: imax == imax_base }
+}
+
+/// A mean and llama.cpp's uncertainty of it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    pub value: f64,
+    pub uncertainty: f64,
+}
+
+/// The result of a KL-divergence run.
+#[derive(Clone, Debug)]
+pub struct KldReport {
+    pub n_ctx: usize,
+    pub n_chunks: usize,
+    pub n_scored: usize,
+    /// PPL of the model.
+    pub ppl: Estimate,
+    /// PPL of the base, from its clamped 16-bit log-probabilities (as llama.cpp).
+    pub ppl_base: Estimate,
+    /// Correlation of the per-token NLLs.
+    pub ln_ppl_correlation: f64,
+    /// `ln(PPL / PPL(base))`.
+    pub ln_ppl_ratio: Estimate,
+    /// Mean KL divergence per token.
+    pub kld: Estimate,
+    /// KLD percentiles: (label, value) for max, 99.9, 99, 95, 90, median, 10, 5, 1, 0.1, min.
+    pub kld_percentiles: Vec<(String, f64)>,
+    /// Mean `p - p_base` of the correct token.
+    pub p_diff: Estimate,
+    /// Δp percentiles: max, 99.9, 99, 95, 90, 75, median, 25, 10, 5, 1, 0.1, min.
+    pub p_diff_percentiles: Vec<(String, f64)>,
+    /// RMS of Δp.
+    pub p_diff_rms: Estimate,
+    /// Share of tokens whose most likely next token is the same for both models.
+    pub same_top: Estimate,
+    /// Per chunk: (PPL so far, mean KLD so far, same-top so far).
+    pub running: Vec<(f64, f64, f64)>,
+    pub seconds: f64,
+}
+
+/// `(mean, uncertainty)` as llama.cpp's `mean_and_uncertainty`.
+fn mean_unc(sum: f64, sum2: f64, n: usize) -> Estimate {
+    let f = sum / n as f64;
+    let unc = if n > 10 { ((sum2 / n as f64 - f * f) / (n - 1) as f64).max(0.0).sqrt() } else { 0.0 };
+    Estimate { value: f, uncertainty: unc }
+}
+
+/// Linear interpolation at `f * (n - 1)` of sorted values.
+fn percentile(sorted: &[f64], f: f64) -> f64 {
+    let x = f * (sorted.len() - 1) as f64;
+    let lo = x.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (x - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n.is_multiple_of(2) {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    } else {
+        sorted[n / 2]
+    }
+}
+
+/// Evaluate `model` against `base` on `tokens` (tokenized by the base's tokenizer).
+pub fn kl_divergence(
+    base: &LlamaModel,
+    model: &LlamaModel,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &PerplexityOptions,
+    progress: &dyn Progress,
+) -> Result<KldReport> {
+    let n_vocab = base.config().n_vocab;
+    if model.config().n_vocab != n_vocab {
+        return Err(EvalError::Mismatch {
+            message: format!("the base has {n_vocab} tokens, the model {}", model.config().n_vocab),
+        });
+    }
+    let n_ctx = opts.n_ctx;
+    check_ctx(base, n_ctx)?;
+    check_ctx(model, n_ctx)?;
+    let chunks = chunks(tokens, bos, n_ctx, opts.n_chunks)?;
+    let first = n_ctx / 2;
+    let per_chunk = n_ctx - 1 - first;
+    let n_seq = (opts.n_batch / n_ctx).max(1);
+    progress.start(chunks.len(), 0);
+    let start = Instant::now();
+    let mut all: Vec<TokenStats> = Vec::with_capacity(chunks.len() * per_chunk);
+    let mut running = Vec::with_capacity(chunks.len());
+    for (g, group) in chunks.chunks(n_seq).enumerate() {
+        let i0 = g * n_seq;
+        progress.item(i0, &format!("chunks {}-{}", i0 + 1, i0 + group.len()), "");
+        let seqs: Vec<&[u32]> = group.iter().map(Vec::as_slice).collect();
+        let base_logits = base.forward(&seqs, first)?;
+        let base_rows: Vec<BaseLogProbs> = base_logits
+            .par_chunks(n_vocab)
+            .enumerate()
+            .filter(|(r, _)| r % (n_ctx - first) < per_chunk)
+            .map(|(_, row)| quantize_base(row))
+            .collect();
+        drop(base_logits);
+        let logits = model.forward(&seqs, first)?;
+        for (c, chunk) in group.iter().enumerate() {
+            let rows = &logits[c * (n_ctx - first) * n_vocab..];
+            let stats: Vec<TokenStats> = (0..per_chunk)
+                .into_par_iter()
+                .map(|j| {
+                    score(&rows[j * n_vocab..(j + 1) * n_vocab], &base_rows[c * per_chunk + j], chunk[first + j + 1])
+                })
+                .collect();
+            all.extend(stats);
+            let n = all.len() as f64;
+            let nll: f64 = all.iter().map(|s| f64::from(s.nll)).sum();
+            let kld: f64 = all.iter().map(|s| s.kld).sum();
+            let same = all.iter().filter(|s| s.same_top).count() as f64;
+            running.push(((nll / n).exp(), kld / n, same / n));
+            progress.item_done(i0 + c, 0);
+        }
+    }
+    progress.finish();
+    Ok(summarize(&all, n_ctx, chunks.len(), running, start.elapsed().as_secs_f64()))
+}
+
+fn summarize(
+    all: &[TokenStats],
+    n_ctx: usize,
+    n_chunks: usize,
+    running: Vec<(f64, f64, f64)>,
+    seconds: f64,
+) -> KldReport {
+    let n = all.len();
+    let sum = |f: &dyn Fn(&TokenStats) -> f64| all.iter().map(f).sum::<f64>();
+    let nll = mean_unc(sum(&|s| f64::from(s.nll)), sum(&|s| f64::from(s.nll) * f64::from(s.nll)), n);
+    let nll_b = mean_unc(sum(&|s| f64::from(s.nll_base)), sum(&|s| f64::from(s.nll_base) * f64::from(s.nll_base)), n);
+    let sab = sum(&|s| f64::from(s.nll) * f64::from(s.nll_base)) / n as f64;
+    let cov = (sab - nll.value * nll_b.value) / (n - 1).max(1) as f64;
+    let ratio_unc = (nll.uncertainty.powi(2) + nll_b.uncertainty.powi(2) - 2.0 * cov).max(0.0).sqrt();
+    let ppl = nll.value.exp();
+    let ppl_base = nll_b.value.exp();
+    let kld = mean_unc(sum(&|s| s.kld), sum(&|s| s.kld * s.kld), n);
+    let pd = |s: &TokenStats| f64::from(s.p_diff);
+    let p_diff = mean_unc(sum(&pd), sum(&|s| pd(s) * pd(s)), n);
+    let mse = mean_unc(sum(&|s| pd(s) * pd(s)), sum(&|s| pd(s).powi(4)), n);
+    let rms = mse.value.sqrt();
+    let same = all.iter().filter(|s| s.same_top).count() as f64 / n as f64;
+    let mut k: Vec<f64> = all.iter().map(|s| s.kld).collect();
+    k.sort_by(f64::total_cmp);
+    let mut p: Vec<f64> = all.iter().map(pd).collect();
+    p.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], labels: &[(&str, f64)]| -> Vec<(String, f64)> {
+        labels
+            .iter()
+            .map(|&(l, f)| {
+                let value = match l {
+                    "Maximum" => v[v.len() - 1],
+                    "Minimum" => v[0],
+                    "Median" => median(v),
+                    _ => percentile(v, f),
+                };
+                (l.to_string(), value)
+            })
+            .collect()
+    };
+    let kld_labels = [
+        ("Maximum", 1.0),
+        ("99.9%", 0.999),
+        ("99.0%", 0.99),
+        ("95.0%", 0.95),
+        ("90.0%", 0.90),
+        ("Median", 0.5),
+        ("10.0%", 0.10),
+        ("5.0%", 0.05),
+        ("1.0%", 0.01),
+        ("0.1%", 0.001),
+        ("Minimum", 0.0),
+    ];
+    let p_labels = [
+        ("Maximum", 1.0),
+        ("99.9%", 0.999),
+        ("99.0%", 0.99),
+        ("95.0%", 0.95),
+        ("90.0%", 0.90),
+        ("75.0%", 0.75),
+        ("Median", 0.5),
+        ("25.0%", 0.25),
+        ("10.0%", 0.10),
+        ("5.0%", 0.05),
+        ("1.0%", 0.01),
+        ("0.1%", 0.001),
+        ("Minimum", 0.0),
+    ];
+    KldReport {
+        n_ctx,
+        n_chunks,
+        n_scored: n,
+        ppl: Estimate { value: ppl, uncertainty: ppl * nll.uncertainty },
+        ppl_base: Estimate { value: ppl_base, uncertainty: ppl_base * nll_b.uncertainty },
+        ln_ppl_correlation: cov / (nll.uncertainty * nll_b.uncertainty),
+        ln_ppl_ratio: Estimate { value: nll.value - nll_b.value, uncertainty: ratio_unc },
+        kld,
+        kld_percentiles: pct(&k, &kld_labels),
+        p_diff,
+        p_diff_percentiles: pct(&p, &p_labels),
+        p_diff_rms: Estimate { value: rms, uncertainty: if rms > 0.0 { 0.5 / rms * mse.uncertainty } else { 0.0 } },
+        same_top: Estimate { value: same, uncertainty: (same * (1.0 - same) / (n - 1).max(1) as f64).sqrt() },
+        running,
+        seconds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_logits_have_zero_kld_and_same_top() {
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 7919) % 97) as f32 * 0.1 - 3.0).collect();
+        let s = score(&logits, &quantize_base(&logits), 3);
+        // The base log-probabilities are stored in 16 bits (steps of about 1e-4 nats here), as llama.cpp does.
+        assert!(s.kld.abs() < 1e-4, "{}", s.kld);
+        assert!(s.same_top);
+        assert!((s.nll - s.nll_base).abs() < 1e-3);
+        assert!(s.p_diff.abs() < 1e-3);
+    }
+
+    #[test]
+    fn kld_of_shifted_distribution_is_positive() {
+        let base: Vec<f32> = (0..50).map(|i| i as f32 * 0.1).collect();
+        let other: Vec<f32> = base.iter().rev().copied().collect();
+        let s = score(&other, &quantize_base(&base), 3);
+        assert!(s.kld > 0.1);
+        assert!(!s.same_top);
+    }
+
+    #[test]
+    fn percentiles_interpolate() {
+        let v = [0.0, 1.0, 2.0, 3.0];
+        assert_eq!(percentile(&v, 0.5), 1.5);
+        assert_eq!(median(&v), 1.5);
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(3.5), 4);
+    }
+}

@@ -1,0 +1,256 @@
+//! The Llama-family forward pass as llama.cpp runs it (`src/models/llama.cpp`, `src/llama-graph.cpp` at
+//! commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): token embedding, per block RMSNorm -> Q/K/V -> RoPE
+//! (NORM mode, adjacent pairs) -> causal GQA attention -> output projection -> residual, RMSNorm -> SwiGLU FFN
+//! -> residual, final RMSNorm and the output head (tied to the embedding when `output.weight` is absent).
+//!
+//! One model definition, one execution path: whole sequences are processed at once (no KV cache), several
+//! sequences stacked into the rows of every matrix product so each weight is dequantized once per batch.
+//! The matrix products run through [`crate::ops`] (the `gemm` crate), see the crate docs for why not burn.
+
+use std::path::Path;
+
+use quantforge_formats::gguf::GgufFile;
+use quantforge_formats::hf::HfModel;
+use rayon::prelude::*;
+
+use crate::config::LlamaConfig;
+use crate::error::{EvalError, Result};
+use crate::ops::{self, RopeCache, View};
+use crate::weights::{permute_hf_rope_rows, GgufLoader, HfLoader, Matrix};
+
+/// One transformer block.
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    ffn_norm: Vec<f32>,
+    w_gate: Matrix,
+    w_up: Matrix,
+    w_down: Matrix,
+}
+
+/// A loaded Llama-family model.
+pub struct LlamaModel {
+    cfg: LlamaConfig,
+    tok_embd: Matrix,
+    /// `None`: tied to `tok_embd`.
+    output: Option<Matrix>,
+    output_norm: Vec<f32>,
+    blocks: Vec<Block>,
+    rope_freqs: Option<Vec<f32>>,
+}
+
+impl std::fmt::Debug for LlamaModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaModel").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl LlamaModel {
+    /// Load a GGUF file or a HF model directory.
+    pub fn load(path: &Path) -> Result<LlamaModel> {
+        if HfModel::is_model_dir(path) {
+            LlamaModel::from_hf(&HfModel::open(path)?)
+        } else {
+            LlamaModel::from_gguf(&GgufFile::open(path)?)
+        }
+    }
+
+    /// Load from an open GGUF file; quantized tensors stay quantized.
+    pub fn from_gguf(file: &GgufFile) -> Result<LlamaModel> {
+        let cfg = LlamaConfig::from_gguf(file)?;
+        let l = GgufLoader { file };
+        let (d, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let blocks = (0..cfg.n_layer)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Block {
+                    attn_norm: l.vector(&n("attn_norm"), d)?,
+                    wq: l.matrix(&n("attn_q"), q, d)?,
+                    wk: l.matrix(&n("attn_k"), kv, d)?,
+                    wv: l.matrix(&n("attn_v"), kv, d)?,
+                    wo: l.matrix(&n("attn_output"), d, q)?,
+                    ffn_norm: l.vector(&n("ffn_norm"), d)?,
+                    w_gate: l.matrix(&n("ffn_gate"), ff, d)?,
+                    w_up: l.matrix(&n("ffn_up"), ff, d)?,
+                    w_down: l.matrix(&n("ffn_down"), d, ff)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = if l.has("output.weight") { Some(l.matrix("output.weight", cfg.n_vocab, d)?) } else { None };
+        let rope_freqs =
+            if l.has("rope_freqs.weight") { Some(l.vector("rope_freqs.weight", cfg.n_rot / 2)?) } else { None };
+        Ok(LlamaModel {
+            tok_embd: l.matrix("token_embd.weight", cfg.n_vocab, d)?,
+            output,
+            output_norm: l.vector("output_norm.weight", d)?,
+            blocks,
+            rope_freqs,
+            cfg,
+        })
+    }
+
+    /// Load a HF `LlamaForCausalLM` directory (f32/f16/bf16 safetensors), permuting q/k rows from HF's
+    /// rotate-half layout into llama.cpp's interleaved one so that one RoPE kernel serves both.
+    pub fn from_hf(model: &HfModel) -> Result<LlamaModel> {
+        let cfg = LlamaConfig::from_hf(model.dir(), model.config())?;
+        let l = HfLoader { model };
+        let (d, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let blocks = (0..cfg.n_layer)
+            .map(|i| {
+                let n = |s: &str| format!("model.layers.{i}.{s}.weight");
+                Ok(Block {
+                    attn_norm: l.vector(&n("input_layernorm"), d)?,
+                    wq: permute_hf_rope_rows(l.matrix(&n("self_attn.q_proj"), q, d)?, cfg.n_head),
+                    wk: permute_hf_rope_rows(l.matrix(&n("self_attn.k_proj"), kv, d)?, cfg.n_head_kv),
+                    wv: l.matrix(&n("self_attn.v_proj"), kv, d)?,
+                    wo: l.matrix(&n("self_attn.o_proj"), d, q)?,
+                    ffn_norm: l.vector(&n("post_attention_layernorm"), d)?,
+                    w_gate: l.matrix(&n("mlp.gate_proj"), ff, d)?,
+                    w_up: l.matrix(&n("mlp.up_proj"), ff, d)?,
+                    w_down: l.matrix(&n("mlp.down_proj"), d, ff)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = if l.has("lm_head.weight") { Some(l.matrix("lm_head.weight", cfg.n_vocab, d)?) } else { None };
+        Ok(LlamaModel {
+            tok_embd: l.matrix("model.embed_tokens.weight", cfg.n_vocab, d)?,
+            output,
+            output_norm: l.vector("model.norm.weight", d)?,
+            blocks,
+            rope_freqs: None,
+            cfg,
+        })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|m| m.bytes()).sum::<usize>()
+            })
+            .sum();
+        blocks + self.tok_embd.bytes() + self.output.as_ref().map_or(0, Matrix::bytes)
+    }
+
+    /// Run each sequence from position 0 and return the logits of positions `logits_from..len` of every
+    /// sequence, sequence after sequence (`n_vocab` values per position).
+    pub fn forward(&self, seqs: &[&[u32]], logits_from: usize) -> Result<Vec<f32>> {
+        let cfg = &self.cfg;
+        let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let max_len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if max_len > cfg.n_ctx_train {
+            return Err(EvalError::ContextTooLong { n_ctx: max_len, n_ctx_train: cfg.n_ctx_train });
+        }
+        let m: usize = seqs.iter().map(|s| s.len()).sum();
+        let mut x = vec![0.0f32; m * d];
+        for (tok, row) in seqs.iter().flat_map(|s| s.iter()).zip(x.chunks_exact_mut(d)) {
+            if *tok as usize >= cfg.n_vocab {
+                return Err(EvalError::TokenOutOfRange { id: *tok, n_vocab: cfg.n_vocab });
+            }
+            self.tok_embd.row_into(*tok as usize, row)?;
+        }
+        let rope =
+            RopeCache::new(max_len, cfg.n_rot, cfg.rope_freq_base, cfg.rope_freq_scale, self.rope_freqs.as_deref());
+        let positions: Vec<usize> = seqs.iter().flat_map(|s| 0..s.len()).collect();
+        let mut xn = vec![0.0f32; m * d];
+        let mut q = vec![0.0f32; m * qd];
+        let mut k = vec![0.0f32; m * kvd];
+        let mut v = vec![0.0f32; m * kvd];
+        let mut attn = vec![0.0f32; m * qd];
+        let mut gate = vec![0.0f32; m * ff];
+        let mut up = vec![0.0f32; m * ff];
+        let mut proj = vec![0.0f32; m * d];
+        let mut scratch = Vec::new();
+        for b in &self.blocks {
+            ops::rms_norm(&x, &b.attn_norm, cfg.rms_eps, &mut xn);
+            ops::matmul_t(&xn, m, d, b.wq.as_f32(&mut scratch)?, qd, &mut q);
+            ops::matmul_t(&xn, m, d, b.wk.as_f32(&mut scratch)?, kvd, &mut k);
+            ops::matmul_t(&xn, m, d, b.wv.as_f32(&mut scratch)?, kvd, &mut v);
+            q.par_chunks_mut(qd).zip(&positions).for_each(|(row, &p)| rope.apply_norm(row, cfg.head_dim, p));
+            k.par_chunks_mut(kvd).zip(&positions).for_each(|(row, &p)| rope.apply_norm(row, cfg.head_dim, p));
+            self.attention(seqs, &q, &k, &v, &mut attn);
+            ops::matmul_t(&attn, m, qd, b.wo.as_f32(&mut scratch)?, d, &mut proj);
+            ops::add_assign(&mut x, &proj);
+
+            ops::rms_norm(&x, &b.ffn_norm, cfg.rms_eps, &mut xn);
+            ops::matmul_t(&xn, m, d, b.w_gate.as_f32(&mut scratch)?, ff, &mut gate);
+            ops::matmul_t(&xn, m, d, b.w_up.as_f32(&mut scratch)?, ff, &mut up);
+            gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
+            ops::matmul_t(&gate, m, ff, b.w_down.as_f32(&mut scratch)?, d, &mut proj);
+            ops::add_assign(&mut x, &proj);
+        }
+        drop((q, k, v, attn, gate, up, proj));
+
+        // Only the rows whose logits are wanted go through the final norm and the head.
+        let mut rows = Vec::new();
+        let mut start = 0;
+        for s in seqs {
+            let from = logits_from.min(s.len());
+            rows.extend_from_slice(&x[(start + from) * d..(start + s.len()) * d]);
+            start += s.len();
+        }
+        let n_out = rows.len() / d;
+        let mut normed = vec![0.0f32; rows.len()];
+        ops::rms_norm(&rows, &self.output_norm, cfg.rms_eps, &mut normed);
+        let head = self.output.as_ref().unwrap_or(&self.tok_embd);
+        let mut logits = vec![0.0f32; n_out * cfg.n_vocab];
+        ops::matmul_t(&normed, n_out, d, head.as_f32(&mut scratch)?, cfg.n_vocab, &mut logits);
+        Ok(logits)
+    }
+
+    /// Causal multi-head attention with grouped KV heads; `out` gets each head's result at its columns.
+    fn attention(&self, seqs: &[&[u32]], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        /// Query rows per block: a block only attends to keys up to its last row.
+        const BLOCK: usize = 128;
+        let cfg = &self.cfg;
+        let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+        let group = cfg.n_head / cfg.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut starts = Vec::with_capacity(seqs.len());
+        let mut acc = 0;
+        for s in seqs {
+            starts.push((acc, s.len()));
+            acc += s.len();
+        }
+        let tasks: Vec<(usize, usize)> = (0..seqs.len()).flat_map(|s| (0..cfg.n_head).map(move |h| (s, h))).collect();
+        let results: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(s, h)| {
+                let (off, len) = starts[s];
+                let kvh = h / group;
+                let mut o = vec![0.0f32; len * hd];
+                let mut scores = vec![0.0f32; BLOCK.min(len) * len];
+                for r0 in (0..len).step_by(BLOCK) {
+                    let r1 = (r0 + BLOCK).min(len);
+                    let (nr, nk) = (r1 - r0, r1);
+                    let qv = View { data: &q[(off + r0) * qd + h * hd..], rows: nr, cols: hd, rs: qd, cs: 1 };
+                    let kt = View { data: &k[off * kvd + kvh * hd..], rows: hd, cols: nk, rs: 1, cs: kvd };
+                    ops::matmul_strided(qv, kt, &mut scores[..nr * nk]);
+                    for (i, row) in scores[..nr * nk].chunks_exact_mut(nk).enumerate() {
+                        ops::softmax_masked(row, r0 + i + 1, scale);
+                    }
+                    let p = View { data: &scores[..nr * nk], rows: nr, cols: nk, rs: nk, cs: 1 };
+                    let vv = View { data: &v[off * kvd + kvh * hd..], rows: nk, cols: hd, rs: kvd, cs: 1 };
+                    ops::matmul_strided(p, vv, &mut o[r0 * hd..r1 * hd]);
+                }
+                o
+            })
+            .collect();
+        for (&(s, h), o) in tasks.iter().zip(&results) {
+            let (off, len) = starts[s];
+            for i in 0..len {
+                out[(off + i) * qd + h * hd..(off + i) * qd + (h + 1) * hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Architecture hyperparameters in GGUF, in the order `TextModel.set_gguf_parameters` writes them
+//! (`conversion/base.py`), then the architecture's extra keys (`LlamaModel.set_gguf_parameters`), and the
+//! reverse: a config.json rebuilt from a GGUF's keys.
+
+use serde_json::{json, Map, Value};
+
+use super::{Architecture, ExtraKey, HfConfig, RopeScaling};
+use crate::gguf::{GgufFile, GgufValue};
+use crate::kv::KvList;
+
+/// Write the hyperparameter keys and `general.file_type` for `cfg`.
+pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
+    let a = arch.gguf_name;
+    kv.u32(format!("{a}.block_count"), cfg.block_count);
+    if let Some(n) = cfg.context_length {
+        kv.u32(format!("{a}.context_length"), n);
+    }
+    kv.u32(format!("{a}.embedding_length"), cfg.hidden_size);
+    kv.u32(format!("{a}.feed_forward_length"), cfg.ffn_length);
+    kv.u32(format!("{a}.attention.head_count"), cfg.head_count);
+    if let Some(n) = cfg.head_count_kv {
+        kv.u32(format!("{a}.attention.head_count_kv"), n);
+    }
+    if cfg.is_causal == Some(false) {
+        kv.bool(format!("{a}.attention.causal"), false);
+    }
+    let scaling = |kv: &mut KvList, ty: &str| kv.string(format!("{a}.rope.scaling.type"), ty);
+    match &cfg.rope_scaling {
+        RopeScaling::Linear { factor } => {
+            scaling(kv, "linear");
+            kv.f32(format!("{a}.rope.scaling.factor"), *factor);
+        }
+        RopeScaling::Yarn { factor, original_context, ext_factor, attn_factor, beta_fast, beta_slow } => {
+            scaling(kv, "yarn");
+            kv.f32(format!("{a}.rope.scaling.factor"), *factor);
+            kv.u32(format!("{a}.rope.scaling.original_context_length"), *original_context);
+            for (name, v) in [
+                ("yarn_ext_factor", ext_factor),
+                ("yarn_attn_factor", attn_factor),
+                ("yarn_beta_fast", beta_fast),
+                ("yarn_beta_slow", beta_slow),
+            ] {
+                if let Some(v) = v {
+                    kv.f32(format!("{a}.rope.scaling.{name}"), *v);
+                }
+            }
+        }
+        RopeScaling::LongRope => scaling(kv, "longrope"),
+        RopeScaling::None | RopeScaling::Llama3 { .. } | RopeScaling::Ignored(_) => {}
+    }
+    if let Some(t) = cfg.rope_theta {
+        kv.f32(format!("{a}.rope.freq_base"), t);
+    }
+    if let Some(e) = cfg.rms_norm_eps {
+        kv.f32(format!("{a}.attention.layer_norm_rms_epsilon"), e);
+    }
+    if let Some(e) = cfg.layer_norm_eps {
+        kv.f32(format!("{a}.attention.layer_norm_epsilon"), e);
+    }
+    if let Some(d) = cfg.head_dim {
+        kv.u32(format!("{a}.attention.key_length"), d);
+        kv.u32(format!("{a}.attention.value_length"), d);
+    }
+    kv.u32("general.file_type", file_type);
+    for key in arch.extra_keys {
+        match key {
+            ExtraKey::VocabSize => kv.u32(format!("{a}.vocab_size"), cfg.vocab_size),
+            ExtraKey::RopeDimensionCount => kv.u32(format!("{a}.rope.dimension_count"), cfg.head_dim()),
+        }
+    }
+}
+
+/// An f32 as the shortest decimal that reads back as the same f32 (so 1e-5 stays 1e-05, not 9.99999974e-06).
+fn f32_json(v: f32) -> Value {
+    format!("{v}").parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+}
+
+/// config.json for the model in `gguf` (architecture `arch`): the keys `arch_metadata` reads, so that
+/// converting the result back gives the same hyperparameters. `torch_dtype` is the dtype being written.
+pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &str) -> Value {
+    let a = arch.gguf_name;
+    let get = |k: &str| gguf.get(&format!("{a}.{k}"));
+    let uint = |k: &str| get(k).and_then(GgufValue::as_u64);
+    let float = |k: &str| match get(k) {
+        Some(GgufValue::F32(v)) => Some(f32_json(*v)),
+        Some(v) => v.as_f64().map(|f| json!(f)),
+        None => None,
+    };
+    let mut c = Map::new();
+    c.insert("architectures".into(), json!([arch.hf_names[0]]));
+    c.insert("model_type".into(), json!(a));
+    let n_vocab = uint("vocab_size")
+        .or_else(|| gguf.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(|t| t.len() as u64));
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            c.insert(k.into(), v);
+        }
+    };
+    put("hidden_size", uint("embedding_length").map(|v| json!(v)));
+    put("intermediate_size", uint("feed_forward_length").map(|v| json!(v)));
+    put("num_hidden_layers", uint("block_count").map(|v| json!(v)));
+    put("num_attention_heads", uint("attention.head_count").map(|v| json!(v)));
+    put("num_key_value_heads", uint("attention.head_count_kv").map(|v| json!(v)));
+    put("head_dim", uint("attention.key_length").map(|v| json!(v)));
+    put("max_position_embeddings", uint("context_length").map(|v| json!(v)));
+    put("rms_norm_eps", float("attention.layer_norm_rms_epsilon"));
+    put("rope_theta", float("rope.freq_base"));
+    put("vocab_size", n_vocab.map(|v| json!(v)));
+    let scaling = match get("rope.scaling.type").and_then(GgufValue::as_str) {
+        Some(t @ ("linear" | "yarn")) => {
+            let mut s = Map::new();
+            s.insert("rope_type".into(), json!(t));
+            if let Some(f) = float("rope.scaling.factor") {
+                s.insert("factor".into(), f);
+            }
+            if let Some(n) = uint("rope.scaling.original_context_length") {
+                s.insert("original_max_position_embeddings".into(), json!(n));
+            }
+            Value::Object(s)
+        }
+        _ => Value::Null,
+    };
+    put("rope_scaling", Some(scaling));
+    put("tie_word_embeddings", Some(json!(gguf.tensor("output.weight").is_none())));
+    for (typ, key) in [
+        ("bos", "bos_token_id"),
+        ("eos", "eos_token_id"),
+        ("unk", "unknown_token_id"),
+        ("sep", "seperator_token_id"),
+        ("pad", "padding_token_id"),
+        ("cls", "cls_token_id"),
+        ("mask", "mask_token_id"),
+    ] {
+        let v = gguf.get(&format!("tokenizer.ggml.{key}")).and_then(GgufValue::as_u64);
+        put(&format!("{typ}_token_id"), v.map(|v| json!(v)));
+    }
+    put("torch_dtype", Some(json!(torch_dtype)));
+    Value::Object(c)
+}

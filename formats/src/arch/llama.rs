@@ -1,0 +1,40 @@
+//! `LlamaForCausalLM` -> `llama` (llama.cpp `conversion/llama.py` `LlamaModel`, `undo_permute = True`):
+//! Q and K rows (and biases) are permuted from HF's rotate-half RoPE layout to llama.cpp's.
+
+use super::{Architecture, Dim::*, ExtraKey, TensorRule, Transform, VocabStyle};
+
+/// The Llama tensor rules (shared by Mistral).
+pub(super) const RULES: &[TensorRule] = &[
+    TensorRule::copy("model.embed_tokens.weight", "token_embd.weight", &[Vocab, Hidden]),
+    TensorRule::copy("lm_head.weight", "output.weight", &[Vocab, Hidden]).optional(),
+    TensorRule::copy("model.norm.weight", "output_norm.weight", &[Hidden]),
+    TensorRule::copy("model.layers.{bid}.input_layernorm.weight", "blk.{bid}.attn_norm.weight", &[Hidden]),
+    TensorRule::copy("model.layers.{bid}.self_attn.q_proj.weight", "blk.{bid}.attn_q.weight", &[QOut, Hidden])
+        .with(Transform::RopePermuteQ),
+    TensorRule::copy("model.layers.{bid}.self_attn.k_proj.weight", "blk.{bid}.attn_k.weight", &[KvOut, Hidden])
+        .with(Transform::RopePermuteK),
+    TensorRule::copy("model.layers.{bid}.self_attn.v_proj.weight", "blk.{bid}.attn_v.weight", &[KvOut, Hidden]),
+    TensorRule::copy("model.layers.{bid}.self_attn.o_proj.weight", "blk.{bid}.attn_output.weight", &[Hidden, QOut]),
+    TensorRule::copy("model.layers.{bid}.self_attn.q_proj.bias", "blk.{bid}.attn_q.bias", &[QOut])
+        .with(Transform::RopePermuteQ)
+        .optional(),
+    TensorRule::copy("model.layers.{bid}.self_attn.k_proj.bias", "blk.{bid}.attn_k.bias", &[KvOut])
+        .with(Transform::RopePermuteK)
+        .optional(),
+    TensorRule::copy("model.layers.{bid}.self_attn.v_proj.bias", "blk.{bid}.attn_v.bias", &[KvOut]).optional(),
+    TensorRule::copy("model.layers.{bid}.self_attn.o_proj.bias", "blk.{bid}.attn_output.bias", &[Hidden]).optional(),
+    TensorRule::copy("model.layers.{bid}.post_attention_layernorm.weight", "blk.{bid}.ffn_norm.weight", &[Hidden]),
+    TensorRule::copy("model.layers.{bid}.mlp.gate_proj.weight", "blk.{bid}.ffn_gate.weight", &[Ffn, Hidden]),
+    TensorRule::copy("model.layers.{bid}.mlp.up_proj.weight", "blk.{bid}.ffn_up.weight", &[Ffn, Hidden]),
+    TensorRule::copy("model.layers.{bid}.mlp.down_proj.weight", "blk.{bid}.ffn_down.weight", &[Hidden, Ffn]),
+];
+
+pub(super) static LLAMA: Architecture = Architecture {
+    hf_names: &["LlamaForCausalLM"],
+    gguf_name: "llama",
+    rules: RULES,
+    extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount],
+    vocab: VocabStyle::Llama,
+    requires_kv_heads: true,
+    llama3_rope_freqs: true,
+};

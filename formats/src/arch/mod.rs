@@ -1,0 +1,224 @@
+//! The architecture registry: one small file per Hugging Face architecture, each a static
+//! [`Architecture`] value of declarative tensor rules (HF name pattern -> GGUF name, expected shape,
+//! transform). Adding an architecture is one new file plus one line in [`ARCHITECTURES`].
+//!
+//! Names and rules follow llama.cpp's converter at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62:
+//! `gguf-py/gguf/tensor_mapping.py`, `gguf-py/gguf/constants.py` (`MODEL_TENSORS`), `conversion/llama.py`
+//! (<https://github.com/ggml-org/llama.cpp/blob/81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62/conversion/llama.py>)
+//! and `conversion/qwen.py`. Invariant: every HF tensor of a checkpoint is either mapped by exactly one rule
+//! or explicitly ignored; anything else is an error before any tensor data is read.
+
+mod config;
+mod general;
+mod hparams;
+mod llama;
+mod mistral;
+mod plan;
+mod qwen2;
+mod qwen3;
+
+pub use config::{HfConfig, RopeScaling};
+pub use general::general_metadata;
+pub use hparams::{arch_metadata, hf_config_from_gguf};
+pub use plan::{plan_tensors, PlannedTensor};
+
+use std::path::Path;
+
+use crate::error::{FormatError, Result};
+
+/// A dimension of an expected tensor shape, resolved from config.json.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// `vocab_size`.
+    Vocab,
+    /// `hidden_size`.
+    Hidden,
+    /// `intermediate_size`.
+    Ffn,
+    /// `num_attention_heads * head_dim`.
+    QOut,
+    /// `num_key_value_heads * head_dim`.
+    KvOut,
+    /// `head_dim` (or `hidden_size / num_attention_heads`).
+    HeadDim,
+}
+
+/// What happens to a tensor's values on the way to GGUF (the inverse is applied on the way back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// Copied (with dtype conversion).
+    None,
+    /// Rows permuted from HF's rotate-half RoPE layout to llama.cpp's adjacent pairs, with
+    /// `num_attention_heads` heads (Q).
+    RopePermuteQ,
+    /// The same with `num_key_value_heads` heads (K).
+    RopePermuteK,
+}
+
+/// One HF tensor name pattern and what it becomes. `{bid}` stands for a layer index.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRule {
+    pub hf: &'static str,
+    pub gguf: &'static str,
+    /// Expected shape in torch order.
+    pub shape: &'static [Dim],
+    pub transform: Transform,
+    /// The tensor may be absent (e.g. `lm_head.weight` with tied embeddings, optional biases).
+    pub optional: bool,
+}
+
+impl TensorRule {
+    /// A required tensor copied as is.
+    pub const fn copy(hf: &'static str, gguf: &'static str, shape: &'static [Dim]) -> TensorRule {
+        TensorRule { hf, gguf, shape, transform: Transform::None, optional: false }
+    }
+
+    /// The same rule, marked optional.
+    pub const fn optional(self) -> TensorRule {
+        TensorRule { optional: true, ..self }
+    }
+
+    /// The same rule with a transform.
+    pub const fn with(self, transform: Transform) -> TensorRule {
+        TensorRule { transform, ..self }
+    }
+
+    /// The layer index if `name` matches this rule (`Some(None)` for a rule without `{bid}`).
+    fn matches(&self, name: &str) -> Option<Option<u32>> {
+        match self.hf.split_once("{bid}") {
+            None => (name == self.hf).then_some(None),
+            Some((pre, post)) => {
+                let mid = name.strip_prefix(pre)?.strip_suffix(post)?;
+                if mid.is_empty() || !mid.bytes().all(|b| b.is_ascii_digit()) || (mid.len() > 1 && mid.starts_with('0'))
+                {
+                    return None;
+                }
+                mid.parse().ok().map(Some)
+            }
+        }
+    }
+}
+
+/// Hyperparameter keys written after `general.file_type` by the architecture's own
+/// `set_gguf_parameters` (e.g. `LlamaModel`'s vocab size and RoPE dimension count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtraKey {
+    VocabSize,
+    RopeDimensionCount,
+}
+
+/// How the tokenizer is chosen (`set_vocab` of the converter class).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VocabStyle {
+    /// `LlamaModel.set_vocab`: `add_prefix_space` -> `tokenizer.ggml.add_space_prefix` first, SentencePiece
+    /// if `tokenizer.model` exists else BPE, and `add_bos_token = false` for 49152-token vocabularies.
+    Llama,
+    /// `Qwen2Model.set_vocab`: SentencePiece if `tokenizer.model` exists, else BPE.
+    Plain,
+}
+
+/// A supported architecture.
+#[derive(Debug)]
+pub struct Architecture {
+    /// `architectures[0]` values in config.json that select it.
+    pub hf_names: &'static [&'static str],
+    /// `general.architecture` and the prefix of its hyperparameter keys.
+    pub gguf_name: &'static str,
+    pub rules: &'static [TensorRule],
+    pub extra_keys: &'static [ExtraKey],
+    pub vocab: VocabStyle,
+    /// `num_key_value_heads` is required (the Q/K permutation needs it).
+    pub requires_kv_heads: bool,
+    /// A `rope_scaling.rope_type == "llama3"` config generates a `rope_freqs.weight` tensor.
+    pub llama3_rope_freqs: bool,
+}
+
+/// Every supported architecture.
+pub static ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &mistral::MISTRAL, &qwen2::QWEN2, &qwen3::QWEN3];
+
+/// HF tensors every converter drops (`ModelBase.prepare_tensors`).
+pub const IGNORED_SUFFIXES: &[&str] = &[".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq"];
+
+/// The HF architecture names we support, sorted and comma-separated (for error messages).
+pub fn supported_names() -> String {
+    let mut names: Vec<&str> = ARCHITECTURES.iter().flat_map(|a| a.hf_names.iter().copied()).collect();
+    names.sort_unstable();
+    names.join(", ")
+}
+
+/// The architecture registered for the HF name `hf_arch`.
+pub fn lookup(path: &Path, hf_arch: &str) -> Result<&'static Architecture> {
+    ARCHITECTURES.iter().copied().find(|a| a.hf_names.contains(&hf_arch)).ok_or_else(|| {
+        FormatError::UnknownArchitecture { path: path.into(), name: hf_arch.into(), supported: supported_names() }
+    })
+}
+
+/// The architecture whose `general.architecture` is `gguf_name` (the first registered, for GGUF -> HF).
+pub fn lookup_gguf(path: &Path, gguf_name: &str) -> Result<&'static Architecture> {
+    ARCHITECTURES.iter().copied().find(|a| a.gguf_name == gguf_name).ok_or_else(|| {
+        let mut names: Vec<&str> = ARCHITECTURES.iter().map(|a| a.gguf_name).collect();
+        names.dedup();
+        FormatError::UnknownArchitecture { path: path.into(), name: gguf_name.into(), supported: names.join(", ") }
+    })
+}
+
+impl Architecture {
+    /// The rule mapping HF tensor `name`, with the layer index it matched.
+    pub fn rule_for(&self, name: &str) -> Option<(&TensorRule, Option<u32>)> {
+        self.rules.iter().find_map(|r| r.matches(name).map(|bid| (r, bid)))
+    }
+
+    /// The rule producing GGUF tensor `name`, with the layer index.
+    pub fn rule_for_gguf(&self, name: &str) -> Option<(&TensorRule, Option<u32>)> {
+        self.rules.iter().find_map(|r| {
+            let inverse = TensorRule { hf: r.gguf, ..*r };
+            inverse.matches(name).map(|bid| (r, bid))
+        })
+    }
+}
+
+/// Replace `{bid}` in a pattern.
+pub fn fill(pattern: &str, bid: Option<u32>) -> String {
+    match bid {
+        Some(b) => pattern.replace("{bid}", &b.to_string()),
+        None => pattern.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn names_and_rules_are_unique() {
+        let mut hf = HashSet::new();
+        for a in ARCHITECTURES {
+            for n in a.hf_names {
+                assert!(hf.insert(*n), "HF architecture {n} registered twice");
+            }
+            let mut src = HashSet::new();
+            let mut dst = HashSet::new();
+            for r in a.rules {
+                assert!(src.insert(r.hf), "{}: HF pattern {} twice", a.gguf_name, r.hf);
+                assert!(dst.insert(r.gguf), "{}: GGUF name {} twice", a.gguf_name, r.gguf);
+                assert_eq!(r.hf.contains("{bid}"), r.gguf.contains("{bid}"), "{}", r.hf);
+                assert!(fill(r.gguf, Some(999)).len() < crate::gguf::MAX_NAME_LENGTH);
+            }
+        }
+    }
+
+    #[test]
+    fn patterns_match_layer_indices() {
+        let a = lookup(Path::new("x"), "LlamaForCausalLM").unwrap();
+        let (r, bid) = a.rule_for("model.layers.12.self_attn.q_proj.weight").unwrap();
+        assert_eq!((r.gguf, bid, r.transform), ("blk.{bid}.attn_q.weight", Some(12), Transform::RopePermuteQ));
+        assert!(a.rule_for("model.layers.x.self_attn.q_proj.weight").is_none());
+        assert!(a.rule_for("model.layers.01.self_attn.q_proj.weight").is_none());
+        let (r, bid) = a.rule_for_gguf("blk.3.ffn_down.weight").unwrap();
+        assert_eq!((r.hf, bid), ("model.layers.{bid}.mlp.down_proj.weight", Some(3)));
+        let e = lookup(Path::new("c.json"), "GPT2LMHeadModel").unwrap_err().to_string();
+        assert!(e.contains("GPT2LMHeadModel") && e.contains("LlamaForCausalLM, MistralForCausalLM"), "{e}");
+    }
+}

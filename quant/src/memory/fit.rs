@@ -1,0 +1,188 @@
+//! Putting it together: where every byte lives for a given `-ngl`, the largest `-ngl` and the largest context
+//! that fit a memory budget.
+//!
+//! Layer placement follows `llama_model::load_tensors`: with `-ngl k` on an `n`-layer model the GPU gets the
+//! output layer first (any `k >= 1`), then the last `k - 1` repeating layers; `k = n + 1` is full offload; the
+//! input embedding always stays on the CPU. A layer's KV cache lives with the layer (`offload_kqv`, the
+//! default). The logits output buffer (`n_vocab x n_seq_max` f32, `output_reserve`) is host memory.
+
+use super::{
+    compute_buffers, kv_cache, weight_plan, ComputeBuffers, KvCache, KvLayout, MemoryError, ModelShape, WeightPlan,
+};
+use crate::policy::FileType;
+
+/// Bytes in one memory (VRAM or host RAM), by purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub weights: u64,
+    pub kv: u64,
+    pub compute: u64,
+    /// The logits output buffer (host only).
+    pub output_buffer: u64,
+}
+
+impl Placement {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv + self.compute + self.output_buffer
+    }
+}
+
+/// The memory of one `-ngl` setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offload {
+    /// llama.cpp's `-ngl` (0 ..= n_layer + 1).
+    pub ngl: usize,
+    pub n_layer: usize,
+    pub device: Placement,
+    pub host: Placement,
+    /// Whether each repeating layer is on the GPU.
+    pub gpu_layers: Vec<bool>,
+    pub output_on_gpu: bool,
+}
+
+impl Offload {
+    /// Every layer, output included, is on the GPU.
+    pub fn is_full(&self) -> bool {
+        self.ngl > self.n_layer
+    }
+}
+
+/// Memory budgets; `None` means unlimited / not asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub vram: Option<u64>,
+    pub ram: Option<u64>,
+}
+
+/// Everything `estimate` needs besides the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub layout: KvLayout,
+    pub resources: Resources,
+    /// Largest context to consider when searching for the largest one that fits (per sequence).
+    pub max_ctx: u64,
+}
+
+/// The memory of `model` for `weights` with `-ngl ngl` (0 = CPU only).
+pub fn offload_for(
+    model: &ModelShape,
+    weights: &WeightPlan,
+    kv: &KvCache,
+    compute: &ComputeBuffers,
+    layout: &KvLayout,
+    ngl: usize,
+) -> Offload {
+    let n_layer = model.n_layer();
+    let ngl = ngl.min(n_layer + 1);
+    let first_gpu = (n_layer + 1).saturating_sub(ngl);
+    let gpu_layers: Vec<bool> = (0..n_layer).map(|il| il >= first_gpu).collect();
+    let output_on_gpu = ngl >= 1;
+    let mut device = Placement::default();
+    let mut host = Placement { weights: weights.token_embd, ..Placement::default() };
+    for (il, &on_gpu) in gpu_layers.iter().enumerate() {
+        let side = if on_gpu { &mut device } else { &mut host };
+        side.weights += weights.layers.get(il).copied().unwrap_or(0);
+        side.kv += kv.layer_bytes(il);
+    }
+    if output_on_gpu {
+        device.weights += weights.output_layer_bytes();
+    } else {
+        // On the CPU a tied output reads the input layer's (memory-mapped) copy.
+        host.weights += weights.output;
+    }
+    if ngl == 0 {
+        host.compute = compute.device;
+    } else {
+        device.compute = compute.device;
+        host.compute = compute.host + if gpu_layers.iter().all(|&g| g) { 0 } else { compute.layer };
+    }
+    host.output_buffer = model.n_vocab.saturating_mul(layout.parallel).saturating_mul(4);
+    Offload { ngl, n_layer, device, host, gpu_layers, output_on_gpu }
+}
+
+/// The estimate for one type at one context.
+#[derive(Clone, Debug)]
+pub struct Estimate {
+    pub weights: WeightPlan,
+    pub kv: KvCache,
+    pub compute: ComputeBuffers,
+    /// Everything on the GPU (`-ngl n_layer+1`).
+    pub full: Offload,
+    /// Nothing offloaded (CPU only).
+    pub cpu: Offload,
+    /// With a VRAM budget: the largest `-ngl` whose device memory fits (and whose host memory fits the RAM
+    /// budget, if any); `None` when not even `-ngl 0` fits the RAM.
+    pub best: Option<Offload>,
+    /// With a budget: the largest context per sequence (a multiple of 256, at most `max_ctx`) that fits fully
+    /// offloaded in VRAM, or CPU-only in RAM when no VRAM is given. `Some(0)`: not even 256 tokens fit.
+    pub max_ctx: Option<u64>,
+}
+
+impl Estimate {
+    /// Whether the whole model and cache fit in VRAM (and the rest in RAM).
+    pub fn fits_fully(&self, r: &Resources) -> bool {
+        r.vram.is_some_and(|v| self.full.device.total() <= v) && r.ram.is_none_or(|m| self.full.host.total() <= m)
+    }
+}
+
+fn fits(o: &Offload, r: &Resources) -> bool {
+    r.vram.is_none_or(|v| o.device.total() <= v) && r.ram.is_none_or(|m| o.host.total() <= m)
+}
+
+/// Estimate `model` quantized to `ftype` (`None`: as it is) under `settings`.
+pub fn estimate(model: &ModelShape, ftype: Option<FileType>, settings: &Settings) -> Result<Estimate, MemoryError> {
+    let weights = weight_plan(model, ftype)?;
+    let layout = settings.layout;
+    let kv = kv_cache(model, &layout)?;
+    let compute = compute_buffers(model, &kv, &layout);
+    let n_layer = model.n_layer();
+    let full = offload_for(model, &weights, &kv, &compute, &layout, n_layer + 1);
+    let cpu = offload_for(model, &weights, &kv, &compute, &layout, 0);
+    let r = settings.resources;
+    let best = if r.vram.is_some() {
+        (0..=n_layer + 1)
+            .rev()
+            .map(|ngl| offload_for(model, &weights, &kv, &compute, &layout, ngl))
+            .find(|o| fits(o, &r))
+    } else {
+        None
+    };
+    let max_ctx = match (r.vram, r.ram) {
+        (None, None) => None,
+        _ => Some(max_context(model, &weights, &layout, &r, settings.max_ctx)?),
+    };
+    Ok(Estimate { weights, kv, compute, full, cpu, best, max_ctx })
+}
+
+/// The largest context per sequence, a multiple of 256 up to `cap`, at which `weights` fit: fully offloaded
+/// within `r.vram` (host part within `r.ram`) when a VRAM budget is given, else CPU-only within `r.ram`.
+/// 0 when not even 256 tokens fit.
+pub fn max_context(
+    model: &ModelShape,
+    weights: &WeightPlan,
+    layout: &KvLayout,
+    r: &Resources,
+    cap: u64,
+) -> Result<u64, MemoryError> {
+    let ngl = if r.vram.is_some() { model.n_layer() + 1 } else { 0 };
+    let fits_at = |blocks: u64| -> Result<bool, MemoryError> {
+        let l = KvLayout { ctx: blocks * 256, ..*layout };
+        let kv = kv_cache(model, &l)?;
+        let compute = compute_buffers(model, &kv, &l);
+        Ok(fits(&offload_for(model, weights, &kv, &compute, &l, ngl), r))
+    };
+    let (mut lo, mut hi) = (0u64, (cap / 256).max(1));
+    if fits_at(hi)? {
+        return Ok(hi * 256);
+    }
+    // Invariant: lo blocks fit (0 trivially), hi blocks do not; memory grows with the context.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits_at(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo * 256)
+}

@@ -1,0 +1,388 @@
+//! What the planner needs to know about a model: its GGUF tensors (names, shapes, source types) and the
+//! attention shape of every layer (KV heads, K/V head sizes, sliding window). Read from a GGUF's metadata
+//! and tensor list, or derived from a Hugging Face config.json through the architecture registry
+//! (`quantforge_formats::arch`).
+
+use std::path::{Path, PathBuf};
+
+use quantforge_formats::arch::{self, Architecture, Dim, HfConfig, RopeScaling};
+use quantforge_formats::gguf::{GgufFile, GgufValue};
+use quantforge_formats::hf::{read_json, HfModel};
+use quantforge_formats::GgmlType;
+
+use super::MemoryError;
+use crate::policy::ModelInfo;
+
+/// One GGUF tensor of the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorShape {
+    pub name: String,
+    /// ggml order (`ne[0]` is the row length).
+    pub ne: Vec<u64>,
+    /// The type in the source (a GGUF's own type; F16 for 2-D and F32 for 1-D tensors of a converted HF
+    /// model, as `convert --outtype f16` writes them).
+    pub src_type: GgmlType,
+}
+
+/// The attention shape of one layer (`llama_hparams::n_head_kv(il)`, `n_embd_head_k`, `is_swa(il)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerAttention {
+    pub n_head_kv: u32,
+    pub head_dim_k: u32,
+    pub head_dim_v: u32,
+    /// The layer attends through a sliding window of [`ModelShape::n_swa`] tokens.
+    pub swa: bool,
+}
+
+impl LayerAttention {
+    /// `n_embd_k_gqa(il)`: K values stored per token.
+    pub fn n_embd_k_gqa(&self) -> u64 {
+        u64::from(self.head_dim_k) * u64::from(self.n_head_kv)
+    }
+
+    /// `n_embd_v_gqa(il)`: V values stored per token.
+    pub fn n_embd_v_gqa(&self) -> u64 {
+        u64::from(self.head_dim_v) * u64::from(self.n_head_kv)
+    }
+}
+
+/// A model as the memory planner sees it.
+#[derive(Clone, Debug)]
+pub struct ModelShape {
+    /// Where it was read from (for messages).
+    pub path: PathBuf,
+    /// Hyper-parameters the type policy reads.
+    pub info: ModelInfo,
+    pub n_embd: u64,
+    pub n_head: u32,
+    pub n_vocab: u64,
+    /// Largest feed-forward width of any layer.
+    pub n_ff: u64,
+    /// One entry per layer.
+    pub layers: Vec<LayerAttention>,
+    /// Sliding-window size (`hparams.n_swa`), 0 without SWA layers.
+    pub n_swa: u32,
+    /// Training context (`<arch>.context_length` / `max_position_embeddings`).
+    pub n_ctx_train: Option<u32>,
+    pub tensors: Vec<TensorShape>,
+    /// `general.file_type` of a GGUF source.
+    pub file_type: Option<u32>,
+}
+
+/// Architectures whose llama.cpp loader calls `load_swa_pattern(n_pattern, dense_first)` when the model has a
+/// sliding window (`src/models/*.cpp`); a `sliding_window_pattern` key overrides the default pattern.
+const SWA_PATTERNS: &[(&str, u32, bool)] = &[
+    ("gemma2", 2, false),
+    ("gemma3", 6, false),
+    ("gemma3n", 5, false),
+    ("gemma-embedding", 6, false),
+    ("cohere2", 4, false),
+    ("gpt-oss", 2, false),
+    ("llama4", 4, false),
+    ("exaone4", 4, false),
+    ("olmo2", 4, false),
+];
+
+/// `llama_hparams::set_swa_pattern`.
+fn swa_pattern(n_layer: usize, n_pattern: u32, dense_first: bool) -> Vec<bool> {
+    let n = n_pattern as usize;
+    (0..n_layer).map(|il| if dense_first { n == 0 || il % n != 0 } else { n == 0 || il % n < n - 1 }).collect()
+}
+
+impl ModelShape {
+    /// Open a model: a GGUF file, a HF directory, or a bare `config.json`.
+    pub fn open(path: &Path) -> Result<ModelShape, MemoryError> {
+        if path.is_dir() {
+            return ModelShape::from_hf_dir(path);
+        }
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            return ModelShape::from_config_json(path);
+        }
+        ModelShape::from_gguf(&GgufFile::open(path)?)
+    }
+
+    /// From a GGUF file's metadata and tensor list.
+    pub fn from_gguf(file: &GgufFile) -> Result<ModelShape, MemoryError> {
+        let path = file.path().to_path_buf();
+        let missing = |key: &str| MemoryError::MissingKey { path: path.clone(), key: key.into() };
+        let bad = |key: &str, message: &str| MemoryError::BadKey {
+            path: path.clone(),
+            key: key.into(),
+            message: message.into(),
+        };
+        let arch = file
+            .get("general.architecture")
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| missing("general.architecture"))?
+            .to_string();
+        let key = |suffix: &str| format!("{arch}.{suffix}");
+        let scalar = |suffix: &str| -> Result<Option<u64>, MemoryError> {
+            match file.get(&key(suffix)) {
+                None => Ok(None),
+                Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(&key(suffix), "is not an unsigned integer")),
+            }
+        };
+        let n_layer = scalar("block_count")?.ok_or_else(|| missing(&key("block_count")))?;
+        if n_layer == 0 || n_layer > 4096 {
+            return Err(bad(&key("block_count"), "must be in 1..=4096"));
+        }
+        let n_layer = n_layer as usize;
+        // A per-layer array or one value for every layer (`get_key_or_arr`).
+        let per_layer = |suffix: &str| -> Result<Option<Vec<u64>>, MemoryError> {
+            let Some(v) = file.get(&key(suffix)) else { return Ok(None) };
+            let values: Vec<Option<u64>> = match v.as_array() {
+                Some(a) => a.iter().map(GgufValue::as_u64).collect(),
+                None => vec![v.as_u64(); n_layer],
+            };
+            if values.len() != n_layer || values.iter().any(Option::is_none) {
+                return Err(bad(&key(suffix), "must be a count or one count per layer"));
+            }
+            Ok(Some(values.into_iter().flatten().collect()))
+        };
+        let n_embd = scalar("embedding_length")?.ok_or_else(|| missing(&key("embedding_length")))?;
+        let n_head = per_layer("attention.head_count")?.ok_or_else(|| missing(&key("attention.head_count")))?;
+        let n_head_kv = per_layer("attention.head_count_kv")?.unwrap_or_else(|| n_head.clone());
+        let n_head0 = n_head[0];
+        if n_head0 == 0 || n_head0 > u64::from(u32::MAX) {
+            return Err(bad(&key("attention.head_count"), "must be positive"));
+        }
+        let head_dim_k = scalar("attention.key_length")?.unwrap_or(n_embd / n_head0);
+        let head_dim_v = scalar("attention.value_length")?.unwrap_or(n_embd / n_head0);
+        let to_u32 = |v: u64, k: &str| u32::try_from(v).map_err(|_| bad(&key(k), "is too large"));
+        let n_swa = to_u32(scalar("attention.sliding_window")?.unwrap_or(0), "attention.sliding_window")?;
+        let swa = match SWA_PATTERNS.iter().find(|(a, _, _)| *a == arch) {
+            Some(&(_, n_pattern, dense_first)) if n_swa > 0 => {
+                match file.get(&key("attention.sliding_window_pattern")) {
+                    Some(GgufValue::Array { values, .. }) => {
+                        let flags: Vec<Option<bool>> = values.iter().map(GgufValue::as_bool).collect();
+                        if flags.len() != n_layer || flags.iter().any(Option::is_none) {
+                            return Err(bad(&key("attention.sliding_window_pattern"), "must hold one bool per layer"));
+                        }
+                        flags.into_iter().flatten().collect()
+                    }
+                    Some(v) => {
+                        let n = v
+                            .as_u64()
+                            .ok_or_else(|| bad(&key("attention.sliding_window_pattern"), "is not a count"))?;
+                        swa_pattern(n_layer, to_u32(n, "attention.sliding_window_pattern")?, dense_first)
+                    }
+                    None => swa_pattern(n_layer, n_pattern, dense_first),
+                }
+            }
+            _ => vec![false; n_layer],
+        };
+        let layers = (0..n_layer)
+            .map(|il| {
+                Ok(LayerAttention {
+                    n_head_kv: to_u32(n_head_kv[il], "attention.head_count_kv")?,
+                    head_dim_k: to_u32(head_dim_k, "attention.key_length")?,
+                    head_dim_v: to_u32(head_dim_v, "attention.value_length")?,
+                    swa: swa[il],
+                })
+            })
+            .collect::<Result<Vec<_>, MemoryError>>()?;
+        let tensors: Vec<TensorShape> = file
+            .tensors()
+            .iter()
+            .map(|t| TensorShape { name: t.name.clone(), ne: t.ne.clone(), src_type: t.ggml_type })
+            .collect();
+        if tensors.is_empty() {
+            return Err(MemoryError::NoTensors { path });
+        }
+        let n_vocab = match file.tensor("token_embd.weight") {
+            Some(t) => t.ne.get(1).copied().unwrap_or(0),
+            None => scalar("vocab_size")?
+                .or_else(|| file.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(|a| a.len() as u64))
+                .ok_or_else(|| missing("tokenizer.ggml.tokens"))?,
+        };
+        let n_ff = per_layer("feed_forward_length")?.and_then(|v| v.into_iter().max()).unwrap_or(4 * n_embd);
+        let info = ModelInfo {
+            arch: arch.clone(),
+            n_layer: n_layer as u32,
+            n_head: n_head0 as u32,
+            n_head_kv: to_u32(n_head_kv[0], "attention.head_count_kv")?,
+            n_expert: to_u32(scalar("expert_count")?.unwrap_or(0), "expert_count")?,
+        };
+        let n_ctx_train = scalar("context_length")?.map(|c| to_u32(c, "context_length")).transpose()?;
+        let file_type = file.get("general.file_type").and_then(GgufValue::as_u64).and_then(|v| u32::try_from(v).ok());
+        Ok(ModelShape {
+            path,
+            info,
+            n_embd,
+            n_head: n_head0 as u32,
+            n_vocab,
+            n_ff,
+            layers,
+            n_swa,
+            n_ctx_train,
+            tensors,
+            file_type,
+        })
+    }
+
+    /// From a HF model directory: the GGUF tensors its safetensors would convert to.
+    pub fn from_hf_dir(dir: &Path) -> Result<ModelShape, MemoryError> {
+        let config_path = dir.join("config.json");
+        let cfg = HfConfig::parse(&config_path, &read_json(&config_path)?)?;
+        let arch = arch::lookup(&config_path, &cfg.architecture)?;
+        let model = HfModel::open(dir)?;
+        let mut tensors: Vec<TensorShape> = arch::plan_tensors(&model, arch, &cfg)?
+            .into_iter()
+            .map(|t| {
+                let ne = t.ne();
+                TensorShape { name: t.gguf_name, src_type: converted_type(&ne), ne }
+            })
+            .collect();
+        tensors.extend(generated_tensors(arch, &cfg));
+        ModelShape::from_config(arch, &cfg, tensors)
+    }
+
+    /// From a bare `config.json`: the GGUF tensors are derived from the architecture's rules.
+    pub fn from_config_json(path: &Path) -> Result<ModelShape, MemoryError> {
+        let cfg = HfConfig::parse(path, &read_json(path)?)?;
+        let arch = arch::lookup(path, &cfg.architecture)?;
+        ModelShape::from_config(arch, &cfg, config_tensors(arch, &cfg))
+    }
+
+    fn from_config(arch: &Architecture, cfg: &HfConfig, tensors: Vec<TensorShape>) -> Result<ModelShape, MemoryError> {
+        if tensors.is_empty() {
+            return Err(MemoryError::NoTensors { path: cfg.path.clone() });
+        }
+        let layer = LayerAttention {
+            n_head_kv: cfg.kv_heads(),
+            head_dim_k: cfg.head_dim(),
+            head_dim_v: cfg.head_dim(),
+            // The registry's architectures (Llama, Mistral, Qwen2, Qwen3) run without SWA in llama.cpp;
+            // Mistral's `sliding_window` is not even written to GGUF.
+            swa: false,
+        };
+        Ok(ModelShape {
+            path: cfg.path.clone(),
+            info: ModelInfo {
+                arch: arch.gguf_name.to_string(),
+                n_layer: cfg.block_count,
+                n_head: cfg.head_count,
+                n_head_kv: cfg.kv_heads(),
+                n_expert: 0,
+            },
+            n_embd: u64::from(cfg.hidden_size),
+            n_head: cfg.head_count,
+            n_vocab: u64::from(cfg.vocab_size),
+            n_ff: u64::from(cfg.ffn_length),
+            layers: vec![layer; cfg.block_count as usize],
+            n_swa: 0,
+            n_ctx_train: cfg.context_length,
+            tensors,
+            file_type: None,
+        })
+    }
+
+    /// Number of layers (`n_layer`).
+    pub fn n_layer(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether `output.weight` is absent, so llama.cpp uses `token_embd` as the output too.
+    pub fn tied_embeddings(&self) -> bool {
+        !self.tensors.iter().any(|t| t.name == "output.weight")
+    }
+
+    /// Total parameters.
+    pub fn n_params(&self) -> u64 {
+        self.tensors.iter().map(|t| t.ne.iter().product::<u64>()).sum()
+    }
+}
+
+/// The type `convert --outtype f16` gives a tensor: F32 for 1-D tensors, F16 otherwise.
+fn converted_type(ne: &[u64]) -> GgmlType {
+    if ne.len() <= 1 {
+        GgmlType::F32
+    } else {
+        GgmlType::F16
+    }
+}
+
+/// Tensors the converter generates rather than maps: `rope_freqs.weight` (`head_dim / 2` F32 values) for
+/// Llama 3 RoPE scaling (`LlamaModel.generate_extra_tensors`).
+fn generated_tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<TensorShape> {
+    match cfg.rope_scaling {
+        RopeScaling::Llama3 { .. } if arch.llama3_rope_freqs => vec![TensorShape {
+            name: "rope_freqs.weight".into(),
+            ne: vec![u64::from(cfg.head_dim() / 2)],
+            src_type: GgmlType::F32,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn dim(cfg: &HfConfig, d: Dim) -> u64 {
+    u64::from(match d {
+        Dim::Vocab => cfg.vocab_size,
+        Dim::Hidden => cfg.hidden_size,
+        Dim::Ffn => cfg.ffn_length,
+        Dim::QOut => cfg.head_count * cfg.head_dim(),
+        Dim::KvOut => cfg.kv_heads() * cfg.head_dim(),
+        Dim::HeadDim => cfg.head_dim(),
+    })
+}
+
+/// The GGUF tensors a checkpoint described by `cfg` converts to, from the architecture's rules alone (no
+/// safetensors needed): every required rule for every layer, `output.weight` unless the embeddings are
+/// tied, optional biases when `attention_bias` / `mlp_bias` say so, and generated tensors.
+pub fn config_tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<TensorShape> {
+    let flag = |k: &str| cfg.raw.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let mut out = Vec::new();
+    for rule in arch.rules {
+        let present = !rule.optional
+            || match rule.gguf {
+                "output.weight" => !cfg.tie_word_embeddings,
+                g if g.ends_with(".bias") && g.contains(".ffn_") => flag("mlp_bias"),
+                g if g.ends_with(".bias") => flag("attention_bias"),
+                _ => false,
+            };
+        if !present {
+            continue;
+        }
+        let ne: Vec<u64> = rule.shape.iter().rev().map(|&d| dim(cfg, d)).collect();
+        let bids: Vec<Option<u32>> =
+            if rule.gguf.contains("{bid}") { (0..cfg.block_count).map(Some).collect() } else { vec![None] };
+        for bid in bids {
+            out.push(TensorShape { name: arch::fill(rule.gguf, bid), src_type: converted_type(&ne), ne: ne.clone() });
+        }
+    }
+    out.extend(generated_tensors(arch, cfg));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swa_patterns_follow_llama_cpp() {
+        // gemma2: every other layer, starting with a SWA layer; gemma3: five SWA then one full.
+        assert_eq!(swa_pattern(4, 2, false), [true, false, true, false]);
+        assert_eq!(swa_pattern(7, 6, false), [true, true, true, true, true, false, true]);
+        assert_eq!(swa_pattern(5, 4, true), [false, true, true, true, false]);
+        assert_eq!(swa_pattern(3, 0, false), [true, true, true]);
+    }
+
+    #[test]
+    fn qwen3_config_tensors() {
+        let v = serde_json::json!({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+            "vocab_size": 100, "tie_word_embeddings": true});
+        let cfg = HfConfig::parse(Path::new("config.json"), &v).unwrap();
+        let arch = arch::lookup(Path::new("config.json"), &cfg.architecture).unwrap();
+        let t = config_tensors(arch, &cfg);
+        let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+        assert!(!names.contains(&"output.weight"), "tied");
+        assert!(names.contains(&"blk.1.attn_k_norm.weight"));
+        // 2 global + 11 per layer.
+        assert_eq!(t.len(), 2 + 2 * 11);
+        let q = t.iter().find(|t| t.name == "blk.0.attn_q.weight").unwrap();
+        assert_eq!((q.ne.clone(), q.src_type), (vec![64, 128], GgmlType::F16));
+        let k = t.iter().find(|t| t.name == "blk.0.attn_k.weight").unwrap();
+        assert_eq!(k.ne, [64, 64]);
+    }
+}

@@ -1,0 +1,127 @@
+//! What the pipeline quantizes: a GGUF file, or a Hugging Face directory converted on the fly. Either way the
+//! tensors are seen as a converted GGUF would hold them (names, ggml-order shapes, element types), so
+//! `quantize HF_DIR` writes exactly what `convert` followed by `quantize` writes.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use quantforge_formats::gguf::{GgufFile, GgufValue};
+use quantforge_formats::GgmlType;
+
+use super::PipelineError;
+use crate::convert::ConvertedModel;
+use crate::dequant;
+
+/// A model the pipeline can read one tensor at a time.
+pub trait ModelSource: Sync {
+    /// Where the model comes from (for messages).
+    fn path(&self) -> &Path;
+    /// Files the output must not overwrite.
+    fn input_paths(&self) -> Vec<&Path>;
+    /// GGUF metadata, in order.
+    fn metadata(&self) -> &[(String, GgufValue)];
+    /// Number of tensors.
+    fn len(&self) -> usize;
+    /// Whether there are no tensors.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Name, ggml-order dimensions and element type of tensor `i`.
+    fn tensor(&self, i: usize) -> (&str, &[u64], GgmlType);
+    /// The bytes of tensor `i` in its element type.
+    fn bytes(&self, i: usize) -> Result<Cow<'_, [u8]>, PipelineError>;
+    /// Hint that tensor `i` is done with.
+    fn release(&self, _i: usize) {}
+
+    /// The value of metadata `key`.
+    fn get(&self, key: &str) -> Option<&GgufValue> {
+        self.metadata().iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Index of the tensor called `name`.
+    fn find(&self, name: &str) -> Option<usize> {
+        (0..self.len()).find(|&i| self.tensor(i).0 == name)
+    }
+
+    /// Total bytes of all tensors in their source types.
+    fn tensor_bytes_total(&self) -> u64 {
+        (0..self.len())
+            .filter_map(|i| {
+                let (_, ne, ty) = self.tensor(i);
+                ty.tensor_size(ne)
+            })
+            .sum()
+    }
+}
+
+impl ModelSource for GgufFile {
+    fn path(&self) -> &Path {
+        GgufFile::path(self)
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        vec![GgufFile::path(self)]
+    }
+
+    fn metadata(&self) -> &[(String, GgufValue)] {
+        GgufFile::metadata(self)
+    }
+
+    fn len(&self) -> usize {
+        self.tensors().len()
+    }
+
+    fn tensor(&self, i: usize) -> (&str, &[u64], GgmlType) {
+        let t = &self.tensors()[i];
+        (&t.name, &t.ne, t.ggml_type)
+    }
+
+    fn bytes(&self, i: usize) -> Result<Cow<'_, [u8]>, PipelineError> {
+        Ok(Cow::Borrowed(self.tensor_data_prefetched(&self.tensors()[i])))
+    }
+
+    fn release(&self, i: usize) {
+        GgufFile::release(self, &self.tensors()[i]);
+    }
+}
+
+impl ModelSource for ConvertedModel {
+    fn path(&self) -> &Path {
+        self.dir()
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        ConvertedModel::input_paths(self)
+    }
+
+    fn metadata(&self) -> &[(String, GgufValue)] {
+        &self.metadata
+    }
+
+    fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    fn tensor(&self, i: usize) -> (&str, &[u64], GgmlType) {
+        let t = &self.tensors[i];
+        (&t.name, &t.ne, t.ggml_type)
+    }
+
+    fn bytes(&self, i: usize) -> Result<Cow<'_, [u8]>, PipelineError> {
+        Ok(Cow::Owned(self.tensor_bytes(i).map_err(|e| PipelineError::Convert(Box::new(e)))?))
+    }
+}
+
+/// Decode tensor bytes of type `ty` to f32, in parallel over blocks.
+pub(crate) fn to_f32(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), crate::QuantError> {
+    use rayon::prelude::*;
+    if ty == GgmlType::F32 {
+        dst.par_chunks_mut(1 << 16).zip(src.par_chunks(4 << 16)).for_each(|(d, s)| {
+            for (x, b) in d.iter_mut().zip(s.chunks_exact(4)) {
+                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        });
+        return Ok(());
+    }
+    dequant::dequantize_row_par(ty, src, dst)
+}
