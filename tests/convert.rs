@@ -416,3 +416,137 @@ fn smollm2_vocabulary_round_trips_through_tokenizer_json() {
     assert!(a.len() > 250_000);
     assert_eq!(a, b);
 }
+
+/// A full disk (simulated with a file-size limit, the write failing with EFBIG) gives a clear error naming the
+/// file and leaves no output or temporary file behind.
+#[cfg(target_os = "linux")]
+#[test]
+fn write_failure_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.gguf");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 200; exec '{}' convert -q '{}' -o '{}' --outtype f32",
+        env!("CARGO_BIN_EXE_quantforge"),
+        fixture("stories260K").display(),
+        out.display()
+    );
+    let run = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(err.contains("File too large") && err.contains("x.gguf"), "{err}");
+    assert_eq!(err.matches("File too large").count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "output or temporary file left behind");
+}
+
+/// Build a tiny checkpoint of `arch` from stories260K's weights: same shapes, plus the tensors the architecture
+/// adds (Qwen2 q/k/v biases, Qwen3 q/k norms), and stories260K's tokenizer files.
+fn synthetic_checkpoint(dir: &Path, arch: &str) {
+    let src_dir = fixture("stories260K");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"] {
+        std::fs::copy(src_dir.join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src_dir.join("config.json")).unwrap()).unwrap();
+    cfg["architectures"] = serde_json::json!([arch]);
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let src = SafetensorsFile::open(src_dir.join("model.safetensors")).unwrap();
+    let mut tensors: Vec<(String, Vec<u64>, Vec<f32>)> =
+        src.tensors().iter().map(|t| (t.name.clone(), t.shape.clone(), src.to_f32(t).unwrap())).collect();
+    for layer in 0..5 {
+        let p = format!("model.layers.{layer}.self_attn");
+        match arch {
+            "Qwen2ForCausalLM" => {
+                for (proj, n) in [("q_proj", 64u64), ("k_proj", 32), ("v_proj", 32)] {
+                    let v = (0..n).map(|i| (i as f32 - 10.0) * 0.01 + layer as f32).collect();
+                    tensors.push((format!("{p}.{proj}.bias"), vec![n], v));
+                }
+            }
+            "Qwen3ForCausalLM" => {
+                for norm in ["q_norm", "k_norm"] {
+                    tensors.push((
+                        format!("{p}.{norm}.weight"),
+                        vec![8],
+                        (0..8).map(|i| 1.0 + i as f32 * 0.1).collect(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let specs: Vec<StTensorSpec> = tensors
+        .iter()
+        .map(|(name, shape, _)| StTensorSpec {
+            name: name.clone(),
+            dtype: quantforge_formats::safetensors::Dtype::F32,
+            shape: shape.clone(),
+        })
+        .collect();
+    let mut w = SafetensorsWriter::create(dir.join("model.safetensors"), &[], &specs).unwrap();
+    for (_, _, v) in &tensors {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        w.write_tensor_data(&bytes).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Mistral, Qwen2 and Qwen3 checkpoints convert with their architecture's names, extra tensors and RoPE layout
+/// (Llama-style q/k permutation for Mistral, none for Qwen, which llama.cpp runs with NeoX RoPE), go back to HF
+/// unchanged, and quantize.
+#[test]
+fn mistral_qwen2_qwen3_checkpoints_convert_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, gguf_arch, extra) in [
+        ("MistralForCausalLM", "llama", None),
+        ("Qwen2ForCausalLM", "qwen2", Some("blk.0.attn_q.bias")),
+        ("Qwen3ForCausalLM", "qwen3", Some("blk.0.attn_q_norm.weight")),
+    ] {
+        let hf = dir.path().join(arch);
+        synthetic_checkpoint(&hf, arch);
+        let out = dir.path().join(format!("{arch}.gguf"));
+        convert(&hf, &out, "f32");
+        let g = GgufFile::open(&out).unwrap();
+        assert_eq!(g.get("general.architecture").and_then(GgufValue::as_str), Some(gguf_arch), "{arch}");
+        assert!(g.get(&format!("{gguf_arch}.block_count")).is_some(), "{arch}");
+        if let Some(name) = extra {
+            let t = g.tensor(name).unwrap_or_else(|| panic!("{arch}: no {name}"));
+            assert_eq!(t.ggml_type, GgmlType::F32, "{arch}: {name}");
+        }
+        let src = SafetensorsFile::open(hf.join("model.safetensors")).unwrap();
+        let q_src = src.to_f32(src.tensor("model.layers.0.self_attn.q_proj.weight").unwrap()).unwrap();
+        let q = dequant(&g, "blk.0.attn_q.weight");
+        let expected = if gguf_arch == "llama" { rope_permute(&q_src, 64, 8, 64) } else { q_src.clone() };
+        assert_eq!(q, expected, "{arch}: q rows");
+        // Back to HF and to GGUF again: the same file.
+        let back = dir.path().join(format!("{arch}-hf"));
+        qf([
+            "convert".as_ref(),
+            out.as_os_str(),
+            "--to".as_ref(),
+            "hf".as_ref(),
+            "-o".as_ref(),
+            back.as_os_str(),
+            "-q".as_ref(),
+        ])
+        .ok();
+        let again = dir.path().join(format!("{arch}-again.gguf"));
+        let renamed = dir.path().join("rt").join(arch);
+        std::fs::create_dir_all(renamed.parent().unwrap()).unwrap();
+        std::fs::rename(&back, &renamed).unwrap();
+        convert(&renamed, &again, "f32");
+        let a = GgufFile::open(&again).unwrap();
+        for t in g.tensors() {
+            assert_eq!(a.tensor_data(a.tensor(&t.name).unwrap()), g.tensor_data(t), "{arch}: {}", t.name);
+        }
+        let quantized = dir.path().join(format!("{arch}-q.gguf"));
+        qf([
+            "quantize".as_ref(),
+            hf.as_os_str(),
+            quantized.as_os_str(),
+            "-t".as_ref(),
+            "q4_k_m".as_ref(),
+            "-q".as_ref(),
+        ])
+        .ok();
+    }
+}
