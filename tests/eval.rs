@@ -114,3 +114,54 @@ fn kld_of_a_model_against_itself_is_zero() {
     assert!((p / b - 1.0).abs() < 1e-3, "{p} vs {b}");
     assert!(j["kld_percentiles"]["Median"].is_number());
 }
+
+/// `eval imatrix` writes llama.cpp's GGUF layout (and the legacy .dat), which `quantize --imatrix` reads back:
+/// one entry per block matrix, counts = chunks x ctx tokens, q/k/v (same input) with equal sums, and the same
+/// quantizer weights from either layout.
+#[test]
+fn imatrix_is_collected_written_and_used_by_quantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    qf(["convert", &stories(), "-o", &p("stories.gguf"), "--outtype", "f32", "-q"]).ok();
+    let model = p("stories.gguf");
+    qf(["eval", "imatrix", &model, "--text", &text(), "--ctx", "128", "--chunks", "3", "-o", &p("m.gguf"), "-q"]).ok();
+    qf([
+        "eval",
+        "imatrix",
+        &model,
+        "--text",
+        &text(),
+        "--ctx",
+        "128",
+        "--chunks",
+        "3",
+        "-o",
+        &p("m.dat"),
+        "--output-format",
+        "dat",
+        "-q",
+    ])
+    .ok();
+    let g = quantforge_formats::gguf::GgufFile::open(p("m.gguf")).unwrap();
+    assert_eq!(g.get("general.type").and_then(|v| v.as_str()), Some("imatrix"));
+    assert_eq!(g.get("imatrix.chunk_count").and_then(|v| v.as_u64()), Some(3));
+    assert_eq!(g.tensors().len(), 2 * 5 * 7);
+    let values = |name: &str| -> Vec<f32> {
+        let t = g.tensor(name).unwrap();
+        g.tensor_data(t).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    };
+    assert_eq!(values("blk.0.attn_q.weight.counts"), [384.0]);
+    assert_eq!(values("blk.0.attn_q.weight.in_sum2"), values("blk.0.attn_k.weight.in_sum2"));
+    assert!(values("blk.4.ffn_down.weight.in_sum2").iter().all(|v| v.is_finite() && *v >= 0.0));
+    let a = quantforge_quant::imatrix::Imatrix::load(p("m.gguf")).unwrap();
+    let b = quantforge_quant::imatrix::Imatrix::load(p("m.dat")).unwrap();
+    assert_eq!(a.len(), 35);
+    for name in a.names() {
+        for (x, y) in a.get(name).unwrap().iter().zip(b.get(name).unwrap()) {
+            assert!((x - y).abs() <= x.abs() * 1e-5, "{name}");
+        }
+    }
+    qf(["quantize", &model, &p("q.gguf"), "-t", "q4_k_m", "--imatrix", &p("m.gguf"), "-q"]).ok();
+    qf(["quantize", &model, &p("plain.gguf"), "-t", "q4_k_m", "-q"]).ok();
+    assert!(std::fs::read(p("q.gguf")).unwrap() != std::fs::read(p("plain.gguf")).unwrap());
+}

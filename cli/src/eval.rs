@@ -27,6 +27,8 @@ pub enum EvalCommand {
     Perplexity(PerplexityArgs),
     /// KL divergence of MODEL against BASE, chunk by chunk (llama-perplexity --kl-divergence statistics).
     Kld(KldArgs),
+    /// Importance matrix (llama-imatrix): Σx² per input column of every block matrix, for `quantize --imatrix`.
+    Imatrix(ImatrixArgs),
 }
 
 /// Options every evaluation shares.
@@ -76,11 +78,73 @@ pub struct KldArgs {
 }
 
 /// Run `eval`.
+/// Arguments of `eval imatrix`.
+#[derive(clap::Args)]
+pub struct ImatrixArgs {
+    /// GGUF model (its tensor names key the matrix).
+    pub model: PathBuf,
+    /// Output file.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// gguf (llama.cpp's current layout) or dat (the legacy one).
+    #[arg(long, default_value = "gguf")]
+    pub output_format: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 pub fn run(args: &Args) -> Result<()> {
     match &args.command {
         EvalCommand::Perplexity(a) => run_perplexity(a),
         EvalCommand::Kld(a) => run_kld(a),
+        EvalCommand::Imatrix(a) => run_imatrix(a),
     }
+}
+
+fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
+    let c = &args.common;
+    setup_threads(c.threads)?;
+    if args.model.is_dir() {
+        bail!(
+            "{}: imatrix needs a GGUF model (its tensor names key the matrix); convert it first",
+            args.model.display()
+        );
+    }
+    let dat = match args.output_format.as_str() {
+        "gguf" => false,
+        "dat" => true,
+        other => bail!("--output-format {other}: expected gguf or dat"),
+    };
+    quantforge_formats::check_not_input(&args.output, &[&args.model, &c.text])?;
+    let text = read_text(&c.text)?;
+    let (model, tokenizer, tokens, _) = load(&args.model, &text)?;
+    let reporter = Reporter::new(c.quiet || c.json);
+    let collected =
+        quantforge_eval::imatrix::collect(&model, &tokens, tokenizer.bos_if_added(), c.ctx, c.chunks, &reporter)?;
+    let dataset = c.text.display().to_string();
+    if dat {
+        collected.write_dat(&args.output, &dataset)?;
+    } else {
+        collected.write_gguf(&args.output, &dataset)?;
+    }
+    let out = if c.json {
+        serde_json::to_string_pretty(&json!({
+            "output": args.output.display().to_string(),
+            "entries": collected.entries.len(),
+            "chunks": collected.chunk_count,
+            "chunk_size": collected.chunk_size,
+        }))? + "\n"
+    } else {
+        format!(
+            "wrote {} ({} entries, {} chunks of {})\n",
+            args.output.display(),
+            collected.entries.len(),
+            collected.chunk_count,
+            collected.chunk_size
+        )
+    };
+    report::emit(&out)?;
+    Ok(())
 }
 
 fn setup_threads(threads: Option<usize>) -> Result<()> {

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod error;
+pub mod imatrix;
 pub mod kld;
 pub mod model;
 pub mod ops;
@@ -18,6 +19,6 @@ pub mod weights;
 pub use config::LlamaConfig;
 pub use error::{EvalError, Result};
 pub use kld::{kl_divergence, Estimate, KldReport};
-pub use model::LlamaModel;
+pub use model::{LlamaModel, Observer};
 pub use perplexity::{perplexity, PerplexityOptions, PerplexityReport};
 pub use tokenizer::Tokenizer;

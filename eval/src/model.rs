@@ -18,6 +18,9 @@ use crate::error::{EvalError, Result};
 use crate::ops::{self, RopeCache, View};
 use crate::weights::{permute_hf_rope_rows, GgufLoader, HfLoader, Matrix};
 
+/// Sees the input of each block matrix product: `(weight name, input rows, columns per row)`.
+pub type Observer<'a> = dyn Fn(&str, &[f32], usize) + Sync + 'a;
+
 /// One transformer block.
 struct Block {
     attn_norm: Vec<f32>,
@@ -145,7 +148,23 @@ impl LlamaModel {
     /// Run each sequence from position 0 and return the logits of positions `logits_from..len` of every
     /// sequence, sequence after sequence (`n_vocab` values per position).
     pub fn forward(&self, seqs: &[&[u32]], logits_from: usize) -> Result<Vec<f32>> {
+        self.forward_observed(seqs, logits_from, None)
+    }
+
+    /// [`LlamaModel::forward`], showing `observe` the input of every block matrix product before it runs:
+    /// `(weight name, input rows, columns per row)`. The importance-matrix collector uses it.
+    pub fn forward_observed(
+        &self,
+        seqs: &[&[u32]],
+        logits_from: usize,
+        observe: Option<&Observer<'_>>,
+    ) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
+        let see = |w: &Matrix, input: &[f32], cols: usize| {
+            if let Some(f) = observe {
+                f(w.name(), input, cols);
+            }
+        };
         let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
         let max_len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
         if max_len > cfg.n_ctx_train {
@@ -173,19 +192,26 @@ impl LlamaModel {
         let mut scratch = Vec::new();
         for b in &self.blocks {
             ops::rms_norm(&x, &b.attn_norm, cfg.rms_eps, &mut xn);
+            for w in [&b.wq, &b.wk, &b.wv] {
+                see(w, &xn, d);
+            }
             ops::matmul_t(&xn, m, d, b.wq.as_f32(&mut scratch)?, qd, &mut q);
             ops::matmul_t(&xn, m, d, b.wk.as_f32(&mut scratch)?, kvd, &mut k);
             ops::matmul_t(&xn, m, d, b.wv.as_f32(&mut scratch)?, kvd, &mut v);
             q.par_chunks_mut(qd).zip(&positions).for_each(|(row, &p)| rope.apply_norm(row, cfg.head_dim, p));
             k.par_chunks_mut(kvd).zip(&positions).for_each(|(row, &p)| rope.apply_norm(row, cfg.head_dim, p));
             self.attention(seqs, &q, &k, &v, &mut attn);
+            see(&b.wo, &attn, qd);
             ops::matmul_t(&attn, m, qd, b.wo.as_f32(&mut scratch)?, d, &mut proj);
             ops::add_assign(&mut x, &proj);
 
             ops::rms_norm(&x, &b.ffn_norm, cfg.rms_eps, &mut xn);
+            see(&b.w_gate, &xn, d);
+            see(&b.w_up, &xn, d);
             ops::matmul_t(&xn, m, d, b.w_gate.as_f32(&mut scratch)?, ff, &mut gate);
             ops::matmul_t(&xn, m, d, b.w_up.as_f32(&mut scratch)?, ff, &mut up);
             gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
+            see(&b.w_down, &gate, ff);
             ops::matmul_t(&gate, m, ff, b.w_down.as_f32(&mut scratch)?, d, &mut proj);
             ops::add_assign(&mut x, &proj);
         }
