@@ -122,15 +122,7 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     };
     put("rope_scaling", Some(scaling));
     put("tie_word_embeddings", Some(json!(gguf.tensor("output.weight").is_none())));
-    for (typ, key) in [
-        ("bos", "bos_token_id"),
-        ("eos", "eos_token_id"),
-        ("unk", "unknown_token_id"),
-        ("sep", "seperator_token_id"),
-        ("pad", "padding_token_id"),
-        ("cls", "cls_token_id"),
-        ("mask", "mask_token_id"),
-    ] {
+    for (typ, key) in crate::vocab::SPECIAL_KEYS {
         let v = gguf.get(&format!("tokenizer.ggml.{key}")).and_then(GgufValue::as_u64);
         put(&format!("{typ}_token_id"), v.map(|v| json!(v)));
     }

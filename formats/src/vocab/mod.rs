@@ -12,6 +12,7 @@ mod to_hf;
 pub use bpe::{identify_pre_tokenizer, PRE_TOKENIZERS};
 pub use special::SpecialVocab;
 pub use spm::{parse_pieces, Piece};
+pub(crate) use to_hf::SPECIAL_KEYS;
 pub use to_hf::{hf_tokenizer_files, write_tokenizer_files, HfTokenizerFiles};
 
 use std::path::Path;

@@ -25,7 +25,8 @@ pub struct HfTokenizerFiles {
     pub tokenizer_model: Option<Vec<u8>>,
 }
 
-const SPECIAL_KEYS: [(&str, &str); 7] = [
+/// HF special-token names and the GGUF `tokenizer.ggml.*` keys holding their ids.
+pub(crate) const SPECIAL_KEYS: [(&str, &str); 7] = [
     ("bos", "bos_token_id"),
     ("eos", "eos_token_id"),
     ("unk", "unknown_token_id"),
