@@ -25,7 +25,17 @@ fn unregister(p: &Path) {
 /// Remove every temporary output still being written (files and directories). For an interrupt handler that
 /// is about to exit the process; safe to call from any thread.
 pub fn remove_pending() {
-    let paths = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+    remove_pending_under(Path::new("/"));
+}
+
+/// [`remove_pending`] for temporaries below `dir` only.
+fn remove_pending_under(dir: &Path) {
+    let paths: Vec<PathBuf> = {
+        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        let (take, keep) = pending.drain(..).partition(|p: &PathBuf| p.starts_with(dir) || !p.is_absolute());
+        *pending = keep;
+        take
+    };
     for p in paths {
         if p.is_dir() {
             let _ = fs::remove_dir_all(&p);
@@ -264,7 +274,8 @@ mod tests {
         f.write_all(b"partial").unwrap();
         let dir = AtomicDir::create(&d.path().join("outdir"), &[]).unwrap();
         fs::write(dir.tmp().join("x"), "1").unwrap();
-        remove_pending();
+        // Only this test's temporaries: other tests run concurrently in this process.
+        remove_pending_under(d.path());
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
         drop((f, dir));
     }
