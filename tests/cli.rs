@@ -2,6 +2,9 @@
 
 mod util;
 
+#[path = "compare.rs"]
+mod compare;
+
 #[path = "convert.rs"]
 mod convert;
 
@@ -19,3 +22,6 @@ mod eval;
 
 #[path = "estimate.rs"]
 mod estimate;
+
+#[path = "mmlu.rs"]
+mod mmlu;

@@ -165,3 +165,101 @@ fn imatrix_is_collected_written_and_used_by_quantize() {
     qf(["quantize", &model, &p("plain.gguf"), "-t", "q4_k_m", "-q"]).ok();
     assert!(std::fs::read(p("q.gguf")).unwrap() != std::fs::read(p("plain.gguf")).unwrap());
 }
+
+/// The figures of a KLD JSON report, without timings and input paths.
+fn kld_figures(mut j: serde_json::Value) -> serde_json::Value {
+    let o = j.as_object_mut().unwrap();
+    for k in ["seconds", "forward_seconds", "tokens_per_second", "threads", "base", "base_logits", "text", "saved_base"]
+    {
+        assert!(o.remove(k).is_some(), "{k} missing");
+    }
+    j
+}
+
+/// `eval perplexity --save-logits` and `eval kld --save-base` write the same llama.cpp `--kl-divergence-base`
+/// file in their one pass (perplexity keeping its figures), and `eval kld --base-logits FILE MODEL` gives the
+/// in-memory KLD figure for figure, with the context taken from the file and --chunks limiting it.
+#[test]
+fn kld_from_saved_base_logits_equals_in_memory_kld() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let (f32, q) = (p("f32.gguf"), p("q4_k_m.gguf"));
+    qf(["convert", &stories(), "-o", &f32, "--outtype", "f32", "-q"]).ok();
+    qf(["quantize", &f32, &q, "--type", "q4_k_m", "-q"]).ok();
+    let run = ["--text", &text(), "--ctx", "128", "--chunks", "4", "--json"];
+
+    let plain = qf([&["eval", "perplexity", f32.as_str()], &run[..]].concat()).json();
+    let saved = qf([&["eval", "perplexity", f32.as_str(), "--save-logits", &p("ppl.kld")], &run[..]].concat()).json();
+    for k in ["ppl", "ppl_uncertainty", "running_ppl", "n_scored"] {
+        assert_eq!(plain[k], saved[k], "{k}");
+    }
+    assert_eq!(saved["saved_logits"], p("ppl.kld"));
+    assert!(saved["forward_seconds"].as_f64().unwrap() > 0.0);
+
+    let mem = qf([&["eval", "kld", f32.as_str(), q.as_str(), "--save-base", &p("kld.kld")], &run[..]].concat()).json();
+    assert_eq!(std::fs::read(p("kld.kld")).unwrap(), std::fs::read(p("ppl.kld")).unwrap());
+    assert!(mem["tokens_per_second"].as_f64().unwrap() > 0.0);
+    let kld = mem["kld"]["value"].as_f64().unwrap();
+    assert!(kld > 0.0 && kld < 0.1, "{kld}");
+
+    let from_file = qf(["eval", "kld", "--base-logits", &p("ppl.kld"), &q, "--json", "-b", "128"]).json();
+    assert_eq!(from_file["base_logits"], p("ppl.kld"));
+    assert!(from_file["base"].is_null() && from_file["text"].is_null());
+    assert_eq!(kld_figures(from_file), kld_figures(mem));
+
+    let two = qf(["eval", "kld", "--base-logits", &p("ppl.kld"), &q, "--chunks", "2", "-c", "128", "--json"]).json();
+    assert_eq!(two["n_chunks"], 2);
+    let text_out = qf(["eval", "kld", "--base-logits", &p("ppl.kld"), &q, "-q"]).ok();
+    assert!(text_out.contains("Mean    KLD:") && text_out.contains("tokens/s"), "{text_out}");
+}
+
+#[test]
+fn kld_base_logits_rejects_bad_arguments_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let base = p("base.kld");
+    qf([
+        "eval",
+        "perplexity",
+        &stories(),
+        "--text",
+        &text(),
+        "-c",
+        "64",
+        "--chunks",
+        "3",
+        "--save-logits",
+        &base,
+        "-q",
+    ])
+    .ok();
+    let err = qf(["eval", "kld", "--base-logits", &base, &stories(), "--ctx", "128"]).fails();
+    assert!(err.contains("base.kld") && err.contains("--ctx 64"), "{err}");
+    let err = qf(["eval", "kld", "--base-logits", &base, &stories(), "--text", &text()]).fails();
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = qf(["eval", "kld", "--base-logits", &base, &stories(), &stories()]).fails();
+    assert!(err.contains("MODEL only"), "{err}");
+    let err = qf(["eval", "kld", &stories(), "--text", &text()]).fails();
+    assert!(err.contains("give BASE and MODEL"), "{err}");
+    let err = qf(["eval", "kld", &stories(), &stories()]).fails();
+    assert!(err.contains("--text"), "{err}");
+
+    let bytes = std::fs::read(&base).unwrap();
+    std::fs::write(p("cut.kld"), &bytes[..bytes.len() - 100]).unwrap();
+    let err = qf(["eval", "kld", "--base-logits", &p("cut.kld"), &stories()]).fails();
+    assert!(err.contains("cut.kld") && err.contains("truncated"), "{err}");
+    std::fs::write(p("junk.kld"), vec![7u8; 4096]).unwrap();
+    let err = qf(["eval", "kld", "--base-logits", &p("junk.kld"), &stories()]).fails();
+    assert!(err.contains("junk.kld") && err.contains("magic"), "{err}");
+    let err = qf(["eval", "kld", "--base-logits", &p("none.kld"), &stories()]).fails();
+    assert!(err.contains("none.kld"), "{err}");
+
+    // Outputs that are inputs are refused before anything runs.
+    let err = qf(["eval", "perplexity", &stories(), "--text", &text(), "--save-logits", &text()]).fails();
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    let copy = p("copy.txt");
+    std::fs::copy(text(), &copy).unwrap();
+    let err = qf(["eval", "kld", &stories(), &stories(), "--text", &copy, "--save-base", &copy]).fails();
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(text()).unwrap());
+}

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use quantforge_eval::{
-    kl_divergence, perplexity, Estimate, KldReport, LlamaModel, PerplexityOptions, PerplexityReport, Tokenizer,
+    kl_divergence, kl_divergence_from_file, kl_divergence_save_base, perplexity, save_base_logits, Estimate, KldReport,
+    LlamaModel, LogitsReader, PerplexityOptions, PerplexityReport, Tokenizer,
 };
 use serde_json::json;
 
@@ -25,10 +26,15 @@ pub struct Args {
 pub enum EvalCommand {
     /// Perplexity over a text (llama-perplexity's definition: second half of each chunk scored).
     Perplexity(PerplexityArgs),
-    /// KL divergence of MODEL against BASE, chunk by chunk (llama-perplexity --kl-divergence statistics).
+    /// KL divergence of MODEL against BASE, chunk by chunk (llama-perplexity --kl-divergence statistics); or
+    /// against a base's saved log-probabilities (--base-logits FILE MODEL).
     Kld(KldArgs),
     /// Importance matrix (llama-imatrix): Σx² per input column of every block matrix, for `quantize --imatrix`.
     Imatrix(ImatrixArgs),
+    /// MMLU accuracy (original prompt format, answer by the highest log-probability of " A".." D").
+    Mmlu(crate::mmlu::MmluArgs),
+    /// Size against quality of BASE and CANDIDATE models: PPL, ΔPPL, KLD, same-top, MMLU, tokens/s.
+    Compare(crate::compare::CompareArgs),
 }
 
 /// Options every evaluation shares.
@@ -62,19 +68,52 @@ pub struct CommonArgs {
 pub struct PerplexityArgs {
     /// GGUF file (any type quantforge can dequantize) or HF model directory.
     pub model: PathBuf,
+    /// Also save the model's log-probabilities to FILE in the same pass, as the base of later
+    /// `eval kld --base-logits FILE MODEL` runs (llama-perplexity's --kl-divergence-base file).
+    #[arg(long, value_name = "FILE")]
+    pub save_logits: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
-/// Arguments of `eval kld`.
+/// Arguments of `eval kld`: `BASE MODEL --text F`, or `--base-logits FILE MODEL`.
 #[derive(clap::Args)]
+#[command(override_usage = "quantforge eval kld [OPTIONS] --text <TEXT> <BASE> <MODEL>\n       \
+                            quantforge eval kld [OPTIONS] --base-logits <FILE> <MODEL>")]
 pub struct KldArgs {
-    /// The reference model (e.g. the F32 or F16 GGUF), whose tokenizer tokenizes the text.
-    pub base: PathBuf,
-    /// The model to compare with it (e.g. a quantization of it).
-    pub model: PathBuf,
-    #[command(flatten)]
-    pub common: CommonArgs,
+    /// BASE MODEL: the reference model (e.g. the F32 or F16 GGUF, whose tokenizer tokenizes the text) and the
+    /// model to compare with it (e.g. a quantization of it). With --base-logits, MODEL only.
+    #[arg(value_name = "MODEL", num_args = 1..=2, required = true)]
+    pub models: Vec<PathBuf>,
+    /// Read the base's log-probabilities, and the tokens, from FILE instead of running a base model (written by
+    /// --save-base, `eval perplexity --save-logits` or llama-perplexity --kl-divergence-base).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["text", "save_base"])]
+    pub base_logits: Option<PathBuf>,
+    /// Also save the base's log-probabilities to FILE, for later --base-logits runs (llama-perplexity's
+    /// --kl-divergence-base file).
+    #[arg(long, value_name = "FILE")]
+    pub save_base: Option<PathBuf>,
+    /// The text to evaluate on (UTF-8). Not with --base-logits, whose file holds the tokens.
+    #[arg(long, short = 'f', required_unless_present = "base_logits")]
+    pub text: Option<PathBuf>,
+    /// Tokens per chunk [default: 512; with --base-logits, the file's, which any value given must equal].
+    #[arg(long, short = 'c')]
+    pub ctx: Option<usize>,
+    /// Evaluate at most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Tokens per forward pass: batch/ctx chunks are evaluated together. The result does not depend on it.
+    #[arg(long, short = 'b', default_value_t = 2048)]
+    pub batch: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Print every figure as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Run `eval`.
@@ -98,6 +137,8 @@ pub fn run(args: &Args) -> Result<()> {
         EvalCommand::Perplexity(a) => run_perplexity(a),
         EvalCommand::Kld(a) => run_kld(a),
         EvalCommand::Imatrix(a) => run_imatrix(a),
+        EvalCommand::Mmlu(a) => crate::mmlu::run(a),
+        EvalCommand::Compare(a) => crate::compare::run(a),
     }
 }
 
@@ -154,6 +195,13 @@ fn setup_threads(threads: Option<usize>) -> Result<()> {
 /// Load a model and its tokenizer, and tokenize `text` as llama.cpp does (`add_special = true`).
 fn load(path: &Path, text: &str) -> Result<(LlamaModel, Tokenizer, Vec<u32>, f64)> {
     let t0 = Instant::now();
+    let (model, tokenizer) = load_model(path)?;
+    let tokens = tokenizer.encode(text, true)?;
+    Ok((model, tokenizer, tokens, t0.elapsed().as_secs_f64()))
+}
+
+/// Load a model and its tokenizer, checking they agree on the vocabulary size.
+pub(crate) fn load_model(path: &Path) -> Result<(LlamaModel, Tokenizer)> {
     let model = LlamaModel::load(path).with_context(|| format!("loading {}", path.display()))?;
     let tokenizer = Tokenizer::load(path).with_context(|| format!("reading the tokenizer of {}", path.display()))?;
     if tokenizer.n_vocab() != model.config().n_vocab {
@@ -164,11 +212,10 @@ fn load(path: &Path, text: &str) -> Result<(LlamaModel, Tokenizer, Vec<u32>, f64
             model.config().n_vocab
         );
     }
-    let tokens = tokenizer.encode(text, true)?;
-    Ok((model, tokenizer, tokens, t0.elapsed().as_secs_f64()))
+    Ok((model, tokenizer))
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
 }
@@ -176,20 +223,35 @@ fn read_text(path: &Path) -> Result<String> {
 fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
     let c = &args.common;
     setup_threads(c.threads)?;
+    if let Some(out) = &args.save_logits {
+        quantforge_formats::check_not_input(out, &[&args.model, &c.text])?;
+    }
     let text = read_text(&c.text)?;
     let (model, tokenizer, tokens, load_s) = load(&args.model, &text)?;
     let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.batch };
     let reporter = Reporter::new(c.quiet || c.json);
-    let r = perplexity(&model, &tokens, tokenizer.bos_if_added(), &opts, &reporter)?;
-    let out = if c.json { perplexity_json(&args.model, &c.text, &r, load_s) } else { perplexity_text(&r) };
+    let bos = tokenizer.bos_if_added();
+    let r = match &args.save_logits {
+        Some(out) => save_base_logits(&model, &tokens, bos, &opts, out, &reporter)?,
+        None => perplexity(&model, &tokens, bos, &opts, &reporter)?,
+    };
+    let saved = args.save_logits.as_deref();
+    let out =
+        if c.json { perplexity_json(&args.model, &c.text, &r, load_s, saved) } else { perplexity_text(&r, saved) };
     report::emit(&out)?;
     Ok(())
 }
 
-fn perplexity_json(model: &Path, text: &Path, r: &PerplexityReport, load_s: f64) -> String {
+/// A path for JSON output, `null` when absent.
+fn path_json(p: Option<&Path>) -> serde_json::Value {
+    p.map_or(serde_json::Value::Null, |p| json!(p.display().to_string()))
+}
+
+fn perplexity_json(model: &Path, text: &Path, r: &PerplexityReport, load_s: f64, saved: Option<&Path>) -> String {
     let j = json!({
         "model": model.display().to_string(),
         "text": text.display().to_string(),
+        "saved_logits": path_json(saved),
         "n_tokens": r.n_tokens,
         "n_ctx": r.n_ctx,
         "n_chunks": r.n_chunks,
@@ -199,6 +261,7 @@ fn perplexity_json(model: &Path, text: &Path, r: &PerplexityReport, load_s: f64)
         "mean_nll": r.mean_nll,
         "running_ppl": r.running_ppl,
         "seconds": r.seconds,
+        "forward_seconds": r.forward_seconds,
         "load_seconds": load_s,
         "tokens_per_second": r.tokens_per_second(),
         "threads": rayon::current_num_threads(),
@@ -206,7 +269,7 @@ fn perplexity_json(model: &Path, text: &Path, r: &PerplexityReport, load_s: f64)
     serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
 }
 
-fn perplexity_text(r: &PerplexityReport) -> String {
+fn perplexity_text(r: &PerplexityReport, saved: Option<&Path>) -> String {
     let mut o = String::new();
     let running: Vec<String> = r.running_ppl.iter().enumerate().map(|(i, p)| format!("[{}]{p:.4}", i + 1)).collect();
     outln!(o, "{}", running.join(","));
@@ -219,39 +282,78 @@ fn perplexity_text(r: &PerplexityReport) -> String {
         rayon::current_num_threads()
     );
     outln!(o, "Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.ppl_uncertainty);
+    if let Some(p) = saved {
+        outln!(o, "saved the log-probabilities to {}", p.display());
+    }
     o
 }
 
 fn run_kld(args: &KldArgs) -> Result<()> {
-    let c = &args.common;
-    setup_threads(c.threads)?;
-    let text = read_text(&c.text)?;
-    let (base, tokenizer, tokens, _) = load(&args.base, &text)?;
-    let (model, _, model_tokens, _) = load(&args.model, &text)?;
-    if model_tokens != tokens {
-        bail!(
-            "{} and {} tokenize the text differently: they do not share a tokenizer",
-            args.base.display(),
-            args.model.display()
-        );
-    }
-    let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.batch };
-    let reporter = Reporter::new(c.quiet || c.json);
-    let r = kl_divergence(&base, &model, &tokens, tokenizer.bos_if_added(), &opts, &reporter)?;
-    report::emit(&if c.json { kld_json(args, &r) } else { kld_text(&r) })?;
+    setup_threads(args.threads)?;
+    let opts = |n_ctx: usize| PerplexityOptions { n_ctx, n_chunks: args.chunks, n_batch: args.batch };
+    let reporter = Reporter::new(args.quiet || args.json);
+    let (r, inputs) = match (&args.base_logits, args.models.as_slice()) {
+        (Some(file), [model_path]) => {
+            // The file's header first: a bad file is reported before the model loads.
+            let file_ctx = LogitsReader::open(file)?.n_ctx();
+            let n_ctx = args.ctx.unwrap_or(file_ctx);
+            let (model, tokenizer) = load_model(model_path)?;
+            let r = kl_divergence_from_file(&model, file, tokenizer.bos_if_added(), &opts(n_ctx), &reporter)?;
+            (r, KldInputs { base: None, base_logits: Some(file), model: model_path, text: None })
+        }
+        (Some(_), _) => {
+            bail!("with --base-logits FILE give MODEL only: the base's log-probabilities come from FILE")
+        }
+        (None, [base_path, model_path]) => {
+            let Some(text_path) = &args.text else { bail!("--text is needed to evaluate BASE and MODEL") };
+            if let Some(out) = &args.save_base {
+                quantforge_formats::check_not_input(out, &[base_path, model_path, text_path])?;
+            }
+            let text = read_text(text_path)?;
+            let (base, tokenizer, tokens, _) = load(base_path, &text)?;
+            let (model, _, model_tokens, _) = load(model_path, &text)?;
+            if model_tokens != tokens {
+                bail!(
+                    "{} and {} tokenize the text differently: they do not share a tokenizer",
+                    base_path.display(),
+                    model_path.display()
+                );
+            }
+            let opts = opts(args.ctx.unwrap_or(512));
+            let bos = tokenizer.bos_if_added();
+            let r = match &args.save_base {
+                Some(out) => kl_divergence_save_base(&base, &model, &tokens, bos, &opts, out, &reporter)?,
+                None => kl_divergence(&base, &model, &tokens, bos, &opts, &reporter)?,
+            };
+            (r, KldInputs { base: Some(base_path), base_logits: None, model: model_path, text: Some(text_path) })
+        }
+        (None, _) => bail!("give BASE and MODEL (with --text), or --base-logits FILE and MODEL"),
+    };
+    let saved = args.save_base.as_deref();
+    report::emit(&if args.json { kld_json(&inputs, saved, &r) } else { kld_text(&r, saved) })?;
     Ok(())
+}
+
+/// What a KLD run read.
+struct KldInputs<'a> {
+    base: Option<&'a Path>,
+    base_logits: Option<&'a Path>,
+    model: &'a Path,
+    text: Option<&'a Path>,
 }
 
 fn est(e: &Estimate) -> serde_json::Value {
     json!({"value": e.value, "uncertainty": e.uncertainty})
 }
 
-fn kld_json(args: &KldArgs, r: &KldReport) -> String {
+fn kld_json(inputs: &KldInputs, saved: Option<&Path>, r: &KldReport) -> String {
     let pct = |v: &[(String, f64)]| v.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>();
     let j = json!({
-        "base": args.base.display().to_string(),
-        "model": args.model.display().to_string(),
-        "text": args.common.text.display().to_string(),
+        "base": path_json(inputs.base),
+        "base_logits": path_json(inputs.base_logits),
+        "model": inputs.model.display().to_string(),
+        "text": path_json(inputs.text),
+        "saved_base": path_json(saved),
         "n_ctx": r.n_ctx,
         "n_chunks": r.n_chunks,
         "n_scored": r.n_scored,
@@ -267,12 +369,14 @@ fn kld_json(args: &KldArgs, r: &KldReport) -> String {
         "same_top": est(&r.same_top),
         "running": r.running.iter().map(|(p, k, s)| json!({"ppl": p, "kld": k, "same_top": s})).collect::<Vec<_>>(),
         "seconds": r.seconds,
+        "forward_seconds": r.forward_seconds,
+        "tokens_per_second": r.tokens_per_second(),
         "threads": rayon::current_num_threads(),
     });
     serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
 }
 
-fn kld_text(r: &KldReport) -> String {
+fn kld_text(r: &KldReport, saved: Option<&Path>) -> String {
     let mut o = String::new();
     outln!(o, "chunk  {:>10}  {:>10}  {:>8}", "PPL(Q)", "KLD", "same top");
     for (i, (p, k, s)) in r.running.iter().enumerate() {
@@ -299,5 +403,15 @@ fn kld_text(r: &KldReport) -> String {
     outln!(o, "RMS Δp    : {:7.3} ± {:5.3} %", 100.0 * r.p_diff_rms.value, 100.0 * r.p_diff_rms.uncertainty);
     outln!(o, "Same top p: {:7.3} ± {:5.3} %", 100.0 * r.same_top.value, 100.0 * r.same_top.uncertainty);
     outln!(o, "({} chunks of {}, {} scored tokens, {:.2} s)", r.n_chunks, r.n_ctx, r.n_scored, r.seconds);
+    outln!(
+        o,
+        "speed      : {:.1} tokens/s (the model's forward passes, {:.2} s, {} threads)",
+        r.tokens_per_second(),
+        r.forward_seconds,
+        rayon::current_num_threads()
+    );
+    if let Some(p) = saved {
+        outln!(o, "saved the base's log-probabilities to {}", p.display());
+    }
     o
 }

@@ -1,10 +1,12 @@
 //! The `quantforge` binary: parses arguments, calls the libraries, reports, and maps errors to exit codes.
 
+mod compare;
 mod convert;
 mod estimate;
 mod eval;
 mod inspect;
 mod merge_lora;
+mod mmlu;
 mod progress;
 mod quantize;
 mod report;

@@ -18,6 +18,8 @@ pub enum EvalError {
     Dequantize { name: String, source: QuantError },
     #[error("{path}: architecture '{arch}' is not supported by the forward pass (supported: {supported})")]
     UnsupportedArchitecture { path: PathBuf, arch: String, supported: &'static str },
+    #[error("{path}: RoPE scaling type '{kind}' is not supported by the forward pass (supported: {supported})")]
+    UnsupportedRopeScaling { path: PathBuf, kind: String, supported: &'static str },
     #[error("{path}: metadata key '{key}' is missing or has the wrong type")]
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: invalid model config: {message}")]
@@ -40,6 +42,11 @@ pub enum EvalError {
     TextTooShort { n_tokens: usize, needed: usize },
     #[error("invalid option: {message}")]
     BadOption { message: String },
+    #[error("{path}: {message}")]
+    Mmlu { path: PathBuf, message: String },
     #[error("models disagree: {message}")]
     Mismatch { message: String },
+    /// A base log-probabilities file (llama-perplexity's `--kl-divergence-base` layout) that cannot be used.
+    #[error("{path}: {message}")]
+    LogitsFile { path: PathBuf, message: String },
 }

@@ -7,44 +7,22 @@
 //! 16-bit quantization llama.cpp applies when it saves them (`scale`, `min_log_prob`, one `u16` per token,
 //! clamped 16 nats below the top logit), so the figures are computed from the same numbers llama.cpp reads
 //! back: in particular "PPL(base)" here is the clamped one (28.4405, not 28.4849, on SmolLM2).
+//!
+//! The base's rows can also be saved ([`kl_divergence_save_base`], [`crate::logits_file::save_base_logits`])
+//! and read back ([`kl_divergence_from_file`]) in llama.cpp's `--kl-divergence-base` file layout
+//! ([`crate::logits_file`]); the in-memory and file runs share the scoring, and give the same figures.
 
+use std::collections::VecDeque;
+use std::path::Path;
 use std::time::Instant;
 
 use quantforge_quant::progress::Progress;
 use rayon::prelude::*;
 
 use crate::error::{EvalError, Result};
+use crate::logits_file::{BaseChunk, BaseRow, LogitsReader, LogitsWriter};
 use crate::model::LlamaModel;
-use crate::perplexity::{check_ctx, chunks, PerplexityOptions};
-
-/// A base row as llama.cpp stores it: `log p_i = scale * q_i + min_log_prob`.
-struct BaseLogProbs {
-    scale: f32,
-    min_log_prob: f32,
-    q: Vec<u16>,
-}
-
-/// llama.cpp's `nearest_int` (round half to even through the 1.5·2^23 trick).
-fn nearest_int(v: f32) -> i32 {
-    let bits = (v + 12_582_912.0f32).to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
-}
-
-fn quantize_base(logits: &[f32]) -> BaseLogProbs {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let min = logits.iter().copied().fold(f32::INFINITY, f32::min).max(max - 16.0);
-    let sum_exp: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
-    let log_sum_exp = sum_exp.ln() as f32;
-    let min_log_prob = min - max - log_sum_exp;
-    let scale = (max - min) / 65535.0;
-    let q = if scale != 0.0 {
-        let inv = 1.0 / scale;
-        logits.iter().map(|&l| if l > min { nearest_int(inv * (l - min)) as u16 } else { 0 }).collect()
-    } else {
-        vec![0; logits.len()]
-    };
-    BaseLogProbs { scale, min_log_prob, q }
-}
+use crate::perplexity::{check_chunk_limit, check_ctx, chunks, scored_rows, split_chunks, PerplexityOptions};
 
 /// Per-token figures of one scored position.
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,7 +34,7 @@ struct TokenStats {
     same_top: bool,
 }
 
-fn score(logits: &[f32], base: &BaseLogProbs, tok: u32) -> TokenStats {
+fn score(logits: &[f32], base: BaseRow<'_>, tok: u32) -> TokenStats {
     let mut max = logits[0];
     let mut imax = 0;
     for (i, &l) in logits.iter().enumerate().skip(1) {
@@ -123,7 +101,17 @@ pub struct KldReport {
     pub same_top: Estimate,
     /// Per chunk: (PPL so far, mean KLD so far, same-top so far).
     pub running: Vec<(f64, f64, f64)>,
+    /// Seconds of the whole run (both models' forward passes, or reading the base's file, and the scoring).
     pub seconds: f64,
+    /// Seconds spent inside the evaluated model's forward passes only (not the base's).
+    pub forward_seconds: f64,
+}
+
+impl KldReport {
+    /// Tokens the evaluated model ran (`n_chunks * n_ctx`) per second of its own forward passes.
+    pub fn tokens_per_second(&self) -> f64 {
+        (self.n_chunks * self.n_ctx) as f64 / self.forward_seconds.max(1e-9)
+    }
 }
 
 /// `(mean, uncertainty)` as llama.cpp's `mean_and_uncertainty`.
@@ -159,6 +147,68 @@ pub fn kl_divergence(
     opts: &PerplexityOptions,
     progress: &dyn Progress,
 ) -> Result<KldReport> {
+    in_memory(base, model, tokens, bos, opts, None, progress)
+}
+
+/// [`kl_divergence`], also saving the base's log-probabilities to `save` as it goes (the file
+/// [`kl_divergence_from_file`] and `llama-perplexity --kl-divergence-base` read).
+pub fn kl_divergence_save_base(
+    base: &LlamaModel,
+    model: &LlamaModel,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &PerplexityOptions,
+    save: &Path,
+    progress: &dyn Progress,
+) -> Result<KldReport> {
+    in_memory(base, model, tokens, bos, opts, Some(save), progress)
+}
+
+/// Evaluate `model` against the base log-probabilities saved in `path` ([`crate::logits_file`]), on the tokens
+/// saved with them, as `llama-perplexity --kl-divergence --kl-divergence-base FILE`. `bos` is the model's BOS
+/// when its tokenizer adds one (the first token of every chunk is replaced with it, as when the file was
+/// written). The file's context must be `opts.n_ctx`; `opts.n_chunks` limits the chunks read. The figures
+/// are those of [`kl_divergence`] against the base model that wrote the file.
+pub fn kl_divergence_from_file(
+    model: &LlamaModel,
+    path: &Path,
+    bos: Option<u32>,
+    opts: &PerplexityOptions,
+    progress: &dyn Progress,
+) -> Result<KldReport> {
+    let reader = LogitsReader::open(path)?;
+    let bad = |message: String| EvalError::LogitsFile { path: path.to_path_buf(), message };
+    let n_ctx = reader.n_ctx();
+    if n_ctx != opts.n_ctx {
+        return Err(bad(format!(
+            "was written with a context of {n_ctx} tokens, but a context of {} was asked for (use --ctx {n_ctx})",
+            opts.n_ctx
+        )));
+    }
+    let n_vocab = model.config().n_vocab;
+    if reader.n_vocab() != n_vocab {
+        return Err(bad(format!(
+            "holds log-probabilities over {} tokens, but the model has {n_vocab}: it was not written by this \
+             model's base",
+            reader.n_vocab()
+        )));
+    }
+    check_ctx(model, n_ctx)?;
+    let n = reader.n_chunks().min(check_chunk_limit(opts.n_chunks)?);
+    let chunks = split_chunks(&reader.tokens()[..n * n_ctx], bos, n_ctx);
+    evaluate(model, &chunks, opts, &mut FileBase(reader), progress)
+}
+
+/// The in-memory run, saving the base's rows to `save` when given.
+fn in_memory(
+    base: &LlamaModel,
+    model: &LlamaModel,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &PerplexityOptions,
+    save: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<KldReport> {
     let n_vocab = base.config().n_vocab;
     if model.config().n_vocab != n_vocab {
         return Err(EvalError::Mismatch {
@@ -169,45 +219,116 @@ pub fn kl_divergence(
     check_ctx(base, n_ctx)?;
     check_ctx(model, n_ctx)?;
     let chunks = chunks(tokens, bos, n_ctx, opts.n_chunks)?;
-    let first = n_ctx / 2;
-    let per_chunk = n_ctx - 1 - first;
+    let save = match save {
+        Some(path) => Some(LogitsWriter::create(path, n_ctx, n_vocab, &tokens[..chunks.len() * n_ctx])?),
+        None => None,
+    };
+    let mut source = ModelBase { model: base, n_ctx, pending: VecDeque::new(), save };
+    let report = evaluate(model, &chunks, opts, &mut source, progress)?;
+    if let Some(w) = source.save {
+        w.finish()?;
+    }
+    Ok(report)
+}
+
+/// Where the base's rows come from, chunk by chunk.
+trait BaseSource {
+    /// A group of chunks (with BOS substituted) is about to be evaluated by the model.
+    fn prepare(&mut self, seqs: &[&[u32]]) -> Result<()>;
+    /// The base's rows of the next chunk.
+    fn next_chunk(&mut self) -> Result<BaseChunk>;
+}
+
+/// The base model run on each group before the evaluated model, its rows quantized (and saved) at once.
+struct ModelBase<'a> {
+    model: &'a LlamaModel,
+    n_ctx: usize,
+    pending: VecDeque<BaseChunk>,
+    save: Option<LogitsWriter>,
+}
+
+impl BaseSource for ModelBase<'_> {
+    fn prepare(&mut self, seqs: &[&[u32]]) -> Result<()> {
+        let n_vocab = self.model.config().n_vocab;
+        let (first, rows) = scored_rows(self.n_ctx);
+        let logits = self.model.forward(seqs, first)?;
+        for c in 0..seqs.len() {
+            let chunk =
+                BaseChunk::from_logits(&logits[c * (self.n_ctx - first) * n_vocab..][..rows * n_vocab], n_vocab);
+            if let Some(w) = self.save.as_mut() {
+                w.write_chunk(&chunk)?;
+            }
+            self.pending.push_back(chunk);
+        }
+        Ok(())
+    }
+
+    fn next_chunk(&mut self) -> Result<BaseChunk> {
+        Ok(self.pending.pop_front().expect("prepare runs the base on every chunk first"))
+    }
+}
+
+/// The base's rows read from a file, one chunk at a time.
+struct FileBase(LogitsReader);
+
+impl BaseSource for FileBase {
+    fn prepare(&mut self, _seqs: &[&[u32]]) -> Result<()> {
+        Ok(())
+    }
+
+    fn next_chunk(&mut self) -> Result<BaseChunk> {
+        self.0.read_chunk()
+    }
+}
+
+/// Run `model` over `chunks` and score every scored position against the base's row of it.
+fn evaluate(
+    model: &LlamaModel,
+    chunks: &[Vec<u32>],
+    opts: &PerplexityOptions,
+    base: &mut dyn BaseSource,
+    progress: &dyn Progress,
+) -> Result<KldReport> {
+    let n_vocab = model.config().n_vocab;
+    let n_ctx = opts.n_ctx;
+    let (first, per_chunk) = scored_rows(n_ctx);
     let n_seq = (opts.n_batch / n_ctx).max(1);
     progress.start(chunks.len(), 0);
     let start = Instant::now();
+    let mut forward_seconds = 0.0;
     let mut all: Vec<TokenStats> = Vec::with_capacity(chunks.len() * per_chunk);
     let mut running = Vec::with_capacity(chunks.len());
+    let (mut sum_nll, mut sum_kld, mut n_same) = (0.0f64, 0.0f64, 0usize);
     for (g, group) in chunks.chunks(n_seq).enumerate() {
         let i0 = g * n_seq;
         progress.item(i0, &format!("chunks {}-{}", i0 + 1, i0 + group.len()), "");
         let seqs: Vec<&[u32]> = group.iter().map(Vec::as_slice).collect();
-        let base_logits = base.forward(&seqs, first)?;
-        let base_rows: Vec<BaseLogProbs> = base_logits
-            .par_chunks(n_vocab)
-            .enumerate()
-            .filter(|(r, _)| r % (n_ctx - first) < per_chunk)
-            .map(|(_, row)| quantize_base(row))
-            .collect();
-        drop(base_logits);
+        base.prepare(&seqs)?;
+        let t = Instant::now();
         let logits = model.forward(&seqs, first)?;
+        forward_seconds += t.elapsed().as_secs_f64();
         for (c, chunk) in group.iter().enumerate() {
+            let base_rows = base.next_chunk()?;
             let rows = &logits[c * (n_ctx - first) * n_vocab..];
             let stats: Vec<TokenStats> = (0..per_chunk)
                 .into_par_iter()
-                .map(|j| {
-                    score(&rows[j * n_vocab..(j + 1) * n_vocab], &base_rows[c * per_chunk + j], chunk[first + j + 1])
-                })
+                .map(|j| score(&rows[j * n_vocab..(j + 1) * n_vocab], base_rows.row(j), chunk[first + j + 1]))
                 .collect();
+            for s in &stats {
+                sum_nll += f64::from(s.nll);
+                sum_kld += s.kld;
+                n_same += usize::from(s.same_top);
+            }
             all.extend(stats);
             let n = all.len() as f64;
-            let nll: f64 = all.iter().map(|s| f64::from(s.nll)).sum();
-            let kld: f64 = all.iter().map(|s| s.kld).sum();
-            let same = all.iter().filter(|s| s.same_top).count() as f64;
-            running.push(((nll / n).exp(), kld / n, same / n));
+            running.push(((sum_nll / n).exp(), sum_kld / n, n_same as f64 / n));
             progress.item_done(i0 + c, 0);
         }
     }
     progress.finish();
-    Ok(summarize(&all, n_ctx, chunks.len(), running, start.elapsed().as_secs_f64()))
+    let mut report = summarize(&all, n_ctx, chunks.len(), running, start.elapsed().as_secs_f64());
+    report.forward_seconds = forward_seconds;
+    Ok(report)
 }
 
 fn summarize(
@@ -294,6 +415,7 @@ fn summarize(
         same_top: Estimate { value: same, uncertainty: (same * (1.0 - same) / (n - 1).max(1) as f64).sqrt() },
         running,
         seconds,
+        forward_seconds: 0.0,
     }
 }
 
@@ -301,10 +423,14 @@ fn summarize(
 mod tests {
     use super::*;
 
+    fn quantize_base(logits: &[f32]) -> BaseChunk {
+        BaseChunk::from_logits(logits, logits.len())
+    }
+
     #[test]
     fn identical_logits_have_zero_kld_and_same_top() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 7919) % 97) as f32 * 0.1 - 3.0).collect();
-        let s = score(&logits, &quantize_base(&logits), 3);
+        let s = score(&logits, quantize_base(&logits).row(0), 3);
         // The base log-probabilities are stored in 16 bits (steps of about 1e-4 nats here), as llama.cpp does.
         assert!(s.kld.abs() < 1e-4, "{}", s.kld);
         assert!(s.same_top);
@@ -316,7 +442,7 @@ mod tests {
     fn kld_of_shifted_distribution_is_positive() {
         let base: Vec<f32> = (0..50).map(|i| i as f32 * 0.1).collect();
         let other: Vec<f32> = base.iter().rev().copied().collect();
-        let s = score(&other, &quantize_base(&base), 3);
+        let s = score(&other, quantize_base(&base).row(0), 3);
         assert!(s.kld > 0.1);
         assert!(!s.same_top);
     }
@@ -326,7 +452,5 @@ mod tests {
         let v = [0.0, 1.0, 2.0, 3.0];
         assert_eq!(percentile(&v, 0.5), 1.5);
         assert_eq!(median(&v), 1.5);
-        assert_eq!(nearest_int(2.5), 2);
-        assert_eq!(nearest_int(3.5), 4);
     }
 }

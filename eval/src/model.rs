@@ -1,7 +1,11 @@
-//! The Llama-family forward pass as llama.cpp runs it (`src/models/llama.cpp`, `src/llama-graph.cpp` at
-//! commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): token embedding, per block RMSNorm -> Q/K/V -> RoPE
-//! (NORM mode, adjacent pairs) -> causal GQA attention -> output projection -> residual, RMSNorm -> SwiGLU FFN
-//! -> residual, final RMSNorm and the output head (tied to the embedding when `output.weight` is absent).
+//! The forward pass of the architectures convert writes, as llama.cpp runs them (`src/models/llama.cpp`,
+//! `qwen2.cpp`, `qwen3.cpp`, `src/llama-graph.cpp` at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): token
+//! embedding, per block RMSNorm -> Q/K/V (+ biases: optional for Llama, required for Qwen2) -> per-head Q/K
+//! RMSNorm (Qwen3) -> RoPE (NORM adjacent pairs for Llama/Mistral, NEOX rotate-half for the Qwens, scaled as
+//! [`crate::rope`] describes) -> causal GQA attention -> output projection (+ optional bias) -> residual,
+//! RMSNorm -> SwiGLU FFN -> residual, final RMSNorm and the output head (tied to the embedding when
+//! `output.weight` is absent). Attention is fully causal: Mistral's `sliding_window` is not applied, as
+//! llama.cpp does not apply it to `llama`-architecture GGUFs (see [`crate::config`]).
 //!
 //! One model definition, one execution path: whole sequences are processed at once (no KV cache), several
 //! sequences stacked into the rows of every matrix product so each weight is dequantized once per batch.
@@ -15,8 +19,9 @@ use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
 use crate::error::{EvalError, Result};
-use crate::ops::{self, RopeCache, View};
-use crate::weights::{permute_hf_rope_rows, GgufLoader, HfLoader, Matrix};
+use crate::ops::{self, View};
+use crate::rope::RopeCache;
+use crate::weights::{permute_hf_rope_rows, permute_hf_rope_vector, GgufLoader, HfLoader, Matrix};
 
 /// Sees the input of each block matrix product: `(weight name, input rows, columns per row)`.
 pub type Observer<'a> = dyn Fn(&str, &[f32], usize) + Sync + 'a;
@@ -27,6 +32,14 @@ struct Block {
     wq: Matrix,
     wk: Matrix,
     wv: Matrix,
+    /// Q/K/V/output biases (Qwen2 always, Llama optionally).
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    bo: Option<Vec<f32>>,
+    /// Qwen3's per-head RMSNorm weights of Q and K (`head_dim` values each).
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     wo: Matrix,
     ffn_norm: Vec<f32>,
     w_gate: Matrix,
@@ -34,7 +47,7 @@ struct Block {
     w_down: Matrix,
 }
 
-/// A loaded Llama-family model.
+/// A loaded model of any supported architecture (Llama, Mistral, Qwen2, Qwen3).
 pub struct LlamaModel {
     cfg: LlamaConfig,
     tok_embd: Matrix,
@@ -42,7 +55,6 @@ pub struct LlamaModel {
     output: Option<Matrix>,
     output_norm: Vec<f32>,
     blocks: Vec<Block>,
-    rope_freqs: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for LlamaModel {
@@ -65,15 +77,31 @@ impl LlamaModel {
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaModel> {
         let cfg = LlamaConfig::from_gguf(file)?;
         let l = GgufLoader { file };
-        let (d, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let (d, q, kv, ff, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
+        let (bias_required, qk_norm) = (cfg.arch.requires_qkv_bias(), cfg.arch.has_qk_norm());
         let blocks = (0..cfg.n_layer)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
+                let bias = |s: &str, len: usize, required: bool| -> Result<Option<Vec<f32>>> {
+                    let name = format!("blk.{i}.{s}.bias");
+                    if required || l.has(&name) {
+                        Ok(Some(l.vector(&name, len)?))
+                    } else {
+                        Ok(None)
+                    }
+                };
+                let norm = |s: &str| if qk_norm { l.vector(&n(s), hd).map(Some) } else { Ok(None) };
                 Ok(Block {
                     attn_norm: l.vector(&n("attn_norm"), d)?,
                     wq: l.matrix(&n("attn_q"), q, d)?,
                     wk: l.matrix(&n("attn_k"), kv, d)?,
                     wv: l.matrix(&n("attn_v"), kv, d)?,
+                    bq: bias("attn_q", q, bias_required)?,
+                    bk: bias("attn_k", kv, bias_required)?,
+                    bv: bias("attn_v", kv, bias_required)?,
+                    bo: bias("attn_output", d, false)?,
+                    q_norm: norm("attn_q_norm")?,
+                    k_norm: norm("attn_k_norm")?,
                     wo: l.matrix(&n("attn_output"), d, q)?,
                     ffn_norm: l.vector(&n("ffn_norm"), d)?,
                     w_gate: l.matrix(&n("ffn_gate"), ff, d)?,
@@ -83,32 +111,55 @@ impl LlamaModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let output = if l.has("output.weight") { Some(l.matrix("output.weight", cfg.n_vocab, d)?) } else { None };
-        let rope_freqs =
-            if l.has("rope_freqs.weight") { Some(l.vector("rope_freqs.weight", cfg.n_rot / 2)?) } else { None };
         Ok(LlamaModel {
             tok_embd: l.matrix("token_embd.weight", cfg.n_vocab, d)?,
             output,
             output_norm: l.vector("output_norm.weight", d)?,
             blocks,
-            rope_freqs,
             cfg,
         })
     }
 
-    /// Load a HF `LlamaForCausalLM` directory (f32/f16/bf16 safetensors), permuting q/k rows from HF's
-    /// rotate-half layout into llama.cpp's interleaved one so that one RoPE kernel serves both.
+    /// Load a HF directory of a supported architecture (f32/f16/bf16 safetensors). For Llama and Mistral
+    /// the q/k rows (and biases) are permuted from HF's rotate-half layout into llama.cpp's interleaved one,
+    /// as convert does, so that NORM RoPE applies; Qwen rows stay as they are and run with NEOX RoPE.
     pub fn from_hf(model: &HfModel) -> Result<LlamaModel> {
         let cfg = LlamaConfig::from_hf(model.dir(), model.config())?;
         let l = HfLoader { model };
-        let (d, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let (d, q, kv, ff, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
+        let (bias_required, qk_norm, permute) =
+            (cfg.arch.requires_qkv_bias(), cfg.arch.has_qk_norm(), cfg.arch.permutes_hf_qk());
+        let (n_head, n_head_kv) = (cfg.n_head, cfg.n_head_kv);
         let blocks = (0..cfg.n_layer)
             .map(|i| {
                 let n = |s: &str| format!("model.layers.{i}.{s}.weight");
+                let bias = |s: &str, len: usize, required: bool, heads: Option<usize>| -> Result<Option<Vec<f32>>> {
+                    let name = format!("model.layers.{i}.{s}.bias");
+                    if !required && !l.has(&name) {
+                        return Ok(None);
+                    }
+                    let v = l.vector(&name, len)?;
+                    Ok(Some(match heads {
+                        Some(h) if permute => permute_hf_rope_vector(&v, h),
+                        _ => v,
+                    }))
+                };
+                let qk = |s: &str, rows: usize, heads: usize| -> Result<Matrix> {
+                    let m = l.matrix(&n(s), rows, d)?;
+                    Ok(if permute { permute_hf_rope_rows(m, heads) } else { m })
+                };
+                let norm = |s: &str| if qk_norm { l.vector(&n(s), hd).map(Some) } else { Ok(None) };
                 Ok(Block {
                     attn_norm: l.vector(&n("input_layernorm"), d)?,
-                    wq: permute_hf_rope_rows(l.matrix(&n("self_attn.q_proj"), q, d)?, cfg.n_head),
-                    wk: permute_hf_rope_rows(l.matrix(&n("self_attn.k_proj"), kv, d)?, cfg.n_head_kv),
+                    wq: qk("self_attn.q_proj", q, n_head)?,
+                    wk: qk("self_attn.k_proj", kv, n_head_kv)?,
                     wv: l.matrix(&n("self_attn.v_proj"), kv, d)?,
+                    bq: bias("self_attn.q_proj", q, bias_required, Some(n_head))?,
+                    bk: bias("self_attn.k_proj", kv, bias_required, Some(n_head_kv))?,
+                    bv: bias("self_attn.v_proj", kv, bias_required, None)?,
+                    bo: bias("self_attn.o_proj", d, false, None)?,
+                    q_norm: norm("self_attn.q_norm")?,
+                    k_norm: norm("self_attn.k_norm")?,
                     wo: l.matrix(&n("self_attn.o_proj"), d, q)?,
                     ffn_norm: l.vector(&n("post_attention_layernorm"), d)?,
                     w_gate: l.matrix(&n("mlp.gate_proj"), ff, d)?,
@@ -123,7 +174,6 @@ impl LlamaModel {
             output,
             output_norm: l.vector("model.norm.weight", d)?,
             blocks,
-            rope_freqs: None,
             cfg,
         })
     }
@@ -178,8 +228,7 @@ impl LlamaModel {
             }
             self.tok_embd.row_into(*tok as usize, row)?;
         }
-        let rope =
-            RopeCache::new(max_len, cfg.n_rot, cfg.rope_freq_base, cfg.rope_freq_scale, self.rope_freqs.as_deref());
+        let rope = RopeCache::new(max_len, &cfg.rope, cfg.rope_freqs.as_deref());
         let positions: Vec<usize> = seqs.iter().flat_map(|s| 0..s.len()).collect();
         let mut xn = vec![0.0f32; m * d];
         let mut q = vec![0.0f32; m * qd];
@@ -198,11 +247,25 @@ impl LlamaModel {
             ops::matmul_t(&xn, m, d, b.wq.as_f32(&mut scratch)?, qd, &mut q);
             ops::matmul_t(&xn, m, d, b.wk.as_f32(&mut scratch)?, kvd, &mut k);
             ops::matmul_t(&xn, m, d, b.wv.as_f32(&mut scratch)?, kvd, &mut v);
-            q.par_chunks_mut(qd).zip(&positions).for_each(|(row, &p)| rope.apply_norm(row, cfg.head_dim, p));
-            k.par_chunks_mut(kvd).zip(&positions).for_each(|(row, &p)| rope.apply_norm(row, cfg.head_dim, p));
+            for (buf, bias) in [(&mut q, &b.bq), (&mut k, &b.bk), (&mut v, &b.bv)] {
+                if let Some(bias) = bias {
+                    buf.par_chunks_mut(bias.len()).for_each(|row| ops::add_assign(row, bias));
+                }
+            }
+            for (buf, width, norm) in [(&mut q, qd, &b.q_norm), (&mut k, kvd, &b.k_norm)] {
+                if let Some(w) = norm {
+                    // Each token's row holds its heads; the norm runs over each head of `head_dim` values.
+                    buf.par_chunks_mut(width).for_each(|row| ops::rms_norm_inplace(row, w, cfg.rms_eps));
+                }
+            }
+            q.par_chunks_mut(qd).zip(&positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+            k.par_chunks_mut(kvd).zip(&positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
             self.attention(seqs, &q, &k, &v, &mut attn);
             see(&b.wo, &attn, qd);
             ops::matmul_t(&attn, m, qd, b.wo.as_f32(&mut scratch)?, d, &mut proj);
+            if let Some(bias) = &b.bo {
+                ops::add_bias(&mut proj, bias);
+            }
             ops::add_assign(&mut x, &proj);
 
             ops::rms_norm(&x, &b.ffn_norm, cfg.rms_eps, &mut xn);

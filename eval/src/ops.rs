@@ -2,9 +2,11 @@
 //! AVX2/AVX-512/NEON micro-kernels, parallel over the rayon pool) and the element-wise operations, written
 //! to perform the same `f32` operations as ggml's CPU backend where that matters for matching llama.cpp
 //! (`ggml/src/ggml-cpu/ops.cpp` at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62: sums of squares and
-//! softmax denominators in `f64`, RoPE angles by repeated multiplication in `f32`).
+//! softmax denominators in `f64`). RoPE lives in [`crate::rope`].
 
 use gemm::Parallelism;
+
+pub use crate::rope::RopeCache;
 
 /// Parallelism for a product of `m x k` by `k x n`: the whole pool unless the product is tiny.
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
@@ -122,44 +124,24 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Cos/sin of the RoPE angles of positions `0..n_pos` for the `n_rot / 2` rotated pairs, as ggml's
-/// `ggml_rope_cache_init` computes them (no YaRN: `ext_factor = 0`, `mscale = 1`).
-pub struct RopeCache {
-    half: usize,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+/// ggml's `rms_norm` then `mul` in place, row by row: rows of `weight.len()` values (the whole hidden state,
+/// or one head for Qwen3's per-head Q/K norms).
+pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
+    let n = weight.len();
+    for row in x.chunks_exact_mut(n) {
+        let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, &w) in row.iter_mut().zip(weight) {
+            *v = (*v * scale) * w;
+        }
+    }
 }
 
-impl RopeCache {
-    pub fn new(n_pos: usize, n_rot: usize, freq_base: f32, freq_scale: f32, freq_factors: Option<&[f32]>) -> Self {
-        let half = n_rot / 2;
-        let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
-        let mut cos = Vec::with_capacity(n_pos * half);
-        let mut sin = Vec::with_capacity(n_pos * half);
-        for p in 0..n_pos {
-            let mut theta = p as f32;
-            for i in 0..half {
-                let ff = freq_factors.map_or(1.0, |f| f[i]);
-                let t = freq_scale * (theta / ff);
-                cos.push(t.cos());
-                sin.push(t.sin());
-                theta *= theta_scale;
-            }
-        }
-        RopeCache { half, cos, sin }
-    }
-
-    /// Rotate adjacent pairs (llama.cpp's NORM mode) of every head of `row` (a token at position `pos`).
-    pub fn apply_norm(&self, row: &mut [f32], head_dim: usize, pos: usize) {
-        let cos = &self.cos[pos * self.half..(pos + 1) * self.half];
-        let sin = &self.sin[pos * self.half..(pos + 1) * self.half];
-        for head in row.chunks_exact_mut(head_dim) {
-            for i in 0..self.half {
-                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = x0 * cos[i] - x1 * sin[i];
-                head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
-            }
-        }
+/// Add `bias` to every row of `x` (rows of `bias.len()` values).
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_assign(row, bias);
     }
 }
 
@@ -224,15 +206,5 @@ mod tests {
         assert_eq!(row[3], 0.0);
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(row[2] > row[1] && row[1] > row[0]);
-    }
-
-    #[test]
-    fn rope_position_zero_is_identity() {
-        let cache = RopeCache::new(2, 4, 10000.0, 1.0, None);
-        let mut row = vec![1.0, 2.0, 3.0, 4.0];
-        cache.apply_norm(&mut row, 4, 0);
-        assert_eq!(row, vec![1.0, 2.0, 3.0, 4.0]);
-        cache.apply_norm(&mut row, 4, 1);
-        assert!((row[0] - (1f32.cos() - 2.0 * 1f32.sin())).abs() < 1e-6);
     }
 }

@@ -10,12 +10,14 @@
 //!   `exp(Σ nll / count)` over all scored tokens (never an average of chunk perplexities), and the ± is
 //!   `sqrt((mean(nll²) - mean²) / (count - 1)) * PPL`.
 
+use std::path::Path;
 use std::time::Instant;
 
 use quantforge_quant::progress::Progress;
 use rayon::prelude::*;
 
 use crate::error::{EvalError, Result};
+use crate::logits_file::{BaseChunk, LogitsWriter};
 use crate::model::LlamaModel;
 
 /// How to run perplexity.
@@ -55,12 +57,15 @@ pub struct PerplexityReport {
     pub mean_nll: f64,
     /// PPL over the chunks so far, after each chunk (llama.cpp's `[1]12.8638,[2]...` line).
     pub running_ppl: Vec<f64>,
-    /// Seconds spent in forward passes and scoring.
+    /// Seconds spent in forward passes and scoring (and writing the log-probabilities, when saved).
     pub seconds: f64,
+    /// Seconds spent inside the model's forward passes only.
+    pub forward_seconds: f64,
 }
 
 impl PerplexityReport {
-    /// Tokens evaluated (`n_chunks * n_ctx`) per second, as llama.cpp counts them.
+    /// Tokens evaluated (`n_chunks * n_ctx`) per second of [`PerplexityReport::seconds`], as llama.cpp counts
+    /// them.
     pub fn tokens_per_second(&self) -> f64 {
         (self.n_chunks * self.n_ctx) as f64 / self.seconds.max(1e-9)
     }
@@ -79,16 +84,37 @@ pub(crate) fn chunks(
     if tokens.len() < 2 * n_ctx {
         return Err(EvalError::TextTooShort { n_tokens: tokens.len(), needed: 2 * n_ctx });
     }
-    let n = (tokens.len() / n_ctx).min(max_chunks.unwrap_or(usize::MAX));
-    Ok((0..n)
-        .map(|i| {
-            let mut c = tokens[i * n_ctx..(i + 1) * n_ctx].to_vec();
+    let n = (tokens.len() / n_ctx).min(check_chunk_limit(max_chunks)?);
+    Ok(split_chunks(&tokens[..n * n_ctx], bos, n_ctx))
+}
+
+/// The chunk limit of `--chunks`, refusing 0 (nothing to evaluate).
+pub(crate) fn check_chunk_limit(max_chunks: Option<usize>) -> Result<usize> {
+    match max_chunks {
+        Some(0) => Err(EvalError::BadOption { message: "--chunks 0: nothing to evaluate".into() }),
+        limit => Ok(limit.unwrap_or(usize::MAX)),
+    }
+}
+
+/// `tokens` (a whole number of chunks) cut into chunks of `n_ctx`, the first token of each replaced by `bos`.
+pub(crate) fn split_chunks(tokens: &[u32], bos: Option<u32>, n_ctx: usize) -> Vec<Vec<u32>> {
+    tokens
+        .chunks_exact(n_ctx)
+        .map(|c| {
+            let mut c = c.to_vec();
             if let Some(b) = bos {
                 c[0] = b;
             }
             c
         })
-        .collect())
+        .collect()
+}
+
+/// `(first, rows)`: a chunk of `n_ctx` is scored from position `first = n_ctx/2` on, `rows = n_ctx - 1 - first`
+/// positions (each predicting the token after it).
+pub(crate) fn scored_rows(n_ctx: usize) -> (usize, usize) {
+    let first = n_ctx / 2;
+    (first, n_ctx - 1 - first)
 }
 
 /// Checks `n_ctx` against the model.
@@ -115,28 +141,50 @@ pub fn perplexity(
     opts: &PerplexityOptions,
     progress: &dyn Progress,
 ) -> Result<PerplexityReport> {
+    evaluate(model, tokens, bos, opts, None, progress)
+}
+
+/// [`perplexity`], also writing the model's log-probabilities to `save` when given
+/// ([`crate::logits_file::save_base_logits`]).
+pub(crate) fn evaluate(
+    model: &LlamaModel,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &PerplexityOptions,
+    save: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<PerplexityReport> {
     let n_ctx = opts.n_ctx;
     check_ctx(model, n_ctx)?;
     let chunks = chunks(tokens, bos, n_ctx, opts.n_chunks)?;
     let n_vocab = model.config().n_vocab;
-    let first = n_ctx / 2;
-    let per_chunk = n_ctx - 1 - first;
+    let mut writer = match save {
+        Some(path) => Some(LogitsWriter::create(path, n_ctx, n_vocab, &tokens[..chunks.len() * n_ctx])?),
+        None => None,
+    };
+    let (first, per_chunk) = scored_rows(n_ctx);
     let n_seq = (opts.n_batch / n_ctx).max(1);
     progress.start(chunks.len(), 0);
     let start = Instant::now();
+    let mut forward_seconds = 0.0;
     let (mut sum, mut sum2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut running = Vec::with_capacity(chunks.len());
     for (g, group) in chunks.chunks(n_seq).enumerate() {
         let i0 = g * n_seq;
         progress.item(i0, &format!("chunks {}-{}", i0 + 1, i0 + group.len()), "");
         let seqs: Vec<&[u32]> = group.iter().map(Vec::as_slice).collect();
+        let t = Instant::now();
         let logits = model.forward(&seqs, first)?;
+        forward_seconds += t.elapsed().as_secs_f64();
         for (c, chunk) in group.iter().enumerate() {
-            let rows = &logits[c * (n_ctx - first) * n_vocab..];
+            let rows = &logits[c * (n_ctx - first) * n_vocab..][..per_chunk * n_vocab];
             let nlls: Vec<f64> = (0..per_chunk)
                 .into_par_iter()
                 .map(|j| nll(&rows[j * n_vocab..(j + 1) * n_vocab], chunk[first + j + 1]))
                 .collect();
+            if let Some(w) = writer.as_mut() {
+                w.write_chunk(&BaseChunk::from_logits(rows, n_vocab))?;
+            }
             for v in nlls {
                 sum += v;
                 sum2 += v * v;
@@ -145,6 +193,9 @@ pub fn perplexity(
             running.push((sum / count as f64).exp());
             progress.item_done(i0 + c, 0);
         }
+    }
+    if let Some(w) = writer {
+        w.finish()?;
     }
     progress.finish();
     let mean = sum / count as f64;
@@ -161,6 +212,7 @@ pub fn perplexity(
         mean_nll: mean,
         running_ppl: running,
         seconds: start.elapsed().as_secs_f64(),
+        forward_seconds,
     })
 }
 
@@ -178,6 +230,9 @@ mod tests {
         assert_eq!(c[1][1], 19);
         assert_eq!(chunks(&toks, None, 8, Some(1)).unwrap()[0][0], 10);
         assert!(matches!(chunks(&toks, None, 11, None), Err(EvalError::TextTooShort { .. })));
+        assert!(matches!(chunks(&toks, None, 8, Some(0)), Err(EvalError::BadOption { .. })));
+        assert_eq!(scored_rows(8), (4, 3));
+        assert_eq!(scored_rows(7), (3, 3));
     }
 
     #[test]

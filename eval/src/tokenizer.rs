@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use quantforge_formats::gguf::{GgufFile, GgufValue};
+use quantforge_formats::vocab::{ChatTemplate, SpecialVocab};
 use serde_json::{json, Map, Value};
 
 use crate::error::{EvalError, Result};
@@ -33,6 +34,8 @@ pub struct Tokenizer {
     bos: Option<u32>,
     add_bos: bool,
     n_vocab: usize,
+    /// The model's chat template (GGUF `tokenizer.chat_template`, or the HF directory's), if any.
+    chat_template: Option<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -88,7 +91,8 @@ impl Tokenizer {
             return Err(err("add_bos_token is set but bos_token_id is missing or out of range".into()));
         }
         let inner = build(&path, &json)?;
-        Ok(Tokenizer { inner, bos, add_bos, n_vocab: tokens.len() })
+        let chat_template = file.get("tokenizer.chat_template").and_then(GgufValue::as_str).map(str::to_owned);
+        Ok(Tokenizer { inner, bos, add_bos, n_vocab: tokens.len(), chat_template })
     }
 
     /// A HF directory's `tokenizer.json`. Its post-processor's leading special token (found by encoding a
@@ -102,7 +106,13 @@ impl Tokenizer {
         let bos =
             (with.len() == without.len() + 1 && with.get_ids()[1..] == *without.get_ids()).then(|| with.get_ids()[0]);
         let n_vocab = inner.get_vocab_size(true);
-        Ok(Tokenizer { inner, bos, add_bos: bos.is_some(), n_vocab })
+        // A template that cannot be read only means none is offered; the tokenizer itself is fine.
+        let chat_template = match SpecialVocab::load(dir, None, false).ok().and_then(|s| s.chat_template) {
+            Some(ChatTemplate::One(t)) => Some(t),
+            Some(ChatTemplate::Named(named)) => named.into_iter().find(|(n, _)| n == "default").map(|(_, t)| t),
+            None => None,
+        };
+        Ok(Tokenizer { inner, bos, add_bos: bos.is_some(), n_vocab, chat_template })
     }
 
     /// A SentencePiece vocabulary as llama.cpp's `llama` tokenizer model holds it: pieces, scores, token
@@ -118,7 +128,8 @@ impl Tokenizer {
         let path = PathBuf::new();
         let json = spm_json(tokens, scores, types, unk, add_space_prefix)
             .map_err(|message| EvalError::Tokenizer { path: path.clone(), message })?;
-        Ok(Tokenizer { inner: build(&path, &json)?, bos, add_bos: bos.is_some(), n_vocab: tokens.len() })
+        let inner = build(&path, &json)?;
+        Ok(Tokenizer { inner, bos, add_bos: bos.is_some(), n_vocab: tokens.len(), chat_template: None })
     }
 
     /// Tokenize `text`; with `add_special`, prepend BOS when the model adds it (llama.cpp's `common_tokenize`).
@@ -152,6 +163,16 @@ impl Tokenizer {
     /// Number of tokens in the vocabulary.
     pub fn n_vocab(&self) -> usize {
         self.n_vocab
+    }
+
+    /// The id of the token whose text is exactly `piece` (e.g. a chat template's `<|im_start|>`).
+    pub fn token_id(&self, piece: &str) -> Option<u32> {
+        self.inner.token_to_id(piece)
+    }
+
+    /// The model's chat template (Jinja source), when the model ships one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
     }
 }
 

@@ -3,8 +3,9 @@
 //! the file), and the loaders that fill them from GGUF or a HF safetensors directory.
 //!
 //! Layout invariant: a matrix of `rows x cols` is row-major with `cols` = the input dimension (ggml `ne[0]`),
-//! i.e. `y = W x` reads one row per output. Query/key rows are in llama.cpp's interleaved RoPE order (pairs of
-//! adjacent dimensions); HF rotate-half rows are permuted into that order on load (`permute_hf_rope_rows`).
+//! i.e. `y = W x` reads one row per output. Query/key rows are in the order the architecture's RoPE mode
+//! expects: llama.cpp's interleaved pairs for Llama/Mistral (HF rotate-half rows are permuted into that order on
+//! load, `permute_hf_rope_rows`), HF's own rotate-half order for Qwen2/Qwen3 (NEOX mode).
 
 use std::path::Path;
 
@@ -207,10 +208,21 @@ impl HfLoader<'_> {
 
 /// Reorders the rows of a HF (rotate-half) query or key projection into llama.cpp's interleaved order:
 /// within each head of `head_dim` rows, GGUF row `2i + j` is HF row `j * head_dim/2 + i` (the inverse of the
-/// permutation HF's conversion script applies to Meta checkpoints).
+/// permutation HF's conversion script applies to Meta checkpoints). Only Llama/Mistral rows are permuted;
+/// Qwen checkpoints keep HF's layout and run with NEOX RoPE.
 pub fn permute_hf_rope_rows(m: Matrix, n_head: usize) -> Matrix {
     let Storage::Dense(data) = &m.storage else { return m };
-    let head_dim = m.rows / n_head;
+    let out = permute_rows(data, m.rows, m.cols, n_head);
+    Matrix { storage: Storage::Dense(out), ..m }
+}
+
+/// [`permute_hf_rope_rows`] for a query or key bias (one value per row).
+pub fn permute_hf_rope_vector(v: &[f32], n_head: usize) -> Vec<f32> {
+    permute_rows(v, v.len(), 1, n_head)
+}
+
+fn permute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let head_dim = rows / n_head;
     let half = head_dim / 2;
     let mut out = vec![0.0; data.len()];
     for h in 0..n_head {
@@ -218,11 +230,11 @@ pub fn permute_hf_rope_rows(m: Matrix, n_head: usize) -> Matrix {
             for j in 0..2 {
                 let dst = h * head_dim + 2 * i + j;
                 let src = h * head_dim + j * half + i;
-                out[dst * m.cols..(dst + 1) * m.cols].copy_from_slice(&data[src * m.cols..(src + 1) * m.cols]);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }
-    Matrix { storage: Storage::Dense(out), ..m }
+    out
 }
 
 /// Whether a path is a HF model directory rather than a GGUF file.

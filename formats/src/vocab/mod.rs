@@ -10,7 +10,7 @@ mod spm;
 mod to_hf;
 
 pub use bpe::{identify_pre_tokenizer, PRE_TOKENIZERS};
-pub use special::SpecialVocab;
+pub use special::{ChatTemplate, SpecialVocab};
 pub use spm::{parse_pieces, Piece};
 pub(crate) use to_hf::SPECIAL_KEYS;
 pub use to_hf::{hf_tokenizer_files, write_tokenizer_files, HfTokenizerFiles};
