@@ -12,20 +12,9 @@ use std::time::Instant;
 use quantforge_formats::gguf::{GgufFile, GgufValue, GgufWriter, TensorSpec};
 use quantforge_formats::GgmlType;
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
+use peak_rss::{peak_rss_mib, reset_peak_rss};
 
 fn make_input(path: &Path, mib: u64) {
     // Tensors of 32 MiB (F32 rows of 4096), like the large matrices of a 1-3B model, plus small norms.

@@ -15,6 +15,10 @@ use quantforge_formats::GgmlType;
 use quantforge_quant::pipeline::{self, QuantizeOptions};
 use quantforge_quant::progress::Silent;
 
+#[path = "../../formats/benches/support/peak_rss.rs"]
+mod peak_rss;
+use peak_rss::{peak_rss_mib, reset_peak_rss};
+
 const N_LAYER: u32 = 22;
 const N_EMBD: u64 = 2048;
 const N_FF: u64 = 5632;
@@ -88,16 +92,6 @@ fn make_model(path: &Path) {
     w.finish().expect("finish");
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     let threads: usize = std::env::var("QF_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("thread pool");
@@ -119,7 +113,7 @@ fn main() {
     for ty in types.split(',') {
         let options = QuantizeOptions::new(ty.parse().expect("file type"));
         let out = dir.join(format!("out-{ty}.gguf"));
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        reset_peak_rss();
         let t = Instant::now();
         let plan = pipeline::plan(&input, &options).expect("plan");
         pipeline::execute(&input, &plan, &options, &out, &Silent).expect("quantize");

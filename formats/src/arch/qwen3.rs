@@ -1,31 +1,13 @@
 //! `Qwen3ForCausalLM` -> `qwen3` (llama.cpp `conversion/qwen.py` `Qwen3Model`): Qwen2 without the Q/K/V
 //! biases, plus per-head RMS norms on Q and K (`attn_q_norm`/`attn_k_norm`, kept F32).
 
-use super::{Architecture, Dim::*, TensorRule, VocabStyle};
+use super::qwen2::{qwen_rules, QWEN2};
+use super::{Architecture, Dim::*, TensorRule};
 
-const RULES: &[TensorRule] = &[
-    TensorRule::copy("model.embed_tokens.weight", "token_embd.weight", &[Vocab, Hidden]),
-    TensorRule::copy("lm_head.weight", "output.weight", &[Vocab, Hidden]).optional(),
-    TensorRule::copy("model.norm.weight", "output_norm.weight", &[Hidden]),
-    TensorRule::copy("model.layers.{bid}.input_layernorm.weight", "blk.{bid}.attn_norm.weight", &[Hidden]),
-    TensorRule::copy("model.layers.{bid}.self_attn.q_proj.weight", "blk.{bid}.attn_q.weight", &[QOut, Hidden]),
-    TensorRule::copy("model.layers.{bid}.self_attn.k_proj.weight", "blk.{bid}.attn_k.weight", &[KvOut, Hidden]),
-    TensorRule::copy("model.layers.{bid}.self_attn.v_proj.weight", "blk.{bid}.attn_v.weight", &[KvOut, Hidden]),
+const RULES: &[TensorRule] = qwen_rules![
     TensorRule::copy("model.layers.{bid}.self_attn.q_norm.weight", "blk.{bid}.attn_q_norm.weight", &[HeadDim]),
     TensorRule::copy("model.layers.{bid}.self_attn.k_norm.weight", "blk.{bid}.attn_k_norm.weight", &[HeadDim]),
-    TensorRule::copy("model.layers.{bid}.self_attn.o_proj.weight", "blk.{bid}.attn_output.weight", &[Hidden, QOut]),
-    TensorRule::copy("model.layers.{bid}.post_attention_layernorm.weight", "blk.{bid}.ffn_norm.weight", &[Hidden]),
-    TensorRule::copy("model.layers.{bid}.mlp.gate_proj.weight", "blk.{bid}.ffn_gate.weight", &[Ffn, Hidden]),
-    TensorRule::copy("model.layers.{bid}.mlp.up_proj.weight", "blk.{bid}.ffn_up.weight", &[Ffn, Hidden]),
-    TensorRule::copy("model.layers.{bid}.mlp.down_proj.weight", "blk.{bid}.ffn_down.weight", &[Hidden, Ffn]),
 ];
 
-pub(super) static QWEN3: Architecture = Architecture {
-    hf_names: &["Qwen3ForCausalLM"],
-    gguf_name: "qwen3",
-    rules: RULES,
-    extra_keys: &[],
-    vocab: VocabStyle::Plain,
-    requires_kv_heads: false,
-    llama3_rope_freqs: false,
-};
+pub(super) static QWEN3: Architecture =
+    Architecture { hf_names: &["Qwen3ForCausalLM"], gguf_name: "qwen3", rules: RULES, ..QWEN2 };

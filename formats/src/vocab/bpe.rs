@@ -27,6 +27,9 @@ pub struct PreTokenizer {
     pub name: &'static str,
     pub pre_tokenizer: fn() -> Value,
     pub fingerprint: &'static [(usize, &'static str)],
+    /// Other `tokenizer.ggml.pre` names llama.cpp pre-tokenizes the same way: accepted when tokenizing a GGUF
+    /// ([`super::TokenizerJsonTarget::LlamaCpp`]), never identified nor written.
+    pub llama_cpp_aliases: &'static [&'static str],
 }
 
 fn byte_level(use_regex: bool) -> Value {
@@ -45,20 +48,37 @@ fn digits_then_bytes() -> Value {
 
 /// Known pre-tokenizers, matched in order.
 pub static PRE_TOKENIZERS: &[PreTokenizer] = &[
-    PreTokenizer { name: "llama-bpe", pre_tokenizer: || split_then_bytes(LLAMA3_REGEX), fingerprint: &[] },
-    PreTokenizer { name: "qwen2", pre_tokenizer: || split_then_bytes(QWEN2_REGEX), fingerprint: &[] },
+    PreTokenizer {
+        name: "llama-bpe",
+        pre_tokenizer: || split_then_bytes(LLAMA3_REGEX),
+        fingerprint: &[],
+        llama_cpp_aliases: &["llama3", "falcon3", "pixtral", "smaug-bpe"],
+    },
+    PreTokenizer {
+        name: "qwen2",
+        pre_tokenizer: || split_then_bytes(QWEN2_REGEX),
+        fingerprint: &[],
+        llama_cpp_aliases: &["deepseek-r1-qwen"],
+    },
     // SmolLM and StarCoder share the Digits+ByteLevel structure; their vocabularies tell them apart.
     PreTokenizer {
         name: "smollm",
         pre_tokenizer: digits_then_bytes,
         fingerprint: &[(0, "<|endoftext|>"), (1, "<|im_start|>"), (2, "<|im_end|>")],
+        llama_cpp_aliases: &[],
     },
     PreTokenizer {
         name: "starcoder",
         pre_tokenizer: digits_then_bytes,
         fingerprint: &[(0, "<|endoftext|>"), (1, "<fim_prefix>")],
+        llama_cpp_aliases: &["refact", "command-r", "codeshell", "exaone", "minerva"],
     },
-    PreTokenizer { name: "gpt-2", pre_tokenizer: || byte_level(true), fingerprint: &[(50256, "<|endoftext|>")] },
+    PreTokenizer {
+        name: "gpt-2",
+        pre_tokenizer: || byte_level(true),
+        fingerprint: &[(50256, "<|endoftext|>")],
+        llama_cpp_aliases: &["default", "gpt2", "phi-2", "jais", "olmo"],
+    },
 ];
 
 /// Compare the parts of a `pre_tokenizer` that change behaviour (ignoring `trim_offsets`, which only

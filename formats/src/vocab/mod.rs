@@ -1,19 +1,21 @@
 //! Tokenizer metadata for GGUF, as llama.cpp's converter writes it (`conversion/base.py` `_set_vocab_*`,
 //! `conversion/llama.py` `LlamaModel.set_vocab`, `gguf-py/gguf/vocab.py` `SpecialVocab`, at
 //! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62), and the reverse (tokenizer.json + tokenizer_config.json
-//! rebuilt from a GGUF). Two vocabularies are supported: SentencePiece (`tokenizer.model`, `llama`) and
-//! byte-level BPE (`tokenizer.json`, `gpt2`).
+//! rebuilt from a GGUF; [`tokenizer_json`] builds tokenizer.json, also for the evaluator). Two vocabularies
+//! are supported: SentencePiece (`tokenizer.model`, `llama`) and byte-level BPE (`tokenizer.json`, `gpt2`).
 
 mod bpe;
 mod special;
 mod spm;
 mod to_hf;
+pub mod tokenizer_json;
 
 pub use bpe::{identify_pre_tokenizer, PRE_TOKENIZERS};
 pub use special::{ChatTemplate, SpecialVocab};
 pub use spm::{parse_pieces, Piece};
 pub(crate) use to_hf::SPECIAL_KEYS;
 pub use to_hf::{hf_tokenizer_files, write_tokenizer_files, HfTokenizerFiles};
+pub use tokenizer_json::{gpt2_tokenizer_json, llama_tokenizer_json, TokenizerJsonTarget};
 
 use std::path::Path;
 
