@@ -9,6 +9,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked -- --include-ignored 2>&1 | tee "$log"
+# The forward pass's matrix products on burn's CPU backend (cargo feature burn-cpu, off by default) against the
+# default gemm path; its results are counted with the rest. (The burn-wgpu feature is not built here.)
+cargo clippy -p quantforge-eval --features burn-cpu --all-targets --locked -- -D warnings
+cargo test -p quantforge-eval --features burn-cpu --locked --test burn_backend 2>&1 | tee -a "$log"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use quantforge_eval::{
-    kl_divergence, kl_divergence_from_file, kl_divergence_save_base, perplexity, save_base_logits, Estimate, KldReport,
-    LlamaModel, LogitsReader, PerplexityOptions, PerplexityReport, Tokenizer,
+    kl_divergence, kl_divergence_from_file, kl_divergence_save_base, perplexity, save_base_logits, Device, Estimate,
+    KldReport, LlamaModel, LogitsReader, PerplexityOptions, PerplexityReport, Tokenizer,
 };
 use serde_json::json;
 
@@ -37,6 +37,23 @@ pub enum EvalCommand {
     Compare(crate::compare::CompareArgs),
 }
 
+/// Where the forward pass runs its weight matrix products (every `eval` subcommand).
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Where the weight matrix products run: cpu (the gemm crate), burn-cpu (burn's pure-Rust CPU backend;
+    /// builds with --features burn-cpu) or wgpu (burn's GPU backend; builds with --features burn-wgpu).
+    /// Attention and the element-wise operations stay on the CPU.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "burn-cpu", "wgpu"])]
+    pub device: String,
+}
+
+impl DeviceArgs {
+    /// The device asked for, or an error naming the cargo feature a build needs for it.
+    pub fn device(&self) -> Result<Device> {
+        self.device.parse::<Device>().map_err(|e| anyhow!("--device {}: {e}", self.device))
+    }
+}
+
 /// Options every evaluation shares.
 #[derive(clap::Args)]
 pub struct CommonArgs {
@@ -61,6 +78,8 @@ pub struct CommonArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Arguments of `eval perplexity`.
@@ -114,6 +133,8 @@ pub struct KldArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Run `eval`.
@@ -145,6 +166,7 @@ pub fn run(args: &Args) -> Result<()> {
 fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
     let c = &args.common;
     setup_threads(c.threads)?;
+    let device = c.device.device()?;
     if args.model.is_dir() {
         bail!(
             "{}: imatrix needs a GGUF model (its tensor names key the matrix); convert it first",
@@ -158,7 +180,7 @@ fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
     };
     quantforge_formats::check_not_input(&args.output, &[&args.model, &c.text])?;
     let text = read_text(&c.text)?;
-    let (model, tokenizer, tokens, _) = load(&args.model, &text)?;
+    let (model, tokenizer, tokens, _) = load(&args.model, &text, device)?;
     let reporter = Reporter::new(c.quiet || c.json);
     let collected =
         quantforge_eval::imatrix::collect(&model, &tokens, tokenizer.bos_if_added(), c.ctx, c.chunks, &reporter)?;
@@ -192,17 +214,19 @@ fn setup_threads(threads: Option<usize>) -> Result<()> {
     crate::report::set_threads(threads)
 }
 
-/// Load a model and its tokenizer, and tokenize `text` as llama.cpp does (`add_special = true`).
-fn load(path: &Path, text: &str) -> Result<(LlamaModel, Tokenizer, Vec<u32>, f64)> {
+/// Load a model and its tokenizer onto `device`, and tokenize `text` as llama.cpp does (`add_special = true`).
+fn load(path: &Path, text: &str, device: Device) -> Result<(LlamaModel, Tokenizer, Vec<u32>, f64)> {
     let t0 = Instant::now();
-    let (model, tokenizer) = load_model(path)?;
+    let (model, tokenizer) = load_model(path, device)?;
     let tokens = tokenizer.encode(text, true)?;
     Ok((model, tokenizer, tokens, t0.elapsed().as_secs_f64()))
 }
 
-/// Load a model and its tokenizer, checking they agree on the vocabulary size.
-pub(crate) fn load_model(path: &Path) -> Result<(LlamaModel, Tokenizer)> {
-    let model = LlamaModel::load(path).with_context(|| format!("loading {}", path.display()))?;
+/// Load a model and its tokenizer, checking they agree on the vocabulary size; the model's matrix products
+/// will run on `device`.
+pub(crate) fn load_model(path: &Path, device: Device) -> Result<(LlamaModel, Tokenizer)> {
+    let mut model = LlamaModel::load(path).with_context(|| format!("loading {}", path.display()))?;
+    model.set_device(device).map_err(|e| anyhow!("--device {device}: {e}"))?;
     let tokenizer = Tokenizer::load(path).with_context(|| format!("reading the tokenizer of {}", path.display()))?;
     if tokenizer.n_vocab() != model.config().n_vocab {
         bail!(
@@ -223,11 +247,12 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
     let c = &args.common;
     setup_threads(c.threads)?;
+    let device = c.device.device()?;
     if let Some(out) = &args.save_logits {
         quantforge_formats::check_not_input(out, &[&args.model, &c.text])?;
     }
     let text = read_text(&c.text)?;
-    let (model, tokenizer, tokens, load_s) = load(&args.model, &text)?;
+    let (model, tokenizer, tokens, load_s) = load(&args.model, &text, device)?;
     let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.batch };
     let reporter = Reporter::new(c.quiet || c.json);
     let bos = tokenizer.bos_if_added();
@@ -236,8 +261,11 @@ fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
         None => perplexity(&model, &tokens, bos, &opts, &reporter)?,
     };
     let saved = args.save_logits.as_deref();
-    let out =
-        if c.json { perplexity_json(&args.model, &c.text, &r, load_s, saved) } else { perplexity_text(&r, saved) };
+    let out = if c.json {
+        perplexity_json(&args.model, &c.text, &r, load_s, saved, device)
+    } else {
+        perplexity_text(&r, saved, device)
+    };
     report::emit(&out)?;
     Ok(())
 }
@@ -247,7 +275,14 @@ fn path_json(p: Option<&Path>) -> serde_json::Value {
     p.map_or(serde_json::Value::Null, |p| json!(p.display().to_string()))
 }
 
-fn perplexity_json(model: &Path, text: &Path, r: &PerplexityReport, load_s: f64, saved: Option<&Path>) -> String {
+fn perplexity_json(
+    model: &Path,
+    text: &Path,
+    r: &PerplexityReport,
+    load_s: f64,
+    saved: Option<&Path>,
+    device: Device,
+) -> String {
     let j = json!({
         "model": model.display().to_string(),
         "text": text.display().to_string(),
@@ -265,18 +300,19 @@ fn perplexity_json(model: &Path, text: &Path, r: &PerplexityReport, load_s: f64,
         "load_seconds": load_s,
         "tokens_per_second": r.tokens_per_second(),
         "threads": rayon::current_num_threads(),
+        "device": device.name(),
     });
     serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
 }
 
-fn perplexity_text(r: &PerplexityReport, saved: Option<&Path>) -> String {
+fn perplexity_text(r: &PerplexityReport, saved: Option<&Path>, device: Device) -> String {
     let mut o = String::new();
     let running: Vec<String> = r.running_ppl.iter().enumerate().map(|(i, p)| format!("[{}]{p:.4}", i + 1)).collect();
     outln!(o, "{}", running.join(","));
     outln!(o, "tokens      {} ({} chunks of {}, {} scored)", r.n_tokens, r.n_chunks, r.n_ctx, r.n_scored);
     outln!(
         o,
-        "speed       {:.1} tokens/s ({:.2} s, {} threads)",
+        "speed       {:.1} tokens/s ({:.2} s, {} threads, device {device})",
         r.tokens_per_second(),
         r.seconds,
         rayon::current_num_threads()
@@ -290,6 +326,7 @@ fn perplexity_text(r: &PerplexityReport, saved: Option<&Path>) -> String {
 
 fn run_kld(args: &KldArgs) -> Result<()> {
     setup_threads(args.threads)?;
+    let device = args.device.device()?;
     let opts = |n_ctx: usize| PerplexityOptions { n_ctx, n_chunks: args.chunks, n_batch: args.batch };
     let reporter = Reporter::new(args.quiet || args.json);
     let (r, inputs) = match (&args.base_logits, args.models.as_slice()) {
@@ -297,7 +334,7 @@ fn run_kld(args: &KldArgs) -> Result<()> {
             // The file's header first: a bad file is reported before the model loads.
             let file_ctx = LogitsReader::open(file)?.n_ctx();
             let n_ctx = args.ctx.unwrap_or(file_ctx);
-            let (model, tokenizer) = load_model(model_path)?;
+            let (model, tokenizer) = load_model(model_path, device)?;
             let r = kl_divergence_from_file(&model, file, tokenizer.bos_if_added(), &opts(n_ctx), &reporter)?;
             (r, KldInputs { base: None, base_logits: Some(file), model: model_path, text: None })
         }
@@ -310,8 +347,8 @@ fn run_kld(args: &KldArgs) -> Result<()> {
                 quantforge_formats::check_not_input(out, &[base_path, model_path, text_path])?;
             }
             let text = read_text(text_path)?;
-            let (base, tokenizer, tokens, _) = load(base_path, &text)?;
-            let (model, _, model_tokens, _) = load(model_path, &text)?;
+            let (base, tokenizer, tokens, _) = load(base_path, &text, device)?;
+            let (model, _, model_tokens, _) = load(model_path, &text, device)?;
             if model_tokens != tokens {
                 bail!(
                     "{} and {} tokenize the text differently: they do not share a tokenizer",
@@ -330,7 +367,7 @@ fn run_kld(args: &KldArgs) -> Result<()> {
         (None, _) => bail!("give BASE and MODEL (with --text), or --base-logits FILE and MODEL"),
     };
     let saved = args.save_base.as_deref();
-    report::emit(&if args.json { kld_json(&inputs, saved, &r) } else { kld_text(&r, saved) })?;
+    report::emit(&if args.json { kld_json(&inputs, saved, &r, device) } else { kld_text(&r, saved, device) })?;
     Ok(())
 }
 
@@ -346,7 +383,7 @@ fn est(e: &Estimate) -> serde_json::Value {
     json!({"value": e.value, "uncertainty": e.uncertainty})
 }
 
-fn kld_json(inputs: &KldInputs, saved: Option<&Path>, r: &KldReport) -> String {
+fn kld_json(inputs: &KldInputs, saved: Option<&Path>, r: &KldReport, device: Device) -> String {
     let pct = |v: &[(String, f64)]| v.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>();
     let j = json!({
         "base": path_json(inputs.base),
@@ -372,11 +409,12 @@ fn kld_json(inputs: &KldInputs, saved: Option<&Path>, r: &KldReport) -> String {
         "forward_seconds": r.forward_seconds,
         "tokens_per_second": r.tokens_per_second(),
         "threads": rayon::current_num_threads(),
+        "device": device.name(),
     });
     serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
 }
 
-fn kld_text(r: &KldReport, saved: Option<&Path>) -> String {
+fn kld_text(r: &KldReport, saved: Option<&Path>, device: Device) -> String {
     let mut o = String::new();
     outln!(o, "chunk  {:>10}  {:>10}  {:>8}", "PPL(Q)", "KLD", "same top");
     for (i, (p, k, s)) in r.running.iter().enumerate() {
@@ -405,7 +443,7 @@ fn kld_text(r: &KldReport, saved: Option<&Path>) -> String {
     outln!(o, "({} chunks of {}, {} scored tokens, {:.2} s)", r.n_chunks, r.n_ctx, r.n_scored, r.seconds);
     outln!(
         o,
-        "speed      : {:.1} tokens/s (the model's forward passes, {:.2} s, {} threads)",
+        "speed      : {:.1} tokens/s (the model's forward passes, {:.2} s, {} threads, device {device})",
         r.tokens_per_second(),
         r.forward_seconds,
         rayon::current_num_threads()

@@ -57,6 +57,8 @@ pub struct MmluArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::eval::DeviceArgs,
 }
 
 /// Run `eval mmlu`.
@@ -64,7 +66,8 @@ pub fn run(args: &MmluArgs) -> Result<()> {
     report::set_threads(args.threads)?;
     let data = Dataset::open(&args.data)?;
     let subjects = data.select(&args.select.subjects, args.select.subset.as_deref())?;
-    let (model, tokenizer) = crate::eval::load_model(&args.model)?;
+    let device = args.device.device()?;
+    let (model, tokenizer) = crate::eval::load_model(&args.model, device)?;
     let reporter = Reporter::new(args.quiet || args.json);
     let r = evaluate(&model, &tokenizer, &args.model, &data, &subjects, &args.select, args.batch, &reporter)?;
     let out = if args.json {
@@ -72,6 +75,7 @@ pub fn run(args: &MmluArgs) -> Result<()> {
         j["model"] = json!(args.model.display().to_string());
         j["data"] = json!(args.data.display().to_string());
         j["threads"] = json!(rayon::current_num_threads());
+        j["device"] = json!(device.name());
         serde_json::to_string_pretty(&j)? + "\n"
     } else {
         report_text(&r)

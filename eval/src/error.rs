@@ -42,6 +42,12 @@ pub enum EvalError {
     TextTooShort { n_tokens: usize, needed: usize },
     #[error("invalid option: {message}")]
     BadOption { message: String },
+    /// A [`crate::Device`] whose cargo feature this build does not include.
+    #[error("this build has no {device} support (build with --features {feature})")]
+    DeviceNotBuilt { device: &'static str, feature: &'static str },
+    /// The tensor backend of a [`crate::Device`] failed.
+    #[error("{message}")]
+    Backend { message: String },
     #[error("{path}: {message}")]
     Mmlu { path: PathBuf, message: String },
     #[error("models disagree: {message}")]

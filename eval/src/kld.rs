@@ -3,8 +3,8 @@
 //! `log_softmax` overloads, at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62).
 //!
 //! Both models run chunk by chunk on the same tokens (the chunks and scored positions of
-//! [`crate::perplexity`]), so no logits file is needed. The base's log-probabilities go through the same
-//! 16-bit quantization llama.cpp applies when it saves them (`scale`, `min_log_prob`, one `u16` per token,
+//! [`crate::perplexity`](mod@crate::perplexity)), so no logits file is needed. The base's log-probabilities go
+//! through the same 16-bit quantization llama.cpp applies when it saves them (`scale`, `min_log_prob`, one `u16` per token,
 //! clamped 16 nats below the top logit), so the figures are computed from the same numbers llama.cpp reads
 //! back: in particular "PPL(base)" here is the clamped one (28.4405, not 28.4849, on SmolLM2).
 //!

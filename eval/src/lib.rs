@@ -1,12 +1,25 @@
 //! quantforge-eval: the forward pass, tokenization, perplexity and KL divergence.
 //!
-//! Tensor layer: the forward pass is written once, on `f32` row-major buffers, with the matrix products in
-//! the `gemm` crate (run-time CPU dispatch, rayon-parallel). burn 0.22's pure-Rust CPU backend was measured
-//! at 63-78 GFLOP/s for this model's shapes, below the ~90 GFLOP/s llama.cpp reaches on the same 2 cores, and
-//! its per-op overhead and dequantization round-trips would come on top; so the CPU path does not go through
-//! burn. A GPU backend (burn's cuda/wgpu behind cargo features) is not written yet.
+//! Tensor layer: the forward pass is written once, on `f32` row-major buffers. Its weight matrix products go
+//! through one dispatch ([`device`]) chosen per model with [`LlamaModel::set_device`]:
+//!
+//! - [`Device::Cpu`] (default, always built): the `gemm` crate (run-time CPU dispatch, rayon-parallel).
+//! - [`Device::BurnCpu`] (cargo feature `burn-cpu`): burn 0.22 tensors on burn's pure-Rust `flex` CPU backend.
+//! - [`Device::Wgpu`] (cargo feature `burn-wgpu`): burn 0.22 tensors on burn's wgpu backend (a GPU through
+//!   Vulkan, Metal or DX12), on the default adapter.
+//!
+//! On a burn device each product copies the input rows and the layer's dequantized `f32` weight into burn
+//! tensors, multiplies them there (`x.matmul(w.transpose())`) and copies the result back; weights are not kept
+//! on the device between passes, and attention, norms, RoPE and the other element-wise operations stay on the
+//! CPU code of [`ops`] on every device. burn's `flex` backend runs a 2-D matmul as a call to the same `gemm`
+//! 0.19 on the strided (transposed) view, so `burn-cpu` gives the same logits as `cpu` (bit for bit on
+//! stories260K, the same SmolLM2-135M perplexity); what it adds is the copies, which made it measure ~0.7-0.8x the speed of `cpu` on SmolLM2-135M F32 (2 threads). So `cpu`
+//! stays the default and the burn paths are there to run the same model definition on burn's backends.
+//! `wgpu` compiles but has not been run on a GPU here. burn's `cuda` backend is not offered (its build
+//! downloads LLVM).
 
 pub mod config;
+pub mod device;
 mod error;
 pub mod imatrix;
 pub mod kld;
@@ -20,6 +33,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::LlamaConfig;
+pub use device::Device;
 pub use error::{EvalError, Result};
 pub use kld::{kl_divergence, Estimate, KldReport};
 pub use kld::{kl_divergence_from_file, kl_divergence_save_base};

@@ -9,7 +9,9 @@
 //!
 //! One model definition, one execution path: whole sequences are processed at once (no KV cache), several
 //! sequences stacked into the rows of every matrix product so each weight is dequantized once per batch.
-//! The matrix products run through [`crate::ops`] (the `gemm` crate), see the crate docs for why not burn.
+//! The weight matrix products go through one dispatch ([`crate::device`]): the `gemm` crate of [`crate::ops`]
+//! by default, burn tensors on a burn backend when [`LlamaModel::set_device`] chose one (cargo features
+//! `burn-cpu`, `burn-wgpu`); attention and the element-wise operations always run on the CPU.
 
 use std::path::Path;
 
@@ -18,6 +20,7 @@ use quantforge_formats::hf::HfModel;
 use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
+use crate::device::{Device, Matmul};
 use crate::error::{EvalError, Result};
 use crate::ops::{self, View};
 use crate::rope::RopeCache;
@@ -55,11 +58,13 @@ pub struct LlamaModel {
     output: Option<Matrix>,
     output_norm: Vec<f32>,
     blocks: Vec<Block>,
+    /// Where the weight matrix products run.
+    device: Device,
 }
 
 impl std::fmt::Debug for LlamaModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlamaModel").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("LlamaModel").field("cfg", &self.cfg).field("device", &self.device).finish_non_exhaustive()
     }
 }
 
@@ -117,6 +122,7 @@ impl LlamaModel {
             output_norm: l.vector("output_norm.weight", d)?,
             blocks,
             cfg,
+            device: Device::Cpu,
         })
     }
 
@@ -175,7 +181,20 @@ impl LlamaModel {
             output_norm: l.vector("model.norm.weight", d)?,
             blocks,
             cfg,
+            device: Device::Cpu,
         })
+    }
+
+    /// Run the weight matrix products of later forward passes on `device` (default [`Device::Cpu`]). Fails,
+    /// leaving the device as it was, if this build does not include it.
+    pub fn set_device(&mut self, device: Device) -> Result<()> {
+        self.device = device.check()?;
+        Ok(())
+    }
+
+    /// Where the weight matrix products run.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The model's hyperparameters.
@@ -220,6 +239,7 @@ impl LlamaModel {
         if max_len > cfg.n_ctx_train {
             return Err(EvalError::ContextTooLong { n_ctx: max_len, n_ctx_train: cfg.n_ctx_train });
         }
+        let mm = Matmul::new(self.device)?;
         let m: usize = seqs.iter().map(|s| s.len()).sum();
         let mut x = vec![0.0f32; m * d];
         for (tok, row) in seqs.iter().flat_map(|s| s.iter()).zip(x.chunks_exact_mut(d)) {
@@ -244,9 +264,9 @@ impl LlamaModel {
             for w in [&b.wq, &b.wk, &b.wv] {
                 see(w, &xn, d);
             }
-            ops::matmul_t(&xn, m, d, b.wq.as_f32(&mut scratch)?, qd, &mut q);
-            ops::matmul_t(&xn, m, d, b.wk.as_f32(&mut scratch)?, kvd, &mut k);
-            ops::matmul_t(&xn, m, d, b.wv.as_f32(&mut scratch)?, kvd, &mut v);
+            mm.matmul_t(&xn, m, d, b.wq.as_f32(&mut scratch)?, qd, &mut q)?;
+            mm.matmul_t(&xn, m, d, b.wk.as_f32(&mut scratch)?, kvd, &mut k)?;
+            mm.matmul_t(&xn, m, d, b.wv.as_f32(&mut scratch)?, kvd, &mut v)?;
             for (buf, bias) in [(&mut q, &b.bq), (&mut k, &b.bk), (&mut v, &b.bv)] {
                 if let Some(bias) = bias {
                     buf.par_chunks_mut(bias.len()).for_each(|row| ops::add_assign(row, bias));
@@ -262,7 +282,7 @@ impl LlamaModel {
             k.par_chunks_mut(kvd).zip(&positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
             self.attention(seqs, &q, &k, &v, &mut attn);
             see(&b.wo, &attn, qd);
-            ops::matmul_t(&attn, m, qd, b.wo.as_f32(&mut scratch)?, d, &mut proj);
+            mm.matmul_t(&attn, m, qd, b.wo.as_f32(&mut scratch)?, d, &mut proj)?;
             if let Some(bias) = &b.bo {
                 ops::add_bias(&mut proj, bias);
             }
@@ -271,11 +291,11 @@ impl LlamaModel {
             ops::rms_norm(&x, &b.ffn_norm, cfg.rms_eps, &mut xn);
             see(&b.w_gate, &xn, d);
             see(&b.w_up, &xn, d);
-            ops::matmul_t(&xn, m, d, b.w_gate.as_f32(&mut scratch)?, ff, &mut gate);
-            ops::matmul_t(&xn, m, d, b.w_up.as_f32(&mut scratch)?, ff, &mut up);
+            mm.matmul_t(&xn, m, d, b.w_gate.as_f32(&mut scratch)?, ff, &mut gate)?;
+            mm.matmul_t(&xn, m, d, b.w_up.as_f32(&mut scratch)?, ff, &mut up)?;
             gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
             see(&b.w_down, &gate, ff);
-            ops::matmul_t(&gate, m, ff, b.w_down.as_f32(&mut scratch)?, d, &mut proj);
+            mm.matmul_t(&gate, m, ff, b.w_down.as_f32(&mut scratch)?, d, &mut proj)?;
             ops::add_assign(&mut x, &proj);
         }
         drop((q, k, v, attn, gate, up, proj));
@@ -293,7 +313,7 @@ impl LlamaModel {
         ops::rms_norm(&rows, &self.output_norm, cfg.rms_eps, &mut normed);
         let head = self.output.as_ref().unwrap_or(&self.tok_embd);
         let mut logits = vec![0.0f32; n_out * cfg.n_vocab];
-        ops::matmul_t(&normed, n_out, d, head.as_f32(&mut scratch)?, cfg.n_vocab, &mut logits);
+        mm.matmul_t(&normed, n_out, d, head.as_f32(&mut scratch)?, cfg.n_vocab, &mut logits)?;
         Ok(logits)
     }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use quantforge_formats::AtomicFile;
 
+use super::axis::Axis;
 use super::row::Row;
 use super::table::Setup;
 use super::Metric;
@@ -14,8 +15,8 @@ use super::Metric;
 const W: f64 = 900.0;
 const H: f64 = 560.0;
 const LEFT: f64 = 90.0;
-const RIGHT: f64 = 200.0;
-const TOP: f64 = 80.0;
+const RIGHT: f64 = 150.0;
+const TOP: f64 = 100.0;
 const BOTTOM: f64 = 70.0;
 
 /// Write the chart to `path` (whole or not at all).
@@ -36,55 +37,102 @@ fn quality(r: &Row, metric: Metric) -> Option<f64> {
     }
 }
 
-/// Tick positions: 4-8 round values covering `[lo, hi]`.
-fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let span = (hi - lo).max(f64::MIN_POSITIVE);
-    let raw = span / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 7.0).unwrap_or(10.0 * mag);
-    let first = (lo / step).floor() * step;
-    let mut t = Vec::new();
-    let mut v = first;
-    while v <= hi + step * 1e-9 {
-        t.push(v);
-        v += step;
-    }
-    if t.last().is_some_and(|&l| l < hi) {
-        t.push(v);
-    }
-    t
-}
-
-fn fmt_tick(v: f64, step: f64) -> String {
-    // The fewest decimals that show the step exactly (0.25 -> 2, 0.02 -> 2, 100 -> 0).
-    let decimals = (0..6).find(|&d| ((step * 10f64.powi(d)).round() - step * 10f64.powi(d)).abs() < 1e-6).unwrap_or(6);
-    let decimals = decimals as usize;
-    format!("{v:.decimals$}")
-}
-
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// Approximate width in pixels of `text` at `size` px in a sans-serif font.
+fn text_width(text: &str, size: f64) -> f64 {
+    text.chars().count() as f64 * size * 0.56
+}
+
+/// Break `text` into lines of at most `width` characters at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 1 + word.chars().count() <= width => {
+                l.push(' ');
+                l.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
+/// A placed label: its box.
+struct Placed {
+    x0: f64,
+    y0: f64,
+    x1: f64,
+    y1: f64,
+}
+
+impl Placed {
+    fn overlaps(&self, o: &Placed) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+}
+
+/// Where to put a label for the point at `(cx, cy)`: beside it, right or left, moved up or down in 15 px steps
+/// until it overlaps no label placed before and no other point or line sample; `(x, baseline, anchored left)`.
+fn place(label: &str, cx: f64, cy: f64, placed: &[Placed], points: &[(f64, f64)], right_edge: f64) -> (f64, f64, bool) {
+    let w = text_width(label, 13.0);
+    let fits_right = cx + 10.0 + w <= right_edge;
+    let fits_left = cx - 10.0 - w >= 4.0;
+    for step in 0..12 {
+        for dy in [step as f64 * 15.0, -(step as f64) * 15.0].into_iter().take(if step == 0 { 1 } else { 2 }) {
+            for left in [false, true] {
+                if (left && !fits_left) || (!left && !fits_right) {
+                    continue;
+                }
+                let base = cy - 8.0 + dy;
+                let x0 = if left { cx - 10.0 - w } else { cx + 10.0 };
+                let b = Placed { x0, y0: base - 11.0, x1: x0 + w, y1: base + 3.0 };
+                let hits =
+                    |&(px, py): &(f64, f64)| px > b.x0 - 5.0 && px < b.x1 + 5.0 && py > b.y0 - 5.0 && py < b.y1 + 5.0;
+                if !placed.iter().any(|p| p.overlaps(&b)) && !points.iter().any(hits) {
+                    return (if left { b.x1 } else { b.x0 }, base, left);
+                }
+            }
+        }
+    }
+    if fits_right {
+        (cx + 10.0, cy - 8.0, false)
+    } else {
+        (cx - 10.0, cy - 8.0, true)
+    }
+}
+
 /// The SVG document.
 pub fn render(rows: &[Row], metric: Metric, setup: &Setup) -> String {
-    let pts: Vec<(&Row, f64, f64)> =
-        rows.iter().filter_map(|r| Some((r, r.file_bytes as f64 / (1024.0 * 1024.0), quality(r, metric)?))).collect();
-    let (name, unit) = match metric {
-        Metric::Kld => ("mean KL divergence vs base", "KLD"),
-        Metric::Ppl => ("perplexity", "PPL"),
+    let mib = |r: &Row| r.file_bytes as f64 / (1024.0 * 1024.0);
+    // KLD is drawn on a log scale: the base (KLD 0 against itself) is named in a note instead of drawn.
+    let pts: Vec<(&Row, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r, mib(r), quality(r, metric)?)))
+        .filter(|p| p.1 > 0.0 && (metric == Metric::Ppl || p.2 > 0.0))
+        .collect();
+    let (name, axis_name, unit) = match metric {
+        Metric::Kld => ("mean KL divergence against the base", "mean KLD (log scale)", "KLD"),
+        Metric::Ppl => ("perplexity", "perplexity", "PPL"),
     };
-    let xmax = pts.iter().map(|p| p.1).fold(0.0, f64::max);
-    let (ymin, ymax) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.2), b.max(p.2)));
-    let xt = ticks(0.0, if xmax > 0.0 { xmax } else { 1.0 });
-    let ylo = if metric == Metric::Kld || !ymin.is_finite() { 0.0 } else { ymin - 0.05 * (ymax - ymin).max(0.1) };
-    let yhi = if ymax.is_finite() && ymax > ylo { ymax } else { ylo + 1.0 };
-    let yt = ticks(ylo, yhi);
-    let (x0, x1) = (xt[0], *xt.last().unwrap_or(&1.0));
-    let (y0, y1) = (yt[0], *yt.last().unwrap_or(&1.0));
+    let range = |f: &dyn Fn(&(&Row, f64, f64)) -> f64| {
+        pts.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+    };
+    let (xlo, xhi) = range(&|p| p.1);
+    let (ylo, yhi) = range(&|p| p.2);
+    let finite = xlo.is_finite();
+    let xa = if finite { Axis::log(xlo, xhi) } else { Axis::log(1.0, 10.0) };
+    let ya = match (metric, finite) {
+        (_, false) => Axis::linear(0.0, 1.0),
+        (Metric::Kld, true) => Axis::log(ylo, yhi),
+        (Metric::Ppl, true) => Axis::linear(ylo - 0.05 * (yhi - ylo).max(0.1), yhi + 0.05 * (yhi - ylo).max(0.1)),
+    };
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let sx = |v: f64| LEFT + (v - x0) / (x1 - x0).max(f64::MIN_POSITIVE) * pw;
-    let sy = |v: f64| TOP + ph - (v - y0) / (y1 - y0).max(f64::MIN_POSITIVE) * ph;
+    let sx = |v: f64| LEFT + xa.frac(v) * pw;
+    let sy = |v: f64| TOP + ph - ya.frac(v) * ph;
 
     let mut s = String::new();
     s.push_str(&format!(
@@ -92,26 +140,33 @@ pub fn render(rows: &[Row], metric: Metric, setup: &Setup) -> String {
          font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"{W}\" height=\"{H}\" fill=\"#ffffff\"/>\n"
     ));
     s.push_str(&format!(
-        "<text x=\"{LEFT}\" y=\"32\" font-size=\"20\" font-weight=\"bold\" fill=\"#222\">File size vs {}</text>\n",
+        "<text x=\"{LEFT}\" y=\"30\" font-size=\"20\" font-weight=\"bold\" fill=\"#222\">File size vs {}</text>\n",
         esc(name)
     ));
-    s.push_str(&format!(
-        "<text x=\"{LEFT}\" y=\"54\" font-size=\"12\" fill=\"#555\">{}</text>\n",
-        esc(&setup.sentence(&rows[0].label))
-    ));
-    let xstep = xt.get(1).map_or(1.0, |b| b - xt[0]);
-    for &v in &xt {
+    let mut note = setup.sentence(&rows[0].label);
+    if metric == Metric::Kld {
+        if let Some(b) = rows.iter().find(|r| r.is_base) {
+            note.push_str(&format!(" Base {} ({:.1} MiB) not drawn: its KLD is 0.", b.label, mib(b)));
+        }
+    }
+    for (i, line) in wrap(&note, 125).iter().enumerate() {
+        s.push_str(&format!(
+            "<text x=\"{LEFT}\" y=\"{}\" font-size=\"12\" fill=\"#555\">{}</text>\n",
+            50.0 + 15.0 * i as f64,
+            esc(line)
+        ));
+    }
+    for &v in &xa.ticks {
         let x = sx(v);
         s.push_str(&format!(
             "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#e4e4e4\"/>\n\
              <text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\" fill=\"#444\">{}</text>\n",
             TOP + ph,
             TOP + ph + 18.0,
-            fmt_tick(v, xstep)
+            xa.label(v)
         ));
     }
-    let ystep = yt.get(1).map_or(1.0, |b| b - yt[0]);
-    for &v in &yt {
+    for &v in &ya.ticks {
         let y = sy(v);
         s.push_str(&format!(
             "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#e4e4e4\"/>\n\
@@ -119,18 +174,18 @@ pub fn render(rows: &[Row], metric: Metric, setup: &Setup) -> String {
             LEFT + pw,
             LEFT - 8.0,
             y + 4.0,
-            fmt_tick(v, ystep)
+            ya.label(v)
         ));
     }
     s.push_str(&format!(
         "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n\
-         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"14\" text-anchor=\"middle\" fill=\"#222\">file size (MiB)</text>\n\
-         <text transform=\"translate(24 {:.1}) rotate(-90)\" font-size=\"14\" text-anchor=\"middle\" \
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"14\" text-anchor=\"middle\" fill=\"#222\">file size (MiB, log scale)</text>\n\
+         <text transform=\"translate(22 {:.1}) rotate(-90)\" font-size=\"14\" text-anchor=\"middle\" \
          fill=\"#222\">{}</text>\n",
         LEFT + pw / 2.0,
         H - 22.0,
         TOP + ph / 2.0,
-        esc(name)
+        esc(axis_name)
     ));
     let frontier = frontier(&pts);
     if frontier.len() > 1 {
@@ -140,19 +195,39 @@ pub fn render(rows: &[Row], metric: Metric, setup: &Setup) -> String {
             line.join(" ")
         ));
     }
-    for (r, x, y) in &pts {
-        let (cx, cy) = (sx(*x), sy(*y));
+    let centres: Vec<(f64, f64)> = pts.iter().map(|p| (sx(p.1), sy(p.2))).collect();
+    // Points along the frontier line, so labels avoid crossing it.
+    let mut line_samples = Vec::new();
+    for w in frontier.windows(2) {
+        let ((ax, ay), (bx, by)) = (centres[w[0]], centres[w[1]]);
+        let n = ((bx - ax).hypot(by - ay) / 6.0).ceil().max(1.0) as usize;
+        line_samples
+            .extend((1..n).map(|k| (ax + (bx - ax) * k as f64 / n as f64, ay + (by - ay) * k as f64 / n as f64)));
+    }
+    let mut placed: Vec<Placed> = Vec::new();
+    let mut order: Vec<usize> = (0..pts.len()).collect();
+    order.sort_by(|&a, &b| centres[a].1.total_cmp(&centres[b].1));
+    for i in order {
+        let (r, x, y) = pts[i];
+        let (cx, cy) = centres[i];
         let fill = if r.is_base { "#333333" } else { "#d9534f" };
+        let label = format!("{} ({unit} {})", r.label, fmt_value(y, metric));
+        let mut others: Vec<(f64, f64)> =
+            centres.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &c)| c).collect();
+        others.extend(&line_samples);
+        let (lx, ly, left) = place(&label, cx, cy, &placed, &others, W - 10.0);
+        let w = text_width(&label, 13.0);
+        let x0 = if left { lx - w } else { lx };
+        placed.push(Placed { x0, y0: ly - 11.0, x1: x0 + w, y1: ly + 3.0 });
         s.push_str(&format!(
             "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"6\" fill=\"{fill}\"><title>{}: {:.1} MiB, {:.2} BPW, {unit} {}</title></circle>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" fill=\"#222\">{}</text>\n",
+             <text x=\"{lx:.1}\" y=\"{ly:.1}\" font-size=\"13\" fill=\"#222\"{}>{}</text>\n",
             esc(&r.label),
             x,
             r.bpw(),
-            fmt_value(*y, metric),
-            cx + 9.0,
-            cy - 8.0,
-            esc(&format!("{} ({} {})", r.label, unit, fmt_value(*y, metric)))
+            fmt_value(y, metric),
+            if left { " text-anchor=\"end\"" } else { "" },
+            esc(&label)
         ));
     }
     s.push_str("</svg>\n");
@@ -196,14 +271,9 @@ mod tests {
     }
 
     #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(ticks(0.0, 514.8), [0.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0]);
-        let t = ticks(0.0, 0.0591);
-        assert_eq!(t.first(), Some(&0.0));
-        assert!(*t.last().unwrap() >= 0.0591 && t.len() <= 8, "{t:?}");
-        assert_eq!(fmt_tick(0.025, 0.025), "0.025");
-        assert_eq!(fmt_tick(0.02, 0.01), "0.02");
-        assert_eq!(fmt_tick(300.0, 100.0), "300");
+    fn subtitles_wrap_at_spaces() {
+        assert_eq!(wrap("aa bb cc dd", 5), ["aa bb", "cc dd"]);
+        assert_eq!(wrap("averylongword x", 5), ["averylongword", "x"]);
     }
 
     #[test]
@@ -218,7 +288,9 @@ mod tests {
         let svg = render(&rows_big, Metric::Kld, &setup);
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<circle").count(), 4);
+        // The base's KLD is 0: on the log scale it is named, not drawn.
+        assert_eq!(svg.matches("<circle").count(), 3);
+        assert!(svg.contains("not drawn"));
         assert!(svg.contains("F32 &amp; co"));
         // Q4_0, Q8_0 and the base are the frontier; "bad" is beaten by Q8_0 on both axes.
         let pts: Vec<(&Row, f64, f64)> =

@@ -6,6 +6,7 @@
 //! Each finished figure is cached under a hash of what it depends on, so an interrupted run picks up where
 //! it stopped and a repeated one only measures new models.
 
+mod axis;
 pub mod cache;
 mod chart;
 mod row;
@@ -71,6 +72,8 @@ pub struct CompareArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::eval::DeviceArgs,
 }
 
 /// The chart's quality axis.
@@ -107,7 +110,9 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let log = Log { quiet: args.quiet || args.json, n: args.models.len() };
     let text_hash = hash_file(&args.text)?;
     let opts = PerplexityOptions { n_ctx: args.ctx, n_chunks: args.chunks, n_batch: args.batch };
-    let text_key = json!({"text": text_hash, "ctx": args.ctx, "chunks": args.chunks});
+    let device = args.device.device()?;
+    // Tokens/s depend on the device, so it is part of every key (the figures themselves do not).
+    let text_key = json!({"text": text_hash, "ctx": args.ctx, "chunks": args.chunks, "device": device.name()});
 
     let mut rows = Vec::with_capacity(args.models.len());
     let mut base_ctx: Option<BaseContext> = None;
@@ -118,7 +123,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         let mut loaded: Option<(LlamaModel, Tokenizer)> = None;
         let load = |loaded: &mut Option<(LlamaModel, Tokenizer)>| -> Result<()> {
             if loaded.is_none() {
-                *loaded = Some(crate::eval::load_model(path)?);
+                *loaded = Some(crate::eval::load_model(path, device)?);
             }
             Ok(())
         };
@@ -179,7 +184,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             row.set_candidate(&figures);
         }
         if let Some(m) = &mmlu {
-            let key = json!({"model": model_hash, "mmlu": m.key});
+            let key = json!({"model": model_hash, "mmlu": m.key, "device": device.name()});
             let figures = match cache.get("mmlu", &key) {
                 Some(v) => v,
                 None => {
