@@ -54,7 +54,31 @@ impl DeviceArgs {
     }
 }
 
-/// Options every evaluation shares.
+/// How any evaluation runs: pass size, threads, device, progress.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Tokens per forward pass (several chunks or prompts are evaluated together). Results do not depend on it.
+    #[arg(long, short = 'b', default_value_t = 2048)]
+    pub batch: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl RunArgs {
+    /// Size the thread pool and check the device before any work.
+    pub fn start(&self) -> Result<Device> {
+        crate::report::set_threads(self.threads)?;
+        self.device.device()
+    }
+}
+
+/// Options every evaluation of a text shares.
 #[derive(clap::Args)]
 pub struct CommonArgs {
     /// The text to evaluate on (UTF-8).
@@ -66,20 +90,11 @@ pub struct CommonArgs {
     /// Evaluate at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// Tokens per forward pass: batch/ctx chunks are evaluated together. The result does not depend on it.
-    #[arg(long, short = 'b', default_value_t = 2048)]
-    pub batch: usize,
-    /// Worker threads (default: all cores).
-    #[arg(long, short = 't')]
-    pub threads: Option<usize>,
     /// Print every figure as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub run: RunArgs,
 }
 
 /// Arguments of `eval perplexity`.
@@ -121,20 +136,11 @@ pub struct KldArgs {
     /// Evaluate at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// Tokens per forward pass: batch/ctx chunks are evaluated together. The result does not depend on it.
-    #[arg(long, short = 'b', default_value_t = 2048)]
-    pub batch: usize,
-    /// Worker threads (default: all cores).
-    #[arg(long, short = 't')]
-    pub threads: Option<usize>,
     /// Print every figure as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub run: RunArgs,
 }
 
 /// Run `eval`.
@@ -165,8 +171,7 @@ pub fn run(args: &Args) -> Result<()> {
 
 fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
     let c = &args.common;
-    setup_threads(c.threads)?;
-    let device = c.device.device()?;
+    let device = c.run.start()?;
     if args.model.is_dir() {
         bail!(
             "{}: imatrix needs a GGUF model (its tensor names key the matrix); convert it first",
@@ -181,7 +186,7 @@ fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
     quantforge_formats::check_not_input(&args.output, &[&args.model, &c.text])?;
     let text = read_text(&c.text)?;
     let (model, tokenizer, tokens, _) = load(&args.model, &text, device)?;
-    let reporter = Reporter::new(c.quiet || c.json);
+    let reporter = Reporter::new(c.run.quiet || c.json);
     let collected =
         quantforge_eval::imatrix::collect(&model, &tokens, tokenizer.bos_if_added(), c.ctx, c.chunks, &reporter)?;
     let dataset = c.text.display().to_string();
@@ -208,10 +213,6 @@ fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
     };
     report::emit(&out)?;
     Ok(())
-}
-
-fn setup_threads(threads: Option<usize>) -> Result<()> {
-    crate::report::set_threads(threads)
 }
 
 /// Load a model and its tokenizer onto `device`, and tokenize `text` as llama.cpp does (`add_special = true`).
@@ -246,15 +247,14 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 
 fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
     let c = &args.common;
-    setup_threads(c.threads)?;
-    let device = c.device.device()?;
+    let device = c.run.start()?;
     if let Some(out) = &args.save_logits {
         quantforge_formats::check_not_input(out, &[&args.model, &c.text])?;
     }
     let text = read_text(&c.text)?;
     let (model, tokenizer, tokens, load_s) = load(&args.model, &text, device)?;
-    let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.batch };
-    let reporter = Reporter::new(c.quiet || c.json);
+    let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.run.batch };
+    let reporter = Reporter::new(c.run.quiet || c.json);
     let bos = tokenizer.bos_if_added();
     let r = match &args.save_logits {
         Some(out) => save_base_logits(&model, &tokens, bos, &opts, out, &reporter)?,
@@ -325,10 +325,9 @@ fn perplexity_text(r: &PerplexityReport, saved: Option<&Path>, device: Device) -
 }
 
 fn run_kld(args: &KldArgs) -> Result<()> {
-    setup_threads(args.threads)?;
-    let device = args.device.device()?;
-    let opts = |n_ctx: usize| PerplexityOptions { n_ctx, n_chunks: args.chunks, n_batch: args.batch };
-    let reporter = Reporter::new(args.quiet || args.json);
+    let device = args.run.start()?;
+    let opts = |n_ctx: usize| PerplexityOptions { n_ctx, n_chunks: args.chunks, n_batch: args.run.batch };
+    let reporter = Reporter::new(args.run.quiet || args.json);
     let (r, inputs) = match (&args.base_logits, args.models.as_slice()) {
         (Some(file), [model_path]) => {
             // The file's header first: a bad file is reported before the model loads.

@@ -45,31 +45,21 @@ pub struct MmluArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub select: MmluSelection,
-    /// Tokens per forward pass.
-    #[arg(long, short = 'b', default_value_t = 2048)]
-    pub batch: usize,
-    /// Worker threads (default: all cores).
-    #[arg(long, short = 't')]
-    pub threads: Option<usize>,
     /// Print every figure as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
     #[command(flatten)]
-    pub device: crate::eval::DeviceArgs,
+    pub run: crate::eval::RunArgs,
 }
 
 /// Run `eval mmlu`.
 pub fn run(args: &MmluArgs) -> Result<()> {
-    report::set_threads(args.threads)?;
+    let device = args.run.start()?;
     let data = Dataset::open(&args.data)?;
     let subjects = data.select(&args.select.subjects, args.select.subset.as_deref())?;
-    let device = args.device.device()?;
     let (model, tokenizer) = crate::eval::load_model(&args.model, device)?;
-    let reporter = Reporter::new(args.quiet || args.json);
-    let r = evaluate(&model, &tokenizer, &args.model, &data, &subjects, &args.select, args.batch, &reporter)?;
+    let reporter = Reporter::new(args.run.quiet || args.json);
+    let r = evaluate(&model, &tokenizer, &args.model, &data, &subjects, &args.select, args.run.batch, &reporter)?;
     let out = if args.json {
         let mut j = report_json(&r);
         j["model"] = json!(args.model.display().to_string());

@@ -40,9 +40,6 @@ pub struct CompareArgs {
     /// Evaluate at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// Tokens per forward pass.
-    #[arg(long, short = 'b', default_value_t = 2048)]
-    pub batch: usize,
     /// MMLU data directory (test/ and dev/ CSVs): adds MMLU accuracy, selected by the options below.
     #[arg(long, value_name = "DIR")]
     pub mmlu: Option<PathBuf>,
@@ -66,14 +63,8 @@ pub struct CompareArgs {
     /// Measure everything again and keep nothing.
     #[arg(long, conflicts_with = "cache")]
     pub no_cache: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long, short = 't')]
-    pub threads: Option<usize>,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
     #[command(flatten)]
-    pub device: crate::eval::DeviceArgs,
+    pub run: crate::eval::RunArgs,
 }
 
 /// The chart's quality axis.
@@ -85,7 +76,7 @@ pub enum Metric {
 
 /// Run `eval compare`.
 pub fn run(args: &CompareArgs) -> Result<()> {
-    report::set_threads(args.threads)?;
+    let device = args.run.start()?;
     let metric = match args.chart_metric.as_str() {
         "kld" => Metric::Kld,
         "ppl" => Metric::Ppl,
@@ -107,10 +98,9 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         Some(dir) => Some(MmluRun::prepare(dir, &args.select)?),
         None => None,
     };
-    let log = Log { quiet: args.quiet || args.json, n: args.models.len() };
+    let log = Log { quiet: args.run.quiet || args.json, n: args.models.len() };
     let text_hash = hash_file(&args.text)?;
-    let opts = PerplexityOptions { n_ctx: args.ctx, n_chunks: args.chunks, n_batch: args.batch };
-    let device = args.device.device()?;
+    let opts = PerplexityOptions { n_ctx: args.ctx, n_chunks: args.chunks, n_batch: args.run.batch };
     // Tokens/s depend on the device, so it is part of every key (the figures themselves do not).
     let text_key = json!({"text": text_hash, "ctx": args.ctx, "chunks": args.chunks, "device": device.name()});
 
@@ -199,7 +189,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                         &m.data,
                         &m.subjects,
                         &args.select,
-                        args.batch,
+                        args.run.batch,
                         &reporter,
                     )?;
                     let v = crate::mmlu::report_json(&r);
