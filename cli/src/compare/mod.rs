@@ -31,25 +31,16 @@ pub struct CompareArgs {
     /// The base model (e.g. the F32/F16 GGUF or the HF directory), then the models to compare with it.
     #[arg(required = true, num_args = 2.., value_name = "MODEL")]
     pub models: Vec<PathBuf>,
-    /// The text perplexity and KL divergence are measured on (UTF-8).
-    #[arg(long, short = 'f')]
-    pub text: PathBuf,
-    /// Tokens per chunk.
-    #[arg(long, short = 'c', default_value_t = 512)]
-    pub ctx: usize,
-    /// Evaluate at most this many chunks (default: all).
-    #[arg(long)]
-    pub chunks: Option<usize>,
+    /// Text, chunks (perplexity and KL divergence are measured on them), output and run options.
+    #[command(flatten)]
+    pub common: crate::eval::CommonArgs,
     /// MMLU data directory (test/ and dev/ CSVs): adds MMLU accuracy, selected by the options below.
     #[arg(long, value_name = "DIR")]
     pub mmlu: Option<PathBuf>,
     #[command(flatten)]
     pub select: MmluSelection,
-    /// Print every figure as JSON on stdout.
-    #[arg(long, conflicts_with = "markdown")]
-    pub json: bool,
     /// Print a Markdown table (for a model card) instead of the terminal table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub markdown: bool,
     /// Also write an SVG chart of file size against quality to FILE.
     #[arg(long, value_name = "FILE")]
@@ -63,8 +54,6 @@ pub struct CompareArgs {
     /// Measure everything again and keep nothing.
     #[arg(long, conflicts_with = "cache")]
     pub no_cache: bool,
-    #[command(flatten)]
-    pub run: crate::eval::RunArgs,
 }
 
 /// The chart's quality axis.
@@ -76,14 +65,15 @@ pub enum Metric {
 
 /// Run `eval compare`.
 pub fn run(args: &CompareArgs) -> Result<()> {
-    let device = args.run.start()?;
+    let c = &args.common;
+    let device = c.run.start()?;
     let metric = match args.chart_metric.as_str() {
         "kld" => Metric::Kld,
         "ppl" => Metric::Ppl,
         other => bail!("--chart-metric {other}: expected kld or ppl"),
     };
     let mut inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).collect();
-    inputs.push(&args.text);
+    inputs.push(&c.text);
     if let Some(svg) = &args.svg {
         quantforge_formats::check_not_input(svg, &inputs)?;
     }
@@ -98,11 +88,11 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         Some(dir) => Some(MmluRun::prepare(dir, &args.select)?),
         None => None,
     };
-    let log = Log { quiet: args.run.quiet || args.json, n: args.models.len() };
-    let text_hash = hash_file(&args.text)?;
-    let opts = PerplexityOptions { n_ctx: args.ctx, n_chunks: args.chunks, n_batch: args.run.batch };
+    let log = Log { quiet: c.run.quiet || c.json, n: args.models.len() };
+    let text_hash = hash_file(&c.text)?;
+    let opts = PerplexityOptions { n_ctx: c.ctx, n_chunks: c.chunks, n_batch: c.run.batch };
     // Tokens/s depend on the device, so it is part of every key (the figures themselves do not).
-    let text_key = json!({"text": text_hash, "ctx": args.ctx, "chunks": args.chunks, "device": device.name()});
+    let text_key = json!({"text": text_hash, "ctx": c.ctx, "chunks": c.chunks, "device": device.name()});
 
     let mut rows = Vec::with_capacity(args.models.len());
     let mut base_ctx: Option<BaseContext> = None;
@@ -130,7 +120,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                     log.line(i, path, "perplexity (base, writing its log-probabilities)");
                     load(&mut loaded)?;
                     let (model, tok) = loaded.as_ref().context("model loaded")?;
-                    let text = crate::eval::read_text(&args.text)?;
+                    let text = crate::eval::read_text(&c.text)?;
                     let tokens = tok.encode(&text, true)?;
                     let reporter = Reporter::new(log.quiet);
                     let r = save_base_logits(model, &tokens, tok.bos_if_added(), &opts, &logits, &reporter)?;
@@ -156,7 +146,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                     log.line(i, path, "perplexity and KL divergence against the base");
                     load(&mut loaded)?;
                     let (model, tok) = loaded.as_ref().context("model loaded")?;
-                    let text = crate::eval::read_text(&args.text)?;
+                    let text = crate::eval::read_text(&c.text)?;
                     if json!(token_hash(&tok.encode(&text, true)?)) != base.tokens {
                         bail!(
                             "{} tokenizes the text differently from {}: they do not share a tokenizer",
@@ -189,7 +179,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                         &m.data,
                         &m.subjects,
                         &args.select,
-                        args.run.batch,
+                        c.run.batch,
                         &reporter,
                     )?;
                     let v = crate::mmlu::report_json(&r);
@@ -203,15 +193,15 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     }
     row::label_uniquely(&mut rows);
     let setup = table::Setup {
-        text: args.text.display().to_string(),
-        ctx: args.ctx,
+        text: c.text.display().to_string(),
+        ctx: c.ctx,
         chunks: rows[0].chunks,
         mmlu: mmlu.as_ref().map(|m| m.describe(&args.select)),
     };
     if let Some(svg) = &args.svg {
         chart::write(svg, &rows, metric, &setup)?;
     }
-    let out = if args.json {
+    let out = if c.json {
         serde_json::to_string_pretty(&table::to_json(&rows, &setup))? + "\n"
     } else if args.markdown {
         table::markdown(&rows, &setup)
