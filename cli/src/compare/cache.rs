@@ -37,6 +37,22 @@ impl Cache {
         (v.get("key") == Some(key)).then(|| v.get("value").cloned()).flatten()
     }
 
+    /// The cached entry, or `measure()` stored and returned; `stale` forces a new measurement.
+    pub fn get_or(
+        &self,
+        kind: &str,
+        key: &Value,
+        stale: bool,
+        measure: impl FnOnce() -> Result<Value>,
+    ) -> Result<Value> {
+        if let Some(v) = self.get(kind, key).filter(|_| !stale) {
+            return Ok(v);
+        }
+        let v = measure()?;
+        self.put(kind, key, &v)?;
+        Ok(v)
+    }
+
     /// Store entry `kind` for `key` (written whole or not at all).
     pub fn put(&self, kind: &str, key: &Value, value: &Value) -> Result<()> {
         let Some(path) = self.path(kind, key, "json") else { return Ok(()) };

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use quantforge_eval::mmlu::Dataset;
-use quantforge_eval::{kl_divergence_from_file, save_base_logits, LlamaModel, PerplexityOptions, Tokenizer};
+use quantforge_eval::{kl_divergence_from_file, save_base_logits, Device, LlamaModel, PerplexityOptions, Tokenizer};
 use serde_json::{json, Value};
 
 use crate::mmlu::MmluSelection;
@@ -100,93 +100,63 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         log.line(i, path, "hashing");
         let mut row = Row::describe(path)?;
         let model_hash = hash_model(path)?;
-        let mut loaded: Option<(LlamaModel, Tokenizer)> = None;
-        let load = |loaded: &mut Option<(LlamaModel, Tokenizer)>| -> Result<()> {
-            if loaded.is_none() {
-                *loaded = Some(crate::eval::load_model(path, device)?);
-            }
-            Ok(())
-        };
+        let mut model = LazyModel { path, device, loaded: None };
         if i == 0 {
             let key = json!({"model": model_hash, "eval": text_key});
             let logits = match cache.artefact("logits", &key, "bin")? {
                 Some(p) => p,
                 None => scratch.path("base.logits")?,
             };
-            let cached = cache.get("base", &key).filter(|_| logits.is_file());
-            let figures = match cached {
-                Some(v) => v,
-                None => {
-                    log.line(i, path, "perplexity (base, writing its log-probabilities)");
-                    load(&mut loaded)?;
-                    let (model, tok) = loaded.as_ref().context("model loaded")?;
-                    let text = crate::eval::read_text(&c.text)?;
-                    let tokens = tok.encode(&text, true)?;
-                    let reporter = Reporter::new(log.quiet);
-                    let r = save_base_logits(model, &tokens, tok.bos_if_added(), &opts, &logits, &reporter)?;
-                    let v = json!({
-                        "ppl": r.ppl,
-                        "ppl_uncertainty": r.ppl_uncertainty,
-                        "tokens_per_second": (r.n_chunks * r.n_ctx) as f64 / r.forward_seconds.max(1e-9),
-                        "tokens": token_hash(&tokens),
-                        "n_chunks": r.n_chunks,
-                    });
-                    cache.put("base", &key, &v)?;
-                    v
-                }
-            };
+            let figures = cache.get_or("base", &key, !logits.is_file(), || {
+                log.line(i, path, "perplexity (base, writing its log-probabilities)");
+                let (model, tok) = model.get()?;
+                let tokens = tok.encode(&crate::eval::read_text(&c.text)?, true)?;
+                let r = save_base_logits(model, &tokens, tok.bos_if_added(), &opts, &logits, &log.reporter())?;
+                Ok(json!({
+                    "ppl": r.ppl,
+                    "ppl_uncertainty": r.ppl_uncertainty,
+                    "tokens_per_second": (r.n_chunks * r.n_ctx) as f64 / r.forward_seconds.max(1e-9),
+                    "tokens": token_hash(&tokens),
+                    "n_chunks": r.n_chunks,
+                }))
+            })?;
             row.set_base(&figures);
             base_ctx = Some(BaseContext { key, logits, tokens: figures["tokens"].clone() });
         } else {
             let base = base_ctx.as_ref().context("the base runs first")?;
             let key = json!({"model": model_hash, "base": base.key});
-            let figures = match cache.get("kld", &key) {
-                Some(v) => v,
-                None => {
-                    log.line(i, path, "perplexity and KL divergence against the base");
-                    load(&mut loaded)?;
-                    let (model, tok) = loaded.as_ref().context("model loaded")?;
-                    let text = crate::eval::read_text(&c.text)?;
-                    if json!(token_hash(&tok.encode(&text, true)?)) != base.tokens {
-                        bail!(
-                            "{} tokenizes the text differently from {}: they do not share a tokenizer",
-                            path.display(),
-                            args.models[0].display()
-                        );
-                    }
-                    let reporter = Reporter::new(log.quiet);
-                    let r = kl_divergence_from_file(model, &base.logits, tok.bos_if_added(), &opts, &reporter)?;
-                    let v = row::kld_figures(&r);
-                    cache.put("kld", &key, &v)?;
-                    v
+            let figures = cache.get_or("kld", &key, false, || {
+                log.line(i, path, "perplexity and KL divergence against the base");
+                let (model, tok) = model.get()?;
+                if json!(token_hash(&tok.encode(&crate::eval::read_text(&c.text)?, true)?)) != base.tokens {
+                    bail!(
+                        "{} tokenizes the text differently from {}: they do not share a tokenizer",
+                        path.display(),
+                        args.models[0].display()
+                    );
                 }
-            };
+                let r = kl_divergence_from_file(model, &base.logits, tok.bos_if_added(), &opts, &log.reporter())?;
+                Ok(row::kld_figures(&r))
+            })?;
             row.set_candidate(&figures);
         }
         if let Some(m) = &mmlu {
             let key = json!({"model": model_hash, "mmlu": m.key, "device": device.name()});
-            let figures = match cache.get("mmlu", &key) {
-                Some(v) => v,
-                None => {
-                    log.line(i, path, "MMLU");
-                    load(&mut loaded)?;
-                    let (model, tok) = loaded.as_ref().context("model loaded")?;
-                    let reporter = Reporter::new(log.quiet);
-                    let r = crate::mmlu::evaluate(
-                        model,
-                        tok,
-                        path,
-                        &m.data,
-                        &m.subjects,
-                        &args.select,
-                        c.run.batch,
-                        &reporter,
-                    )?;
-                    let v = crate::mmlu::report_json(&r);
-                    cache.put("mmlu", &key, &v)?;
-                    v
-                }
-            };
+            let figures = cache.get_or("mmlu", &key, false, || {
+                log.line(i, path, "MMLU");
+                let (model, tok) = model.get()?;
+                let r = crate::mmlu::evaluate(
+                    model,
+                    tok,
+                    path,
+                    &m.data,
+                    &m.subjects,
+                    &args.select,
+                    c.run.batch,
+                    &log.reporter(),
+                )?;
+                Ok(crate::mmlu::report_json(&r))
+            })?;
             row.set_mmlu(&figures);
         }
         rows.push(row);
@@ -210,6 +180,22 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     };
     report::emit(&out)?;
     Ok(())
+}
+
+/// A model loaded on first use, at most once.
+struct LazyModel<'a> {
+    path: &'a Path,
+    device: Device,
+    loaded: Option<(LlamaModel, Tokenizer)>,
+}
+
+impl LazyModel<'_> {
+    fn get(&mut self) -> Result<&(LlamaModel, Tokenizer)> {
+        if self.loaded.is_none() {
+            self.loaded = Some(crate::eval::load_model(self.path, self.device)?);
+        }
+        self.loaded.as_ref().context("model loaded")
+    }
 }
 
 /// What candidates need of the base.
@@ -275,6 +261,11 @@ struct Log {
 }
 
 impl Log {
+    /// Progress of one measurement.
+    fn reporter(&self) -> Reporter {
+        Reporter::new(self.quiet)
+    }
+
     fn line(&self, i: usize, path: &Path, what: &str) {
         if !self.quiet {
             eprintln!("[{}/{}] {}: {what}", i + 1, self.n, path.display());
