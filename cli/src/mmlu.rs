@@ -146,7 +146,7 @@ fn pct(s: &Score) -> String {
 fn report_text(r: &MmluReport) -> String {
     let mut o = String::new();
     let w = r.subjects.iter().map(|s| s.subject.len()).max().unwrap_or(7).max(7);
-    outln!(o, "{:<w$}  {:<15}  {:>5}  {:>17}", "subject", "category", "n", "accuracy");
+    outln!(o, "{:<w$}  {:<15}  {:>5}  {:>15}", "subject", "category", "n", "accuracy ± se");
     for s in &r.subjects {
         let note = if s.min_shots < r.shots { format!("  (down to {} shots)", s.min_shots) } else { String::new() };
         outln!(o, "{:<w$}  {:<15}  {:>5}  {}{note}", s.subject, s.category.name(), s.score.n, pct(&s.score));
