@@ -143,7 +143,6 @@ pub struct KldArgs {
     pub run: RunArgs,
 }
 
-/// Run `eval`.
 /// Arguments of `eval imatrix`.
 #[derive(clap::Args)]
 pub struct ImatrixArgs {
@@ -159,6 +158,7 @@ pub struct ImatrixArgs {
     pub common: CommonArgs,
 }
 
+/// Run `eval`.
 pub fn run(args: &Args) -> Result<()> {
     match &args.command {
         EvalCommand::Perplexity(a) => run_perplexity(a),
