@@ -1,0 +1,133 @@
+//! The evaluator's side of the calibration seam: [`BlockCalibrator`] implements
+//! [`quantforge_quant::calibrate::CalibrationSource`] over a model file opened without its weights
+//! ([`ModelFile`]). It keeps the hidden states of every calibration token, loads one decoder block at a time
+//! from the memory-mapped file, runs it (in batches of sequences, so the intermediate buffers stay at a
+//! batch's size) to show each linear layer's input, takes the block's new weights back and advances the
+//! hidden states through them before the block is dropped. Resident memory is therefore one block, the
+//! hidden states, one batch's intermediate buffers and the inputs of one batch, whatever the model's size.
+//!
+//! The block runs through [`run_block`], the same function the full forward pass uses, so calibration sees
+//! exactly the activations evaluation computes.
+
+use std::sync::Mutex;
+
+use quantforge_quant::calibrate::{CalibrationSource, LinearInput, LinearWeight, SourceError};
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::model::{run_block, Activations, Block, ModelFile};
+
+/// Runs a model block by block over a fixed set of calibration sequences.
+pub struct BlockCalibrator<'a> {
+    model: &'a ModelFile,
+    device: Device,
+    /// Hidden states at the input of the next block, one entry per batch of sequences.
+    batches: Vec<Activations>,
+    /// The block whose weights were last handed out, kept until it is committed.
+    current: Option<Block>,
+}
+
+impl std::fmt::Debug for BlockCalibrator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCalibrator").field("batches", &self.batches.len()).finish_non_exhaustive()
+    }
+}
+
+impl<'a> BlockCalibrator<'a> {
+    /// Embed `seqs` (token ids, each run from position 0) in batches of `batch_seqs` sequences.
+    pub fn new(model: &'a ModelFile, seqs: &[Vec<u32>], batch_seqs: usize, device: Device) -> Result<Self> {
+        let device = device.check()?;
+        let batches = seqs
+            .chunks(batch_seqs.max(1))
+            .map(|chunk| {
+                let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                model.embed(&refs)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BlockCalibrator { model, device, batches, current: None })
+    }
+
+    /// The hidden states at the input of the next block to run, batch after batch.
+    pub fn hidden(&self) -> impl Iterator<Item = &[f32]> {
+        self.batches.iter().map(Activations::hidden)
+    }
+
+    /// Block `index`, loaded from the file unless it is the one already held.
+    fn block(&mut self, index: usize) -> Result<&mut Block> {
+        if self.current.as_ref().is_none_or(|b| b.index() != index) {
+            self.current = None;
+            self.current = Some(self.model.load_block(index)?);
+        }
+        Ok(self.current.as_mut().expect("loaded above"))
+    }
+}
+
+/// One observed input: the layers that read it and a copy of its rows.
+struct Seen {
+    layers: Vec<String>,
+    rows: Vec<f32>,
+    cols: usize,
+    /// Address and length of the observed slice: consecutive layers fed the same buffer share one entry.
+    key: (usize, usize),
+}
+
+impl CalibrationSource for BlockCalibrator<'_> {
+    fn n_blocks(&self) -> usize {
+        self.model.config().n_layer
+    }
+
+    fn block_weights(&mut self, index: usize) -> std::result::Result<Vec<LinearWeight>, SourceError> {
+        let block = self.block(index)?;
+        let names: Vec<String> = block.linear_names().into_iter().map(str::to_string).collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let (rows, cols, values) = block.weight_f32(&name)?;
+            out.push(LinearWeight { name, rows, cols, values });
+        }
+        Ok(out)
+    }
+
+    fn block_inputs(
+        &mut self,
+        index: usize,
+        visit: &mut dyn FnMut(LinearInput<'_>),
+    ) -> std::result::Result<(), SourceError> {
+        self.block(index)?;
+        let (model, device) = (self.model, self.device);
+        let cfg = model.config();
+        let block = self.current.as_ref().expect("loaded above");
+        for acts in &self.batches {
+            let seen: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+            let observe = |name: &str, rows: &[f32], cols: usize| {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                let key = (rows.as_ptr() as usize, rows.len());
+                match seen.last_mut() {
+                    Some(last) if last.key == key => last.layers.push(name.to_string()),
+                    _ => seen.push(Seen { layers: vec![name.to_string()], rows: rows.to_vec(), cols, key }),
+                }
+            };
+            let mut scratch = acts.clone();
+            run_block(cfg, block, &mut scratch, device, Some(&observe))?;
+            drop(scratch);
+            for s in seen.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                let layers: Vec<&str> = s.layers.iter().map(String::as_str).collect();
+                visit(LinearInput { layers: &layers, rows: &s.rows, cols: s.cols });
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> std::result::Result<(), SourceError> {
+        let (model, device) = (self.model, self.device);
+        let cfg = model.config();
+        let block = self.block(index)?;
+        for w in weights {
+            block.replace_weight(&w.name, w.values)?;
+        }
+        let block = self.current.take().expect("loaded above");
+        for acts in &mut self.batches {
+            run_block(cfg, &block, acts, device, None)?;
+        }
+        Ok(())
+    }
+}
