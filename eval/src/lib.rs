@@ -18,6 +18,7 @@
 //! `wgpu` compiles but has not been run on a GPU here. burn's `cuda` backend is not offered (its build
 //! downloads LLVM).
 
+pub mod blocks;
 pub mod config;
 pub mod device;
 mod error;
@@ -32,6 +33,7 @@ pub mod rope;
 pub mod tokenizer;
 pub mod weights;
 
+pub use blocks::{run_block, Activations, Block, ModelFile};
 pub use config::LlamaConfig;
 pub use device::Device;
 pub use error::{EvalError, Result};
