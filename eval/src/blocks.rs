@@ -172,7 +172,8 @@ impl std::fmt::Debug for Activations {
 }
 
 impl Activations {
-    /// The embeddings of `seqs` (each from position 0), one row filled by `row(token, out)` per token.
+    /// The embeddings of `seqs` (each from position 0): `fill(tokens, out)` writes the embedding row of every
+    /// token of all sequences (checked to be in the vocabulary) into `out`, `n_embd` values per token.
     pub(crate) fn embed(
         cfg: &LlamaConfig,
         seqs: &[&[u32]],

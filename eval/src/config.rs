@@ -1,7 +1,8 @@
-//! Hyperparameters of the architectures the forward pass runs (everything `quantforge convert` writes: Llama,
-//! Mistral, Qwen2, Qwen3), read from GGUF metadata (llama.cpp's key names and defaults, `load_hparams` in
-//! `src/llama-model.cpp`) or from a HF `config.json` the way convert reads it, and checked before any tensor
-//! is read.
+//! Hyperparameters of the architectures the forward pass runs: every entry of the architecture registry
+//! (`quantforge_formats::arch::ARCHITECTURES`, the architectures `quantforge convert` writes) whose
+//! forward-pass facts the blocks implement. Read from GGUF metadata (the registry's shared key reader,
+//! llama.cpp's defaults of `load_hparams` in `src/llama-model.cpp`) or from a HF `config.json` the way
+//! convert reads it, and checked before any tensor is read.
 //!
 //! A HF directory and the GGUF convert makes of it give the same config: config.json goes through the
 //! converter's own parser ([`HfConfig`]) and its RoPE scaling is mapped to what convert writes (Llama 3
