@@ -1,7 +1,8 @@
-//! Hyperparameters of the architectures the forward pass runs (everything `quantforge convert` writes: Llama,
-//! Mistral, Qwen2, Qwen3), read from GGUF metadata (llama.cpp's key names and defaults, `load_hparams` in
-//! `src/llama-model.cpp`) or from a HF `config.json` the way convert reads it, and checked before any tensor
-//! is read.
+//! Hyperparameters of the architectures the forward pass runs: every entry of the architecture registry
+//! (`quantforge_formats::arch::ARCHITECTURES`, the architectures `quantforge convert` writes) whose
+//! forward-pass facts the blocks implement. Read from GGUF metadata (the registry's shared key reader,
+//! llama.cpp's defaults of `load_hparams` in `src/llama-model.cpp`) or from a HF `config.json` the way
+//! convert reads it, and checked before any tensor is read.
 //!
 //! A HF directory and the GGUF convert makes of it give the same config: config.json goes through the
 //! converter's own parser ([`HfConfig`]) and its RoPE scaling is mapped to what convert writes (Llama 3
@@ -14,86 +15,20 @@
 
 use std::path::Path;
 
-use quantforge_formats::arch::{self, HfConfig, RopeScaling};
-use quantforge_formats::gguf::{GgufFile, GgufValue};
+use quantforge_formats::arch::{self, Architecture, GgufHparams, HfConfig, HparamKey as K, RopeScaling};
+use quantforge_formats::gguf::GgufFile;
 use quantforge_quant::convert::llama3_rope_factors;
 use serde_json::Value;
 
 use crate::error::{EvalError, Result};
-use crate::rope::{RopeMode, RopeParams, RopeScalingType, SUPPORTED_ROPE_SCALING};
-use crate::weights::GgufLoader;
-
-/// Architectures the forward pass runs (GGUF `general.architecture` names).
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3";
-
-/// HF `architectures[0]` names the forward pass runs.
-pub const SUPPORTED_HF_ARCHITECTURES: &str = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
-
-/// A model architecture as llama.cpp names it in GGUF.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    /// `llama`: Llama and Mistral. NORM RoPE, optional Q/K/V/output biases, optional `rope_freqs.weight`.
-    Llama,
-    /// `qwen2`: Llama's layout with required Q/K/V biases and NEOX RoPE.
-    Qwen2,
-    /// `qwen3`: per-head RMSNorm on Q and K before RoPE, NEOX RoPE, head size free of `n_embd / n_head`.
-    Qwen3,
-}
-
-impl Arch {
-    /// The architecture of a GGUF `general.architecture` value.
-    pub fn from_gguf_name(name: &str) -> Option<Arch> {
-        match name {
-            "llama" => Some(Arch::Llama),
-            "qwen2" => Some(Arch::Qwen2),
-            "qwen3" => Some(Arch::Qwen3),
-            _ => None,
-        }
-    }
-
-    /// The GGUF `general.architecture` value.
-    pub fn gguf_name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-            Arch::Qwen3 => "qwen3",
-        }
-    }
-
-    /// llama.cpp's `llama_model_rope_type`: NORM for Llama, NEOX for the Qwens.
-    pub fn rope_mode(self) -> RopeMode {
-        match self {
-            Arch::Llama => RopeMode::Norm,
-            Arch::Qwen2 | Arch::Qwen3 => RopeMode::Neox,
-        }
-    }
-
-    /// Q/K/V biases must be present (Qwen2); elsewhere they are optional.
-    pub fn requires_qkv_bias(self) -> bool {
-        self == Arch::Qwen2
-    }
-
-    /// Per-head RMSNorm on Q and K (`attn_q_norm`/`attn_k_norm`).
-    pub fn has_qk_norm(self) -> bool {
-        self == Arch::Qwen3
-    }
-
-    /// HF q/k rows are in rotate-half order and convert permutes them for NORM RoPE.
-    pub fn permutes_hf_qk(self) -> bool {
-        self.rope_mode() == RopeMode::Norm
-    }
-
-    /// llama.cpp passes `rope_freqs.weight` (Llama 3 factors) to RoPE for this architecture.
-    pub fn uses_rope_freqs(self) -> bool {
-        self == Arch::Llama
-    }
-}
+use crate::rope::{RopeParams, RopeScalingType, SUPPORTED_ROPE_SCALING};
+use crate::weights::gguf_vector;
 
 /// What the forward pass needs to know about a model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
-    /// Architecture (graph variant).
-    pub arch: Arch,
+    /// Architecture: its registry entry, whose forward-pass facts the blocks are composed from.
+    pub arch: &'static Architecture,
     /// Transformer blocks.
     pub n_layer: usize,
     /// Hidden size.
@@ -123,24 +58,23 @@ impl LlamaConfig {
     /// Read the config of a GGUF file; fails on other architectures and inconsistent numbers.
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         let path = file.path();
-        let name = file.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
-        let arch = Arch::from_gguf_name(name).ok_or_else(|| EvalError::UnsupportedArchitecture {
+        let name = GgufHparams::new(file).map_or("", |h| h.arch());
+        let arch = arch::lookup_gguf(path, name).map_err(|_| EvalError::UnsupportedArchitecture {
             path: path.into(),
             arch: name.into(),
-            supported: SUPPORTED_ARCHITECTURES,
+            supported: arch::supported_gguf_names(),
         })?;
-        let key = |k: &str| format!("{name}.{k}");
-        let missing = |k: String| EvalError::MissingKey { path: path.into(), key: k };
-        let uint = |k: &str| -> Result<usize> {
-            let k = key(k);
-            file.get(&k).and_then(GgufValue::as_u64).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| missing(k))
-        };
-        let float = |k: &str| file.get(&key(k)).and_then(GgufValue::as_f64);
-        let n_embd = uint("embedding_length")?;
-        let n_head = uint("attention.head_count")?;
-        let n_ctx_train = uint("context_length")?;
-        let head_dim = uint("attention.key_length").unwrap_or_else(|_| n_embd.checked_div(n_head).unwrap_or(0));
-        if let Ok(v) = uint("attention.value_length") {
+        check_implemented(path, arch)?;
+        let hp = GgufHparams::with_arch(file, name);
+        let missing = |k: K| EvalError::MissingKey { path: path.into(), key: hp.key(k) };
+        let uint =
+            |k: K| -> Result<usize> { hp.u64(k).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| missing(k)) };
+        let float = |k: K| hp.f64(k);
+        let n_embd = uint(K::EmbeddingLength)?;
+        let n_head = uint(K::HeadCount)?;
+        let n_ctx_train = uint(K::ContextLength)?;
+        let head_dim = uint(K::KeyLength).unwrap_or_else(|_| n_embd.checked_div(n_head).unwrap_or(0));
+        if let Ok(v) = uint(K::ValueLength) {
             if v != head_dim {
                 return Err(EvalError::BadConfig {
                     path: path.into(),
@@ -149,7 +83,7 @@ impl LlamaConfig {
             }
         }
         // llama.cpp: the type defaults to "linear"; the factor falls back to the old `rope.scale_linear` key.
-        let scaling = match file.get(&key("rope.scaling.type")).and_then(GgufValue::as_str).unwrap_or("linear") {
+        let scaling = match hp.str(K::RopeScalingType).unwrap_or("linear") {
             "none" => RopeScalingType::None,
             "linear" => RopeScalingType::Linear,
             "yarn" => RopeScalingType::Yarn,
@@ -161,17 +95,17 @@ impl LlamaConfig {
                 })
             }
         };
-        let factor = float("rope.scaling.factor").or_else(|| float("rope.scale_linear")).map(|f| f as f32);
-        let n_ctx_orig = uint("rope.scaling.original_context_length").unwrap_or(n_ctx_train);
-        let n_rot = uint("rope.dimension_count").unwrap_or(head_dim);
+        let factor = float(K::RopeScalingFactor).or_else(|| float(K::RopeScaleLinear)).map(|f| f as f32);
+        let n_ctx_orig = uint(K::RopeScalingOriginalContextLength).unwrap_or(n_ctx_train);
+        let n_rot = uint(K::RopeDimensionCount).unwrap_or(head_dim);
         let rope = RopeParams::new(
-            arch.rope_mode(),
+            arch.forward.rope,
             n_rot,
-            float("rope.freq_base").unwrap_or(10000.0) as f32,
+            float(K::RopeFreqBase).unwrap_or(10000.0) as f32,
             scaling,
             checked_factor(path, factor)?,
             n_ctx_orig,
-            float("rope.scaling.attn_factor").unwrap_or(1.0) as f32,
+            float(K::RopeScalingAttnFactor).unwrap_or(1.0) as f32,
         );
         let n_vocab = file
             .tensor("token_embd.weight")
@@ -180,22 +114,21 @@ impl LlamaConfig {
             .ok_or_else(|| EvalError::MissingTensor { path: path.into(), name: "token_embd.weight".into() })?;
         let cfg = LlamaConfig {
             arch,
-            n_layer: uint("block_count")?,
+            n_layer: uint(K::BlockCount)?,
             n_embd,
-            n_ff: uint("feed_forward_length")?,
+            n_ff: uint(K::FeedForwardLength)?,
             n_head,
-            n_head_kv: uint("attention.head_count_kv").unwrap_or(n_head),
+            n_head_kv: uint(K::HeadCountKv).unwrap_or(n_head),
             head_dim,
             n_vocab,
             n_ctx_train,
-            rms_eps: float("attention.layer_norm_rms_epsilon")
-                .ok_or_else(|| missing(key("attention.layer_norm_rms_epsilon")))? as f32,
+            rms_eps: float(K::LayerNormRmsEpsilon).ok_or_else(|| missing(K::LayerNormRmsEpsilon))? as f32,
             rope,
             rope_freqs: None,
         };
         cfg.validate(path)?;
-        let rope_freqs = match (arch.uses_rope_freqs(), file.tensor("rope_freqs.weight")) {
-            (true, Some(_)) => Some(GgufLoader { file }.vector("rope_freqs.weight", n_rot / 2)?),
+        let rope_freqs = match (arch.llama3_rope_freqs, file.tensor("rope_freqs.weight")) {
+            (true, Some(_)) => Some(gguf_vector(file, "rope_freqs.weight", n_rot / 2)?),
             _ => None,
         };
         Ok(LlamaConfig { rope_freqs, ..cfg })
@@ -205,13 +138,12 @@ impl LlamaConfig {
     pub fn from_hf(path: &Path, config: &Value) -> Result<LlamaConfig> {
         let archs = config.get("architectures").and_then(Value::as_array);
         let hf_arch = archs.and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("");
-        let unsupported = || EvalError::UnsupportedArchitecture {
+        let arch = arch::lookup(path, hf_arch).map_err(|_| EvalError::UnsupportedArchitecture {
             path: path.into(),
             arch: hf_arch.into(),
-            supported: SUPPORTED_HF_ARCHITECTURES,
-        };
-        let conv = arch::lookup(path, hf_arch).map_err(|_| unsupported())?;
-        let arch = Arch::from_gguf_name(conv.gguf_name).ok_or_else(unsupported)?;
+            supported: arch::supported_names(),
+        })?;
+        check_implemented(path, arch)?;
         let hf = HfConfig::parse(&path.join("config.json"), config)?;
         let missing = |k: &str| EvalError::MissingKey { path: path.into(), key: k.into() };
         let usize_of = |v: u32| v as usize;
@@ -226,7 +158,7 @@ impl LlamaConfig {
                 (RopeScalingType::Yarn, Some(*factor as f32), *original_context as usize, None)
             }
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
-                let freqs = (conv.llama3_rope_freqs && arch.uses_rope_freqs()).then(|| {
+                let freqs = arch.llama3_rope_freqs.then(|| {
                     llama3_rope_factors(
                         theta,
                         hf.head_dim(),
@@ -258,7 +190,7 @@ impl LlamaConfig {
             n_ctx_train,
             rms_eps: hf.rms_norm_eps.ok_or_else(|| missing("rms_norm_eps"))? as f32,
             rope: RopeParams::new(
-                arch.rope_mode(),
+                arch.forward.rope,
                 head_dim,
                 theta as f32,
                 scaling,
@@ -304,6 +236,14 @@ impl LlamaConfig {
     }
 }
 
+/// Refuse an architecture whose forward-pass facts include one the forward pass does not implement.
+fn check_implemented(path: &Path, arch: &'static Architecture) -> Result<()> {
+    match arch.forward.unimplemented() {
+        None => Ok(()),
+        Some(feature) => Err(EvalError::UnsupportedFeature { path: path.into(), arch: arch.gguf_name, feature }),
+    }
+}
+
 /// A RoPE scaling factor that is absent, 0 (llama.cpp: unscaled) or positive and finite.
 fn checked_factor(path: &Path, factor: Option<f32>) -> Result<Option<f32>> {
     match factor {
@@ -319,6 +259,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::rope::RopeMode;
 
     fn hf(extra: Value) -> Value {
         let mut c = json!({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 32, "intermediate_size": 48,
@@ -333,7 +274,7 @@ mod tests {
     #[test]
     fn hf_configs_resolve_like_their_converted_gguf() {
         let c = LlamaConfig::from_hf(Path::new("m"), &hf(json!({}))).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.q_dim(), c.rope.mode), (Arch::Qwen3, 16, 64, RopeMode::Neox));
+        assert_eq!((c.arch.gguf_name, c.head_dim, c.q_dim(), c.rope.mode), ("qwen3", 16, 64, RopeMode::Neox));
         assert_eq!((c.rope.freq_scale, c.rope.ext_factor), (1.0, 0.0));
         let y = hf(json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
             "beta_fast": 8.0, "attention_factor": 2.0}}));

@@ -17,7 +17,19 @@ pub enum EvalError {
     #[error("tensor '{name}': {source}")]
     Dequantize { name: String, source: QuantError },
     #[error("{path}: architecture '{arch}' is not supported by the forward pass (supported: {supported})")]
-    UnsupportedArchitecture { path: PathBuf, arch: String, supported: &'static str },
+    UnsupportedArchitecture { path: PathBuf, arch: String, supported: String },
+    /// The architecture's registry entry states a forward-pass feature the forward pass does not implement.
+    #[error("{path}: architecture '{arch}' needs {feature}, which the forward pass does not implement")]
+    UnsupportedFeature { path: PathBuf, arch: &'static str, feature: &'static str },
+    /// A block index past the model's last block.
+    #[error("{path}: block {index} does not exist (the model has {n_layer} blocks)")]
+    BlockOutOfRange { path: PathBuf, index: usize, n_layer: usize },
+    /// A weight name that is not one of the block's matrices.
+    #[error("block {block} has no weight matrix '{name}'")]
+    UnknownWeight { block: usize, name: String },
+    /// Replacement values of the wrong size for a weight matrix.
+    #[error("weight '{name}' is {rows}x{cols}, but {found} values were given")]
+    BadWeightLength { name: String, rows: usize, cols: usize, found: usize },
     #[error("{path}: RoPE scaling type '{kind}' is not supported by the forward pass (supported: {supported})")]
     UnsupportedRopeScaling { path: PathBuf, kind: String, supported: &'static str },
     #[error("{path}: metadata key '{key}' is missing or has the wrong type")]

@@ -1,5 +1,10 @@
 //! quantforge-eval: the forward pass, tokenization, perplexity and KL divergence.
 //!
+//! Model layer: [`ModelFile`] opens a GGUF file or HF directory and loads decoder [`Block`]s one at a time;
+//! [`run_block`] runs one block on [`Activations`], and [`LlamaModel`] is every block loaded with its forward
+//! pass made of the same [`run_block`] calls. Blocks are composed from the architecture registry's facts
+//! (`quantforge_formats::arch`).
+//!
 //! Tensor layer: the forward pass is written once, on `f32` row-major buffers. Its weight matrix products go
 //! through one dispatch ([`device`]) chosen per model with [`LlamaModel::set_device`]:
 //!
@@ -18,6 +23,7 @@
 //! `wgpu` compiles but has not been run on a GPU here. burn's `cuda` backend is not offered (its build
 //! downloads LLVM).
 
+pub mod blocks;
 pub mod config;
 pub mod device;
 mod error;
@@ -32,6 +38,7 @@ pub mod rope;
 pub mod tokenizer;
 pub mod weights;
 
+pub use blocks::{run_block, Activations, Block, ModelFile};
 pub use config::LlamaConfig;
 pub use device::Device;
 pub use error::{EvalError, Result};

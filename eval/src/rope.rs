@@ -15,16 +15,8 @@
 
 use std::f32::consts::PI;
 
-/// How the rotated dimensions of a head pair up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeMode {
-    /// Adjacent pairs `(2i, 2i + 1)`: llama.cpp's `LLAMA_ROPE_TYPE_NORM` (Llama, Mistral). HF checkpoints of
-    /// these store rotate-half rows, which the loaders permute into this order as convert does.
-    Norm,
-    /// Pairs `(i, i + n_rot / 2)`: `LLAMA_ROPE_TYPE_NEOX` (Qwen2, Qwen3), i.e. HF's rotate-half on HF's own
-    /// row layout (convert does not permute these architectures).
-    Neox,
-}
+/// How the rotated dimensions of a head pair up: the architecture registry's RoPE fact.
+pub use quantforge_formats::arch::RopeStyle as RopeMode;
 
 /// The RoPE scaling type of the model (`{arch}.rope.scaling.type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

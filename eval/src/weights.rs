@@ -1,19 +1,25 @@
 //! Weight matrices as the forward pass holds them: `f32` for float files, the original ggml blocks for
 //! quantized ones (dequantized into a scratch buffer when a batch needs them, so memory stays at the size of
-//! the file), and the loaders that fill them from GGUF or a HF safetensors directory.
+//! the file), and the one tensor reader that fills them, by GGUF name, from a GGUF file or a HF safetensors
+//! directory.
 //!
 //! Layout invariant: a matrix of `rows x cols` is row-major with `cols` = the input dimension (ggml `ne[0]`),
-//! i.e. `y = W x` reads one row per output. Query/key rows are in the order the architecture's RoPE mode
-//! expects: llama.cpp's interleaved pairs for Llama/Mistral (HF rotate-half rows are permuted into that order on
-//! load, `permute_hf_rope_rows`), HF's own rotate-half order for Qwen2/Qwen3 (NEOX mode).
+//! i.e. `y = W x` reads one row per output. Tensors are asked for by their GGUF name; a HF directory maps
+//! that name back through the architecture's tensor rules to the HF name and applies the rule's transform
+//! (the Q/K RoPE permutation of `quantforge_quant::convert::rope_permute`), so query/key rows are always in
+//! the order the architecture's RoPE style expects, as in the GGUF convert makes.
 
 use std::path::Path;
 
+use quantforge_formats::arch::{self, Transform};
 use quantforge_formats::gguf::{GgufFile, TensorInfo};
 use quantforge_formats::hf::HfModel;
+use quantforge_formats::safetensors::{self, SafetensorsFile, StTensor};
 use quantforge_formats::GgmlType;
+use quantforge_quant::convert::rope_permute;
 use quantforge_quant::dequant::{can_dequantize, dequantize_row, dequantize_row_par};
 
+use crate::config::LlamaConfig;
 use crate::error::{EvalError, Result};
 
 /// How a matrix is stored.
@@ -89,6 +95,32 @@ impl Matrix {
         }
     }
 
+    /// All values as an owned `f32` vector (a copy of dense data, or the blocks dequantized).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        match &self.storage {
+            Storage::Dense(d) => Ok(d.clone()),
+            Storage::Blocks { .. } => {
+                let mut scratch = Vec::new();
+                self.as_f32(&mut scratch)?;
+                Ok(scratch)
+            }
+        }
+    }
+
+    /// Replace the values by dense `f32` ones of the same shape.
+    pub fn replace(&mut self, values: Vec<f32>) -> Result<()> {
+        if values.len() != self.rows * self.cols {
+            return Err(EvalError::BadWeightLength {
+                name: self.name.clone(),
+                rows: self.rows,
+                cols: self.cols,
+                found: values.len(),
+            });
+        }
+        self.storage = Storage::Dense(values);
+        Ok(())
+    }
+
     /// Row `r` as `f32` into `out` (`cols` values).
     pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
         match &self.storage {
@@ -102,67 +134,167 @@ impl Matrix {
     }
 }
 
-/// Reads tensors of a GGUF file, checking shapes.
-pub(crate) struct GgufLoader<'a> {
-    pub file: &'a GgufFile,
+/// Where a model's tensors come from. Every read copies the tensor out of the mapping and then releases the
+/// mapping's pages, so reading block after block keeps only what was copied resident.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    Gguf(&'a GgufFile),
+    Hf(&'a HfModel),
 }
 
-impl GgufLoader<'_> {
-    fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.file
-            .tensor(name)
-            .ok_or_else(|| EvalError::MissingTensor { path: self.file.path().into(), name: name.into() })
-    }
+/// An opened model file or directory (memory-mapped; nothing is read yet).
+pub(crate) enum Opened {
+    Gguf(GgufFile),
+    Hf(HfModel),
+}
 
-    pub fn has(&self, name: &str) -> bool {
-        self.file.tensor(name).is_some()
-    }
-
-    fn check_shape(&self, info: &TensorInfo, ne: &[usize]) -> Result<()> {
-        let expected: Vec<u64> = ne.iter().map(|&v| v as u64).collect();
-        let mut found = info.ne.clone();
-        while found.len() > expected.len() && found.last() == Some(&1) {
-            found.pop();
-        }
-        if found != expected {
-            return Err(EvalError::BadShape {
-                path: self.file.path().into(),
-                name: info.name.clone(),
-                found: info.ne.clone(),
-                expected,
-            });
-        }
-        Ok(())
-    }
-
-    /// A matrix of `rows` rows of `cols` values (ggml `ne = [cols, rows]`), kept in its stored type.
-    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        let info = self.info(name)?;
-        self.check_shape(info, &[cols, rows])?;
-        let ty = info.ggml_type;
-        if !can_dequantize(ty) {
-            return Err(EvalError::UnsupportedType { path: self.file.path().into(), name: name.into(), ty });
-        }
-        let bytes = self.file.tensor_data(info);
-        let storage = if ty == GgmlType::F32 {
-            Storage::Dense(f32_from_le(bytes))
+impl Opened {
+    /// Open a GGUF file or a HF model directory.
+    pub fn open(path: &Path) -> Result<Opened> {
+        Ok(if HfModel::is_model_dir(path) {
+            Opened::Hf(HfModel::open(path)?)
         } else {
-            let blocks = cols as u64 / ty.block_size();
-            let row_bytes = (blocks * ty.type_size()) as usize;
-            Storage::Blocks { ty, data: bytes.to_vec(), row_bytes }
-        };
-        Ok(Matrix { name: name.into(), rows, cols, storage })
+            Opened::Gguf(GgufFile::open(path)?)
+        })
     }
 
-    /// A vector of `n` values, dequantized to `f32`.
-    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
-        let info = self.info(name)?;
-        self.check_shape(info, &[n])?;
-        let mut out = vec![0.0; n];
-        dequantize_row(info.ggml_type, self.file.tensor_data(info), &mut out)
-            .map_err(|source| EvalError::Dequantize { name: name.into(), source })?;
+    /// Its tensors.
+    pub fn source(&self) -> Source<'_> {
+        match self {
+            Opened::Gguf(file) => Source::Gguf(file),
+            Opened::Hf(model) => Source::Hf(model),
+        }
+    }
+}
+
+impl<'a> Source<'a> {
+    /// The model's config.
+    pub fn config(&self) -> Result<LlamaConfig> {
+        match *self {
+            Source::Gguf(file) => LlamaConfig::from_gguf(file),
+            Source::Hf(model) => LlamaConfig::from_hf(model.dir(), model.config()),
+        }
+    }
+
+    /// Whether GGUF tensor `name` exists.
+    pub fn has(&self, cfg: &LlamaConfig, name: &str) -> bool {
+        match *self {
+            Source::Gguf(file) => file.tensor(name).is_some(),
+            Source::Hf(model) => hf_name(cfg, name).is_some_and(|(hf, _)| model.tensor(&hf).is_some()),
+        }
+    }
+
+    /// GGUF tensor `name` as a matrix of `rows` rows of `cols` values, kept in its stored type (GGUF) or
+    /// converted to `f32` and transformed as convert would (HF).
+    pub fn matrix(&self, cfg: &LlamaConfig, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        match *self {
+            Source::Gguf(file) => gguf_matrix(file, name, rows, cols),
+            Source::Hf(model) => {
+                let values = hf_values(model, cfg, name, &[rows, cols])?;
+                Ok(Matrix::dense(name, rows, cols, values))
+            }
+        }
+    }
+
+    /// GGUF tensor `name`, a vector of `n` values, as `f32`.
+    pub fn vector(&self, cfg: &LlamaConfig, name: &str, n: usize) -> Result<Vec<f32>> {
+        match *self {
+            Source::Gguf(file) => gguf_vector(file, name, n),
+            Source::Hf(model) => hf_values(model, cfg, name, &[n]),
+        }
+    }
+
+    /// Rows `ids` of GGUF matrix `name` (`cols` values each, `rows` in all) as `f32`, reading only those rows.
+    pub fn rows(&self, cfg: &LlamaConfig, name: &str, shape: (usize, usize), ids: &[u32]) -> Result<Vec<f32>> {
+        let (rows, cols) = shape;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= rows) {
+            return Err(EvalError::TokenOutOfRange { id, n_vocab: rows });
+        }
+        let mut out = vec![0.0f32; ids.len() * cols];
+        match *self {
+            Source::Gguf(file) => {
+                let info = gguf_info(file, name)?;
+                check_gguf_shape(file, info, &[cols, rows])?;
+                let ty = info.ggml_type;
+                if !can_dequantize(ty) {
+                    return Err(EvalError::UnsupportedType { path: file.path().into(), name: name.into(), ty });
+                }
+                let row_bytes = (cols as u64 / ty.block_size() * ty.type_size()) as usize;
+                let data = file.tensor_data(info);
+                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+                    let r = id as usize;
+                    dequantize_row(ty, &data[r * row_bytes..(r + 1) * row_bytes], row)
+                        .map_err(|source| EvalError::Dequantize { name: name.into(), source })?;
+                }
+                file.release(info);
+            }
+            Source::Hf(model) => {
+                let (file, t, _) = hf_tensor(model, cfg, name, &[rows, cols])?;
+                let elem = t.dtype.bitsize() / 8;
+                let data = file.data(t);
+                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+                    let r = id as usize;
+                    let bytes = &data[r * cols * elem..(r + 1) * cols * elem];
+                    let values = safetensors::to_f32(t.dtype, bytes).ok_or_else(|| unsupported_dtype(file, t))?;
+                    row.copy_from_slice(&values);
+                }
+                file.release(t);
+            }
+        }
         Ok(out)
     }
+}
+
+/// A vector of `n` values of a GGUF file, dequantized to `f32`.
+pub(crate) fn gguf_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let info = gguf_info(file, name)?;
+    check_gguf_shape(file, info, &[n])?;
+    let mut out = vec![0.0; n];
+    dequantize_row(info.ggml_type, file.tensor_data(info), &mut out)
+        .map_err(|source| EvalError::Dequantize { name: name.into(), source })?;
+    file.release(info);
+    Ok(out)
+}
+
+fn gguf_info<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
+    file.tensor(name).ok_or_else(|| EvalError::MissingTensor { path: file.path().into(), name: name.into() })
+}
+
+fn check_gguf_shape(file: &GgufFile, info: &TensorInfo, ne: &[usize]) -> Result<()> {
+    let expected: Vec<u64> = ne.iter().map(|&v| v as u64).collect();
+    let mut found = info.ne.clone();
+    while found.len() > expected.len() && found.last() == Some(&1) {
+        found.pop();
+    }
+    if found != expected {
+        return Err(EvalError::BadShape {
+            path: file.path().into(),
+            name: info.name.clone(),
+            found: info.ne.clone(),
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// A matrix of `rows` rows of `cols` values (ggml `ne = [cols, rows]`), kept in its stored type.
+fn gguf_matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    let info = gguf_info(file, name)?;
+    check_gguf_shape(file, info, &[cols, rows])?;
+    let ty = info.ggml_type;
+    if !can_dequantize(ty) {
+        return Err(EvalError::UnsupportedType { path: file.path().into(), name: name.into(), ty });
+    }
+    let bytes = file.tensor_data(info);
+    let storage = if ty == GgmlType::F32 {
+        Storage::Dense(f32_from_le(bytes))
+    } else {
+        let blocks = cols as u64 / ty.block_size();
+        let row_bytes = (blocks * ty.type_size()) as usize;
+        Storage::Blocks { ty, data: bytes.to_vec(), row_bytes }
+    };
+    file.release(info);
+    Ok(Matrix { name: name.into(), rows, cols, storage })
 }
 
 /// Little-endian `f32` bytes to values.
@@ -170,71 +302,51 @@ fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
-/// Reads tensors of a HF directory as `f32`.
-pub(crate) struct HfLoader<'a> {
-    pub model: &'a HfModel,
+/// The HF name of GGUF tensor `name` and the transform convert applies to it (through the rule producing it).
+fn hf_name(cfg: &LlamaConfig, name: &str) -> Option<(String, Transform)> {
+    let (rule, bid) = cfg.arch.rule_for_gguf(name)?;
+    Some((arch::fill(rule.hf, bid), rule.transform))
 }
 
-impl HfLoader<'_> {
-    pub fn has(&self, name: &str) -> bool {
-        self.model.tensor(name).is_some()
+/// The safetensors tensor behind GGUF tensor `name`, its shape checked against `shape` (torch order).
+fn hf_tensor<'a>(
+    model: &'a HfModel,
+    cfg: &LlamaConfig,
+    name: &str,
+    shape: &[usize],
+) -> Result<(&'a SafetensorsFile, &'a StTensor, Transform)> {
+    let missing = |n: &str| EvalError::MissingTensor { path: model.dir().into(), name: n.into() };
+    let (hf, transform) = hf_name(cfg, name).ok_or_else(|| missing(name))?;
+    let (file, t) = model.tensor(&hf).ok_or_else(|| missing(&hf))?;
+    let expected: Vec<u64> = shape.iter().map(|&v| v as u64).collect();
+    if t.shape != expected {
+        return Err(EvalError::BadShape { path: file.path().into(), name: hf, found: t.shape.clone(), expected });
     }
-
-    fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let (file, t) = self
-            .model
-            .tensor(name)
-            .ok_or_else(|| EvalError::MissingTensor { path: self.model.dir().into(), name: name.into() })?;
-        let expected: Vec<u64> = shape.iter().map(|&v| v as u64).collect();
-        if t.shape != expected {
-            return Err(EvalError::BadShape {
-                path: file.path().into(),
-                name: name.into(),
-                found: t.shape.clone(),
-                expected,
-            });
-        }
-        Ok(file.to_f32(t)?)
-    }
-
-    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        Ok(Matrix::dense(name, rows, cols, self.values(name, &[rows, cols])?))
-    }
-
-    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
-        self.values(name, &[n])
-    }
+    Ok((file, t, transform))
 }
 
-/// Reorders the rows of a HF (rotate-half) query or key projection into llama.cpp's interleaved order:
-/// within each head of `head_dim` rows, GGUF row `2i + j` is HF row `j * head_dim/2 + i` (the inverse of the
-/// permutation HF's conversion script applies to Meta checkpoints). Only Llama/Mistral rows are permuted;
-/// Qwen checkpoints keep HF's layout and run with NEOX RoPE.
-pub fn permute_hf_rope_rows(m: Matrix, n_head: usize) -> Matrix {
-    let Storage::Dense(data) = &m.storage else { return m };
-    let out = permute_rows(data, m.rows, m.cols, n_head);
-    Matrix { storage: Storage::Dense(out), ..m }
+fn unsupported_dtype(file: &SafetensorsFile, t: &StTensor) -> EvalError {
+    EvalError::Format(quantforge_formats::FormatError::UnsupportedDtype {
+        path: file.path().into(),
+        name: t.name.clone(),
+        dtype: t.dtype.to_string(),
+        wanted: "f32",
+    })
 }
 
-/// [`permute_hf_rope_rows`] for a query or key bias (one value per row).
-pub fn permute_hf_rope_vector(v: &[f32], n_head: usize) -> Vec<f32> {
-    permute_rows(v, v.len(), 1, n_head)
-}
-
-fn permute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
-    let head_dim = rows / n_head;
-    let half = head_dim / 2;
-    let mut out = vec![0.0; data.len()];
-    for h in 0..n_head {
-        for i in 0..half {
-            for j in 0..2 {
-                let dst = h * head_dim + 2 * i + j;
-                let src = h * head_dim + j * half + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
+/// GGUF tensor `name` of a HF directory as `f32` in GGUF row order: `shape` is the torch shape (rows first),
+/// and the rule's RoPE permutation is applied with the query or key head count.
+fn hf_values(model: &HfModel, cfg: &LlamaConfig, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let (file, t, transform) = hf_tensor(model, cfg, name, shape)?;
+    let values = file.to_f32(t)?;
+    file.release(t);
+    let rows = shape[0];
+    let row_len = shape[1..].iter().product();
+    Ok(match transform {
+        Transform::None => values,
+        Transform::RopePermuteQ => rope_permute(&values, rows, cfg.n_head, row_len),
+        Transform::RopePermuteK => rope_permute(&values, rows, cfg.n_head_kv, row_len),
+    })
 }
 
 /// Whether a path is a HF model directory rather than a GGUF file.

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::keys::{GgufHparams, HparamKey, HparamKey as K};
 use super::{Architecture, ExtraKey, HfConfig, RopeScaling};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::kv::KvList;
@@ -11,37 +12,37 @@ use crate::kv::KvList;
 /// Write the hyperparameter keys and `general.file_type` for `cfg`.
 pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
     let a = arch.gguf_name;
-    kv.u32(format!("{a}.block_count"), cfg.block_count);
+    kv.u32(K::BlockCount.key(a), cfg.block_count);
     if let Some(n) = cfg.context_length {
-        kv.u32(format!("{a}.context_length"), n);
+        kv.u32(K::ContextLength.key(a), n);
     }
-    kv.u32(format!("{a}.embedding_length"), cfg.hidden_size);
-    kv.u32(format!("{a}.feed_forward_length"), cfg.ffn_length);
-    kv.u32(format!("{a}.attention.head_count"), cfg.head_count);
+    kv.u32(K::EmbeddingLength.key(a), cfg.hidden_size);
+    kv.u32(K::FeedForwardLength.key(a), cfg.ffn_length);
+    kv.u32(K::HeadCount.key(a), cfg.head_count);
     if let Some(n) = cfg.head_count_kv {
-        kv.u32(format!("{a}.attention.head_count_kv"), n);
+        kv.u32(K::HeadCountKv.key(a), n);
     }
     if cfg.is_causal == Some(false) {
-        kv.bool(format!("{a}.attention.causal"), false);
+        kv.bool(K::Causal.key(a), false);
     }
-    let scaling = |kv: &mut KvList, ty: &str| kv.string(format!("{a}.rope.scaling.type"), ty);
+    let scaling = |kv: &mut KvList, ty: &str| kv.string(K::RopeScalingType.key(a), ty);
     match &cfg.rope_scaling {
         RopeScaling::Linear { factor } => {
             scaling(kv, "linear");
-            kv.f32(format!("{a}.rope.scaling.factor"), *factor);
+            kv.f32(K::RopeScalingFactor.key(a), *factor);
         }
         RopeScaling::Yarn { factor, original_context, ext_factor, attn_factor, beta_fast, beta_slow } => {
             scaling(kv, "yarn");
-            kv.f32(format!("{a}.rope.scaling.factor"), *factor);
-            kv.u32(format!("{a}.rope.scaling.original_context_length"), *original_context);
+            kv.f32(K::RopeScalingFactor.key(a), *factor);
+            kv.u32(K::RopeScalingOriginalContextLength.key(a), *original_context);
             for (name, v) in [
-                ("yarn_ext_factor", ext_factor),
-                ("yarn_attn_factor", attn_factor),
-                ("yarn_beta_fast", beta_fast),
-                ("yarn_beta_slow", beta_slow),
+                (K::RopeScalingYarnExtFactor, ext_factor),
+                (K::RopeScalingYarnAttnFactor, attn_factor),
+                (K::RopeScalingYarnBetaFast, beta_fast),
+                (K::RopeScalingYarnBetaSlow, beta_slow),
             ] {
                 if let Some(v) = v {
-                    kv.f32(format!("{a}.rope.scaling.{name}"), *v);
+                    kv.f32(name.key(a), *v);
                 }
             }
         }
@@ -49,23 +50,23 @@ pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_
         RopeScaling::None | RopeScaling::Llama3 { .. } | RopeScaling::Ignored(_) => {}
     }
     if let Some(t) = cfg.rope_theta {
-        kv.f32(format!("{a}.rope.freq_base"), t);
+        kv.f32(K::RopeFreqBase.key(a), t);
     }
     if let Some(e) = cfg.rms_norm_eps {
-        kv.f32(format!("{a}.attention.layer_norm_rms_epsilon"), e);
+        kv.f32(K::LayerNormRmsEpsilon.key(a), e);
     }
     if let Some(e) = cfg.layer_norm_eps {
-        kv.f32(format!("{a}.attention.layer_norm_epsilon"), e);
+        kv.f32(K::LayerNormEpsilon.key(a), e);
     }
     if let Some(d) = cfg.head_dim {
-        kv.u32(format!("{a}.attention.key_length"), d);
-        kv.u32(format!("{a}.attention.value_length"), d);
+        kv.u32(K::KeyLength.key(a), d);
+        kv.u32(K::ValueLength.key(a), d);
     }
     kv.u32("general.file_type", file_type);
     for key in arch.extra_keys {
         match key {
-            ExtraKey::VocabSize => kv.u32(format!("{a}.vocab_size"), cfg.vocab_size),
-            ExtraKey::RopeDimensionCount => kv.u32(format!("{a}.rope.dimension_count"), cfg.head_dim()),
+            ExtraKey::VocabSize => kv.u32(K::VocabSize.key(a), cfg.vocab_size),
+            ExtraKey::RopeDimensionCount => kv.u32(K::RopeDimensionCount.key(a), cfg.head_dim()),
         }
     }
 }
@@ -79,9 +80,10 @@ fn f32_json(v: f32) -> Value {
 /// converting the result back gives the same hyperparameters. `torch_dtype` is the dtype being written.
 pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &str) -> Value {
     let a = arch.gguf_name;
-    let get = |k: &str| gguf.get(&format!("{a}.{k}"));
-    let uint = |k: &str| get(k).and_then(GgufValue::as_u64);
-    let float = |k: &str| match get(k) {
+    let hp = GgufHparams::with_arch(gguf, a);
+    let get = |k: HparamKey| hp.get(k);
+    let uint = |k: HparamKey| hp.u64(k);
+    let float = |k: HparamKey| match get(k) {
         Some(GgufValue::F32(v)) => Some(f32_json(*v)),
         Some(v) => v.as_f64().map(|f| json!(f)),
         None => None,
@@ -89,31 +91,31 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     let mut c = Map::new();
     c.insert("architectures".into(), json!([arch.hf_names[0]]));
     c.insert("model_type".into(), json!(a));
-    let n_vocab = uint("vocab_size")
+    let n_vocab = uint(K::VocabSize)
         .or_else(|| gguf.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(|t| t.len() as u64));
     let mut put = |k: &str, v: Option<Value>| {
         if let Some(v) = v {
             c.insert(k.into(), v);
         }
     };
-    put("hidden_size", uint("embedding_length").map(|v| json!(v)));
-    put("intermediate_size", uint("feed_forward_length").map(|v| json!(v)));
-    put("num_hidden_layers", uint("block_count").map(|v| json!(v)));
-    put("num_attention_heads", uint("attention.head_count").map(|v| json!(v)));
-    put("num_key_value_heads", uint("attention.head_count_kv").map(|v| json!(v)));
-    put("head_dim", uint("attention.key_length").map(|v| json!(v)));
-    put("max_position_embeddings", uint("context_length").map(|v| json!(v)));
-    put("rms_norm_eps", float("attention.layer_norm_rms_epsilon"));
-    put("rope_theta", float("rope.freq_base"));
+    put("hidden_size", uint(K::EmbeddingLength).map(|v| json!(v)));
+    put("intermediate_size", uint(K::FeedForwardLength).map(|v| json!(v)));
+    put("num_hidden_layers", uint(K::BlockCount).map(|v| json!(v)));
+    put("num_attention_heads", uint(K::HeadCount).map(|v| json!(v)));
+    put("num_key_value_heads", uint(K::HeadCountKv).map(|v| json!(v)));
+    put("head_dim", uint(K::KeyLength).map(|v| json!(v)));
+    put("max_position_embeddings", uint(K::ContextLength).map(|v| json!(v)));
+    put("rms_norm_eps", float(K::LayerNormRmsEpsilon));
+    put("rope_theta", float(K::RopeFreqBase));
     put("vocab_size", n_vocab.map(|v| json!(v)));
-    let scaling = match get("rope.scaling.type").and_then(GgufValue::as_str) {
+    let scaling = match get(K::RopeScalingType).and_then(GgufValue::as_str) {
         Some(t @ ("linear" | "yarn")) => {
             let mut s = Map::new();
             s.insert("rope_type".into(), json!(t));
-            if let Some(f) = float("rope.scaling.factor") {
+            if let Some(f) = float(K::RopeScalingFactor) {
                 s.insert("factor".into(), f);
             }
-            if let Some(n) = uint("rope.scaling.original_context_length") {
+            if let Some(n) = uint(K::RopeScalingOriginalContextLength) {
                 s.insert("original_max_position_embeddings".into(), json!(n));
             }
             Value::Object(s)

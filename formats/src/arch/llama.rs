@@ -1,7 +1,7 @@
 //! `LlamaForCausalLM` -> `llama` (llama.cpp `conversion/llama.py` `LlamaModel`, `undo_permute = True`):
 //! Q and K rows (and biases) are permuted from HF's rotate-half RoPE layout to llama.cpp's.
 
-use super::{Architecture, Dim::*, ExtraKey, TensorRule, Transform, VocabStyle};
+use super::{Architecture, Dim::*, ExtraKey, ForwardFacts, Presence, RopeStyle, TensorRule, Transform, VocabStyle};
 
 /// The Llama tensor rules (shared by Mistral).
 pub(super) const RULES: &[TensorRule] = &[
@@ -35,6 +35,12 @@ pub(super) static LLAMA: Architecture = Architecture {
     rules: RULES,
     extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount],
     vocab: VocabStyle::Llama,
-    requires_kv_heads: true,
     llama3_rope_freqs: true,
+    // llama.cpp `src/models/llama.cpp`: NORM RoPE, `bq`/`bk`/`bv`/`bo` created with TENSOR_NOT_REQUIRED.
+    forward: ForwardFacts {
+        rope: RopeStyle::Norm,
+        qkv_bias: Presence::Optional,
+        attn_out_bias: Presence::Optional,
+        ..ForwardFacts::DENSE
+    },
 };

@@ -9,8 +9,10 @@
 //! or explicitly ignored; anything else is an error before any tensor data is read.
 
 mod config;
+mod facts;
 mod general;
 mod hparams;
+mod keys;
 mod llama;
 mod mistral;
 mod plan;
@@ -18,8 +20,12 @@ mod qwen2;
 mod qwen3;
 
 pub use config::{HfConfig, RopeScaling};
+pub use facts::{
+    EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, RopeStyle, SlidingWindow,
+};
 pub use general::general_metadata;
 pub use hparams::{arch_metadata, hf_config_from_gguf};
+pub use keys::{GgufHparams, HparamKey};
 pub use plan::{plan_tensors, PlannedTensor};
 
 use std::path::Path;
@@ -56,7 +62,7 @@ pub enum Transform {
 }
 
 /// One HF tensor name pattern and what it becomes. `{bid}` stands for a layer index.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorRule {
     pub hf: &'static str,
     pub gguf: &'static str,
@@ -118,7 +124,7 @@ pub enum VocabStyle {
 }
 
 /// A supported architecture.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Architecture {
     /// `architectures[0]` values in config.json that select it.
     pub hf_names: &'static [&'static str],
@@ -127,10 +133,11 @@ pub struct Architecture {
     pub rules: &'static [TensorRule],
     pub extra_keys: &'static [ExtraKey],
     pub vocab: VocabStyle,
-    /// `num_key_value_heads` is required (the Q/K permutation needs it).
-    pub requires_kv_heads: bool,
-    /// A `rope_scaling.rope_type == "llama3"` config generates a `rope_freqs.weight` tensor.
+    /// A `rope_scaling.rope_type == "llama3"` config generates a `rope_freqs.weight` tensor, and the forward
+    /// pass hands that tensor (Llama 3 frequency factors) to RoPE.
     pub llama3_rope_freqs: bool,
+    /// What the forward pass builds for it.
+    pub forward: ForwardFacts,
 }
 
 /// Every supported architecture.
@@ -146,6 +153,14 @@ pub fn supported_names() -> String {
     names.join(", ")
 }
 
+/// The GGUF `general.architecture` names we support, sorted, deduplicated and comma-separated.
+pub fn supported_gguf_names() -> String {
+    let mut names: Vec<&str> = ARCHITECTURES.iter().map(|a| a.gguf_name).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(", ")
+}
+
 /// The architecture registered for the HF name `hf_arch`.
 pub fn lookup(path: &Path, hf_arch: &str) -> Result<&'static Architecture> {
     ARCHITECTURES.iter().copied().find(|a| a.hf_names.contains(&hf_arch)).ok_or_else(|| {
@@ -155,14 +170,30 @@ pub fn lookup(path: &Path, hf_arch: &str) -> Result<&'static Architecture> {
 
 /// The architecture whose `general.architecture` is `gguf_name` (the first registered, for GGUF -> HF).
 pub fn lookup_gguf(path: &Path, gguf_name: &str) -> Result<&'static Architecture> {
-    ARCHITECTURES.iter().copied().find(|a| a.gguf_name == gguf_name).ok_or_else(|| {
-        let mut names: Vec<&str> = ARCHITECTURES.iter().map(|a| a.gguf_name).collect();
-        names.dedup();
-        FormatError::UnknownArchitecture { path: path.into(), name: gguf_name.into(), supported: names.join(", ") }
+    ARCHITECTURES.iter().copied().find(|a| a.gguf_name == gguf_name).ok_or_else(|| FormatError::UnknownArchitecture {
+        path: path.into(),
+        name: gguf_name.into(),
+        supported: supported_gguf_names(),
     })
 }
 
 impl Architecture {
+    /// HF q/k rows (and biases) are permuted on convert (the rules carry [`Transform::RopePermuteQ`]/`K`),
+    /// from HF's rotate-half layout to the adjacent pairs of [`RopeStyle::Norm`].
+    pub fn permutes_hf_qk(&self) -> bool {
+        self.rules.iter().any(|r| r.transform != Transform::None)
+    }
+
+    /// `num_key_value_heads` must be stated in config.json: the K permutation needs it.
+    pub fn requires_kv_heads(&self) -> bool {
+        self.rules.iter().any(|r| r.transform == Transform::RopePermuteK)
+    }
+
+    /// `output.weight` may be absent, the head then being tied to `token_embd.weight`.
+    pub fn tied_output_allowed(&self) -> bool {
+        self.rules.iter().any(|r| r.gguf == "output.weight" && r.optional)
+    }
+
     /// The rule mapping HF tensor `name`, with the layer index it matched.
     pub fn rule_for(&self, name: &str) -> Option<(&TensorRule, Option<u32>)> {
         self.rules.iter().find_map(|r| r.matches(name).map(|bid| (r, bid)))
@@ -207,6 +238,60 @@ mod tests {
                 assert!(fill(r.gguf, Some(999)).len() < crate::gguf::MAX_NAME_LENGTH);
             }
         }
+    }
+
+    /// The presence the rules give GGUF tensor `gguf` (a pattern with `{bid}`).
+    fn rule_presence(a: &Architecture, gguf: &str) -> Presence {
+        match a.rules.iter().find(|r| r.gguf == gguf) {
+            None => Presence::Absent,
+            Some(r) if r.optional => Presence::Optional,
+            Some(_) => Presence::Required,
+        }
+    }
+
+    #[test]
+    fn forward_facts_agree_with_the_rules() {
+        for a in ARCHITECTURES {
+            let f = &a.forward;
+            let name = a.hf_names[0];
+            for role in ["attn_q", "attn_k", "attn_v"] {
+                let bias = rule_presence(a, &format!("blk.{{bid}}.{role}.bias"));
+                assert_eq!(bias, f.qkv_bias, "{name}: {role} bias");
+            }
+            assert_eq!(rule_presence(a, "blk.{bid}.attn_output.bias"), f.attn_out_bias, "{name}: output bias");
+            for norm in ["attn_q_norm", "attn_k_norm"] {
+                let p = rule_presence(a, &format!("blk.{{bid}}.{norm}.weight"));
+                assert_eq!(p == Presence::Required, f.qk_norm, "{name}: {norm}");
+                assert_ne!(p, Presence::Optional, "{name}: {norm}");
+            }
+            // Convert permutes HF q/k rows exactly for the adjacent-pair RoPE, and then needs the KV heads.
+            assert_eq!(a.permutes_hf_qk(), f.rope == RopeStyle::Norm, "{name}: RoPE permutation");
+            assert_eq!(a.requires_kv_heads(), a.permutes_hf_qk(), "{name}");
+            // rope_freqs.weight only makes sense for RoPE the factors were made for (Llama 3: NORM).
+            assert!(!a.llama3_rope_freqs || f.rope == RopeStyle::Norm, "{name}: rope_freqs");
+            // Every block tensor the forward pass reads has a rule.
+            for t in
+                ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
+            {
+                assert_eq!(rule_presence(a, &format!("blk.{{bid}}.{t}.weight")), Presence::Required, "{name}: {t}");
+            }
+            for t in ["token_embd.weight", "output_norm.weight"] {
+                assert_eq!(rule_presence(a, t), Presence::Required, "{name}: {t}");
+            }
+            assert!(a.tied_output_allowed(), "{name}: output.weight optional");
+            // What the forward pass implements today: everything registered.
+            assert_eq!(f.unimplemented(), None, "{name}");
+        }
+        let moe = ForwardFacts { moe: Some(MoeRouting::SoftmaxTopK), ..ForwardFacts::DENSE };
+        assert_eq!(moe.unimplemented(), Some("mixture-of-experts routing"));
+        let gemma = ForwardFacts { embedding_scale: EmbeddingScale::SqrtHidden, ..ForwardFacts::DENSE };
+        assert!(gemma.unimplemented().is_some());
+    }
+
+    #[test]
+    fn supported_name_lists() {
+        assert_eq!(supported_gguf_names(), "llama, qwen2, qwen3");
+        assert!(supported_names().starts_with("LlamaForCausalLM, MistralForCausalLM"));
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn dim(cfg: &HfConfig, d: Dim) -> u64 {
 pub fn plan_tensors(model: &HfModel, arch: &Architecture, cfg: &HfConfig) -> Result<Vec<PlannedTensor>> {
     let config_err =
         |key: &str, message: String| FormatError::Config { path: cfg.path.clone(), key: key.into(), message };
-    if arch.requires_kv_heads && cfg.head_count_kv.is_none() {
+    if arch.requires_kv_heads() && cfg.head_count_kv.is_none() {
         return Err(config_err("num_key_value_heads", "missing (needed for the Q/K RoPE permutation)".into()));
     }
     let permutes = arch.rules.iter().any(|r| r.transform != Transform::None);

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::arch::{self, Architecture, Dim, HfConfig, RopeScaling};
+use quantforge_formats::arch::{self, Architecture, Dim, GgufHparams, HfConfig, HparamKey as K, RopeScaling};
 use quantforge_formats::gguf::{GgufFile, GgufValue};
 use quantforge_formats::hf::{read_json, HfModel};
 use quantforge_formats::GgmlType;
@@ -110,73 +110,66 @@ impl ModelShape {
             key: key.into(),
             message: message.into(),
         };
-        let arch = file
-            .get("general.architecture")
-            .and_then(GgufValue::as_str)
-            .ok_or_else(|| missing("general.architecture"))?
-            .to_string();
-        let key = |suffix: &str| format!("{arch}.{suffix}");
-        let scalar = |suffix: &str| -> Result<Option<u64>, MemoryError> {
-            match file.get(&key(suffix)) {
+        let hp = GgufHparams::new(file).ok_or_else(|| missing("general.architecture"))?;
+        let arch = hp.arch().to_string();
+        let key = |k: K| hp.key(k);
+        let scalar = |k: K| -> Result<Option<u64>, MemoryError> {
+            match hp.get(k) {
                 None => Ok(None),
-                Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(&key(suffix), "is not an unsigned integer")),
+                Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(&key(k), "is not an unsigned integer")),
             }
         };
-        let n_layer = scalar("block_count")?.ok_or_else(|| missing(&key("block_count")))?;
+        let n_layer = scalar(K::BlockCount)?.ok_or_else(|| missing(&key(K::BlockCount)))?;
         if n_layer == 0 || n_layer > 4096 {
-            return Err(bad(&key("block_count"), "must be in 1..=4096"));
+            return Err(bad(&key(K::BlockCount), "must be in 1..=4096"));
         }
         let n_layer = n_layer as usize;
         // A per-layer array or one value for every layer (`get_key_or_arr`).
-        let per_layer = |suffix: &str| -> Result<Option<Vec<u64>>, MemoryError> {
-            let Some(v) = file.get(&key(suffix)) else { return Ok(None) };
+        let per_layer = |k: K| -> Result<Option<Vec<u64>>, MemoryError> {
+            let Some(v) = hp.get(k) else { return Ok(None) };
             let values: Vec<Option<u64>> = match v.as_array() {
                 Some(a) => a.iter().map(GgufValue::as_u64).collect(),
                 None => vec![v.as_u64(); n_layer],
             };
             if values.len() != n_layer || values.iter().any(Option::is_none) {
-                return Err(bad(&key(suffix), "must be a count or one count per layer"));
+                return Err(bad(&key(k), "must be a count or one count per layer"));
             }
             Ok(Some(values.into_iter().flatten().collect()))
         };
-        let n_embd = scalar("embedding_length")?.ok_or_else(|| missing(&key("embedding_length")))?;
-        let n_head = per_layer("attention.head_count")?.ok_or_else(|| missing(&key("attention.head_count")))?;
-        let n_head_kv = per_layer("attention.head_count_kv")?.unwrap_or_else(|| n_head.clone());
+        let n_embd = scalar(K::EmbeddingLength)?.ok_or_else(|| missing(&key(K::EmbeddingLength)))?;
+        let n_head = per_layer(K::HeadCount)?.ok_or_else(|| missing(&key(K::HeadCount)))?;
+        let n_head_kv = per_layer(K::HeadCountKv)?.unwrap_or_else(|| n_head.clone());
         let n_head0 = n_head[0];
         if n_head0 == 0 || n_head0 > u64::from(u32::MAX) {
-            return Err(bad(&key("attention.head_count"), "must be positive"));
+            return Err(bad(&key(K::HeadCount), "must be positive"));
         }
-        let head_dim_k = scalar("attention.key_length")?.unwrap_or(n_embd / n_head0);
-        let head_dim_v = scalar("attention.value_length")?.unwrap_or(n_embd / n_head0);
-        let to_u32 = |v: u64, k: &str| u32::try_from(v).map_err(|_| bad(&key(k), "is too large"));
-        let n_swa = to_u32(scalar("attention.sliding_window")?.unwrap_or(0), "attention.sliding_window")?;
+        let head_dim_k = scalar(K::KeyLength)?.unwrap_or(n_embd / n_head0);
+        let head_dim_v = scalar(K::ValueLength)?.unwrap_or(n_embd / n_head0);
+        let to_u32 = |v: u64, k: K| u32::try_from(v).map_err(|_| bad(&key(k), "is too large"));
+        let n_swa = to_u32(scalar(K::SlidingWindow)?.unwrap_or(0), K::SlidingWindow)?;
         let swa = match SWA_PATTERNS.iter().find(|(a, _, _)| *a == arch) {
-            Some(&(_, n_pattern, dense_first)) if n_swa > 0 => {
-                match file.get(&key("attention.sliding_window_pattern")) {
-                    Some(GgufValue::Array { values, .. }) => {
-                        let flags: Vec<Option<bool>> = values.iter().map(GgufValue::as_bool).collect();
-                        if flags.len() != n_layer || flags.iter().any(Option::is_none) {
-                            return Err(bad(&key("attention.sliding_window_pattern"), "must hold one bool per layer"));
-                        }
-                        flags.into_iter().flatten().collect()
+            Some(&(_, n_pattern, dense_first)) if n_swa > 0 => match hp.get(K::SlidingWindowPattern) {
+                Some(GgufValue::Array { values, .. }) => {
+                    let flags: Vec<Option<bool>> = values.iter().map(GgufValue::as_bool).collect();
+                    if flags.len() != n_layer || flags.iter().any(Option::is_none) {
+                        return Err(bad(&key(K::SlidingWindowPattern), "must hold one bool per layer"));
                     }
-                    Some(v) => {
-                        let n = v
-                            .as_u64()
-                            .ok_or_else(|| bad(&key("attention.sliding_window_pattern"), "is not a count"))?;
-                        swa_pattern(n_layer, to_u32(n, "attention.sliding_window_pattern")?, dense_first)
-                    }
-                    None => swa_pattern(n_layer, n_pattern, dense_first),
+                    flags.into_iter().flatten().collect()
                 }
-            }
+                Some(v) => {
+                    let n = v.as_u64().ok_or_else(|| bad(&key(K::SlidingWindowPattern), "is not a count"))?;
+                    swa_pattern(n_layer, to_u32(n, K::SlidingWindowPattern)?, dense_first)
+                }
+                None => swa_pattern(n_layer, n_pattern, dense_first),
+            },
             _ => vec![false; n_layer],
         };
         let layers = (0..n_layer)
             .map(|il| {
                 Ok(LayerAttention {
-                    n_head_kv: to_u32(n_head_kv[il], "attention.head_count_kv")?,
-                    head_dim_k: to_u32(head_dim_k, "attention.key_length")?,
-                    head_dim_v: to_u32(head_dim_v, "attention.value_length")?,
+                    n_head_kv: to_u32(n_head_kv[il], K::HeadCountKv)?,
+                    head_dim_k: to_u32(head_dim_k, K::KeyLength)?,
+                    head_dim_v: to_u32(head_dim_v, K::ValueLength)?,
                     swa: swa[il],
                 })
             })
@@ -191,19 +184,19 @@ impl ModelShape {
         }
         let n_vocab = match file.tensor("token_embd.weight") {
             Some(t) => t.ne.get(1).copied().unwrap_or(0),
-            None => scalar("vocab_size")?
+            None => scalar(K::VocabSize)?
                 .or_else(|| file.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(|a| a.len() as u64))
                 .ok_or_else(|| missing("tokenizer.ggml.tokens"))?,
         };
-        let n_ff = per_layer("feed_forward_length")?.and_then(|v| v.into_iter().max()).unwrap_or(4 * n_embd);
+        let n_ff = per_layer(K::FeedForwardLength)?.and_then(|v| v.into_iter().max()).unwrap_or(4 * n_embd);
         let info = ModelInfo {
             arch: arch.clone(),
             n_layer: n_layer as u32,
             n_head: n_head0 as u32,
-            n_head_kv: to_u32(n_head_kv[0], "attention.head_count_kv")?,
-            n_expert: to_u32(scalar("expert_count")?.unwrap_or(0), "expert_count")?,
+            n_head_kv: to_u32(n_head_kv[0], K::HeadCountKv)?,
+            n_expert: to_u32(scalar(K::ExpertCount)?.unwrap_or(0), K::ExpertCount)?,
         };
-        let n_ctx_train = scalar("context_length")?.map(|c| to_u32(c, "context_length")).transpose()?;
+        let n_ctx_train = scalar(K::ContextLength)?.map(|c| to_u32(c, K::ContextLength)).transpose()?;
         let file_type = file.get("general.file_type").and_then(GgufValue::as_u64).and_then(|v| u32::try_from(v).ok());
         Ok(ModelShape {
             path,

@@ -1,0 +1,510 @@
+//! One decoder block, composed from the architecture registry's forward-pass facts, and the one function
+//! that runs it ([`run_block`]). The whole-model forward pass ([`crate::LlamaModel`]) and block-by-block
+//! calibration ([`ModelFile`]) both go through it, so the two paths cannot drift.
+//!
+//! A block (llama.cpp `src/models/llama.cpp`, `qwen2.cpp`, `qwen3.cpp` at
+//! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): RMSNorm -> Q/K/V (+ biases where the facts allow them) ->
+//! per-head Q/K RMSNorm (where the facts say so) -> RoPE (the facts' pairing, scaled as [`crate::rope`]
+//! describes) -> causal GQA attention -> output projection (+ optional bias) -> residual, RMSNorm -> SwiGLU
+//! FFN -> residual. Invariant: the operations and their order are those of the whole-model pass of before
+//! (same gemm calls on the same buffers), so results are bit-identical however the blocks are driven.
+
+use std::path::{Path, PathBuf};
+
+use quantforge_formats::arch::Presence;
+use rayon::prelude::*;
+
+use crate::config::LlamaConfig;
+use crate::device::{Device, Matmul};
+use crate::error::{EvalError, Result};
+use crate::model::Observer;
+use crate::ops::{self, View};
+use crate::rope::RopeCache;
+use crate::weights::{Matrix, Opened, Source};
+
+/// One decoder block's weights, named by their GGUF names (`blk.N.attn_q.weight`, ...).
+pub struct Block {
+    index: usize,
+    attn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    /// Q/K/V/output biases, where the architecture's facts allow them and the model has them.
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    bo: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of Q and K (`head_dim` values each), where the facts ask for them.
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    wo: Matrix,
+    ffn_norm: Vec<f32>,
+    w_gate: Matrix,
+    w_up: Matrix,
+    w_down: Matrix,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block").field("index", &self.index).field("linears", &self.linears()).finish_non_exhaustive()
+    }
+}
+
+impl Block {
+    /// Read block `i` of `src` as `cfg` describes it: each tensor by its GGUF name and shape, biases and
+    /// Q/K norms as the architecture's facts say.
+    pub(crate) fn load(src: Source<'_>, cfg: &LlamaConfig, i: usize) -> Result<Block> {
+        let (d, q, kv, ff, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
+        let facts = &cfg.arch.forward;
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        let bias = |s: &str, len: usize, presence: Presence| -> Result<Option<Vec<f32>>> {
+            let name = format!("blk.{i}.{s}.bias");
+            match presence {
+                Presence::Required => src.vector(cfg, &name, len).map(Some),
+                Presence::Optional if src.has(cfg, &name) => src.vector(cfg, &name, len).map(Some),
+                Presence::Optional | Presence::Absent => Ok(None),
+            }
+        };
+        let norm = |s: &str| if facts.qk_norm { src.vector(cfg, &n(s), hd).map(Some) } else { Ok(None) };
+        Ok(Block {
+            index: i,
+            attn_norm: src.vector(cfg, &n("attn_norm"), d)?,
+            wq: src.matrix(cfg, &n("attn_q"), q, d)?,
+            wk: src.matrix(cfg, &n("attn_k"), kv, d)?,
+            wv: src.matrix(cfg, &n("attn_v"), kv, d)?,
+            bq: bias("attn_q", q, facts.qkv_bias)?,
+            bk: bias("attn_k", kv, facts.qkv_bias)?,
+            bv: bias("attn_v", kv, facts.qkv_bias)?,
+            bo: bias("attn_output", d, facts.attn_out_bias)?,
+            q_norm: norm("attn_q_norm")?,
+            k_norm: norm("attn_k_norm")?,
+            wo: src.matrix(cfg, &n("attn_output"), d, q)?,
+            ffn_norm: src.vector(cfg, &n("ffn_norm"), d)?,
+            w_gate: src.matrix(cfg, &n("ffn_gate"), ff, d)?,
+            w_up: src.matrix(cfg, &n("ffn_up"), ff, d)?,
+            w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
+        })
+    }
+
+    /// The block's index in the model.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The weight matrices in forward order.
+    fn linears(&self) -> [&Matrix; 7] {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
+    }
+
+    fn linear_mut(&mut self, name: &str) -> Option<&mut Matrix> {
+        [&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wo, &mut self.w_gate, &mut self.w_up, &mut self.w_down]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
+
+    fn linear(&self, name: &str) -> Result<&Matrix> {
+        self.linears()
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| EvalError::UnknownWeight { block: self.index, name: name.into() })
+    }
+
+    /// The block's weight matrices in forward order, by GGUF name (`blk.N.attn_q.weight`,
+    /// `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`, `blk.N.ffn_down.weight`): the names
+    /// [`Observer`] sees their inputs under.
+    pub fn linear_names(&self) -> Vec<&str> {
+        self.linears().into_iter().map(Matrix::name).collect()
+    }
+
+    /// A weight matrix as `f32` rows: `(rows, cols, values)` with `cols` the input dimension, dequantized
+    /// if stored quantized.
+    pub fn weight_f32(&self, name: &str) -> Result<(usize, usize, Vec<f32>)> {
+        let m = self.linear(name)?;
+        Ok((m.rows(), m.cols(), m.to_f32_vec()?))
+    }
+
+    /// Replace a weight matrix by dense `f32` values of the same shape (`rows * cols`, row-major); later
+    /// [`run_block`] calls use them. Fails on a name that is not one of [`Block::linear_names`] or a wrong
+    /// number of values.
+    pub fn replace_weight(&mut self, name: &str, values: Vec<f32>) -> Result<()> {
+        let index = self.index;
+        self.linear_mut(name)
+            .ok_or_else(|| EvalError::UnknownWeight { block: index, name: name.into() })?
+            .replace(values)
+    }
+
+    /// Bytes of weight matrices held in memory (norms and biases are not counted).
+    pub fn weight_bytes(&self) -> usize {
+        self.linears().iter().map(|m| m.bytes()).sum()
+    }
+}
+
+/// Buffers of one pass, reused from block to block.
+#[derive(Default)]
+struct Buffers {
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    proj: Vec<f32>,
+    /// Dequantized weights.
+    scratch: Vec<f32>,
+}
+
+/// The hidden states of every token of a batch of sequences (sequence after sequence, `width` values per
+/// token), with each token's position in its sequence; what flows from block to block.
+pub struct Activations {
+    hidden: Vec<f32>,
+    width: usize,
+    seq_lens: Vec<usize>,
+    positions: Vec<usize>,
+    rope: RopeCache,
+    buffers: Buffers,
+}
+
+impl std::fmt::Debug for Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activations").field("seq_lens", &self.seq_lens).field("width", &self.width).finish()
+    }
+}
+
+impl Activations {
+    /// The embeddings of `seqs` (each from position 0): `fill(tokens, out)` writes the embedding row of every
+    /// token of all sequences (checked to be in the vocabulary) into `out`, `n_embd` values per token.
+    pub(crate) fn embed(
+        cfg: &LlamaConfig,
+        seqs: &[&[u32]],
+        mut fill: impl FnMut(&[u32], &mut [f32]) -> Result<()>,
+    ) -> Result<Activations> {
+        let max_len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if max_len > cfg.n_ctx_train {
+            return Err(EvalError::ContextTooLong { n_ctx: max_len, n_ctx_train: cfg.n_ctx_train });
+        }
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.iter().copied()).collect();
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+            return Err(EvalError::TokenOutOfRange { id, n_vocab: cfg.n_vocab });
+        }
+        let mut hidden = vec![0.0f32; tokens.len() * cfg.n_embd];
+        fill(&tokens, &mut hidden)?;
+        Ok(Activations {
+            hidden,
+            width: cfg.n_embd,
+            seq_lens: seqs.iter().map(|s| s.len()).collect(),
+            positions: seqs.iter().flat_map(|s| 0..s.len()).collect(),
+            rope: RopeCache::new(max_len, &cfg.rope, cfg.rope_freqs.as_deref()),
+            buffers: Buffers::default(),
+        })
+    }
+
+    /// All hidden states, `n_tokens * width` values.
+    pub fn hidden(&self) -> &[f32] {
+        &self.hidden
+    }
+
+    /// Tokens of all sequences together.
+    pub fn n_tokens(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Values per token (`n_embd`).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The length of each sequence, in order.
+    pub fn seq_lens(&self) -> &[usize] {
+        &self.seq_lens
+    }
+
+    /// Each token's position in its sequence.
+    pub fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+
+    /// Drop the per-pass buffers (the hidden states stay).
+    pub(crate) fn release_buffers(&mut self) {
+        self.buffers = Buffers::default();
+    }
+}
+
+/// Resize `buf` to `n` values (contents are overwritten before they are read).
+fn sized(buf: &mut Vec<f32>, n: usize) {
+    if buf.len() != n {
+        buf.clear();
+        buf.resize(n, 0.0);
+    }
+}
+
+/// Run one block in place on `acts`, the weight matrix products on `device`, showing `observe` the input
+/// of each weight matrix product before it runs (`(weight name, input rows, columns per row)`, as
+/// [`crate::LlamaModel::forward_observed`] does).
+pub fn run_block(
+    cfg: &LlamaConfig,
+    block: &Block,
+    acts: &mut Activations,
+    device: Device,
+    observe: Option<&Observer<'_>>,
+) -> Result<()> {
+    let see = |w: &Matrix, input: &[f32], cols: usize| {
+        if let Some(f) = observe {
+            f(w.name(), input, cols);
+        }
+    };
+    let mm = Matmul::new(device)?;
+    let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+    let m = acts.n_tokens();
+    let Activations { hidden: x, seq_lens, positions, rope, buffers, .. } = acts;
+    let Buffers { xn, q, k, v, attn, gate, up, proj, scratch } = buffers;
+    for (buf, n) in [(&mut *xn, m * d), (&mut *q, m * qd), (&mut *k, m * kvd), (&mut *v, m * kvd)] {
+        sized(buf, n);
+    }
+    for (buf, n) in [(&mut *attn, m * qd), (&mut *gate, m * ff), (&mut *up, m * ff), (&mut *proj, m * d)] {
+        sized(buf, n);
+    }
+    let b = block;
+    ops::rms_norm(x, &b.attn_norm, cfg.rms_eps, xn);
+    for w in [&b.wq, &b.wk, &b.wv] {
+        see(w, xn, d);
+    }
+    mm.matmul_t(xn, m, d, b.wq.as_f32(scratch)?, qd, q)?;
+    mm.matmul_t(xn, m, d, b.wk.as_f32(scratch)?, kvd, k)?;
+    mm.matmul_t(xn, m, d, b.wv.as_f32(scratch)?, kvd, v)?;
+    for (buf, bias) in [(&mut *q, &b.bq), (&mut *k, &b.bk), (&mut *v, &b.bv)] {
+        if let Some(bias) = bias {
+            buf.par_chunks_mut(bias.len()).for_each(|row| ops::add_assign(row, bias));
+        }
+    }
+    for (buf, width, norm) in [(&mut *q, qd, &b.q_norm), (&mut *k, kvd, &b.k_norm)] {
+        if let Some(w) = norm {
+            // Each token's row holds its heads; the norm runs over each head of `head_dim` values.
+            buf.par_chunks_mut(width).for_each(|row| ops::rms_norm_inplace(row, w, cfg.rms_eps));
+        }
+    }
+    q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+    k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+    attention(cfg, seq_lens, q, k, v, attn);
+    see(&b.wo, attn, qd);
+    mm.matmul_t(attn, m, qd, b.wo.as_f32(scratch)?, d, proj)?;
+    if let Some(bias) = &b.bo {
+        ops::add_bias(proj, bias);
+    }
+    ops::add_assign(x, proj);
+
+    ops::rms_norm(x, &b.ffn_norm, cfg.rms_eps, xn);
+    see(&b.w_gate, xn, d);
+    see(&b.w_up, xn, d);
+    mm.matmul_t(xn, m, d, b.w_gate.as_f32(scratch)?, ff, gate)?;
+    mm.matmul_t(xn, m, d, b.w_up.as_f32(scratch)?, ff, up)?;
+    gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
+    see(&b.w_down, gate, ff);
+    mm.matmul_t(gate, m, ff, b.w_down.as_f32(scratch)?, d, proj)?;
+    ops::add_assign(x, proj);
+    Ok(())
+}
+
+/// Causal multi-head attention with grouped KV heads over sequences of `seq_lens` tokens stacked in the
+/// rows; `out` gets each head's result at its columns.
+fn attention(cfg: &LlamaConfig, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    /// Query rows per block: a block only attends to keys up to its last row.
+    const BLOCK: usize = 128;
+    let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+    let group = cfg.n_head / cfg.n_head_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut starts = Vec::with_capacity(seq_lens.len());
+    let mut acc = 0;
+    for &len in seq_lens {
+        starts.push((acc, len));
+        acc += len;
+    }
+    let tasks: Vec<(usize, usize)> = (0..seq_lens.len()).flat_map(|s| (0..cfg.n_head).map(move |h| (s, h))).collect();
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(s, h)| {
+            let (off, len) = starts[s];
+            let kvh = h / group;
+            let mut o = vec![0.0f32; len * hd];
+            let mut scores = vec![0.0f32; BLOCK.min(len) * len];
+            for r0 in (0..len).step_by(BLOCK) {
+                let r1 = (r0 + BLOCK).min(len);
+                let (nr, nk) = (r1 - r0, r1);
+                let qv = View { data: &q[(off + r0) * qd + h * hd..], rows: nr, cols: hd, rs: qd, cs: 1 };
+                let kt = View { data: &k[off * kvd + kvh * hd..], rows: hd, cols: nk, rs: 1, cs: kvd };
+                ops::matmul_strided(qv, kt, &mut scores[..nr * nk]);
+                for (i, row) in scores[..nr * nk].chunks_exact_mut(nk).enumerate() {
+                    ops::softmax_masked(row, r0 + i + 1, scale);
+                }
+                let p = View { data: &scores[..nr * nk], rows: nr, cols: nk, rs: nk, cs: 1 };
+                let vv = View { data: &v[off * kvd + kvh * hd..], rows: nk, cols: hd, rs: kvd, cs: 1 };
+                ops::matmul_strided(p, vv, &mut o[r0 * hd..r1 * hd]);
+            }
+            o
+        })
+        .collect();
+    for (&(s, h), o) in tasks.iter().zip(&results) {
+        let (off, len) = starts[s];
+        for i in 0..len {
+            out[(off + i) * qd + h * hd..(off + i) * qd + (h + 1) * hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+        }
+    }
+}
+
+/// An opened model (a memory-mapped GGUF file or a HF directory) with its config read and no weights
+/// loaded: blocks are loaded one at a time with [`ModelFile::load_block`], so a model larger than memory
+/// can be run block by block.
+pub struct ModelFile {
+    path: PathBuf,
+    cfg: LlamaConfig,
+    opened: Opened,
+}
+
+impl std::fmt::Debug for ModelFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelFile").field("path", &self.path).field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl ModelFile {
+    /// Open a GGUF file or a HF model directory and read its config (fails on unsupported architectures
+    /// before any tensor is read).
+    pub fn open(path: &Path) -> Result<ModelFile> {
+        let opened = Opened::open(path)?;
+        let cfg = opened.source().config()?;
+        Ok(ModelFile { path: path.to_path_buf(), cfg, opened })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn source(&self) -> Source<'_> {
+        self.opened.source()
+    }
+
+    /// Block `i`'s weights only, copied out of the mapping (its pages released afterwards), quantized
+    /// tensors kept quantized.
+    pub fn load_block(&self, i: usize) -> Result<Block> {
+        if i >= self.cfg.n_layer {
+            return Err(EvalError::BlockOutOfRange { path: self.path.clone(), index: i, n_layer: self.cfg.n_layer });
+        }
+        Block::load(self.source(), &self.cfg, i)
+    }
+
+    /// The token embedding rows of `seqs` (each from position 0; only the rows used are read) as the
+    /// initial hidden states.
+    pub fn embed(&self, seqs: &[&[u32]]) -> Result<Activations> {
+        let cfg = &self.cfg;
+        Activations::embed(cfg, seqs, |tokens, out| {
+            let rows = self.source().rows(cfg, "token_embd.weight", (cfg.n_vocab, cfg.n_embd), tokens)?;
+            out.copy_from_slice(&rows);
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LlamaModel;
+
+    fn stories() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/stories260K")
+    }
+
+    const A: &[u32] = &[1, 403, 260, 19, 7, 511, 88, 300, 2, 45, 46, 47];
+    const B: &[u32] = &[1, 5, 9, 400, 33];
+
+    /// Every block of `file` run in turn on `seqs`.
+    fn run_all(file: &ModelFile, seqs: &[&[u32]]) -> Activations {
+        let mut acts = file.embed(seqs).unwrap();
+        for i in 0..file.config().n_layer {
+            let block = file.load_block(i).unwrap();
+            assert_eq!(block.index(), i);
+            run_block(file.config(), &block, &mut acts, Device::Cpu, None).unwrap();
+        }
+        acts
+    }
+
+    #[test]
+    fn blocks_run_one_at_a_time_give_the_forward_pass_bit_for_bit() {
+        let model = LlamaModel::load(&stories()).unwrap();
+        let file = ModelFile::open(&stories()).unwrap();
+        let seqs = [A, B];
+        assert_eq!(file.embed(&seqs).unwrap().hidden(), model.embed(&seqs).unwrap().hidden());
+        let acts = run_all(&file, &seqs);
+        assert_eq!((acts.n_tokens(), acts.width(), acts.seq_lens()), (A.len() + B.len(), 64, &[A.len(), B.len()][..]));
+        let logits = model.head(&acts, &seqs, 0).unwrap();
+        let want = model.forward(&seqs, 0).unwrap();
+        assert_eq!(logits.len(), want.len());
+        assert!(logits.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "logits differ");
+        // The observer sees the block's matrices in the order of `linear_names`.
+        let seen = std::sync::Mutex::new(Vec::new());
+        let observe = |name: &str, _: &[f32], _: usize| seen.lock().unwrap().push(name.to_string());
+        let block = file.load_block(3).unwrap();
+        let mut acts = file.embed(&seqs).unwrap();
+        run_block(file.config(), &block, &mut acts, Device::Cpu, Some(&observe)).unwrap();
+        assert_eq!(*seen.lock().unwrap(), block.linear_names());
+        assert_eq!(block.linear_names()[0], "blk.3.attn_q.weight");
+        assert_eq!(block.linear_names()[6], "blk.3.ffn_down.weight");
+    }
+
+    #[test]
+    fn replaced_weights_change_the_block_output() {
+        let file = ModelFile::open(&stories()).unwrap();
+        let cfg = file.config();
+        let run = |block: &Block| {
+            let mut acts = file.embed(&[A]).unwrap();
+            run_block(cfg, block, &mut acts, Device::Cpu, None).unwrap();
+            acts.hidden().to_vec()
+        };
+        let mut block = file.load_block(1).unwrap();
+        let base = run(&block);
+        let name = "blk.1.ffn_down.weight";
+        let (rows, cols, w) = block.weight_f32(name).unwrap();
+        assert_eq!((rows, cols, w.len()), (cfg.n_embd, cfg.n_ff, cfg.n_embd * cfg.n_ff));
+        let bytes = block.weight_bytes();
+        block.replace_weight(name, w.clone()).unwrap();
+        assert_eq!((run(&block), block.weight_bytes()), (base.clone(), bytes));
+        block.replace_weight(name, w.iter().map(|v| v * 0.5).collect()).unwrap();
+        assert_ne!(run(&block), base);
+        let e = block.replace_weight("blk.2.ffn_down.weight", w.clone()).unwrap_err();
+        assert!(matches!(e, EvalError::UnknownWeight { block: 1, .. }), "{e}");
+        let e = block.replace_weight(name, vec![0.0; 3]).unwrap_err();
+        assert!(matches!(e, EvalError::BadWeightLength { found: 3, .. }), "{e}");
+        assert!(block.weight_f32("blk.1.attn_norm.weight").is_err());
+    }
+
+    #[test]
+    fn a_block_is_loaded_from_its_own_tensors_only() {
+        // A copy of stories260K without block 1's tensors: the other blocks still load.
+        let dir = std::env::temp_dir().join(format!("quantforge-blocks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"] {
+            std::fs::copy(stories().join(f), dir.join(f)).unwrap();
+        }
+        let bytes = std::fs::read(stories().join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| !n.starts_with("model.layers.1.")).collect();
+        safetensors::serialize_to_file(kept, None, &dir.join("model.safetensors")).unwrap();
+
+        let file = ModelFile::open(&dir).unwrap();
+        assert_eq!(file.path(), dir);
+        for i in [0, 2, 3, 4] {
+            assert_eq!(file.load_block(i).unwrap().index(), i);
+        }
+        let e = file.load_block(1).unwrap_err().to_string();
+        assert!(e.contains("model.layers.1."), "{e}");
+        let e = file.load_block(5).unwrap_err();
+        assert!(matches!(e, EvalError::BlockOutOfRange { index: 5, n_layer: 5, .. }), "{e}");
+        assert!(file.embed(&[A]).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

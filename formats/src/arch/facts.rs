@@ -1,0 +1,164 @@
+//! What the forward pass needs to know about an architecture beyond its tensor names: the graph llama.cpp
+//! builds for it (`src/models/<arch>.cpp` at 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62). Each fact is a small
+//! typed value; the evaluator composes a decoder block from them and refuses, with a typed error before any
+//! tensor is read, every value it does not implement.
+//!
+//! Invariant: a fact that the tensor rules already state is derived from them, not stated again
+//! ([`super::Architecture::permutes_hf_qk`], [`super::Architecture::requires_kv_heads`],
+//! [`super::Architecture::tied_output_allowed`]); the facts stated here are checked against the rules by the
+//! registry's consistency test (a required bias has a non-optional rule, a Q/K norm has its rules, ...).
+//!
+//! Fields whose only value today is "none" ([`ForwardFacts::moe`], [`ForwardFacts::sliding_window`],
+//! [`ForwardFacts::logit_softcap`], [`ForwardFacts::post_norms`], [`ForwardFacts::embedding_scale`]) are
+//! where the next architectures (Mixtral/Qwen-MoE, Gemma 2/3, ...) state what they bring.
+
+/// How the rotated dimensions of a head pair up (llama.cpp's `llama_rope_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i + 1)`: `LLAMA_ROPE_TYPE_NORM` (Llama, Mistral). HF checkpoints of these store
+    /// rotate-half rows, which convert (and the evaluator reading a HF directory) permutes into this order.
+    Norm,
+    /// Pairs `(i, i + n_rot / 2)`: `LLAMA_ROPE_TYPE_NEOX` (Qwen2, Qwen3), i.e. HF's rotate-half on HF's own
+    /// row layout.
+    Neox,
+}
+
+/// Whether a tensor the block may use is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Never read (llama.cpp does not create it for this architecture).
+    Absent,
+    /// Used when the checkpoint has it.
+    Optional,
+    /// The model is refused without it.
+    Required,
+}
+
+impl Presence {
+    /// Whether the tensor may be used at all.
+    pub fn allowed(self) -> bool {
+        self != Presence::Absent
+    }
+}
+
+/// The normalization of the block inputs and the final hidden state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    /// RMSNorm with a learned scale and `{arch}.attention.layer_norm_rms_epsilon`.
+    Rms,
+}
+
+/// The feed-forward network of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnKind {
+    /// `down(silu(gate(x)) * up(x))`.
+    SwiGlu,
+}
+
+/// Mixture-of-experts routing (Mixtral, Qwen2-MoE, ...). No registered architecture has experts yet; the
+/// evaluator refuses any value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoeRouting {
+    /// Softmax over `{arch}.expert_count` router logits, then the top `{arch}.expert_used_count` experts.
+    SoftmaxTopK,
+}
+
+/// Which layers attend through a sliding window (Gemma 2/3, Cohere 2, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlidingWindow {
+    /// Every layer attends to the whole causal context. Mistral's `sliding_window` is neither written to
+    /// GGUF by convert nor applied by llama.cpp's Llama graph, so it is `None` too.
+    None,
+    /// Layer `il` uses a window of `{arch}.attention.sliding_window` tokens unless `il % period ==
+    /// period - 1` (llama.cpp `set_swa_pattern(period)`).
+    Pattern { period: u32 },
+}
+
+/// Soft-capping of the final logits (Gemma 2: `final_logit_softcapping`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitSoftcap {
+    /// Logits are used as the head computes them.
+    None,
+    /// `cap * tanh(logits / cap)` with `cap` from `{arch}.final_logit_softcapping`.
+    Tanh,
+}
+
+/// Scaling of the token embeddings before the first block (Gemma: `sqrt(n_embd)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbeddingScale {
+    /// Embedding rows are the hidden states as they are.
+    None,
+    /// Multiplied by `sqrt(n_embd)`.
+    SqrtHidden,
+}
+
+/// The forward-pass facts of one architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardFacts {
+    /// RoPE pairing.
+    pub rope: RopeStyle,
+    /// Biases of the Q, K and V projections (all three alike).
+    pub qkv_bias: Presence,
+    /// Bias of the attention output projection.
+    pub attn_out_bias: Presence,
+    /// Per-head RMSNorm on Q and K before RoPE (`attn_q_norm`/`attn_k_norm`, `head_dim` values each).
+    pub qk_norm: bool,
+    /// Normalization of block inputs and of the final hidden state.
+    pub norm: NormKind,
+    /// Feed-forward network.
+    pub ffn: FfnKind,
+    /// Expert routing; `None` for a dense FFN.
+    pub moe: Option<MoeRouting>,
+    /// Sliding-window attention layers.
+    pub sliding_window: SlidingWindow,
+    /// Final logit soft-capping.
+    pub logit_softcap: LogitSoftcap,
+    /// RMSNorm after the attention and FFN outputs as well (Gemma 2's `post_attention_norm`/`post_ffw_norm`).
+    pub post_norms: bool,
+    /// Token embedding scale.
+    pub embedding_scale: EmbeddingScale,
+}
+
+impl ForwardFacts {
+    /// A dense Llama-style decoder: RMSNorm, SwiGLU, full causal attention, no biases, no Q/K norm.
+    pub const DENSE: ForwardFacts = ForwardFacts {
+        rope: RopeStyle::Norm,
+        qkv_bias: Presence::Absent,
+        attn_out_bias: Presence::Absent,
+        qk_norm: false,
+        norm: NormKind::Rms,
+        ffn: FfnKind::SwiGlu,
+        moe: None,
+        sliding_window: SlidingWindow::None,
+        logit_softcap: LogitSoftcap::None,
+        post_norms: false,
+        embedding_scale: EmbeddingScale::None,
+    };
+
+    /// The first fact the forward pass does not implement, named for an error message (`None`: all are).
+    pub fn unimplemented(&self) -> Option<&'static str> {
+        // Exhaustive matches: a new variant must be decided on here.
+        match self.norm {
+            NormKind::Rms => {}
+        }
+        match self.ffn {
+            FfnKind::SwiGlu => {}
+        }
+        if let Some(MoeRouting::SoftmaxTopK) = self.moe {
+            return Some("mixture-of-experts routing");
+        }
+        if let SlidingWindow::Pattern { .. } = self.sliding_window {
+            return Some("sliding-window attention layers");
+        }
+        if let LogitSoftcap::Tanh = self.logit_softcap {
+            return Some("logit soft-capping");
+        }
+        if self.post_norms {
+            return Some("post-attention/post-FFN norms");
+        }
+        if let EmbeddingScale::SqrtHidden = self.embedding_scale {
+            return Some("embedding scaling");
+        }
+        None
+    }
+}
