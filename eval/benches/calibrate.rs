@@ -20,9 +20,7 @@ use std::time::Instant;
 use quantforge_eval::calibration::BlockCalibrator;
 use quantforge_eval::{Device, LlamaModel, ModelFile, Tokenizer};
 use quantforge_formats::gguf::GgufFile;
-use quantforge_quant::calibrate::{
-    calibrate, InputStats, LayerSolver, LinearWeight, StatsAccumulator, StatsKind,
-};
+use quantforge_quant::calibrate::{calibrate, InputStats, LayerSolver, LinearWeight, StatsAccumulator, StatsKind};
 use quantforge_quant::progress::Silent;
 
 #[path = "../../formats/benches/support/peak_rss.rs"]
@@ -89,7 +87,8 @@ fn run_full(model_path: &Path, seqs: &[Vec<u32>]) -> (f64, String) {
         model.forward_observed(&refs, len.saturating_sub(1), Some(&observe)).expect("forward");
     }
     let layers = acc.into_inner().unwrap().len();
-    let extra = format!("whole model {:.1} MiB of weights, {layers} accumulators", model.weight_bytes() as f64 / 1048576.0);
+    let extra =
+        format!("whole model {:.1} MiB of weights, {layers} accumulators", model.weight_bytes() as f64 / 1048576.0);
     (t.elapsed().as_secs_f64(), extra)
 }
 

@@ -165,6 +165,20 @@ pub struct Activations {
     buffers: Buffers,
 }
 
+impl Clone for Activations {
+    /// The same hidden states and positions; the per-pass buffers are not copied (they are scratch space).
+    fn clone(&self) -> Activations {
+        Activations {
+            hidden: self.hidden.clone(),
+            width: self.width,
+            seq_lens: self.seq_lens.clone(),
+            positions: self.positions.clone(),
+            rope: self.rope.clone(),
+            buffers: Buffers::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Activations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Activations").field("seq_lens", &self.seq_lens).field("width", &self.width).finish()

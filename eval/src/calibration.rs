@@ -13,9 +13,9 @@ use std::sync::Mutex;
 
 use quantforge_quant::calibrate::{CalibrationSource, LinearInput, LinearWeight, SourceError};
 
+use crate::blocks::{run_block, Activations, Block, ModelFile};
 use crate::device::Device;
 use crate::error::Result;
-use crate::model::{run_block, Activations, Block, ModelFile};
 
 /// Runs a model block by block over a fixed set of calibration sequences.
 pub struct BlockCalibrator<'a> {

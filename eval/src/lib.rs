@@ -24,6 +24,7 @@
 //! downloads LLVM).
 
 pub mod blocks;
+pub mod calibration;
 pub mod config;
 pub mod device;
 mod error;

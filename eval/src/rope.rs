@@ -113,6 +113,7 @@ impl RopeParams {
 }
 
 /// Cos/sin of the RoPE angles of positions `0..n_pos` for the `n_rot / 2` rotated pairs, magnitude included.
+#[derive(Clone)]
 pub struct RopeCache {
     mode: RopeMode,
     half: usize,

@@ -36,16 +36,20 @@ impl PlannedTensor {
     }
 }
 
-fn dim(cfg: &HfConfig, d: Dim) -> u64 {
-    let v = match d {
-        Dim::Vocab => cfg.vocab_size,
-        Dim::Hidden => cfg.hidden_size,
-        Dim::Ffn => cfg.ffn_length,
-        Dim::QOut => cfg.head_count * cfg.head_dim(),
-        Dim::KvOut => cfg.kv_heads() * cfg.head_dim(),
-        Dim::HeadDim => cfg.head_dim(),
-    };
-    u64::from(v)
+impl Dim {
+    /// The size of this dimension for the model `cfg` describes (products in 64 bits: no wrap-around).
+    pub fn resolve(self, cfg: &HfConfig) -> u64 {
+        let (heads, kv_heads, head_dim) =
+            (u64::from(cfg.head_count), u64::from(cfg.kv_heads()), u64::from(cfg.head_dim()));
+        match self {
+            Dim::Vocab => u64::from(cfg.vocab_size),
+            Dim::Hidden => u64::from(cfg.hidden_size),
+            Dim::Ffn => u64::from(cfg.ffn_length),
+            Dim::QOut => heads * head_dim,
+            Dim::KvOut => kv_heads * head_dim,
+            Dim::HeadDim => head_dim,
+        }
+    }
 }
 
 /// The GGUF tensors of `model`, in the converter's order (shards by name, tensors by name).
@@ -77,7 +81,7 @@ pub fn plan_tensors(model: &HfModel, arch: &Architecture, cfg: &HfConfig) -> Res
                 format!("is {}, but tensor '{}' belongs to layer {b}", cfg.block_count, t.name),
             ));
         }
-        let expected: Vec<u64> = rule.shape.iter().map(|&d| dim(cfg, d)).collect();
+        let expected: Vec<u64> = rule.shape.iter().map(|&d| d.resolve(cfg)).collect();
         if t.shape != expected {
             return Err(FormatError::ShapeMismatch { path, name: t.name.clone(), expected, found: t.shape.clone() });
         }
