@@ -18,4 +18,6 @@ pub enum ConvertError {
     Interrupted,
     #[error(transparent)]
     Lora(Box<crate::lora::LoraError>),
+    #[error(transparent)]
+    Stream(Box<crate::stream::StreamError>),
 }

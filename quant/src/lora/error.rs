@@ -51,6 +51,8 @@ pub enum LoraError {
     NotExportable { path: PathBuf, message: String },
     #[error("tensor '{tensor}': {source}")]
     Codec { tensor: String, source: QuantError },
+    #[error(transparent)]
+    Stream(Box<crate::stream::StreamError>),
 }
 
 impl LoraError {

@@ -35,4 +35,6 @@ pub enum PipelineError {
     Shape { tensor: String },
     #[error("tensor '{tensor}' has non-finite values (value {index} is {value}); refusing to quantize it")]
     NonFinite { tensor: String, index: usize, value: f32 },
+    #[error(transparent)]
+    Stream(Box<crate::stream::StreamError>),
 }
