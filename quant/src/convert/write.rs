@@ -9,20 +9,9 @@ use quantforge_formats::gguf::TensorSpec;
 
 use super::{ConvertError, ConvertedModel};
 use crate::progress::Progress;
-use crate::solver::{solve_to_vec, CodecSolver, SolveJob, SolverError, TensorStats};
+use crate::solver::{solve_to_vec, CodecSolver, SolveJob, TensorStats};
 use crate::stream::sink::GgufSink;
 use crate::stream::{self, RunOptions, Source, StreamError, StreamTensor, TensorData};
-
-impl From<StreamError> for ConvertError {
-    fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Format(f) => ConvertError::Format(f),
-            StreamError::Interrupted => ConvertError::Interrupted,
-            StreamError::Solve { tensor, source: SolverError::Codec(source) } => ConvertError::Codec { tensor, source },
-            e => ConvertError::Stream(Box::new(e)),
-        }
-    }
-}
 
 /// A [`ConvertedModel`] as a pipeline source: every tensor solved from f32 values to its converter type.
 pub struct ConvertSource<'m> {

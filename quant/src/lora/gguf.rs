@@ -26,21 +26,11 @@ use super::adapter::LoraKind;
 use super::plan::plan;
 use super::{Adapter, LoraError};
 use crate::progress::Progress;
-use crate::solver::{CodecSolver, SolverError};
+use crate::solver::CodecSolver;
 use crate::stream::sink::GgufSink;
 use crate::stream::transform::{apply_all, Transform};
-use crate::stream::{self, RunOptions, Source, StreamError, StreamTensor, TensorData};
+use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
 use crate::GgmlType;
-
-impl From<StreamError> for LoraError {
-    fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Format(f) => LoraError::Format(f),
-            StreamError::Solve { tensor, source: SolverError::Codec(source) } => LoraError::Codec { tensor, source },
-            e => LoraError::Stream(Box::new(e)),
-        }
-    }
-}
 
 /// What an export wrote.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,22 +9,10 @@ use quantforge_formats::gguf::TensorSpec;
 use super::{imatrix_entry, split, ModelSource, PipelineError, PlannedTensor, QuantizeOptions, QuantizePlan};
 use crate::imatrix::Imatrix;
 use crate::progress::Progress;
-use crate::solver::{CodecSolver, SolverError, TensorStats};
+use crate::solver::{CodecSolver, TensorStats};
 use crate::stream::sink::GgufSink;
 use crate::stream::transform::decode;
-use crate::stream::{self, RunOptions, Source, StreamError, StreamTensor, TensorData};
-
-impl From<StreamError> for PipelineError {
-    fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Format(f) => PipelineError::Format(f),
-            StreamError::NonFinite { tensor, index, value } => PipelineError::NonFinite { tensor, index, value },
-            StreamError::Solve { tensor, source: SolverError::Codec(source) } => PipelineError::Codec { tensor, source },
-            StreamError::Solve { tensor, source: SolverError::Shape { .. } } => PipelineError::Shape { tensor },
-            e => PipelineError::Stream(Box::new(e)),
-        }
-    }
-}
+use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
 
 /// A model and a plan as a pipeline source.
 struct QuantizeSource<'a> {

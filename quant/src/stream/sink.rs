@@ -169,11 +169,8 @@ impl<'a> SafetensorsDirSink<'a> {
             let shard = &self.shards[self.current];
             let path = self.tmp()?.join(&shard.file_name);
             self.writer = Some(SafetensorsWriter::create(path, &shard.metadata, &shard.tensors)?);
+            // An empty shard is complete as soon as it is created (the loop closes it).
             self.left = shard.tensors.len();
-            if self.left == 0 {
-                // An empty shard is complete as soon as it is created.
-                continue;
-            }
         }
         Ok(())
     }
