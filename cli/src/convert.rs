@@ -107,12 +107,14 @@ fn run_export(args: &Args, base: &Path) -> Result<()> {
     if args.to == Some(Target::Hf) {
         bail!("--lora-base writes a GGUF adapter; --to hf does not apply");
     }
-    let outtype = match args.outtype.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("f32") => GgmlType::F32,
-        Some("f16") => GgmlType::F16,
-        Some("bf16") => GgmlType::BF16,
-        Some("q8_0") => GgmlType::Q8_0,
-        Some(other) => bail!("--outtype {other} is not supported for LoRA adapters (use f32, f16, bf16 or q8_0)"),
+    // llama.cpp's adapter converter defaults to f32; `auto` has no meaning for an adapter.
+    let outtype = match args.outtype.as_deref().map(|s| (s, OutType::parse(s))) {
+        None => GgmlType::F32,
+        Some((_, Ok(o))) if o != OutType::Auto => o.ggml_type(),
+        Some((other, _)) => bail!(
+            "--outtype {} is not supported for LoRA adapters (use f32, f16, bf16 or q8_0)",
+            other.to_ascii_lowercase()
+        ),
     };
     let reporter = Reporter::new(args.quiet || args.json);
     let started = Instant::now();

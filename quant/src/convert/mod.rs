@@ -31,8 +31,9 @@ use quantforge_formats::vocab::tokenizer_metadata;
 use quantforge_formats::{FormatError, GgmlType};
 
 use crate::stream::transform::{apply_all, Transform};
+use crate::stream::FloatType;
 
-/// `--outtype`.
+/// `--outtype` of HF -> GGUF: the three [`FloatType`]s, Q8_0, or auto.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutType {
     F32,
@@ -73,6 +74,16 @@ impl OutType {
             OutType::F16 | OutType::Auto => 1,
             OutType::Q8_0 => 7,
             OutType::BF16 => 32,
+        }
+    }
+}
+
+impl From<FloatType> for OutType {
+    fn from(t: FloatType) -> OutType {
+        match t {
+            FloatType::F32 => OutType::F32,
+            FloatType::F16 => OutType::F16,
+            FloatType::BF16 => OutType::BF16,
         }
     }
 }
