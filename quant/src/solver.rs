@@ -106,11 +106,8 @@ impl Solver for CodecSolver {
         let rows_per_slice = (job.ne.get(1).copied().unwrap_or(1) as usize).max(1);
         let slice_values = rows_per_slice * n_per_row;
         let chunk = rows_per_chunk(n_per_row);
-        values
-            .par_chunks(slice_values)
-            .zip(out.par_chunks_mut(rows_per_slice * row_bytes))
-            .enumerate()
-            .try_for_each(|(slice, (src, dst))| {
+        values.par_chunks(slice_values).zip(out.par_chunks_mut(rows_per_slice * row_bytes)).enumerate().try_for_each(
+            |(slice, (src, dst))| {
                 let w = weights.map(|w| {
                     let start = (slice * n_per_row) % w.len().max(1);
                     &w[start..(start + n_per_row).min(w.len())]
@@ -118,7 +115,8 @@ impl Solver for CodecSolver {
                 src.par_chunks(chunk * n_per_row)
                     .zip(dst.par_chunks_mut(chunk * row_bytes))
                     .try_for_each(|(s, d)| codecs::quantize_rows(job.ty, s, n_per_row, w, d))
-            })?;
+            },
+        )?;
         Ok(())
     }
 }

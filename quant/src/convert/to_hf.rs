@@ -107,16 +107,19 @@ pub fn gguf_to_hf(
         };
         let hf_name = fill(rule.hf, bid);
         let detail = format!("<- {} {}", t.name, ggml.name());
-        let st = StreamTensor::solved(hf_name.clone(), t.ne.clone(), ggml, detail).ok_or_else(|| {
-            ConvertError::Codec { tensor: t.name.clone(), source: crate::QuantError::Unsupported { ty: ggml, op: "row size" } }
-        })?;
+        let st =
+            StreamTensor::solved(hf_name.clone(), t.ne.clone(), ggml, detail).ok_or_else(|| ConvertError::Codec {
+                tensor: t.name.clone(),
+                source: crate::QuantError::Unsupported { ty: ggml, op: "row size" },
+            })?;
         tensors.push(st);
         specs.push(StTensorSpec { name: hf_name, dtype: dtype.dtype(), shape: t.shape() });
         mapped.push((index, heads));
     }
     let config = arch::hf_config_from_gguf(gguf, arch, dtype.torch_name());
     let tokenizer = hf_tokenizer_files(gguf)?;
-    let shard = Shard { file_name: "model.safetensors".into(), metadata: vec![("format".into(), "pt".into())], tensors: specs };
+    let shard =
+        Shard { file_name: "model.safetensors".into(), metadata: vec![("format".into(), "pt".into())], tensors: specs };
     let side_files = Box::new(move |dir: &Path| -> Result<(), FormatError> {
         let cfg_path = dir.join("config.json");
         let text = serde_json::to_vec_pretty(&config)

@@ -184,8 +184,7 @@ pub fn merge_lora(
         Some(d) if is_float(t.dtype) => d.dtype(),
         _ => t.dtype,
     };
-    let mut summary =
-        MergeSummary { tensors: 0, merged: 0, replaced: 0, dora: adapter.config.use_dora, bytes: 0 };
+    let mut summary = MergeSummary { tensors: 0, merged: 0, replaced: 0, dora: adapter.config.use_dora, bytes: 0 };
     let (mut items, mut tensors, mut shards) = (Vec::new(), Vec::new(), Vec::new());
     for (si, shard) in base.shards().iter().enumerate() {
         let file_name = shard.path().file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -219,8 +218,14 @@ pub fn merge_lora(
     let dtype = opts.dtype;
     let side_files = Box::new(move |dir: &Path| copy_side_files(base_dir, dir, dtype, total));
     let sink = SafetensorsDirSink::new(out, shards, side_files);
-    let source =
-        MergeSource { base: &base, adapter: &adapter, scale: opts.scale, inputs: [base_dir, adapter_dir], items, tensors };
+    let source = MergeSource {
+        base: &base,
+        adapter: &adapter,
+        scale: opts.scale,
+        inputs: [base_dir, adapter_dir],
+        items,
+        tensors,
+    };
     summary.bytes = stream::run(&source, &CodecSolver, sink, RunOptions::new(progress))?.bytes;
     Ok(summary)
 }

@@ -46,7 +46,9 @@ impl From<StreamError> for PipelineError {
         match e {
             StreamError::Format(f) => PipelineError::Format(f),
             StreamError::NonFinite { tensor, index, value } => PipelineError::NonFinite { tensor, index, value },
-            StreamError::Solve { tensor, source: SolverError::Codec(source) } => PipelineError::Codec { tensor, source },
+            StreamError::Solve { tensor, source: SolverError::Codec(source) } => {
+                PipelineError::Codec { tensor, source }
+            }
             StreamError::Solve { tensor, source: SolverError::Shape { .. } } => PipelineError::Shape { tensor },
             e => PipelineError::Stream(Box::new(e)),
         }

@@ -200,7 +200,10 @@ fn check_plan(tensors: &[StreamTensor], expected: &[(String, u64)]) -> Result<()
     }
     for (t, (name, size)) in tensors.iter().zip(expected) {
         if &t.name != name || t.size != *size {
-            return mismatch(format!("planned '{}' ({} bytes), the sink expects '{name}' ({size} bytes)", t.name, t.size));
+            return mismatch(format!(
+                "planned '{}' ({} bytes), the sink expects '{name}' ({size} bytes)",
+                t.name, t.size
+            ));
         }
     }
     Ok(())

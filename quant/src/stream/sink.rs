@@ -155,7 +155,10 @@ impl<'a> SafetensorsDirSink<'a> {
     }
 
     fn tmp(&self) -> Result<&Path, StreamError> {
-        self.dir.as_ref().map(AtomicDir::tmp).ok_or_else(|| StreamError::SinkMismatch { message: "sink not open".into() })
+        self.dir
+            .as_ref()
+            .map(AtomicDir::tmp)
+            .ok_or_else(|| StreamError::SinkMismatch { message: "sink not open".into() })
     }
 
     /// Close finished shards and open the next ones until one has room (or none is left).
@@ -207,7 +210,9 @@ impl Sink for SafetensorsDirSink<'_> {
     fn finish(&mut self) -> Result<(), StreamError> {
         self.advance()?;
         if self.current < self.shards.len() {
-            return Err(StreamError::SinkMismatch { message: format!("finished before shard '{}' was complete", self.shards[self.current].file_name) });
+            return Err(StreamError::SinkMismatch {
+                message: format!("finished before shard '{}' was complete", self.shards[self.current].file_name),
+            });
         }
         let tmp = self.tmp()?.to_path_buf();
         if let Some(side) = self.side_files.take() {

@@ -26,7 +26,10 @@ impl Toy {
     }
 
     fn specs(&self) -> Vec<TensorSpec> {
-        self.tensors.iter().map(|t| TensorSpec { name: t.name.clone(), ggml_type: t.ty.unwrap(), ne: t.ne.clone() }).collect()
+        self.tensors
+            .iter()
+            .map(|t| TensorSpec { name: t.name.clone(), ggml_type: t.ty.unwrap(), ne: t.ne.clone() })
+            .collect()
     }
 }
 
