@@ -207,7 +207,7 @@ impl Source for AdapterSource<'_> {
         let p = &self.pairs[index / 2];
         let m = &self.adapter.modules[&p.module];
         let r = m.rank as usize;
-        *values = if index % 2 == 0 {
+        *values = if index.is_multiple_of(2) {
             let a = self.adapter.values(&m.a)?;
             match m.kind {
                 LoraKind::Linear => a,

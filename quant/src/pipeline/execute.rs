@@ -10,7 +10,7 @@ use super::{imatrix_entry, split, ModelSource, PipelineError, PlannedTensor, Qua
 use crate::imatrix::Imatrix;
 use crate::progress::Progress;
 use crate::solver::{CodecSolver, TensorStats};
-use crate::stream::sink::GgufSink;
+use crate::stream::sink::{GgufPart, GgufSink};
 use crate::stream::transform::decode;
 use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
 
@@ -79,7 +79,7 @@ pub fn execute(
             .filter(|t| t.split == split_no)
             .map(|t| TensorSpec { name: t.name.clone(), ggml_type: t.dst_type, ne: t.ne.clone() })
             .collect();
-        parts.push((path.clone(), metadata, specs));
+        parts.push(GgufPart { path: path.clone(), metadata, specs });
     }
     // Split files hold the tensors in plan order (splits are assigned in order), so the sink's order is the plan's.
     let tensors = plan

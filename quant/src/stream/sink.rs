@@ -26,11 +26,11 @@ pub trait Sink {
     fn finish(&mut self) -> Result<(), StreamError>;
 }
 
-/// One GGUF file of a [`GgufSink`].
-struct GgufPart {
-    path: PathBuf,
-    metadata: Vec<(String, GgufValue)>,
-    specs: Vec<TensorSpec>,
+/// One GGUF file of a [`GgufSink`]: its path, metadata and tensors.
+pub struct GgufPart {
+    pub path: PathBuf,
+    pub metadata: Vec<(String, GgufValue)>,
+    pub specs: Vec<TensorSpec>,
 }
 
 /// One GGUF file, or several split files (`llama-gguf-split` layout, see [`crate::pipeline::split`]),
@@ -46,12 +46,11 @@ pub struct GgufSink {
 impl GgufSink {
     /// One GGUF file at `path`.
     pub fn single(path: &Path, metadata: Vec<(String, GgufValue)>, specs: Vec<TensorSpec>) -> GgufSink {
-        GgufSink::split(vec![(path.to_path_buf(), metadata, specs)])
+        GgufSink::split(vec![GgufPart { path: path.to_path_buf(), metadata, specs }])
     }
 
     /// Several files, each with its own metadata and tensors, written in order.
-    pub fn split(parts: Vec<(PathBuf, Vec<(String, GgufValue)>, Vec<TensorSpec>)>) -> GgufSink {
-        let parts = parts.into_iter().map(|(path, metadata, specs)| GgufPart { path, metadata, specs }).collect();
+    pub fn split(parts: Vec<GgufPart>) -> GgufSink {
         GgufSink { parts, current: 0, writer: None, pending: Vec::new() }
     }
 
