@@ -550,3 +550,114 @@ fn mistral_qwen2_qwen3_checkpoints_convert_and_round_trip() {
         .ok();
     }
 }
+
+/// sha256 of each output of [`every_writer_gives_the_recorded_bytes`], as `sha256sum` prints them.
+const RECORDED_HASHES: &str = "\
+82d41d3f29e8099eeab078d037acae7d3b593a8be2b3b60adcd2fdbf0dc76d79  ./adapter-q8.gguf\n\
+b39ece3d2fa6d66ecded039302c8e0b2be44e53c5b682b9b93babef1c0df081e  ./adapter.gguf\n\
+a6cfa24bf673ab76f3f988295681af2a0dfe5f648bc5fd8483c48eac592853ad  ./hf-bf16/config.json\n\
+e2080da99766fab5c1c28c90a4bfc97b308db54f073bef95410eb0dd8549bc51  ./hf-bf16/model.safetensors\n\
+175f1f62751350581deb56a265532506f8f77f7a314be5c9b160f6362969a71d  ./hf-bf16/tokenizer.json\n\
+c6ad0406fe912976e73dd4fefe65a9c436a6e2f525df82e29c7e76245c85b1fe  ./hf-bf16/tokenizer.model\n\
+1cb26873402342ff1d5ac1ab8a28209a50707e6a1399ca86e41d62d275da6a4c  ./hf-bf16/tokenizer_config.json\n\
+e688afe520ed2b3ac1062a9d23440a5a6d855b2833a685bd7d2f7ef9d6f54c26  ./hf-q4km.gguf\n\
+a0ad601750123e817af8c90e913ea83eaf3cf90aa8ca7d90f70319c760dfd218  ./hf/config.json\n\
+d080026f801978c00579e3a27ad4eceeff4fecea29825a97079bccd33f5f68d5  ./hf/model.safetensors\n\
+175f1f62751350581deb56a265532506f8f77f7a314be5c9b160f6362969a71d  ./hf/tokenizer.json\n\
+c6ad0406fe912976e73dd4fefe65a9c436a6e2f525df82e29c7e76245c85b1fe  ./hf/tokenizer.model\n\
+1cb26873402342ff1d5ac1ab8a28209a50707e6a1399ca86e41d62d275da6a4c  ./hf/tokenizer_config.json\n\
+d110f1e9f0fff46a5619316aee808832f471211f6d8bd46c7626caa1d183b432  ./merged-bf16/config.json\n\
+720858ddb18cc6e5fccab11219d725fa128fe9707bfdc42ad82c488e11e35fa5  ./merged-bf16/generation_config.json\n\
+65f81810eb784015995c65b1cad2ec49cf0ac8fd99c5edefd5718de5ca43245a  ./merged-bf16/model.safetensors\n\
+122d22ca558413499eac24a0a4373c6ac76528aa97bd1f1a6a889214df0b254b  ./merged-bf16/tokenizer.json\n\
+a8e07338e5405e6f03dc29e93c1f2fbf404292d277d389d4333d187c92161671  ./merged-bf16/tokenizer.model\n\
+c4af707d2694755594998e5b837045f51f7579252158d3dd7f5be770820ef8fb  ./merged-bf16/tokenizer_config.json\n\
+9b8feb1031c66ffa5a8e46de013e6182aa24f2b1e3422210998f4693add4e9d3  ./merged-f16/config.json\n\
+720858ddb18cc6e5fccab11219d725fa128fe9707bfdc42ad82c488e11e35fa5  ./merged-f16/generation_config.json\n\
+1781a7df6f670a1ad5a6ef095c685f322b78c8002bfaf5f3b82f6169bdfd7312  ./merged-f16/model.safetensors\n\
+122d22ca558413499eac24a0a4373c6ac76528aa97bd1f1a6a889214df0b254b  ./merged-f16/tokenizer.json\n\
+a8e07338e5405e6f03dc29e93c1f2fbf404292d277d389d4333d187c92161671  ./merged-f16/tokenizer.model\n\
+c4af707d2694755594998e5b837045f51f7579252158d3dd7f5be770820ef8fb  ./merged-f16/tokenizer_config.json\n\
+8b859aed7b43fc8c35164b403d30fcf997c3980a3690dc91b900deda4e99d6f9  ./merged/config.json\n\
+720858ddb18cc6e5fccab11219d725fa128fe9707bfdc42ad82c488e11e35fa5  ./merged/generation_config.json\n\
+1c92e45937a662cf81ef854b74a7aaf156003be61afedf0aa92ed31081c9607b  ./merged/model.safetensors\n\
+122d22ca558413499eac24a0a4373c6ac76528aa97bd1f1a6a889214df0b254b  ./merged/tokenizer.json\n\
+a8e07338e5405e6f03dc29e93c1f2fbf404292d277d389d4333d187c92161671  ./merged/tokenizer.model\n\
+c4af707d2694755594998e5b837045f51f7579252158d3dd7f5be770820ef8fb  ./merged/tokenizer_config.json\n\
+f707f3fceccfd54ce50df0febe45f17c62c5808181b6f0fbd146cc9189e0d3cd  ./q4km.gguf\n\
+58cebae86e994385d11fcd8e3950861c565c2426be9300315997ad84461a4f33  ./s-bf16.gguf\n\
+afabca31bbf76db415a72a8601d8c9fa26e304c4969fb4d11ada612afb850967  ./s-f16.gguf\n\
+db2a7012412c3199e07dce8585351dba3593c6523c4c78878c39271a5edc0184  ./s-f32.gguf\n\
+e3530af622d902ac97a92dc37678b395e1331c3d4e58075b0e7cbe100c35e80e  ./s-lora-f16.gguf\n\
+6c1aa974e420c49d73999a7fb8a11529355f88229700e264582f733c08d4ffce  ./s-q8_0.gguf\n\
+65f2a386c24e290c0c58590a995572f53031e3bc2069e4fdd326afbc2ad7f315  ./split-00001-of-00003.gguf\n\
+48a71a6b331df49b48d15bfae2c330f412431ac71999505f16bfe6bfde28f358  ./split-00002-of-00003.gguf\n\
+a2d3a8934c68382408ee04e9b14f8c28be7a156e81a77101b1b3e3d93e3e3075  ./split-00003-of-00003.gguf\n\
+";
+
+/// sha256 of every file under `dir`, by path relative to it, sorted.
+fn hashes(dir: &Path) -> Vec<(String, String)> {
+    use sha2::Digest;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let digest = sha2::Sha256::digest(std::fs::read(&p).unwrap());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                out.push((p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), hex));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Every command that writes tensors (convert in each outtype, with a merged LoRA, to HF; merge-lora; the GGUF
+/// adapter export; quantize from GGUF and from HF, whole and split) gives the same bytes as before they shared
+/// one pipeline. The hashes were recorded from the binary before that change.
+#[test]
+fn every_writer_gives_the_recorded_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (base, lora) = (fixture("stories260K"), fixture("stories260K-lora-kjv-r4"));
+    let (base, lora) = (base.to_str().unwrap(), lora.to_str().unwrap());
+    let lora_half = format!("{lora}:0.5");
+    let runs: Vec<Vec<String>> = [
+        vec!["convert", base, "-o", &o("s-f32.gguf"), "--outtype", "f32"],
+        vec!["convert", base, "-o", &o("s-f16.gguf"), "--outtype", "f16"],
+        vec!["convert", base, "-o", &o("s-bf16.gguf"), "--outtype", "bf16"],
+        vec!["convert", base, "-o", &o("s-q8_0.gguf"), "--outtype", "q8_0"],
+        vec!["convert", &o("s-f16.gguf"), "--to", "hf", "-o", &o("hf")],
+        vec!["merge-lora", base, lora, "-o", &o("merged")],
+        vec!["convert", lora, "--lora-base", base, "-o", &o("adapter.gguf")],
+        vec!["quantize", &o("s-f32.gguf"), &o("q4km.gguf"), "--type", "Q4_K_M"],
+        vec!["quantize", &o("s-f32.gguf"), &o("split.gguf"), "--type", "Q4_K_M", "--split-max-size", "100K"],
+        vec!["merge-lora", base, lora, "-o", &o("merged-bf16"), "--dtype", "bf16", "--scale", "0.5"],
+        vec!["merge-lora", base, lora, "-o", &o("merged-f16"), "--dtype", "f16"],
+        vec!["convert", lora, "--lora-base", base, "-o", &o("adapter-q8.gguf"), "--outtype", "q8_0"],
+        vec!["convert", &o("q4km.gguf"), "--to", "hf", "-o", &o("hf-bf16"), "--outtype", "bf16"],
+        vec!["convert", base, "-o", &o("s-lora-f16.gguf"), "--outtype", "f16", "--lora", &lora_half],
+        vec!["quantize", base, &o("hf-q4km.gguf"), "--type", "Q4_K_M", "--outtype", "f16"],
+    ]
+    .iter()
+    .map(|r| r.iter().map(|s| s.to_string()).collect())
+    .collect();
+    for args in runs {
+        qf(args.iter().chain([&"-q".to_string()])).ok();
+    }
+    let got = hashes(dir.path());
+    let mut expected: Vec<(String, String)> = RECORDED_HASHES
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (hash, path) = l.split_once("  ").expect("sha256sum format");
+            (path.trim_start_matches("./").to_string(), hash.to_string())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}

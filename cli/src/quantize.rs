@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub outtype: String,
     /// For a Hugging Face directory: merge this PEFT LoRA adapter first, DIR or DIR:SCALE (repeatable).
-    #[arg(long = "lora", value_parser = crate::merge_lora::parse_lora_arg)]
+    #[arg(long = "lora", value_parser = crate::convert::parse_lora_arg)]
     pub lora: Vec<(PathBuf, f32)>,
     /// Print a JSON summary (the plan with --dry-run) on stdout.
     #[arg(long)]

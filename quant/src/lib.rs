@@ -12,6 +12,8 @@ pub mod memory;
 pub mod pipeline;
 pub mod policy;
 pub mod progress;
+pub mod solver;
+pub mod stream;
 
 pub use error::QuantError;
 pub use quantforge_formats::GgmlType;

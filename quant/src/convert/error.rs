@@ -2,6 +2,8 @@
 
 use quantforge_formats::FormatError;
 
+use crate::solver::SolverError;
+use crate::stream::StreamError;
 use crate::QuantError;
 
 /// Everything that can stop a conversion.
@@ -18,4 +20,17 @@ pub enum ConvertError {
     Interrupted,
     #[error(transparent)]
     Lora(Box<crate::lora::LoraError>),
+    #[error(transparent)]
+    Stream(Box<StreamError>),
+}
+
+impl From<StreamError> for ConvertError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Format(f) => ConvertError::Format(f),
+            StreamError::Interrupted => ConvertError::Interrupted,
+            StreamError::Solve { tensor, source: SolverError::Codec(source) } => ConvertError::Codec { tensor, source },
+            e => ConvertError::Stream(Box::new(e)),
+        }
+    }
 }

@@ -30,7 +30,10 @@ use quantforge_formats::safetensors::Dtype;
 use quantforge_formats::vocab::tokenizer_metadata;
 use quantforge_formats::{FormatError, GgmlType};
 
-/// `--outtype`.
+use crate::stream::transform::{apply_all, Transform};
+use crate::stream::FloatType;
+
+/// `--outtype` of HF -> GGUF: the three [`FloatType`]s, Q8_0, or auto.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutType {
     F32,
@@ -71,6 +74,16 @@ impl OutType {
             OutType::F16 | OutType::Auto => 1,
             OutType::Q8_0 => 7,
             OutType::BF16 => 32,
+        }
+    }
+}
+
+impl From<FloatType> for OutType {
+    fn from(t: FloatType) -> OutType {
+        match t {
+            FloatType::F32 => OutType::F32,
+            FloatType::F16 => OutType::F16,
+            FloatType::BF16 => OutType::BF16,
         }
     }
 }
@@ -225,22 +238,21 @@ impl ConvertedModel {
                     path: self.model.dir().into(),
                     name: hf_name.clone(),
                 })?;
-                let mut values = shard.to_f32(st)?;
+                let values = shard.to_f32(st)?;
                 shard.release(st);
-                for l in &self.loras {
-                    if let Some(action) = l.actions.get(hf_name) {
-                        values = crate::lora::apply(&l.adapter, action, values, l.scale, hf_name)
-                            .map_err(|e| ConvertError::Lora(Box::new(e)))?;
-                    }
+                let mut transforms: Vec<Transform<'_>> = self
+                    .loras
+                    .iter()
+                    .filter_map(|l| {
+                        let action = l.actions.get(hf_name)?;
+                        Some(Transform::Lora { adapter: &l.adapter, action, scale: l.scale })
+                    })
+                    .collect();
+                if let Some(h) = permute_heads {
+                    transforms.push(Transform::RopePermute { heads: *h as usize });
                 }
-                Ok(match permute_heads {
-                    None => values,
-                    Some(h) => {
-                        let n_rows = st.shape.first().copied().unwrap_or(1) as usize;
-                        let row = values.len() / n_rows.max(1);
-                        rope_permute(&values, n_rows, *h as usize, row)
-                    }
-                })
+                let n_rows = st.shape.first().copied().unwrap_or(1) as usize;
+                apply_all(values, n_rows, hf_name, &transforms).map_err(|e| ConvertError::Lora(Box::new(e)))
             }
         }
     }

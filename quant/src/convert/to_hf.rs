@@ -1,55 +1,71 @@
 //! GGUF -> Hugging Face directory: `config.json`, `model.safetensors` (f32, f16 or bf16, with the Q/K RoPE
 //! permutation undone), and the tokenizer files of `quantforge_formats::vocab::hf_tokenizer_files`. Every
 //! tensor of the GGUF must map back through its architecture's rules (quantized tensors are dequantized).
-//! Everything that can be checked is checked before the safetensors file is written; each file is written
-//! atomically.
+//! Everything that can be checked is checked before the safetensors file is written; the directory is
+//! written through [`crate::stream`] into a [`SafetensorsDirSink`], so it appears only when complete.
 
 use std::path::Path;
 
-use quantforge_formats::arch::{self, fill, Transform};
+use quantforge_formats::arch::{self, fill, Transform as ArchTransform};
 use quantforge_formats::gguf::{GgufFile, GgufValue};
-use quantforge_formats::safetensors::{Dtype, SafetensorsWriter, StTensorSpec};
+use quantforge_formats::safetensors::StTensorSpec;
 use quantforge_formats::vocab::{hf_tokenizer_files, write_tokenizer_files};
-use quantforge_formats::{AtomicDir, AtomicFile, FormatError, GgmlType};
+use quantforge_formats::{AtomicFile, FormatError, GgmlType};
 
-use super::write::encode;
-use super::{rope_unpermute, ConvertError};
-use crate::dequant::dequantize_row_par;
+use super::ConvertError;
 use crate::progress::Progress;
+use crate::solver::CodecSolver;
+use crate::stream::sink::{SafetensorsDirSink, Shard};
+use crate::stream::transform::{decode, Transform};
+use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
 
-/// The dtype of the safetensors written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HfDtype {
-    F32,
-    F16,
-    BF16,
+/// The dtype of the safetensors written (`--outtype` of `convert --to hf`).
+pub use crate::stream::FloatType as HfDtype;
+
+/// Parse `--outtype` for `--to hf`: f32, f16 or bf16.
+pub fn parse_hf_dtype(s: &str) -> Result<HfDtype, ConvertError> {
+    HfDtype::parse(s).ok_or_else(|| ConvertError::OutType(format!("{s} (for --to hf: f32, f16 or bf16)")))
 }
 
-impl HfDtype {
-    /// Parse `f32`, `f16` or `bf16` (case-insensitive).
-    pub fn parse(s: &str) -> Result<HfDtype, ConvertError> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(HfDtype::F32),
-            "f16" => Ok(HfDtype::F16),
-            "bf16" => Ok(HfDtype::BF16),
-            _ => Err(ConvertError::OutType(format!("{s} (for --to hf: f32, f16 or bf16)"))),
-        }
-    }
-
-    fn parts(self) -> (Dtype, GgmlType, &'static str) {
-        match self {
-            HfDtype::F32 => (Dtype::F32, GgmlType::F32, "float32"),
-            HfDtype::F16 => (Dtype::F16, GgmlType::F16, "float16"),
-            HfDtype::BF16 => (Dtype::BF16, GgmlType::BF16, "bfloat16"),
-        }
-    }
+/// A GGUF's tensors in HF layout: dequantized, RoPE permutation undone, solved to the output dtype.
+struct ToHfSource<'g> {
+    gguf: &'g GgufFile,
+    /// Per output tensor: the GGUF tensor index and the heads to unpermute.
+    mapped: Vec<(usize, Option<usize>)>,
+    tensors: Vec<StreamTensor>,
 }
 
-struct Mapped {
-    index: usize,
-    hf_name: String,
-    heads: Option<usize>,
-    shape: Vec<u64>,
+impl Source for ToHfSource<'_> {
+    type Error = ConvertError;
+
+    fn tensors(&self) -> &[StreamTensor] {
+        &self.tensors
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        vec![self.gguf.path()]
+    }
+
+    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, ConvertError> {
+        let (gi, heads) = self.mapped[index];
+        let t = &self.gguf.tensors()[gi];
+        let mut v = vec![0f32; t.n_elements() as usize];
+        decode(t.ggml_type, self.gguf.tensor_data(t), &mut v)
+            .map_err(|source| ConvertError::Codec { tensor: t.name.clone(), source })?;
+        self.gguf.release(t);
+        if let Some(heads) = heads {
+            let n_rows = t.ne.last().copied().unwrap_or(1) as usize;
+            v = Transform::RopeUnpermute { heads }
+                .apply(v, n_rows, &t.name)
+                .map_err(|e| ConvertError::Lora(Box::new(e)))?;
+        }
+        *values = v;
+        Ok(TensorData::Values)
+    }
+
+    fn release(&self, index: usize) {
+        self.gguf.release(&self.gguf.tensors()[self.mapped[index].0]);
+    }
 }
 
 /// Write the HF directory `out_dir` for `gguf` (it must not exist or be empty; it appears only when complete).
@@ -65,8 +81,10 @@ pub fn gguf_to_hf(
     let key = |k: &str| gguf.get(&format!("{arch_name}.{k}")).and_then(GgufValue::as_u64);
     let n_head = key("attention.head_count").unwrap_or(1) as usize;
     let n_head_kv = key("attention.head_count_kv").map_or(n_head, |v| v as usize);
-    let (st_dtype, ggml, torch) = dtype.parts();
+    let ggml = dtype.ggml_type();
     let mut mapped = Vec::new();
+    let mut tensors = Vec::new();
+    let mut specs = Vec::new();
     for (index, t) in gguf.tensors().iter().enumerate() {
         let (rule, bid) = arch.rule_for_gguf(&t.name).ok_or_else(|| FormatError::UnmappedTensor {
             path: path.into(),
@@ -83,49 +101,36 @@ pub fn gguf_to_hf(
             .into());
         }
         let heads = match rule.transform {
-            Transform::None => None,
-            Transform::RopePermuteQ => Some(n_head),
-            Transform::RopePermuteK => Some(n_head_kv),
+            ArchTransform::None => None,
+            ArchTransform::RopePermuteQ => Some(n_head),
+            ArchTransform::RopePermuteK => Some(n_head_kv),
         };
-        mapped.push(Mapped { index, hf_name: fill(rule.hf, bid), heads, shape: t.shape() });
+        let hf_name = fill(rule.hf, bid);
+        let detail = format!("<- {} {}", t.name, ggml.name());
+        let st =
+            StreamTensor::solved(hf_name.clone(), t.ne.clone(), ggml, detail).ok_or_else(|| ConvertError::Codec {
+                tensor: t.name.clone(),
+                source: crate::QuantError::Unsupported { ty: ggml, op: "row size" },
+            })?;
+        tensors.push(st);
+        specs.push(StTensorSpec { name: hf_name, dtype: dtype.dtype(), shape: t.shape() });
+        mapped.push((index, heads));
     }
-    let config = arch::hf_config_from_gguf(gguf, arch, torch);
+    let config = arch::hf_config_from_gguf(gguf, arch, dtype.torch_name());
     let tokenizer = hf_tokenizer_files(gguf)?;
-    let dir = AtomicDir::create(out_dir, &[path])?;
-    let out_dir = dir.tmp();
-    let specs: Vec<StTensorSpec> = mapped
-        .iter()
-        .map(|m| StTensorSpec { name: m.hf_name.clone(), dtype: st_dtype, shape: m.shape.clone() })
-        .collect();
-    let mut w =
-        SafetensorsWriter::create(out_dir.join("model.safetensors"), &[("format".into(), "pt".into())], &specs)?;
-    progress.start(mapped.len(), 0);
-    for m in &mapped {
-        let t = &gguf.tensors()[m.index];
-        progress.item(m.index, &t.name, &format!("-> {} {}", m.hf_name, ggml.name()));
-        let data = gguf.tensor_data(t);
-        let mut values = vec![0f32; t.n_elements() as usize];
-        dequantize_row_par(t.ggml_type, data, &mut values)
-            .map_err(|source| ConvertError::Codec { tensor: t.name.clone(), source })?;
-        gguf.release(t);
-        if let Some(h) = m.heads {
-            let n_rows = m.shape[0] as usize;
-            values = rope_unpermute(&values, n_rows, h, values.len() / n_rows.max(1));
-        }
-        let row = t.ne.first().copied().unwrap_or(1) as usize;
-        let bytes = encode(&t.name, ggml, &values, row)?;
-        w.write_tensor_data(&bytes)?;
-        progress.item_done(m.index, bytes.len() as u64);
-    }
-    w.finish()?;
-    let cfg_path = out_dir.join("config.json");
-    let text = serde_json::to_vec_pretty(&config)
-        .map_err(|e| FormatError::Json { path: cfg_path.clone(), message: e.to_string() })?;
-    let mut f = AtomicFile::create(&cfg_path)?;
-    f.write_all(&text)?;
-    f.commit()?;
-    write_tokenizer_files(out_dir, &tokenizer)?;
-    dir.commit()?;
-    progress.finish();
+    let shard =
+        Shard { file_name: "model.safetensors".into(), metadata: vec![("format".into(), "pt".into())], tensors: specs };
+    let side_files = Box::new(move |dir: &Path| -> Result<(), FormatError> {
+        let cfg_path = dir.join("config.json");
+        let text = serde_json::to_vec_pretty(&config)
+            .map_err(|e| FormatError::Json { path: cfg_path.clone(), message: e.to_string() })?;
+        let mut f = AtomicFile::create(&cfg_path)?;
+        f.write_all(&text)?;
+        f.commit()?;
+        write_tokenizer_files(dir, &tokenizer)
+    });
+    let sink = SafetensorsDirSink::new(out_dir, vec![shard], side_files);
+    let source = ToHfSource { gguf, mapped, tensors };
+    stream::run(&source, &CodecSolver, sink, RunOptions::new(progress))?;
     Ok(())
 }

@@ -1,34 +1,57 @@
-//! Streaming a [`ConvertedModel`] to GGUF: one tensor in memory at a time (its f32 values and its encoded
-//! bytes), rows encoded in parallel (results do not depend on the thread count: rows are independent), the
-//! file written through `GgufWriter`'s atomic temporary and renamed into place only when complete.
+//! Streaming a [`ConvertedModel`] to GGUF through [`crate::stream`]: the model is the source (each tensor's
+//! f32 values read from the memory-mapped shards, LoRA-merged and RoPE-permuted), [`CodecSolver`] encodes
+//! them to the converter's types, a [`GgufSink`] writes the file atomically.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use quantforge_formats::check_not_input;
-use quantforge_formats::gguf::{GgufWriter, TensorSpec};
-use rayon::prelude::*;
+use quantforge_formats::gguf::TensorSpec;
 
 use super::{ConvertError, ConvertedModel};
-use crate::codecs::quantize_rows;
 use crate::progress::Progress;
-use crate::GgmlType;
+use crate::solver::{solve_to_vec, CodecSolver, SolveJob, TensorStats};
+use crate::stream::sink::GgufSink;
+use crate::stream::{self, RunOptions, Source, StreamError, StreamTensor, TensorData};
 
-/// Rows per parallel task.
-const ROWS_PER_TASK: usize = 64;
+/// A [`ConvertedModel`] as a pipeline source: every tensor solved from f32 values to its converter type.
+pub struct ConvertSource<'m> {
+    model: &'m ConvertedModel,
+    tensors: Vec<StreamTensor>,
+}
 
-/// Encode `values` (rows of `ne0`) as `ty`.
-pub(crate) fn encode(name: &str, ty: GgmlType, values: &[f32], ne0: usize) -> Result<Vec<u8>, ConvertError> {
-    let codec = |source| ConvertError::Codec { tensor: name.to_string(), source };
-    let row_bytes =
-        ty.row_size(ne0 as u64).ok_or_else(|| codec(crate::QuantError::Unsupported { ty, op: "row size" }))? as usize;
-    let n_rows = values.len() / ne0.max(1);
-    let mut out = vec![0u8; n_rows * row_bytes];
-    out.par_chunks_mut(ROWS_PER_TASK * row_bytes)
-        .zip(values.par_chunks(ROWS_PER_TASK * ne0))
-        .try_for_each(|(dst, src)| quantize_rows(ty, src, ne0, None, dst))
-        .map_err(codec)?;
-    Ok(out)
+impl<'m> ConvertSource<'m> {
+    /// The model's tensors as the pipeline sees them.
+    pub fn new(model: &'m ConvertedModel) -> Result<Self, ConvertError> {
+        let tensors = model
+            .tensors
+            .iter()
+            .map(|t| {
+                let detail = format!("-> {}", t.ggml_type.name());
+                StreamTensor::solved(t.name.clone(), t.ne.clone(), t.ggml_type, detail).ok_or_else(|| {
+                    let source = crate::QuantError::Unsupported { ty: t.ggml_type, op: "row size" };
+                    ConvertError::Codec { tensor: t.name.clone(), source }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ConvertSource { model, tensors })
+    }
+}
+
+impl Source for ConvertSource<'_> {
+    type Error = ConvertError;
+
+    fn tensors(&self) -> &[StreamTensor] {
+        &self.tensors
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        self.model.input_paths()
+    }
+
+    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, ConvertError> {
+        *values = self.model.tensor_f32(index)?;
+        Ok(TensorData::Values)
+    }
 }
 
 impl ConvertedModel {
@@ -36,7 +59,9 @@ impl ConvertedModel {
     pub fn tensor_bytes(&self, index: usize) -> Result<Vec<u8>, ConvertError> {
         let t = &self.tensors[index];
         let values = self.tensor_f32(index)?;
-        encode(&t.name, t.ggml_type, &values, t.ne[0] as usize)
+        let job = SolveJob { name: &t.name, ne: &t.ne, ty: t.ggml_type, stats: TensorStats::None };
+        solve_to_vec(&CodecSolver, &job, &values)
+            .map_err(|e| ConvertError::from(StreamError::Solve { tensor: t.name.clone(), source: e }))
     }
 
     /// The files the model is read from (its safetensors shards).
@@ -52,31 +77,15 @@ impl ConvertedModel {
         progress: &dyn Progress,
         cancel: Option<&AtomicBool>,
     ) -> Result<u64, ConvertError> {
-        check_not_input(out, &self.input_paths())?;
+        let source = ConvertSource::new(self)?;
         let specs: Vec<TensorSpec> = self
             .tensors
             .iter()
             .map(|t| TensorSpec { name: t.name.clone(), ggml_type: t.ggml_type, ne: t.ne.clone() })
             .collect();
-        let total: u64 = specs.iter().filter_map(|s| s.ggml_type.tensor_size(&s.ne)).sum();
-        let mut w = GgufWriter::create(out, &self.metadata, specs)?;
-        progress.start(self.tensors.len(), total);
-        let mut written = 0;
-        for (i, t) in self.tensors.iter().enumerate() {
-            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(ConvertError::Interrupted);
-            }
-            progress.item(i, &t.name, &format!("-> {}", t.ggml_type.name()));
-            let values = self.tensor_f32(i)?;
-            let bytes = encode(&t.name, t.ggml_type, &values, t.ne[0] as usize)?;
-            drop(values);
-            w.write_tensor(&t.name, &bytes)?;
-            written += bytes.len() as u64;
-            progress.item_done(i, bytes.len() as u64);
-        }
-        w.finish()?;
-        progress.finish();
-        Ok(written)
+        let sink = GgufSink::single(out, self.metadata.clone(), specs);
+        let opts = RunOptions { cancel, ..RunOptions::new(progress) };
+        Ok(stream::run(&source, &CodecSolver, sink, opts)?.bytes)
     }
 }
 

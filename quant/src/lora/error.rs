@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use quantforge_formats::FormatError;
 
+use crate::solver::SolverError;
+use crate::stream::StreamError;
 use crate::QuantError;
 
 /// Everything that can stop a LoRA merge or export.
@@ -51,10 +53,22 @@ pub enum LoraError {
     NotExportable { path: PathBuf, message: String },
     #[error("tensor '{tensor}': {source}")]
     Codec { tensor: String, source: QuantError },
+    #[error(transparent)]
+    Stream(Box<StreamError>),
 }
 
 impl LoraError {
     pub(crate) fn config(path: &std::path::Path, key: &str, message: impl Into<String>) -> LoraError {
         LoraError::Config { path: path.into(), key: key.into(), message: message.into() }
+    }
+}
+
+impl From<StreamError> for LoraError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Format(f) => LoraError::Format(f),
+            StreamError::Solve { tensor, source: SolverError::Codec(source) } => LoraError::Codec { tensor, source },
+            e => LoraError::Stream(Box::new(e)),
+        }
     }
 }

@@ -17,18 +17,19 @@
 
 use std::path::Path;
 
-use quantforge_formats::arch::{self, fill, HfConfig, Transform};
-use quantforge_formats::check_not_input;
-use quantforge_formats::gguf::{GgufWriter, TensorSpec};
+use quantforge_formats::arch::{self, fill, HfConfig, Transform as ArchTransform};
+use quantforge_formats::gguf::TensorSpec;
 use quantforge_formats::hf::{read_json, HfModel};
 use quantforge_formats::kv::KvList;
 
 use super::adapter::LoraKind;
 use super::plan::plan;
 use super::{Adapter, LoraError};
-use crate::codecs::quantize_rows;
-use crate::convert::rope_permute;
 use crate::progress::Progress;
+use crate::solver::CodecSolver;
+use crate::stream::sink::GgufSink;
+use crate::stream::transform::{apply_all, Transform};
+use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
 use crate::GgmlType;
 
 /// What an export wrote.
@@ -81,14 +82,6 @@ fn ggml_type_for(ty: GgmlType, ne0: u64) -> GgmlType {
     }
 }
 
-fn encode(name: &str, ty: GgmlType, values: &[f32], ne0: usize) -> Result<Vec<u8>, LoraError> {
-    let codec = |source| LoraError::Codec { tensor: name.to_string(), source };
-    let row = ty.row_size(ne0 as u64).ok_or_else(|| codec(crate::QuantError::Unsupported { ty, op: "row size" }))?;
-    let mut out = vec![0u8; values.len() / ne0.max(1) * row as usize];
-    quantize_rows(ty, values, ne0, None, &mut out).map_err(codec)?;
-    Ok(out)
-}
-
 /// Write the adapter in `adapter_dir` for the HF base model in `base_dir` as a GGUF LoRA adapter at `out`.
 /// `outtype` is F32 (llama.cpp's default), F16, BF16 or Q8_0.
 pub fn export_gguf(
@@ -124,9 +117,9 @@ pub fn export_gguf(
             message: format!("base tensor '{weight}' has no GGUF name in architecture {}", arch.gguf_name),
         })?;
         let permute_heads = match rule.transform {
-            Transform::None => None,
-            Transform::RopePermuteQ => Some(cfg.head_count),
-            Transform::RopePermuteK => Some(cfg.kv_heads()),
+            ArchTransform::None => None,
+            ArchTransform::RopePermuteQ => Some(cfg.head_count),
+            ArchTransform::RopePermuteK => Some(cfg.kv_heads()),
         };
         pairs.push(Pair {
             gguf: fill(rule.gguf, bid),
@@ -168,43 +161,20 @@ pub fn export_gguf(
             ne: ne_b,
         });
     }
-    let inputs: Vec<&Path> =
-        std::iter::once(adapter.tensor_path()).chain(base.shards().iter().map(|s| s.path())).collect();
-    check_not_input(out, &inputs)?;
-    let total: u64 = specs.iter().filter_map(|s| s.ggml_type.tensor_size(&s.ne)).sum();
-    progress.start(specs.len(), total);
-    let mut w = GgufWriter::create(out, &kv.into_vec(), specs.clone())?;
-    let mut bytes_written = 0;
-    for (i, p) in pairs.iter().enumerate() {
-        let m = &adapter.modules[&p.module];
-        let r = m.rank as usize;
-        let a = adapter.values(&m.a)?;
-        let a = match m.kind {
-            LoraKind::Linear => a,
-            // [r, n_vocab] -> [n_vocab, r].
-            LoraKind::Embedding => {
-                let n = a.len() / r.max(1);
-                (0..n).flat_map(|e| (0..r).map(move |k| (e, k))).map(|(e, k)| a[k * n + e]).collect()
-            }
-        };
-        let mut b = adapter.values(&m.b)?;
-        if p.b_factor != 1.0 {
-            b.iter_mut().for_each(|x| *x = (f64::from(*x) * p.b_factor) as f32);
-        }
-        if let Some(h) = p.permute_heads {
-            b = rope_permute(&b, b.len() / r.max(1), h as usize, r);
-        }
-        for (j, values) in [a, b].into_iter().enumerate() {
-            let spec = &specs[2 * i + j];
-            progress.item(2 * i + j, &spec.name, &format!("-> {}", spec.ggml_type.name()));
-            let bytes = encode(&spec.name, spec.ggml_type, &values, spec.ne[0] as usize)?;
-            w.write_tensor(&spec.name, &bytes)?;
-            bytes_written += bytes.len() as u64;
-            progress.item_done(2 * i + j, bytes.len() as u64);
-        }
-    }
-    w.finish()?;
-    progress.finish();
+    let tensors = specs
+        .iter()
+        .map(|s| {
+            StreamTensor::solved(s.name.clone(), s.ne.clone(), s.ggml_type, format!("-> {}", s.ggml_type.name()))
+                .ok_or_else(|| LoraError::Codec {
+                    tensor: s.name.clone(),
+                    source: crate::QuantError::Unsupported { ty: s.ggml_type, op: "row size" },
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let inputs = std::iter::once(adapter.tensor_path()).chain(base.shards().iter().map(|s| s.path())).collect();
+    let source = AdapterSource { adapter: &adapter, pairs: &pairs, inputs, tensors };
+    let sink = GgufSink::single(out, kv.into_vec(), specs);
+    let bytes_written = stream::run(&source, &CodecSolver, sink, RunOptions::new(progress))?.bytes;
     Ok(GgufAdapterSummary {
         architecture: arch.gguf_name,
         alpha,
@@ -212,4 +182,50 @@ pub fn export_gguf(
         rescaled: pairs.iter().filter(|p| p.b_factor != 1.0).count(),
         bytes: bytes_written,
     })
+}
+
+/// The adapter's A and B matrices, two tensors per module, in GGUF layout.
+struct AdapterSource<'a> {
+    adapter: &'a Adapter,
+    pairs: &'a [Pair],
+    inputs: Vec<&'a Path>,
+    tensors: Vec<StreamTensor>,
+}
+
+impl Source for AdapterSource<'_> {
+    type Error = LoraError;
+
+    fn tensors(&self) -> &[StreamTensor] {
+        &self.tensors
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        self.inputs.clone()
+    }
+
+    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, LoraError> {
+        let p = &self.pairs[index / 2];
+        let m = &self.adapter.modules[&p.module];
+        let r = m.rank as usize;
+        *values = if index.is_multiple_of(2) {
+            let a = self.adapter.values(&m.a)?;
+            match m.kind {
+                LoraKind::Linear => a,
+                // [r, n_vocab] -> [n_vocab, r].
+                LoraKind::Embedding => {
+                    let n = a.len() / r.max(1);
+                    (0..n).flat_map(|e| (0..r).map(move |k| (e, k))).map(|(e, k)| a[k * n + e]).collect()
+                }
+            }
+        } else {
+            let b = self.adapter.values(&m.b)?;
+            let mut transforms = vec![Transform::Scale(p.b_factor)];
+            if let Some(h) = p.permute_heads {
+                transforms.push(Transform::RopePermute { heads: h as usize });
+            }
+            let n_rows = b.len() / r.max(1);
+            apply_all(b, n_rows, &self.tensors[index].name, &transforms)?
+        };
+        Ok(TensorData::Values)
+    }
 }

@@ -1,17 +1,15 @@
-//! `merge-lora`: base HF directory + PEFT adapter -> merged HF directory.
+//! `merge-lora`: base HF directory + PEFT adapter -> merged HF directory, through [`crate::stream`].
 //!
-//! Streaming: base tensors are read from the memory-mapped shards one at a time, merged in f32 and written
-//! to the output shard before the next is read; only the adapter (small) and one base tensor are in memory.
-//! The output mirrors the base's shard layout (same file names, tensor order and metadata) and copies its
-//! config and tokenizer files. Everything goes into a temporary directory beside the output, renamed into
-//! place only when complete.
+//! Streaming: base tensors are read from the memory-mapped shards one at a time, merged in f32 (the
+//! [`Transform::Lora`] transform) and written to the output shard before the next is read; only the adapter
+//! (small) and one base tensor are in memory. The output mirrors the base's shard layout (same file names,
+//! tensor order and metadata) and copies its config and tokenizer files. A [`SafetensorsDirSink`] writes
+//! everything into a temporary directory beside the output, renamed into place only when complete.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use half::{bf16, f16};
 use quantforge_formats::hf::{read_json, HfModel};
-use quantforge_formats::safetensors::{Dtype, SafetensorsFile, SafetensorsWriter, StTensor, StTensorSpec};
+use quantforge_formats::safetensors::{Dtype, StTensor, StTensorSpec};
 use quantforge_formats::FormatError;
 use serde_json::Value;
 
@@ -19,45 +17,13 @@ use super::adapter::LoraKind;
 use super::plan::{plan, Action};
 use super::{math, Adapter, LoraError};
 use crate::progress::Progress;
-use quantforge_formats::AtomicDir;
+use crate::solver::CodecSolver;
+use crate::stream::sink::{SafetensorsDirSink, Shard};
+use crate::stream::transform::Transform;
+use crate::stream::{self, FloatType, RunOptions, Source, StreamTensor, TensorData};
 
 /// `--dtype` of the merged tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutDtype {
-    F32,
-    F16,
-    BF16,
-}
-
-impl OutDtype {
-    /// Parse a case-insensitive name.
-    pub fn parse(s: &str) -> Option<OutDtype> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "float32" => Some(OutDtype::F32),
-            "f16" | "float16" => Some(OutDtype::F16),
-            "bf16" | "bfloat16" => Some(OutDtype::BF16),
-            _ => None,
-        }
-    }
-
-    /// The safetensors dtype.
-    pub fn dtype(self) -> Dtype {
-        match self {
-            OutDtype::F32 => Dtype::F32,
-            OutDtype::F16 => Dtype::F16,
-            OutDtype::BF16 => Dtype::BF16,
-        }
-    }
-
-    /// The `torch_dtype` name in config.json.
-    fn torch_name(self) -> &'static str {
-        match self {
-            OutDtype::F32 => "float32",
-            OutDtype::F16 => "float16",
-            OutDtype::BF16 => "bfloat16",
-        }
-    }
-}
+pub use crate::stream::FloatType as OutDtype;
 
 /// Options of a merge.
 #[derive(Clone, Debug)]
@@ -90,17 +56,6 @@ fn is_float(d: Dtype) -> bool {
     matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
 }
 
-/// f32 values as little-endian bytes of `dtype` (round to nearest even).
-pub fn encode(dtype: Dtype, values: &[f32]) -> Option<Vec<u8>> {
-    Some(match dtype {
-        Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Dtype::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-        Dtype::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
-        Dtype::F64 => values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect(),
-        _ => return None,
-    })
-}
-
 /// The merged values of the base weight of `module`, given its values `w`.
 pub fn merge_module(adapter: &Adapter, module: &str, mut w: Vec<f32>, scale: f32) -> Result<Vec<f32>, LoraError> {
     let m = &adapter.modules[module];
@@ -129,6 +84,91 @@ fn merge_bias(adapter: &Adapter, module: &str, mut bias: Vec<f32>, scale: f32) -
     Ok(bias)
 }
 
+/// One base tensor of the merge: where it is and what it becomes.
+struct Item {
+    shard: usize,
+    tensor: usize,
+    dtype: Dtype,
+    action: Action,
+}
+
+/// The base model's tensors, merged with the adapter, as a pipeline source.
+struct MergeSource<'a> {
+    base: &'a HfModel,
+    adapter: &'a Adapter,
+    scale: f32,
+    inputs: [&'a Path; 2],
+    items: Vec<Item>,
+    tensors: Vec<StreamTensor>,
+}
+
+impl MergeSource<'_> {
+    fn base_tensor(&self, index: usize) -> (&quantforge_formats::safetensors::SafetensorsFile, &StTensor) {
+        let item = &self.items[index];
+        let shard = &self.base.shards()[item.shard];
+        (shard, &shard.tensors()[item.tensor])
+    }
+}
+
+impl Source for MergeSource<'_> {
+    type Error = LoraError;
+
+    fn tensors(&self) -> &[StreamTensor] {
+        &self.tensors
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        self.inputs.to_vec()
+    }
+
+    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, LoraError> {
+        let item = &self.items[index];
+        let (shard, t) = self.base_tensor(index);
+        let base = match item.action {
+            Action::Copy if item.dtype == t.dtype => return Ok(TensorData::Bytes(shard.data(t).into())),
+            Action::Replace(_) => Vec::new(),
+            _ => shard.to_f32(t)?,
+        };
+        let lora = Transform::Lora { adapter: self.adapter, action: &item.action, scale: self.scale };
+        let merged = lora.apply(base, t.shape.first().copied().unwrap_or(1) as usize, &t.name)?;
+        if FloatType::from_dtype(item.dtype).is_some() {
+            *values = merged;
+            return Ok(TensorData::Values);
+        }
+        // F64 has no ggml type: encoded here; any other dtype cannot hold the values.
+        match item.dtype {
+            Dtype::F64 => Ok(TensorData::Bytes(merged.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect())),
+            dtype => Err(FormatError::UnsupportedDtype {
+                path: shard.path().into(),
+                name: t.name.clone(),
+                dtype: dtype.to_string(),
+                wanted: "an output dtype (pass --dtype f32, f16 or bf16)",
+            }
+            .into()),
+        }
+    }
+
+    fn release(&self, index: usize) {
+        let (shard, t) = self.base_tensor(index);
+        shard.release(t);
+    }
+}
+
+/// A word on what happens to a tensor, for progress.
+fn detail(adapter: &Adapter, action: &Action, dtype: Dtype, base_dtype: Dtype, scale: f32) -> String {
+    match action {
+        Action::Copy if dtype == base_dtype => "copy".into(),
+        Action::Copy => format!("convert to {dtype}"),
+        Action::Merge(m) => {
+            let s = &adapter.modules[m].scale;
+            let dora = if adapter.modules[m].magnitude.is_some() { ", DoRA" } else { "" };
+            format!("merge LoRA (r {}, scaling {}{dora})", s.r, s.scaling * f64::from(scale))
+        }
+        Action::AddBias(_) => "add lora_B bias".into(),
+        Action::Replace(_) => "replace (modules_to_save)".into(),
+    }
+}
+
 /// Merge the adapter in `adapter_dir` into the HF model in `base_dir`, writing an HF directory at `out`.
 pub fn merge_lora(
     base_dir: &Path,
@@ -139,48 +179,54 @@ pub fn merge_lora(
 ) -> Result<MergeSummary, LoraError> {
     let base = HfModel::open(base_dir)?;
     let adapter = Adapter::open(adapter_dir)?;
-    let actions = plan(&base, &adapter)?;
-    let out_dir = AtomicDir::create(out, &[base_dir, adapter_dir])?;
-
+    let mut actions = plan(&base, &adapter)?;
     let out_dtype = |t: &StTensor| match opts.dtype {
         Some(d) if is_float(t.dtype) => d.dtype(),
         _ => t.dtype,
     };
-    let total = base.tensors().count();
-    let total_bytes: u64 = base.tensors().map(|(_, t)| t.n_elements() * out_dtype(t).bitsize() as u64 / 8).sum();
-    progress.start(total, total_bytes);
-    let mut summary = MergeSummary { tensors: total, merged: 0, replaced: 0, dora: adapter.config.use_dora, bytes: 0 };
-    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut index = 0;
-    for shard in base.shards() {
-        let file_name = shard.path().file_name().map(|f| f.to_os_string()).unwrap_or_default();
-        let specs: Vec<StTensorSpec> = shard
-            .tensors()
-            .iter()
-            .map(|t| StTensorSpec { name: t.name.clone(), dtype: out_dtype(t), shape: t.shape.clone() })
-            .collect();
-        let mut w = SafetensorsWriter::create(out_dir.tmp().join(&file_name), shard.metadata(), &specs)?;
-        for t in shard.tensors() {
-            let action = actions.get(&t.name).unwrap_or(&Action::Copy);
-            let (bytes, detail) = tensor_bytes(shard, t, out_dtype(t), action, &adapter, opts.scale)?;
-            progress.item(index, &t.name, &detail);
+    let mut summary = MergeSummary { tensors: 0, merged: 0, replaced: 0, dora: adapter.config.use_dora, bytes: 0 };
+    let (mut items, mut tensors, mut shards) = (Vec::new(), Vec::new(), Vec::new());
+    for (si, shard) in base.shards().iter().enumerate() {
+        let file_name = shard.path().file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut specs = Vec::with_capacity(shard.tensors().len());
+        for (ti, t) in shard.tensors().iter().enumerate() {
+            let dtype = out_dtype(t);
+            let action = actions.remove(&t.name).unwrap_or(Action::Copy);
             match action {
                 Action::Merge(_) => summary.merged += 1,
                 Action::Replace(_) => summary.replaced += 1,
                 _ => {}
             }
-            w.write_tensor_data(&bytes)?;
-            shard.release(t);
-            summary.bytes += bytes.len() as u64;
-            sizes.insert(t.name.clone(), bytes.len() as u64);
-            progress.item_done(index, bytes.len() as u64);
-            index += 1;
+            let mut ne: Vec<u64> = t.shape.iter().rev().copied().collect();
+            if ne.is_empty() {
+                ne.push(1);
+            }
+            tensors.push(StreamTensor {
+                name: t.name.clone(),
+                ne,
+                ty: FloatType::from_dtype(dtype).map(FloatType::ggml_type),
+                size: t.n_elements() * dtype.bitsize() as u64 / 8,
+                detail: detail(&adapter, &action, dtype, t.dtype, opts.scale),
+            });
+            specs.push(StTensorSpec { name: t.name.clone(), dtype, shape: t.shape.clone() });
+            items.push(Item { shard: si, tensor: ti, dtype, action });
         }
-        w.finish()?;
+        shards.push(Shard { file_name, metadata: shard.metadata().to_vec(), tensors: specs });
     }
-    copy_side_files(base_dir, &out_dir, opts.dtype, summary.bytes)?;
-    out_dir.commit()?;
-    progress.finish();
+    summary.tensors = tensors.len();
+    let total: u64 = tensors.iter().map(|t| t.size).sum();
+    let dtype = opts.dtype;
+    let side_files = Box::new(move |dir: &Path| copy_side_files(base_dir, dir, dtype, total));
+    let sink = SafetensorsDirSink::new(out, shards, side_files);
+    let source = MergeSource {
+        base: &base,
+        adapter: &adapter,
+        scale: opts.scale,
+        inputs: [base_dir, adapter_dir],
+        items,
+        tensors,
+    };
+    summary.bytes = stream::run(&source, &CodecSolver, sink, RunOptions::new(progress))?.bytes;
     Ok(summary)
 }
 
@@ -205,39 +251,6 @@ pub fn apply(
     Ok(out)
 }
 
-/// The output bytes of one base tensor, and a word on what happened to it.
-fn tensor_bytes(
-    shard: &SafetensorsFile,
-    t: &StTensor,
-    dtype: Dtype,
-    action: &Action,
-    adapter: &Adapter,
-    scale: f32,
-) -> Result<(Vec<u8>, String), LoraError> {
-    let values = match action {
-        Action::Copy if dtype == t.dtype => return Ok((shard.data(t).to_vec(), "copy".into())),
-        Action::Replace(_) => apply(adapter, action, Vec::new(), scale, &t.name)?,
-        _ => apply(adapter, action, shard.to_f32(t)?, scale, &t.name)?,
-    };
-    let bytes = encode(dtype, &values).ok_or_else(|| FormatError::UnsupportedDtype {
-        path: shard.path().into(),
-        name: t.name.clone(),
-        dtype: dtype.to_string(),
-        wanted: "an output dtype (pass --dtype f32, f16 or bf16)",
-    })?;
-    let detail = match action {
-        Action::Copy => format!("convert to {dtype}"),
-        Action::Merge(m) => {
-            let s = &adapter.modules[m].scale;
-            let dora = if adapter.modules[m].magnitude.is_some() { ", DoRA" } else { "" };
-            format!("merge LoRA (r {}, scaling {}{dora})", s.r, s.scaling * f64::from(scale))
-        }
-        Action::AddBias(_) => "add lora_B bias".into(),
-        Action::Replace(_) => "replace (modules_to_save)".into(),
-    };
-    Ok((bytes, detail))
-}
-
 /// Files that are never copied: weights (rewritten or stale) and the shard index (rewritten).
 fn is_weight_file(name: &str) -> bool {
     let ext = Path::new(name).extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
@@ -248,8 +261,8 @@ fn is_weight_file(name: &str) -> bool {
 
 /// Copy config, tokenizer and other small files; rewrite the shard index's total size, and `torch_dtype`
 /// when the dtype changes.
-fn copy_side_files(base_dir: &Path, out: &AtomicDir, dtype: Option<OutDtype>, total: u64) -> Result<(), LoraError> {
-    let io = |p: &Path, e| LoraError::from(FormatError::io(p, e));
+fn copy_side_files(base_dir: &Path, out: &Path, dtype: Option<OutDtype>, total: u64) -> Result<(), FormatError> {
+    let io = |p: &Path, e| FormatError::io(p, e);
     let mut entries: Vec<_> =
         std::fs::read_dir(base_dir).map_err(|e| io(base_dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
@@ -258,7 +271,7 @@ fn copy_side_files(base_dir: &Path, out: &AtomicDir, dtype: Option<OutDtype>, to
         if !src.is_file() || is_weight_file(&name) {
             continue;
         }
-        let dst = out.tmp().join(&name);
+        let dst = out.join(&name);
         match (name.as_str(), dtype) {
             ("config.json", Some(d)) => {
                 let mut config = read_json(&src)?;
@@ -285,12 +298,12 @@ fn copy_side_files(base_dir: &Path, out: &AtomicDir, dtype: Option<OutDtype>, to
                 meta.insert("total_size".into(), Value::from(total));
             }
         }
-        write_json(&out.tmp().join("model.safetensors.index.json"), &v)?;
+        write_json(&out.join("model.safetensors.index.json"), &v)?;
     }
     Ok(())
 }
 
-fn write_json(path: &Path, v: &Value) -> Result<(), LoraError> {
+fn write_json(path: &Path, v: &Value) -> Result<(), FormatError> {
     let mut text =
         serde_json::to_string_pretty(v).map_err(|e| FormatError::Json { path: path.into(), message: e.to_string() })?;
     text.push('\n');

@@ -20,4 +20,4 @@ pub use adapter::{Adapter, LoraKind, ModuleLora, KEY_PREFIX};
 pub use config::{LoraConfig, ModuleScale, ModuleSelector};
 pub use error::LoraError;
 pub use gguf::{export_gguf, GgufAdapterSummary};
-pub use merge::{apply, encode, merge_lora, merge_module, MergeOptions, MergeSummary, OutDtype};
+pub use merge::{apply, merge_lora, merge_module, MergeOptions, MergeSummary, OutDtype};

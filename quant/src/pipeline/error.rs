@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use quantforge_formats::{FormatError, GgmlType};
 
 use crate::policy::PolicyError;
+use crate::solver::SolverError;
+use crate::stream::StreamError;
 use crate::QuantError;
 
 /// Everything that can stop a quantization.
@@ -35,4 +37,20 @@ pub enum PipelineError {
     Shape { tensor: String },
     #[error("tensor '{tensor}' has non-finite values (value {index} is {value}); refusing to quantize it")]
     NonFinite { tensor: String, index: usize, value: f32 },
+    #[error(transparent)]
+    Stream(Box<StreamError>),
+}
+
+impl From<StreamError> for PipelineError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Format(f) => PipelineError::Format(f),
+            StreamError::NonFinite { tensor, index, value } => PipelineError::NonFinite { tensor, index, value },
+            StreamError::Solve { tensor, source: SolverError::Codec(source) } => {
+                PipelineError::Codec { tensor, source }
+            }
+            StreamError::Solve { tensor, source: SolverError::Shape { .. } } => PipelineError::Shape { tensor },
+            e => PipelineError::Stream(Box::new(e)),
+        }
+    }
 }

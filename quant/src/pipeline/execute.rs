@@ -1,19 +1,57 @@
-//! Running a [`QuantizePlan`]: one tensor in memory at a time, rows quantized in parallel.
+//! Running a [`QuantizePlan`] through [`crate::stream`]: the input model is the source (tensors to
+//! quantize decoded to f32, the others copied), the importance matrix gives each tensor's diagonal
+//! statistics, [`CodecSolver`] quantizes rows in parallel, a [`GgufSink`] writes one file or the split files.
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::gguf::{GgufWriter, TensorSpec};
-use quantforge_formats::{check_not_input, AtomicFile};
-use rayon::prelude::*;
+use quantforge_formats::gguf::TensorSpec;
 
-use super::source::{to_f32, ModelSource};
-use super::{imatrix_entry, split, PipelineError, PlannedTensor, QuantizeOptions, QuantizePlan};
-use crate::codecs;
+use super::{imatrix_entry, split, ModelSource, PipelineError, PlannedTensor, QuantizeOptions, QuantizePlan};
+use crate::imatrix::Imatrix;
 use crate::progress::Progress;
+use crate::solver::{CodecSolver, TensorStats};
+use crate::stream::sink::{GgufPart, GgufSink};
+use crate::stream::transform::decode;
+use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
 
-/// Rows per parallel work item: whole rows of at least 16384 values, as llama-quantize chunks its work.
-fn rows_per_chunk(n_per_row: usize) -> usize {
-    16384usize.div_ceil(n_per_row.max(1)).max(1)
+/// A model and a plan as a pipeline source.
+struct QuantizeSource<'a> {
+    input: &'a dyn ModelSource,
+    plan: &'a QuantizePlan,
+    imatrix: Option<&'a Imatrix>,
+    tensors: Vec<StreamTensor>,
+}
+
+impl Source for QuantizeSource<'_> {
+    type Error = PipelineError;
+
+    fn tensors(&self) -> &[StreamTensor] {
+        &self.tensors
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        self.input.input_paths()
+    }
+
+    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, PipelineError> {
+        let t = &self.plan.tensors[index];
+        let src = self.input.bytes(t.source)?;
+        if !t.quantize {
+            return Ok(TensorData::Bytes(src));
+        }
+        values.resize(t.ne.iter().product::<u64>() as usize, 0.0);
+        decode(t.src_type, &src, values).map_err(|source| PipelineError::Codec { tensor: t.name.clone(), source })?;
+        Ok(TensorData::Values)
+    }
+
+    fn stats(&self, index: usize) -> Result<TensorStats<'_>, PipelineError> {
+        let t = &self.plan.tensors[index];
+        Ok(imatrix_entry(self.imatrix, &t.name, &t.ne)?.map_or(TensorStats::None, TensorStats::Diagonal))
+    }
+
+    fn release(&self, index: usize) {
+        self.input.release(self.plan.tensors[index].source);
+    }
 }
 
 /// Write the quantized model to `output` (or its split files). Returns the paths written.
@@ -25,20 +63,8 @@ pub fn execute(
     progress: &dyn Progress,
 ) -> Result<Vec<PathBuf>, PipelineError> {
     let paths = plan.output_paths(output);
-    for p in &paths {
-        let mut inputs: Vec<&Path> = input.input_paths();
-        if let Some(i) = &options.imatrix {
-            inputs.push(Path::new(&i.file_arg));
-        }
-        check_not_input(p, &inputs)?;
-    }
-    let imatrix = options.imatrix.as_ref().map(|i| &i.matrix);
-    progress.start(plan.tensors.len(), plan.output_bytes());
-    let mut pending: Vec<AtomicFile> = Vec::with_capacity(paths.len());
-    let mut scratch = Scratch::default();
-    let mut index = 0;
+    let mut parts = Vec::with_capacity(paths.len());
     for (split_no, path) in paths.iter().enumerate() {
-        let tensors: Vec<&PlannedTensor> = plan.tensors.iter().filter(|t| t.split == split_no).collect();
         let metadata = if plan.n_splits <= 1 {
             plan.metadata.clone()
         } else {
@@ -47,32 +73,32 @@ pub fn execute(
             m.extend(keys);
             m
         };
-        let specs = tensors
+        let specs = plan
+            .tensors
             .iter()
+            .filter(|t| t.split == split_no)
             .map(|t| TensorSpec { name: t.name.clone(), ggml_type: t.dst_type, ne: t.ne.clone() })
             .collect();
-        let mut writer = GgufWriter::create(path, &metadata, specs)?;
-        for t in tensors {
-            progress.item(index, &t.name, &describe(t));
-            let src = input.bytes(t.source)?;
-            if t.quantize {
-                let weights = imatrix_entry(imatrix, &t.name, &t.ne)?;
-                let bytes = scratch.quantize(&src, t, weights)?;
-                writer.write_tensor(&t.name, bytes)?;
-            } else {
-                writer.write_tensor(&t.name, &src)?;
-            }
-            drop(src);
-            input.release(t.source);
-            progress.item_done(index, t.size);
-            index += 1;
-        }
-        pending.push(writer.finish_deferred()?);
+        parts.push(GgufPart { path: path.clone(), metadata, specs });
     }
-    for f in pending {
-        f.commit()?;
-    }
-    progress.finish();
+    // Split files hold the tensors in plan order (splits are assigned in order), so the sink's order is the plan's.
+    let tensors = plan
+        .tensors
+        .iter()
+        .map(|t| StreamTensor {
+            name: t.name.clone(),
+            ne: t.ne.clone(),
+            ty: Some(t.dst_type),
+            size: t.size,
+            detail: describe(t),
+        })
+        .collect();
+    let imatrix = options.imatrix.as_ref().map(|i| &i.matrix);
+    let source = QuantizeSource { input, plan, imatrix, tensors };
+    let imatrix_path = options.imatrix.as_ref().map(|i| Path::new(&i.file_arg));
+    let extra: Vec<&Path> = imatrix_path.into_iter().collect();
+    let opts = RunOptions { reject_non_finite: true, extra_inputs: &extra, ..RunOptions::new(progress) };
+    stream::run(&source, &CodecSolver, GgufSink::split(parts), opts)?;
     Ok(paths)
 }
 
@@ -86,85 +112,4 @@ fn describe(t: &PlannedTensor) -> String {
         s.push_str(" (copy)");
     }
     s
-}
-
-/// Buffers reused from tensor to tensor.
-#[derive(Default)]
-struct Scratch {
-    f32s: Vec<f32>,
-    out: Vec<u8>,
-}
-
-impl Scratch {
-    fn quantize(&mut self, src: &[u8], t: &PlannedTensor, weights: Option<&[f32]>) -> Result<&[u8], PipelineError> {
-        let codec_err = |source| PipelineError::Codec { tensor: t.name.clone(), source };
-        let n = t.ne.iter().product::<u64>() as usize;
-        self.out.clear();
-        if n == 0 {
-            return Ok(&self.out);
-        }
-        self.f32s.resize(n, 0.0);
-        to_f32(t.src_type, src, &mut self.f32s).map_err(codec_err)?;
-        if let Some(index) = first_non_finite(&self.f32s) {
-            return Err(PipelineError::NonFinite { tensor: t.name.clone(), index, value: self.f32s[index] });
-        }
-        self.out.resize(t.size as usize, 0);
-        let n_per_row = t.ne[0] as usize;
-        let row_bytes =
-            t.dst_type.row_size(t.ne[0]).ok_or_else(|| PipelineError::Shape { tensor: t.name.clone() })? as usize;
-        // Expert tensors (ne[2] > 1) use one imatrix slice of ne[0] weights per expert.
-        let rows_per_slice = (t.ne.get(1).copied().unwrap_or(1) as usize).max(1);
-        let slice_values = rows_per_slice * n_per_row;
-        let chunk = rows_per_chunk(n_per_row);
-        self.f32s
-            .par_chunks(slice_values)
-            .zip(self.out.par_chunks_mut(rows_per_slice * row_bytes))
-            .enumerate()
-            .try_for_each(|(slice, (src, dst))| {
-                let w = weights.map(|w| {
-                    let start = (slice * n_per_row) % w.len().max(1);
-                    &w[start..start + n_per_row]
-                });
-                src.par_chunks(chunk * n_per_row)
-                    .zip(dst.par_chunks_mut(chunk * row_bytes))
-                    .try_for_each(|(s, d)| codecs::quantize_rows(t.dst_type, s, n_per_row, w, d))
-            })
-            .map_err(codec_err)?;
-        Ok(&self.out)
-    }
-}
-
-/// Index of the first NaN or infinity. Checked a chunk at a time with a branch-free fold that vectorizes;
-/// only a chunk that has one is searched again.
-fn first_non_finite(values: &[f32]) -> Option<usize> {
-    const CHUNK: usize = 1 << 16;
-    let chunk = values
-        .par_chunks(CHUNK)
-        .position_first(|c| c.iter().fold(false, |bad, v| bad | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)))?;
-    let start = chunk * CHUNK;
-    values[start..].iter().position(|v| !v.is_finite()).map(|i| start + i)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_first_non_finite_value() {
-        let mut v = vec![0.5f32; 300_000];
-        assert_eq!(first_non_finite(&v), None);
-        v[200_001] = f32::INFINITY;
-        v[250_000] = f32::NAN;
-        assert_eq!(first_non_finite(&v), Some(200_001));
-        v[3] = -f32::NAN;
-        assert_eq!(first_non_finite(&v), Some(3));
-    }
-
-    #[test]
-    fn chunks_hold_whole_rows_of_at_least_16384_values() {
-        assert_eq!(rows_per_chunk(4096), 4);
-        assert_eq!(rows_per_chunk(5000), 4);
-        assert_eq!(rows_per_chunk(32768), 1);
-        assert_eq!(rows_per_chunk(0), 16384);
-    }
 }

@@ -2,9 +2,10 @@
 //!
 //! [`plan`] decides every tensor's type (the [`crate::policy`] rules), checks everything that can be checked
 //! before a byte is written (requantization, importance-matrix coverage and sizes, codec support, output
-//! paths), and computes the exact output size. [`execute`] then streams tensors one at a time from the
-//! memory-mapped input: dequantize to f32 when needed, quantize rows in parallel (rows are independent, so
-//! the bytes do not depend on the thread count), write, release the input pages.
+//! paths), and computes the exact output size. [`execute`] then runs the plan through [`crate::stream`]:
+//! tensors one at a time from the memory-mapped input, dequantized to f32 when needed, quantized by the
+//! [`crate::solver::CodecSolver`] (rows in parallel; rows are independent, so the bytes do not depend on
+//! the thread count), written, the input pages released.
 //!
 //! Mirrors `llama_model_quantize_impl` in `src/llama-quant.cpp` at llama.cpp
 //! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62.

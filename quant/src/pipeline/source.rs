@@ -10,7 +10,6 @@ use quantforge_formats::GgmlType;
 
 use super::PipelineError;
 use crate::convert::ConvertedModel;
-use crate::dequant;
 
 /// A model the pipeline can read one tensor at a time.
 pub trait ModelSource: Sync {
@@ -110,18 +109,4 @@ impl ModelSource for ConvertedModel {
     fn bytes(&self, i: usize) -> Result<Cow<'_, [u8]>, PipelineError> {
         Ok(Cow::Owned(self.tensor_bytes(i).map_err(|e| PipelineError::Convert(Box::new(e)))?))
     }
-}
-
-/// Decode tensor bytes of type `ty` to f32, in parallel over blocks.
-pub(crate) fn to_f32(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), crate::QuantError> {
-    use rayon::prelude::*;
-    if ty == GgmlType::F32 {
-        dst.par_chunks_mut(1 << 16).zip(src.par_chunks(4 << 16)).for_each(|(d, s)| {
-            for (x, b) in d.iter_mut().zip(s.chunks_exact(4)) {
-                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        });
-        return Ok(());
-    }
-    dequant::dequantize_row_par(ty, src, dst)
 }

@@ -1,0 +1,231 @@
+//! The one streaming pipeline every command that writes tensors goes through:
+//! **source -> per-tensor transforms -> solver -> sink**.
+//!
+//! - A [`Source`] lists its output tensors up front ([`StreamTensor`]: name, ggml-order shape, stored type,
+//!   byte size) and yields each one in turn, either as stored bytes (copied) or as f32 values (already
+//!   transformed, see [`transform`]), plus the statistics its solver may use.
+//! - A [`Solver`] turns f32 values into stored bytes ([`crate::solver`]).
+//! - A [`Sink`] writes them: one GGUF or split GGUF files ([`sink::GgufSink`]), an HF safetensors directory
+//!   ([`sink::SafetensorsDirSink`]).
+//!
+//! [`run`] is the only loop. It owns: refusing outputs that are inputs, the sink's atomic temporaries (a
+//! failed or cancelled run leaves nothing), progress, cancellation between tensors, releasing the source's
+//! pages after each tensor, the output-size accounting, and the checks that the sink expects exactly the
+//! planned tensors and received every one of them at its planned size.
+//!
+//! Where each command enters: `convert` ([`crate::convert::ConvertedModel::write_gguf`]), `convert --to hf`
+//! ([`crate::convert::to_hf::gguf_to_hf`]), `quantize` ([`crate::pipeline::execute`]), `merge-lora`
+//! ([`crate::lora::merge_lora`]) and `convert --lora-base` ([`crate::lora::export_gguf`]) each build a source
+//! and a sink and call [`run`].
+
+mod dtype;
+pub mod sink;
+pub mod transform;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use quantforge_formats::{check_not_input, FormatError, GgmlType};
+use rayon::prelude::*;
+
+pub use dtype::FloatType;
+pub use sink::Sink;
+
+use crate::progress::Progress;
+use crate::solver::{SolveJob, Solver, SolverError, TensorStats};
+
+/// One tensor a source produces and a sink receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamTensor {
+    pub name: String,
+    /// Dimensions in ggml order.
+    pub ne: Vec<u64>,
+    /// The stored type the solver encodes f32 values to; `None` for tensors only ever copied as bytes
+    /// (safetensors dtypes with no ggml type).
+    pub ty: Option<GgmlType>,
+    /// Stored bytes (without padding).
+    pub size: u64,
+    /// What happens to it, for progress.
+    pub detail: String,
+}
+
+impl StreamTensor {
+    /// A tensor solved to `ty`, its size computed from the shape. `None` when the shape does not fit `ty`.
+    pub fn solved(name: impl Into<String>, ne: Vec<u64>, ty: GgmlType, detail: impl Into<String>) -> Option<Self> {
+        let size = ty.tensor_size(&ne)?;
+        Some(StreamTensor { name: name.into(), ne, ty: Some(ty), size, detail: detail.into() })
+    }
+}
+
+/// One tensor's data as a source yields it.
+pub enum TensorData<'s> {
+    /// Stored bytes, written as they are.
+    Bytes(Cow<'s, [u8]>),
+    /// The f32 values were put in the buffer handed to [`Source::read`]; the solver encodes them.
+    Values,
+}
+
+/// Where tensors come from.
+pub trait Source: Sync {
+    /// The caller's error type; the driver's own failures convert into it.
+    type Error: From<StreamError>;
+    /// The output tensors, in write order.
+    fn tensors(&self) -> &[StreamTensor];
+    /// Files no output may overwrite.
+    fn input_paths(&self) -> Vec<&Path>;
+    /// Tensor `index`: its bytes, or its values put in `values` (resized by the source).
+    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, Self::Error>;
+    /// Statistics for the solver of tensor `index`.
+    fn stats(&self, _index: usize) -> Result<TensorStats<'_>, Self::Error> {
+        Ok(TensorStats::None)
+    }
+    /// Tensor `index` is done with: its pages may be released.
+    fn release(&self, _index: usize) {}
+}
+
+/// The driver's own failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("interrupted; no output was written")]
+    Interrupted,
+    #[error("tensor '{tensor}': {source}")]
+    Solve { tensor: String, source: SolverError },
+    #[error("tensor '{tensor}' has non-finite values (value {index} is {value}); refusing to quantize it")]
+    NonFinite { tensor: String, index: usize, value: f32 },
+    #[error("tensor '{tensor}': the source gave {got} bytes, {expected} were planned")]
+    Size { tensor: String, expected: u64, got: u64 },
+    #[error("tensor '{tensor}' has no stored type to encode its values to")]
+    NoType { tensor: String },
+    #[error("the output does not match the plan: {message}")]
+    SinkMismatch { message: String },
+}
+
+/// How to run.
+#[derive(Clone, Copy)]
+pub struct RunOptions<'a> {
+    pub progress: &'a dyn Progress,
+    /// Set by another thread to stop between tensors with [`StreamError::Interrupted`] and no output.
+    pub cancel: Option<&'a AtomicBool>,
+    /// Refuse tensors with NaN or infinite values before solving them (quantize does, convert does not).
+    pub reject_non_finite: bool,
+    /// Inputs besides the source's own files that no output may overwrite (an imatrix file).
+    pub extra_inputs: &'a [&'a Path],
+}
+
+impl<'a> RunOptions<'a> {
+    /// Progress only; no cancellation, no finiteness check, no extra inputs.
+    pub fn new(progress: &'a dyn Progress) -> Self {
+        RunOptions { progress, cancel: None, reject_non_finite: false, extra_inputs: &[] }
+    }
+}
+
+/// What a run wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    pub tensors: usize,
+    /// Tensor bytes written (without padding).
+    pub bytes: u64,
+    /// The files or directory written.
+    pub outputs: Vec<PathBuf>,
+}
+
+/// Stream every tensor of `source` through `solver` into `sink`.
+pub fn run<S: Source + ?Sized, K: Sink>(
+    source: &S,
+    solver: &dyn Solver,
+    mut sink: K,
+    opts: RunOptions<'_>,
+) -> Result<RunSummary, S::Error> {
+    let tensors = source.tensors();
+    check_plan(tensors, &sink.expected())?;
+    let mut inputs = source.input_paths();
+    inputs.extend_from_slice(opts.extra_inputs);
+    let outputs = sink.outputs();
+    for out in &outputs {
+        check_not_input(out, &inputs).map_err(StreamError::from)?;
+    }
+    sink.open(&inputs)?;
+    let total: u64 = tensors.iter().map(|t| t.size).sum();
+    opts.progress.start(tensors.len(), total);
+    let mut values = Vec::new();
+    let mut out = Vec::new();
+    let mut written = 0u64;
+    for (i, t) in tensors.iter().enumerate() {
+        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(StreamError::Interrupted.into());
+        }
+        opts.progress.item(i, &t.name, &t.detail);
+        let n = match source.read(i, &mut values)? {
+            TensorData::Bytes(bytes) => {
+                check_size(t, bytes.len())?;
+                sink.write(i, &bytes)?;
+                bytes.len()
+            }
+            TensorData::Values => {
+                let ty = t.ty.ok_or_else(|| StreamError::NoType { tensor: t.name.clone() })?;
+                if opts.reject_non_finite {
+                    if let Some(index) = first_non_finite(&values) {
+                        let value = values[index];
+                        return Err(StreamError::NonFinite { tensor: t.name.clone(), index, value }.into());
+                    }
+                }
+                let job = SolveJob { name: &t.name, ne: &t.ne, ty, stats: source.stats(i)? };
+                out.clear();
+                out.resize(t.size as usize, 0);
+                solver
+                    .solve(&job, &values, &mut out)
+                    .map_err(|source| StreamError::Solve { tensor: t.name.clone(), source })?;
+                sink.write(i, &out)?;
+                out.len()
+            }
+        };
+        source.release(i);
+        written += n as u64;
+        opts.progress.item_done(i, n as u64);
+    }
+    sink.finish()?;
+    opts.progress.finish();
+    Ok(RunSummary { tensors: tensors.len(), bytes: written, outputs })
+}
+
+/// The sink must expect exactly the source's tensors, in order, at their sizes.
+fn check_plan(tensors: &[StreamTensor], expected: &[(String, u64)]) -> Result<(), StreamError> {
+    let mismatch = |message: String| Err(StreamError::SinkMismatch { message });
+    if tensors.len() != expected.len() {
+        return mismatch(format!("{} tensors planned, the sink expects {}", tensors.len(), expected.len()));
+    }
+    for (t, (name, size)) in tensors.iter().zip(expected) {
+        if &t.name != name || t.size != *size {
+            return mismatch(format!(
+                "planned '{}' ({} bytes), the sink expects '{name}' ({size} bytes)",
+                t.name, t.size
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_size(t: &StreamTensor, got: usize) -> Result<(), StreamError> {
+    if got as u64 != t.size {
+        return Err(StreamError::Size { tensor: t.name.clone(), expected: t.size, got: got as u64 });
+    }
+    Ok(())
+}
+
+/// Index of the first NaN or infinity. Checked a chunk at a time with a branch-free fold that vectorizes;
+/// only a chunk that has one is searched again.
+fn first_non_finite(values: &[f32]) -> Option<usize> {
+    const CHUNK: usize = 1 << 16;
+    let chunk = values
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().fold(false, |bad, v| bad | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)))?;
+    let start = chunk * CHUNK;
+    values[start..].iter().position(|v| !v.is_finite()).map(|i| start + i)
+}
+
+#[cfg(test)]
+mod tests;
