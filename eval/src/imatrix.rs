@@ -16,7 +16,7 @@ use quantforge_quant::progress::Progress;
 
 use crate::error::Result;
 use crate::model::LlamaModel;
-use crate::perplexity::{check_ctx, chunks};
+use crate::chunking::{check_ctx, chunks};
 
 /// Σ x² per column of one matrix's input, and the number of rows (tokens) summed.
 #[derive(Clone, Debug, Default, PartialEq)]
