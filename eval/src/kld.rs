@@ -20,10 +20,10 @@ use quantforge_quant::progress::Progress;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::chunking::{check_chunk_limit, check_ctx, chunks, scored_rows, split_chunks};
 use crate::error::{EvalError, Result};
 use crate::logits_file::{BaseChunk, BaseRow, LogitsReader, LogitsWriter};
 use crate::model::LlamaModel;
-use crate::chunking::{check_chunk_limit, check_ctx, chunks, scored_rows, split_chunks};
 use crate::perplexity::PerplexityOptions;
 
 /// Per-token figures of one scored position.

@@ -23,9 +23,7 @@ impl Loaded {
     pub fn open(path: &Path, device: Device) -> Result<Loaded> {
         let mut model =
             LlamaModel::load(path).map_err(|e| EvalError::Load { path: path.into(), source: Box::new(e) })?;
-        model
-            .set_device(device)
-            .map_err(|e| EvalError::SetDevice { device: device.name(), source: Box::new(e) })?;
+        model.set_device(device).map_err(|e| EvalError::SetDevice { device: device.name(), source: Box::new(e) })?;
         let tokenizer =
             Tokenizer::load(path).map_err(|e| EvalError::LoadTokenizer { path: path.into(), source: Box::new(e) })?;
         let (tokens, rows) = (tokenizer.n_vocab(), model.config().n_vocab);

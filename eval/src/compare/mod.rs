@@ -33,8 +33,8 @@ use crate::perplexity::{save_base_logits, PerplexityOptions};
 use crate::run::{threads, MmluSelection};
 use cache::{hash_file, hash_model, hash_tokens, Cache};
 pub use chart::Metric;
-use row::{BaseFigures, KldFigures, MmluFigures};
 pub use row::{label_uniquely, Row};
+use row::{BaseFigures, KldFigures, MmluFigures};
 
 /// What to compare, on what.
 #[derive(Clone, Debug)]
@@ -109,8 +109,7 @@ pub fn compare(job: &CompareJob, progress: &dyn CompareProgress) -> Result<Compa
     let opts = &job.opts;
     let text_hash = hash_file(job.text)?;
     // Tokens/s depend on the device, so it is part of every key (the figures themselves do not).
-    let text_key =
-        json!({"text": text_hash, "ctx": opts.n_ctx, "chunks": opts.n_chunks, "device": job.device.name()});
+    let text_key = json!({"text": text_hash, "ctx": opts.n_ctx, "chunks": opts.n_chunks, "device": job.device.name()});
 
     let mut rows = Vec::with_capacity(n);
     let mut base_ctx: Option<BaseContext> = None;

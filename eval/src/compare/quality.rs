@@ -68,8 +68,7 @@ pub fn quality_table(path: &Path, json: &Value) -> Result<Option<QualityTable>> 
     if table.entries.is_empty() {
         return Err(EvalError::Comparison {
             path: path.into(),
-            message: "no row gives a quantization type (a GGUF's general.file_type, or a type in its file name)"
-                .into(),
+            message: "no row gives a quantization type (a GGUF's general.file_type, or a type in its file name)".into(),
         });
     }
     Ok(Some(table))

@@ -151,7 +151,9 @@ mod tests {
         let t = text(&c);
         assert!(t.starts_with("model     "), "{t}");
         assert!(t.contains("1.01 MiB") && t.contains("+1.38%") && t.contains("0.026800 ± 0.005300"), "{t}");
-        assert!(t.ends_with("4 chunks of 128 tokens (second half of each chunk scored); KLD and same-top against f32.gguf.\n"));
+        assert!(t.ends_with(
+            "4 chunks of 128 tokens (second half of each chunk scored); KLD and same-top against f32.gguf.\n"
+        ));
         let md = markdown(&c);
         assert!(md.contains("| q\\|4.gguf | 512 B |"), "{md}");
         assert!(md.contains("against `f32.gguf`."), "{md}");

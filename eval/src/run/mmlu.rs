@@ -31,7 +31,14 @@ pub struct MmluSelection {
 
 impl Default for MmluSelection {
     fn default() -> Self {
-        MmluSelection { subjects: Vec::new(), subset: None, shots: 5, limit: None, max_tokens: 2048, chat_template: None }
+        MmluSelection {
+            subjects: Vec::new(),
+            subset: None,
+            shots: 5,
+            limit: None,
+            max_tokens: 2048,
+            chat_template: None,
+        }
     }
 }
 
