@@ -85,7 +85,7 @@ pub fn perplexity(
 }
 
 /// Perplexity of `base` over `tokens` (the figures of [`perplexity`], unclamped), writing its log-probabilities
-/// to `path` in the same pass ([`crate::logits_file`]'s layout) for [`crate::kld::kl_divergence_from_file`] or
+/// to `path` in the same pass ([`crate::logits_file`]'s layout) for later KL-divergence runs against the file or
 /// `llama-perplexity --kl-divergence`.
 pub fn save_base_logits(
     base: &LlamaModel,
