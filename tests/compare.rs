@@ -137,3 +137,37 @@ fn bad_input_is_refused() {
     assert!(err.contains("synth-tiny-f32.gguf"), "{err}");
     assert!(std::fs::metadata(&q).unwrap().len() > 0, "an input was overwritten");
 }
+
+/// `eval compare --json` is the file `plan --quality` reads: each row's type comes from its GGUF, and the
+/// types that fit are ranked by the KL divergence measured in the comparison, ahead of the unmeasured ones.
+#[test]
+fn plan_ranks_by_the_figures_of_a_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f32, q4) = models(dir.path());
+    let q6 = dir.path().join("q6k.gguf").display().to_string();
+    qf(["quantize", &f32, &q6, "--type", "q6_k", "-q"]).ok();
+    let out = compare(&[&f32, &q4, &q6], &dir.path().join("cache"), &["--json", "-q"]).ok();
+    let measured: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let file = dir.path().join("compare.json");
+    std::fs::write(&file, &out).unwrap();
+    let file = file.display().to_string();
+    let j = qf(["plan", &f32, "--ram", "1G", "--ctx", "256", "--json", "--quality", &file]).json();
+    assert_eq!(j["plan"]["ranked_by"], "KL divergence (measured)");
+    let types: Vec<&str> = j["results"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
+    // By bits per weight F16 would come first; measured, Q6_K (lower KLD) then Q4_K_M lead.
+    assert_eq!(types[..2], ["Q6_K", "Q4_K_M"], "{types:?}");
+    assert!(types.contains(&"F16"), "{types:?}");
+    let quality = j["plan"]["quality"].as_array().unwrap();
+    for (i, row) in [(0, 2), (1, 1)] {
+        assert_eq!(quality[i]["kld"], measured["models"][row]["kld"]["value"], "{}", quality[i]);
+        assert_eq!(quality[i]["ppl"], measured["models"][row]["ppl"]["value"], "{}", quality[i]);
+    }
+    assert!(quality[2]["kld"].is_null());
+    // The older per-type table is still read.
+    let table = dir.path().join("types.json");
+    std::fs::write(&table, r#"{"types": {"Q4_K_M": {"kld": 0.001}, "Q6_K": {"kld": 0.01}}}"#).unwrap();
+    let table = table.display().to_string();
+    let j = qf(["plan", &f32, "--ram", "1G", "--ctx", "256", "--json", "--quality", &table]).json();
+    let types: Vec<&str> = j["results"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
+    assert_eq!(types[..2], ["Q4_K_M", "Q6_K"], "{types:?}");
+}

@@ -109,7 +109,8 @@ pub struct PlanArgs {
     /// Context per sequence.
     #[arg(long, default_value_t = 8192)]
     pub ctx: u64,
-    /// Measured quality per type (JSON: {"types": {"Q4_K_M": {"ppl": .., "kld": ..}, ...}}).
+    /// Measured quality per type: the JSON of `eval compare --json`, or {"types": {"Q4_K_M": {"ppl": .., "kld":
+    /// ..}, ...}}.
     #[arg(long)]
     pub quality: Option<PathBuf>,
 }
@@ -238,7 +239,7 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
     let shape = open(&c.model)?;
     let quality = match &args.quality {
         None => None,
-        Some(p) => Some(QualityTable::parse(p, &read_json(p)?)?),
+        Some(p) => Some(quality_table(p)?),
     };
     let s = settings(c, &m, &shape, args.ctx)?;
     let mut fitting = Vec::new();
@@ -299,6 +300,15 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
     };
     report::emit(&text)?;
     Ok(())
+}
+
+/// The measured quality in `path`: the JSON of `eval compare --json`, or a `{"types": {TYPE: {ppl, kld}}}` table.
+fn quality_table(path: &Path) -> Result<QualityTable> {
+    let json = read_json(path)?;
+    Ok(match quantforge_eval::compare::quality::quality_table(path, &json)? {
+        Some(table) => table,
+        None => QualityTable::parse(path, &json)?,
+    })
 }
 
 fn header(o: &mut String, shape: &ModelShape, c: &Common, m: &Machine) {

@@ -4,6 +4,7 @@ mod compare;
 mod convert;
 mod estimate;
 mod eval;
+mod eval_args;
 mod inspect;
 mod merge_lora;
 mod mmlu;

@@ -21,6 +21,11 @@ pub fn emit(text: &str) -> std::io::Result<()> {
     }
 }
 
+/// A result as the pretty-printed JSON document of its command, with a final newline.
+pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
 /// Size rayon's global pool (`--threads`); `None` keeps one worker per core. Outputs never depend on it.
 pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = n {

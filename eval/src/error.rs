@@ -67,4 +67,49 @@ pub enum EvalError {
     /// A base log-probabilities file (llama-perplexity's `--kl-divergence-base` layout) that cannot be used.
     #[error("{path}: {message}")]
     LogitsFile { path: PathBuf, message: String },
+    /// A file that could not be read (an evaluation text, a cache entry, a model directory's listing).
+    #[error("reading {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// A directory that could not be created.
+    #[error("creating {path}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    /// An evaluation text that is not UTF-8.
+    #[error("{path} is not UTF-8 text")]
+    NotText { path: PathBuf, source: std::string::FromUtf8Error },
+    /// A model file or directory that does not exist.
+    #[error("{path}: no such model file or directory")]
+    NoModel { path: PathBuf },
+    /// A model directory given where a GGUF file is needed.
+    #[error("{path}: {what} needs a GGUF model (its tensor names key the matrix); convert it first")]
+    NeedsGguf { path: PathBuf, what: &'static str },
+    /// A model that failed to load.
+    #[error("loading {path}")]
+    Load { path: PathBuf, source: Box<EvalError> },
+    /// A model whose tokenizer failed to load.
+    #[error("reading the tokenizer of {path}")]
+    LoadTokenizer { path: PathBuf, source: Box<EvalError> },
+    /// A model whose tokenizer and embedding disagree on the vocabulary size.
+    #[error("{path}: the tokenizer has {tokenizer} tokens but the model's embedding has {model} rows")]
+    VocabularySize { path: PathBuf, tokenizer: usize, model: usize },
+    /// A device the model could not be moved to.
+    #[error("--device {device}")]
+    SetDevice { device: &'static str, source: Box<EvalError> },
+    /// Two models that tokenize the evaluation text differently.
+    #[error("{model} tokenizes the text differently from {base}: they do not share a tokenizer")]
+    DifferentTokens { base: PathBuf, model: PathBuf },
+    /// A model that has no chat template, when `auto` asked for its own.
+    #[error("{path} has no chat template")]
+    NoChatTemplate { path: PathBuf },
+    /// A model's chat template that is none of the known ones.
+    #[error("{path}: the model's chat template is not one of {known}; name one with --chat-template")]
+    UnknownChatTemplate { path: PathBuf, known: &'static str },
+    /// A chat template name that is none of the known ones.
+    #[error("--chat-template {name}: expected auto or one of {known}")]
+    ChatTemplateName { name: String, known: &'static str },
+    /// A JSON document (a cache entry, a comparison) that cannot be written or read.
+    #[error("{path}: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+    /// A comparison file whose rows give no quality figures by quantization type.
+    #[error("{path}: {message}")]
+    Comparison { path: PathBuf, message: String },
 }

@@ -14,9 +14,9 @@ use quantforge_formats::gguf::{GgufValue, GgufValueType, GgufWriter, TensorSpec}
 use quantforge_formats::{AtomicFile, GgmlType};
 use quantforge_quant::progress::Progress;
 
+use crate::chunking::{check_ctx, chunks};
 use crate::error::Result;
 use crate::model::LlamaModel;
-use crate::perplexity::{check_ctx, chunks};
 
 /// Σ x² per column of one matrix's input, and the number of rows (tokens) summed.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -8,7 +8,7 @@
 //! clamped 16 nats below the top logit), so the figures are computed from the same numbers llama.cpp reads
 //! back: in particular "PPL(base)" here is the clamped one (28.4405, not 28.4849, on SmolLM2).
 //!
-//! The base's rows can also be saved ([`kl_divergence_save_base`], [`crate::logits_file::save_base_logits`])
+//! The base's rows can also be saved ([`kl_divergence_save_base`], [`crate::perplexity::save_base_logits`])
 //! and read back ([`kl_divergence_from_file`]) in llama.cpp's `--kl-divergence-base` file layout
 //! ([`crate::logits_file`]); the in-memory and file runs share the scoring, and give the same figures.
 
@@ -18,11 +18,13 @@ use std::time::Instant;
 
 use quantforge_quant::progress::Progress;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize, Serializer};
 
+use crate::chunking::{check_chunk_limit, check_ctx, chunks, scored_rows, split_chunks};
 use crate::error::{EvalError, Result};
 use crate::logits_file::{BaseChunk, BaseRow, LogitsReader, LogitsWriter};
 use crate::model::LlamaModel;
-use crate::perplexity::{check_chunk_limit, check_ctx, chunks, scored_rows, split_chunks, PerplexityOptions};
+use crate::perplexity::PerplexityOptions;
 
 /// Per-token figures of one scored position.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,14 +69,15 @@ fn score(logits: &[f32], base: BaseRow<'_>, tok: u32) -> TokenStats {
 }
 
 /// A mean and llama.cpp's uncertainty of it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
     pub value: f64,
     pub uncertainty: f64,
 }
 
-/// The result of a KL-divergence run.
-#[derive(Clone, Debug)]
+/// The result of a KL-divergence run (serialized with these field names, in this order; percentiles as a
+/// `label: value` map, the running figures as `{ppl, kld, same_top}` objects).
+#[derive(Clone, Debug, Serialize)]
 pub struct KldReport {
     pub n_ctx: usize,
     pub n_chunks: usize,
@@ -90,16 +93,19 @@ pub struct KldReport {
     /// Mean KL divergence per token.
     pub kld: Estimate,
     /// KLD percentiles: (label, value) for max, 99.9, 99, 95, 90, median, 10, 5, 1, 0.1, min.
+    #[serde(serialize_with = "labelled")]
     pub kld_percentiles: Vec<(String, f64)>,
     /// Mean `p - p_base` of the correct token.
     pub p_diff: Estimate,
     /// Δp percentiles: max, 99.9, 99, 95, 90, 75, median, 25, 10, 5, 1, 0.1, min.
+    #[serde(serialize_with = "labelled")]
     pub p_diff_percentiles: Vec<(String, f64)>,
     /// RMS of Δp.
     pub p_diff_rms: Estimate,
     /// Share of tokens whose most likely next token is the same for both models.
     pub same_top: Estimate,
     /// Per chunk: (PPL so far, mean KLD so far, same-top so far).
+    #[serde(serialize_with = "running")]
     pub running: Vec<(f64, f64, f64)>,
     /// Seconds of the whole run (both models' forward passes, or reading the base's file, and the scoring).
     pub seconds: f64,
@@ -112,6 +118,22 @@ impl KldReport {
     pub fn tokens_per_second(&self) -> f64 {
         (self.n_chunks * self.n_ctx) as f64 / self.forward_seconds.max(1e-9)
     }
+}
+
+/// `(label, value)` pairs as one JSON object.
+fn labelled<S: Serializer>(pairs: &[(String, f64)], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+/// The running figures as `{ppl, kld, same_top}` objects.
+fn running<S: Serializer>(rows: &[(f64, f64, f64)], s: S) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Running {
+        ppl: f64,
+        kld: f64,
+        same_top: f64,
+    }
+    s.collect_seq(rows.iter().map(|&(ppl, kld, same_top)| Running { ppl, kld, same_top }))
 }
 
 /// `(mean, uncertainty)` as llama.cpp's `mean_and_uncertainty`.
@@ -421,7 +443,33 @@ fn summarize(
 
 #[cfg(test)]
 mod tests {
+    use quantforge_quant::progress::Silent;
+
     use super::*;
+    use crate::logits_file::row_len;
+    use crate::test_util::{stories, Scratch};
+
+    /// Every figure but the timings, for comparing two runs.
+    fn figures(r: &KldReport) -> String {
+        let mut r = r.clone();
+        r.seconds = 0.0;
+        r.forward_seconds = 0.0;
+        format!("{r:?}")
+    }
+
+    /// A base file of `n_chunks` chunks over a vocabulary of `n_vocab`.
+    fn small_file(dir: &Scratch, n_vocab: usize, n_ctx: usize, n_chunks: usize) -> std::path::PathBuf {
+        let path = dir.path("small.bin");
+        let tokens: Vec<u32> = (0..n_ctx * n_chunks).map(|i| (i % n_vocab) as u32).collect();
+        let (_, rows) = scored_rows(n_ctx);
+        let mut w = LogitsWriter::create(&path, n_ctx, n_vocab, &tokens).unwrap();
+        for c in 0..n_chunks {
+            let logits: Vec<f32> = (0..rows * n_vocab).map(|i| ((i * 7 + c) % 13) as f32 * 0.5).collect();
+            w.write_chunk(&BaseChunk::from_logits(&logits, n_vocab)).unwrap();
+        }
+        w.finish().unwrap();
+        path
+    }
 
     fn quantize_base(logits: &[f32]) -> BaseChunk {
         BaseChunk::from_logits(logits, logits.len())
@@ -452,5 +500,55 @@ mod tests {
         let v = [0.0, 1.0, 2.0, 3.0];
         assert_eq!(percentile(&v, 0.5), 1.5);
         assert_eq!(median(&v), 1.5);
+    }
+
+    /// One base pass that saves the file gives perplexity()'s figures, and the KLD read back from the file is
+    /// the in-memory KLD, figure for figure; --chunks limits the chunks read; a different ctx is refused.
+    #[test]
+    fn file_kld_equals_in_memory_kld_on_stories260k() {
+        let (model, bos, tokens) = stories();
+        let dir = Scratch::new();
+        let path = dir.path("base.kld");
+        let opts = PerplexityOptions { n_ctx: 64, n_chunks: Some(5), n_batch: 128 };
+        let saved = crate::perplexity::save_base_logits(&model, &tokens, bos, &opts, &path, &Silent).unwrap();
+        let plain = crate::perplexity::perplexity(&model, &tokens, bos, &opts, &Silent).unwrap();
+        assert_eq!(saved.ppl, plain.ppl);
+        assert_eq!(saved.ppl_uncertainty, plain.ppl_uncertainty);
+        assert_eq!(saved.running_ppl, plain.running_ppl);
+        assert!(saved.forward_seconds > 0.0 && saved.forward_seconds <= saved.seconds);
+        let (_, rows) = scored_rows(64);
+        let size = std::fs::metadata(&path).unwrap().len() as usize;
+        assert_eq!(size, 20 + 5 * 64 * 4 + 5 * rows * row_len(512) * 2);
+        let r = LogitsReader::open(&path).unwrap();
+        assert_eq!(r.tokens(), &tokens[..5 * 64], "the tokens before BOS substitution");
+
+        // The model against itself through a batch size that groups chunks differently.
+        let mem = kl_divergence(&model, &model, &tokens, bos, &opts, &Silent).unwrap();
+        let other = PerplexityOptions { n_batch: 64, ..opts.clone() };
+        let file = kl_divergence_from_file(&model, &path, bos, &other, &Silent).unwrap();
+        assert_eq!(figures(&file), figures(&mem));
+        assert_eq!(file.n_scored, 5 * rows);
+        assert!(file.kld.value.abs() < 1e-4);
+        assert!(file.forward_seconds > 0.0 && file.tokens_per_second() > 0.0);
+
+        // Saving from the in-memory run writes the same bytes.
+        let again = dir.path("again.kld");
+        let mem2 = kl_divergence_save_base(&model, &model, &tokens, bos, &opts, &again, &Silent).unwrap();
+        assert_eq!(figures(&mem2), figures(&mem));
+        assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&path).unwrap());
+
+        let three = PerplexityOptions { n_chunks: Some(3), ..opts.clone() };
+        let a = kl_divergence_from_file(&model, &path, bos, &three, &Silent).unwrap();
+        let b = kl_divergence(&model, &model, &tokens, bos, &three, &Silent).unwrap();
+        assert_eq!(a.n_chunks, 3);
+        assert_eq!(figures(&a), figures(&b));
+
+        let wrong = PerplexityOptions { n_ctx: 128, ..opts.clone() };
+        let err = kl_divergence_from_file(&model, &path, bos, &wrong, &Silent).unwrap_err().to_string();
+        assert!(err.contains("base.kld") && err.contains("64") && err.contains("128"), "{err}");
+
+        let small = small_file(&dir, 5, 64, 2);
+        let err = kl_divergence_from_file(&model, &small, bos, &opts, &Silent).unwrap_err().to_string();
+        assert!(err.contains("small.bin") && err.contains("over 5 tokens") && err.contains("512"), "{err}");
     }
 }

@@ -25,17 +25,24 @@
 
 pub mod blocks;
 pub mod calibration;
+pub mod chat;
+mod chunking;
+pub mod compare;
 pub mod config;
 pub mod device;
 mod error;
 pub mod imatrix;
 pub mod kld;
+pub mod load;
 pub mod logits_file;
 pub mod mmlu;
 pub mod model;
 pub mod ops;
 pub mod perplexity;
 pub mod rope;
+pub mod run;
+#[cfg(test)]
+mod test_util;
 pub mod tokenizer;
 pub mod weights;
 
@@ -45,7 +52,7 @@ pub use device::Device;
 pub use error::{EvalError, Result};
 pub use kld::{kl_divergence, Estimate, KldReport};
 pub use kld::{kl_divergence_from_file, kl_divergence_save_base};
-pub use logits_file::{save_base_logits, LogitsReader};
+pub use logits_file::LogitsReader;
 pub use model::{LlamaModel, Observer};
-pub use perplexity::{perplexity, PerplexityOptions, PerplexityReport};
+pub use perplexity::{perplexity, save_base_logits, PerplexityOptions, PerplexityReport};
 pub use tokenizer::Tokenizer;

@@ -38,12 +38,10 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use quantforge_formats::AtomicFile;
-use quantforge_quant::progress::Progress;
 use rayon::prelude::*;
 
+use crate::chunking::scored_rows;
 use crate::error::{EvalError, Result};
-use crate::model::LlamaModel;
-use crate::perplexity::{self, scored_rows, PerplexityOptions, PerplexityReport};
 
 /// The file's first 8 bytes.
 pub const MAGIC: &[u8; 8] = b"_logits_";
@@ -330,77 +328,10 @@ impl LogitsReader {
     }
 }
 
-/// Perplexity of `base` over `tokens` (the figures of [`perplexity::perplexity`], unclamped), writing its
-/// log-probabilities to `path` in the same pass for [`crate::kld::kl_divergence_from_file`] or
-/// `llama-perplexity --kl-divergence`.
-pub fn save_base_logits(
-    base: &LlamaModel,
-    tokens: &[u32],
-    bos: Option<u32>,
-    opts: &PerplexityOptions,
-    path: &Path,
-    progress: &dyn Progress,
-) -> Result<PerplexityReport> {
-    perplexity::evaluate(base, tokens, bos, opts, Some(path), progress)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use quantforge_quant::progress::Silent;
-
     use super::*;
-    use crate::kld::{kl_divergence, kl_divergence_from_file, KldReport};
-    use crate::tokenizer::Tokenizer;
-
-    /// A scratch directory under the system's temporary directory, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Scratch {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "qf-logits-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-
-        fn path(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn fixture(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(rel)
-    }
-
-    /// The stories260K model, its BOS and the tokens of the TinyStories sample.
-    fn stories() -> (LlamaModel, Option<u32>, Vec<u32>) {
-        let dir = fixture("stories260K");
-        let model = LlamaModel::load(&dir).unwrap();
-        let tok = Tokenizer::load(&dir).unwrap();
-        let text = std::fs::read_to_string(fixture("text/tinystories-valid-sample.txt")).unwrap();
-        let tokens = tok.encode(&text, true).unwrap();
-        (model, tok.bos_if_added(), tokens)
-    }
-
-    /// Every figure but the timings, for comparing two runs.
-    fn figures(r: &KldReport) -> String {
-        let mut r = r.clone();
-        r.seconds = 0.0;
-        r.forward_seconds = 0.0;
-        format!("{r:?}")
-    }
+    use crate::test_util::Scratch;
 
     fn small_file(dir: &Scratch, n_vocab: usize, n_ctx: usize, n_chunks: usize) -> PathBuf {
         let path = dir.path("small.bin");
@@ -511,55 +442,5 @@ mod tests {
         let missing = dir.path("missing.bin");
         let err = LogitsReader::open(&missing).unwrap_err().to_string();
         assert!(err.contains("missing.bin"), "{err}");
-    }
-
-    /// One base pass that saves the file gives perplexity()'s figures, and the KLD read back from the file is
-    /// the in-memory KLD, figure for figure; --chunks limits the chunks read; a different ctx is refused.
-    #[test]
-    fn file_kld_equals_in_memory_kld_on_stories260k() {
-        let (model, bos, tokens) = stories();
-        let dir = Scratch::new();
-        let path = dir.path("base.kld");
-        let opts = PerplexityOptions { n_ctx: 64, n_chunks: Some(5), n_batch: 128 };
-        let saved = save_base_logits(&model, &tokens, bos, &opts, &path, &Silent).unwrap();
-        let plain = perplexity::perplexity(&model, &tokens, bos, &opts, &Silent).unwrap();
-        assert_eq!(saved.ppl, plain.ppl);
-        assert_eq!(saved.ppl_uncertainty, plain.ppl_uncertainty);
-        assert_eq!(saved.running_ppl, plain.running_ppl);
-        assert!(saved.forward_seconds > 0.0 && saved.forward_seconds <= saved.seconds);
-        let (_, rows) = scored_rows(64);
-        let size = std::fs::metadata(&path).unwrap().len() as usize;
-        assert_eq!(size, 20 + 5 * 64 * 4 + 5 * rows * row_len(512) * 2);
-        let r = LogitsReader::open(&path).unwrap();
-        assert_eq!(r.tokens(), &tokens[..5 * 64], "the tokens before BOS substitution");
-
-        // The model against itself through a batch size that groups chunks differently.
-        let mem = kl_divergence(&model, &model, &tokens, bos, &opts, &Silent).unwrap();
-        let other = PerplexityOptions { n_batch: 64, ..opts.clone() };
-        let file = kl_divergence_from_file(&model, &path, bos, &other, &Silent).unwrap();
-        assert_eq!(figures(&file), figures(&mem));
-        assert_eq!(file.n_scored, 5 * rows);
-        assert!(file.kld.value.abs() < 1e-4);
-        assert!(file.forward_seconds > 0.0 && file.tokens_per_second() > 0.0);
-
-        // Saving from the in-memory run writes the same bytes.
-        let again = dir.path("again.kld");
-        let mem2 = crate::kld::kl_divergence_save_base(&model, &model, &tokens, bos, &opts, &again, &Silent).unwrap();
-        assert_eq!(figures(&mem2), figures(&mem));
-        assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&path).unwrap());
-
-        let three = PerplexityOptions { n_chunks: Some(3), ..opts.clone() };
-        let a = kl_divergence_from_file(&model, &path, bos, &three, &Silent).unwrap();
-        let b = kl_divergence(&model, &model, &tokens, bos, &three, &Silent).unwrap();
-        assert_eq!(a.n_chunks, 3);
-        assert_eq!(figures(&a), figures(&b));
-
-        let wrong = PerplexityOptions { n_ctx: 128, ..opts.clone() };
-        let err = kl_divergence_from_file(&model, &path, bos, &wrong, &Silent).unwrap_err().to_string();
-        assert!(err.contains("base.kld") && err.contains("64") && err.contains("128"), "{err}");
-
-        let small = small_file(&dir, 5, 64, 2);
-        let err = kl_divergence_from_file(&model, &small, bos, &opts, &Silent).unwrap_err().to_string();
-        assert!(err.contains("small.bin") && err.contains("over 5 tokens") && err.contains("512"), "{err}");
     }
 }

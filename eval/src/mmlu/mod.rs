@@ -18,6 +18,8 @@ mod score;
 use std::time::Instant;
 
 use quantforge_quant::progress::Progress;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 pub use csv::{read_questions, Question};
 pub use dataset::Dataset;
@@ -73,12 +75,13 @@ impl Default for MmluOptions {
     }
 }
 
-/// The figures of one subject.
-#[derive(Clone, Debug)]
+/// The figures of one subject (serialized as its score's fields, then the others).
+#[derive(Clone, Debug, Serialize)]
 pub struct SubjectScore {
+    #[serde(flatten)]
+    pub score: Score,
     pub subject: String,
     pub category: Category,
-    pub score: Score,
     /// Fewest dev examples any of its prompts kept (below the asked shots when prompts were too long).
     pub min_shots: usize,
     /// Prompts cut to the context limit even with no examples.
@@ -98,7 +101,8 @@ pub struct Answer {
     pub log_probs: [f64; 4],
 }
 
-/// The result of an MMLU run.
+/// The result of an MMLU run. Serialized as `shots`, `chat_template`, `overall`, `categories` (a map from
+/// name to score), `subjects`, `n_tokens`, `seconds`, `tokens_per_second`; the answers are not serialized.
 #[derive(Clone, Debug)]
 pub struct MmluReport {
     pub subjects: Vec<SubjectScore>,
@@ -112,6 +116,34 @@ pub struct MmluReport {
     /// Tokens run through the model.
     pub n_tokens: usize,
     pub seconds: f64,
+}
+
+impl MmluReport {
+    /// Tokens run through the model per second.
+    pub fn tokens_per_second(&self) -> f64 {
+        self.n_tokens as f64 / self.seconds.max(1e-9)
+    }
+}
+
+impl Serialize for MmluReport {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        struct Categories<'a>(&'a [(Category, Score)]);
+        impl Serialize for Categories<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(c, score)| (c.name(), score)))
+            }
+        }
+        let mut o = s.serialize_struct("MmluReport", 8)?;
+        o.serialize_field("shots", &self.shots)?;
+        o.serialize_field("chat_template", &self.chat_template)?;
+        o.serialize_field("overall", &self.overall)?;
+        o.serialize_field("categories", &Categories(&self.categories))?;
+        o.serialize_field("subjects", &self.subjects)?;
+        o.serialize_field("n_tokens", &self.n_tokens)?;
+        o.serialize_field("seconds", &self.seconds)?;
+        o.serialize_field("tokens_per_second", &self.tokens_per_second())?;
+        o.end()
+    }
 }
 
 /// One forward sequence: a prompt followed by `path` (a proper prefix of some continuations).
@@ -348,5 +380,5 @@ fn run_requests(
 
 /// `log p(token)` under `logits` (max-shifted, the sum of exponentials in f64).
 fn log_prob(logits: &[f32], token: u32) -> f64 {
-    -crate::perplexity::nll(logits, token)
+    -crate::chunking::nll(logits, token)
 }

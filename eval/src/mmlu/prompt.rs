@@ -67,6 +67,12 @@ pub enum ChatTemplate {
     Llama2,
 }
 
+impl serde::Serialize for ChatTemplate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// A part of a templated prompt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Piece {

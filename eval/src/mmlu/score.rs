@@ -1,7 +1,11 @@
 //! Accuracy of a set of 0/1 outcomes, with its standard error.
 
-/// Questions answered and answered right.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Questions answered and answered right. Serialized as `{n, correct, accuracy, stderr}`; read back from
+/// `n` and `correct`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Score {
     pub n: usize,
     pub correct: usize,
@@ -39,6 +43,17 @@ impl Score {
     }
 }
 
+impl Serialize for Score {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut o = s.serialize_struct("Score", 4)?;
+        o.serialize_field("n", &self.n)?;
+        o.serialize_field("correct", &self.correct)?;
+        o.serialize_field("accuracy", &self.accuracy())?;
+        o.serialize_field("stderr", &self.stderr())?;
+        o.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +69,8 @@ mod tests {
         assert!((s.stderr() - 0.25).abs() < 1e-15);
         assert_eq!(s.merged(&Score { n: 6, correct: 1 }), Score { n: 10, correct: 4 });
         assert_eq!(Score::default().stderr(), 0.0);
+        let j = serde_json::to_value(s).unwrap();
+        assert_eq!(j, serde_json::json!({"n": 4, "correct": 3, "accuracy": 0.75, "stderr": 0.25}));
+        assert_eq!(serde_json::from_value::<Score>(j).unwrap(), s);
     }
 }

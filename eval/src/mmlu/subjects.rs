@@ -86,6 +86,12 @@ impl Category {
     }
 }
 
+impl serde::Serialize for Category {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// The category of a subject; subjects outside the 57 (a user's own CSVs) are `Other`.
 pub fn category(subject: &str) -> Category {
     SUBJECTS.iter().find(|(s, _)| *s == subject).map_or(Category::Other, |&(_, c)| c)

@@ -1,14 +1,19 @@
-//! The result cache of `eval compare`: every finished measurement is a small JSON file named by a hash of
-//! the inputs it depends on (model and text contents, settings), so an interrupted or repeated run redoes
+//! The result cache of a comparison: every finished measurement is a small JSON file named by a hash of the
+//! inputs it depends on (model and text contents, settings, device), so an interrupted or repeated run redoes
 //! nothing that is already measured. The base model's log-probabilities live beside them.
+//!
+//! An entry is `{"key": KEY, "value": VALUE}` in `KIND-<first 24 hex digits of sha256(KEY)>.json`; it counts
+//! only when its stored key equals the key asked for, and is written whole or not at all.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use quantforge_formats::AtomicFile;
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::error::{EvalError, Result};
 
 /// Where measurements are kept.
 pub struct Cache {
@@ -37,27 +42,17 @@ impl Cache {
         (v.get("key") == Some(key)).then(|| v.get("value").cloned()).flatten()
     }
 
-    /// The cached entry, or `measure()` stored and returned; `stale` forces a new measurement.
-    pub fn get_or(
-        &self,
-        kind: &str,
-        key: &Value,
-        stale: bool,
-        measure: impl FnOnce() -> Result<Value>,
-    ) -> Result<Value> {
-        if let Some(v) = self.get(kind, key).filter(|_| !stale) {
-            return Ok(v);
-        }
-        let v = measure()?;
-        self.put(kind, key, &v)?;
-        Ok(v)
-    }
-
     /// Store entry `kind` for `key` (written whole or not at all).
-    pub fn put(&self, kind: &str, key: &Value, value: &Value) -> Result<()> {
+    pub fn put<T: Serialize>(&self, kind: &str, key: &Value, value: &T) -> Result<()> {
+        #[derive(Serialize)]
+        struct Entry<'a, T> {
+            key: &'a Value,
+            value: &'a T,
+        }
         let Some(path) = self.path(kind, key, "json") else { return Ok(()) };
         self.ensure_dir()?;
-        let text = serde_json::to_vec_pretty(&serde_json::json!({"key": key, "value": value}))?;
+        let text = serde_json::to_vec_pretty(&Entry { key, value })
+            .map_err(|source| EvalError::Json { path: path.clone(), source })?;
         let mut f = AtomicFile::create(&path)?;
         f.write_all(&text)?;
         f.commit()?;
@@ -75,7 +70,7 @@ impl Cache {
 
     fn ensure_dir(&self) -> Result<()> {
         if let Some(d) = &self.dir {
-            std::fs::create_dir_all(d).with_context(|| format!("creating the cache directory {}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(|source| EvalError::CreateDir { path: d.clone(), source })?;
         }
         Ok(())
     }
@@ -104,7 +99,7 @@ pub fn hash_model(path: &Path) -> Result<String> {
         return hash_file(path);
     }
     let mut names: Vec<String> = std::fs::read_dir(path)
-        .with_context(|| format!("listing {}", path.display()))?
+        .map_err(|source| EvalError::Read { path: path.into(), source })?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".json") || n.ends_with(".safetensors") || n == "tokenizer.model")
         .collect();
@@ -118,11 +113,21 @@ pub fn hash_model(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// SHA-256 of a token sequence (to check that candidates tokenize the text as the base does).
+pub fn hash_tokens(tokens: &[u32]) -> String {
+    let mut h = Sha256::new();
+    for t in tokens {
+        h.update(t.to_le_bytes());
+    }
+    hex(&h.finalize())
+}
+
 fn feed(h: &mut Sha256, path: &Path) -> Result<()> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let read = |source| EvalError::Read { path: path.into(), source };
+    let mut f = std::fs::File::open(path).map_err(read)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f.read(&mut buf).map_err(read)?;
         if n == 0 {
             return Ok(());
         }
@@ -137,8 +142,8 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_keys_must_match() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Cache::new(Some(dir.path().join("c")));
+        let dir = crate::test_util::Scratch::new();
+        let c = Cache::new(Some(dir.path("c")));
         let key = json!({"model": "abc", "ctx": 512});
         assert!(c.get("ppl", &key).is_none());
         c.put("ppl", &key, &json!({"ppl": 28.5})).unwrap();
@@ -148,5 +153,11 @@ mod tests {
         let none = Cache::new(None);
         none.put("ppl", &key, &json!(1)).unwrap();
         assert!(none.get("ppl", &key).is_none());
+    }
+
+    #[test]
+    fn token_hashes_are_hex_sha256_of_little_endian_ids() {
+        assert_eq!(hash_tokens(&[]), hex(&Sha256::digest(b"")));
+        assert_eq!(hash_tokens(&[1, 256]), hex(&Sha256::digest([1, 0, 0, 0, 0, 1, 0, 0])));
     }
 }

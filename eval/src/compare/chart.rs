@@ -1,16 +1,31 @@
 //! An SVG chart of file size against quality (mean KLD or PPL): one point per model, the models no other
 //! model beats on both axes joined by a line (the size/quality frontier). Plain SVG 1.1, no scripts or
-//! external resources, so it opens in any browser and embeds in a README.
-
-use std::path::Path;
-
-use anyhow::Result;
-use quantforge_formats::AtomicFile;
+//! external resources, so it opens in any browser and embeds in a README. [`svg`] is a pure function of the
+//! comparison: the same figures give the same bytes.
 
 use super::axis::Axis;
 use super::row::Row;
-use super::table::Setup;
-use super::Metric;
+use super::Comparison;
+
+/// The chart's quality axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Mean KL divergence against the base (log scale; the base itself is not drawn).
+    Kld,
+    /// Perplexity (linear scale).
+    Ppl,
+}
+
+impl Metric {
+    /// `kld` or `ppl`.
+    pub fn from_name(name: &str) -> Option<Metric> {
+        match name {
+            "kld" => Some(Metric::Kld),
+            "ppl" => Some(Metric::Ppl),
+            _ => None,
+        }
+    }
+}
 
 const W: f64 = 900.0;
 const H: f64 = 560.0;
@@ -19,21 +34,12 @@ const RIGHT: f64 = 150.0;
 const TOP: f64 = 100.0;
 const BOTTOM: f64 = 70.0;
 
-/// Write the chart to `path` (whole or not at all).
-pub fn write(path: &Path, rows: &[Row], metric: Metric, setup: &Setup) -> Result<()> {
-    let svg = render(rows, metric, setup);
-    let mut f = AtomicFile::create(path)?;
-    f.write_all(svg.as_bytes())?;
-    f.commit()?;
-    Ok(())
-}
-
 /// The quality value of a row on the chart's axis (the base's KLD against itself is 0).
 fn quality(r: &Row, metric: Metric) -> Option<f64> {
     match metric {
         Metric::Kld if r.is_base => Some(0.0),
-        Metric::Kld => r.kld.map(|k| k.0),
-        Metric::Ppl => r.ppl.map(|p| p.0),
+        Metric::Kld => r.kld.map(|k| k.value),
+        Metric::Ppl => r.ppl.map(|p| p.value),
     }
 }
 
@@ -105,8 +111,9 @@ fn place(label: &str, cx: f64, cy: f64, placed: &[Placed], points: &[(f64, f64)]
     }
 }
 
-/// The SVG document.
-pub fn render(rows: &[Row], metric: Metric, setup: &Setup) -> String {
+/// The SVG document of the comparison's rows on the `metric` axis.
+pub fn svg(c: &Comparison, metric: Metric) -> String {
+    let rows = &c.models;
     let mib = |r: &Row| r.file_bytes as f64 / (1024.0 * 1024.0);
     // KLD is drawn on a log scale: the base (KLD 0 against itself) is named in a note instead of drawn.
     let pts: Vec<(&Row, f64, f64)> = rows
@@ -143,7 +150,7 @@ pub fn render(rows: &[Row], metric: Metric, setup: &Setup) -> String {
         "<text x=\"{LEFT}\" y=\"30\" font-size=\"20\" font-weight=\"bold\" fill=\"#222\">File size vs {}</text>\n",
         esc(name)
     ));
-    let mut note = setup.sentence(&rows[0].label);
+    let mut note = c.sentence(rows.first().map_or("", |r| r.label.as_str()));
     if metric == Metric::Kld {
         if let Some(b) = rows.iter().find(|r| r.is_base) {
             note.push_str(&format!(" Base {} ({:.1} MiB) not drawn: its KLD is 0.", b.label, mib(b)));
@@ -224,7 +231,7 @@ pub fn render(rows: &[Row], metric: Metric, setup: &Setup) -> String {
              <text x=\"{lx:.1}\" y=\"{ly:.1}\" font-size=\"13\" fill=\"#222\"{}>{}</text>\n",
             esc(&r.label),
             x,
-            r.bpw(),
+            r.bits_per_weight,
             fmt_value(y, metric),
             if left { " text-anchor=\"end\"" } else { "" },
             esc(&label)
@@ -258,13 +265,14 @@ fn frontier(pts: &[(&Row, f64, f64)]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kld::Estimate;
 
     fn row(label: &str, mib: f64, kld: Option<f64>, base: bool) -> Row {
         Row {
             label: label.into(),
             file_bytes: (mib * 1048576.0) as u64,
-            kld: kld.map(|k| (k, 0.0)),
-            ppl: Some((10.0 + kld.unwrap_or(0.0), 0.1)),
+            kld: kld.map(|k| Estimate { value: k, uncertainty: 0.0 }),
+            ppl: Some(Estimate { value: 10.0 + kld.unwrap_or(0.0), uncertainty: 0.1 }),
             is_base: base,
             ..Default::default()
         }
@@ -284,8 +292,15 @@ mod tests {
             row("Q4_0", 100.0, Some(0.1), false),
         ];
         let rows_big = [rows[0].clone(), rows[1].clone(), rows[2].clone(), row("bad", 200.0, Some(0.2), false)];
-        let setup = Setup { text: "t.txt".into(), ctx: 512, chunks: Some(16), mmlu: None };
-        let svg = render(&rows_big, Metric::Kld, &setup);
+        let setup = |rows: &[Row]| Comparison {
+            text: "t.txt".into(),
+            ctx: 512,
+            chunks: Some(16),
+            mmlu: None,
+            threads: 1,
+            models: rows.to_vec(),
+        };
+        let svg = svg(&setup(&rows_big), Metric::Kld);
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
         // The base's KLD is 0: on the log scale it is named, not drawn.
@@ -296,6 +311,8 @@ mod tests {
         let pts: Vec<(&Row, f64, f64)> =
             rows_big.iter().map(|r| (r, r.file_bytes as f64, quality(r, Metric::Kld).unwrap())).collect();
         assert_eq!(frontier(&pts), [2, 1, 0]);
-        assert_eq!(render(&rows, Metric::Ppl, &setup).matches("<circle").count(), 3);
+        assert_eq!(super::svg(&setup(&rows), Metric::Ppl).matches("<circle").count(), 3);
+        assert_eq!(Metric::from_name("ppl"), Some(Metric::Ppl));
+        assert_eq!(Metric::from_name("mmlu"), None);
     }
 }

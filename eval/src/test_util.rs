@@ -1,0 +1,48 @@
+//! Helpers of the crate's unit tests: a scratch directory and the committed stories260K model.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::model::LlamaModel;
+use crate::tokenizer::Tokenizer;
+
+/// A scratch directory under the system's temporary directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "qf-eval-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Path of a committed fixture.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(rel)
+}
+
+/// The stories260K model, its BOS and the tokens of the TinyStories sample.
+pub fn stories() -> (LlamaModel, Option<u32>, Vec<u32>) {
+    let dir = fixture("stories260K");
+    let model = LlamaModel::load(&dir).unwrap();
+    let tok = Tokenizer::load(&dir).unwrap();
+    let text = std::fs::read_to_string(fixture("text/tinystories-valid-sample.txt")).unwrap();
+    let tokens = tok.encode(&text, true).unwrap();
+    (model, tok.bos_if_added(), tokens)
+}
