@@ -8,9 +8,10 @@
 //! importance matrix; the `_impl` paths take `sigma2 = Σx²/n_per_row` over the whole row, so they must
 //! be called with exactly one row.
 
-use super::blocks::{for_each_block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK32};
-use super::float::fp32_to_fp16;
+use super::for_each_block;
 use super::search::{make_qkx3_quants, make_qx_quants, MinSearch};
+use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Half, QK32};
+use zerocopy::FromZeros;
 
 /// The (min, max) search of Q4_1/Q5_1: starts from ±FLT_MAX, strict comparisons.
 fn min_max(x: &[f32]) -> (f32, f32) {
@@ -82,8 +83,8 @@ pub(crate) fn quantize_row_q8_0(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut
         }
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut b = BlockQ8_0::ZERO;
-        b.d = fp32_to_fp16(d);
+        let mut b = BlockQ8_0::new_zeroed();
+        b.d = Half::from_f32(d);
         for (q, &v) in b.qs.iter_mut().zip(x) {
             *q = (v * id).round() as i8;
         }
@@ -98,8 +99,8 @@ pub(crate) fn quantize_row_q4_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
             let max = abs_max_value(x);
             let d = max / -8.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut b = BlockQ4_0::ZERO;
-            b.d = fp32_to_fp16(d);
+            let mut b = BlockQ4_0::new_zeroed();
+            b.d = Half::from_f32(d);
             for j in 0..16 {
                 let xi0 = ((x[j] * id + 8.5) as i8).min(15) as u8;
                 let xi1 = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
@@ -113,8 +114,8 @@ pub(crate) fn quantize_row_q4_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
                 let weight = impl_weights(x, qw.expect("block weights"), sigma2);
                 let mut l = [0i8; QK32];
                 let d = make_qx_quants(8, x, &mut l, 1, Some(&weight));
-                let mut b = BlockQ4_0::ZERO;
-                b.d = fp32_to_fp16(d);
+                let mut b = BlockQ4_0::new_zeroed();
+                b.d = Half::from_f32(d);
                 for j in 0..16 {
                     b.qs[j] = (l[j] as u8) | ((l[j + 16] as u8) << 4);
                 }
@@ -131,9 +132,9 @@ pub(crate) fn quantize_row_q4_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
             let (min, max) = min_max(x);
             let d = (max - min) / 15.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut b = BlockQ4_1::ZERO;
-            b.d = fp32_to_fp16(d);
-            b.m = fp32_to_fp16(min);
+            let mut b = BlockQ4_1::new_zeroed();
+            b.d = Half::from_f32(d);
+            b.m = Half::from_f32(min);
             for j in 0..16 {
                 let xi0 = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
                 let xi1 = (((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
@@ -148,9 +149,9 @@ pub(crate) fn quantize_row_q4_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
                 let weight = impl_weights(x, qw.expect("block weights"), sigma2);
                 let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
                 let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
-                let mut b = BlockQ4_1::ZERO;
-                b.d = fp32_to_fp16(d);
-                b.m = fp32_to_fp16(-min);
+                let mut b = BlockQ4_1::new_zeroed();
+                b.d = Half::from_f32(d);
+                b.m = Half::from_f32(-min);
                 for j in 0..16 {
                     b.qs[j] = l[j] | (l[j + 16] << 4);
                 }
@@ -168,7 +169,7 @@ pub(crate) fn quantize_row_q5_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
             let d = max / -16.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let (qs, qh) = pack_q5(|j| ((x[j] * id + 16.5) as i8).min(31) as u8);
-            BlockQ5_0 { d: fp32_to_fp16(d), qh, qs }
+            BlockQ5_0 { d: Half::from_f32(d), qh, qs }
         }),
         Some(qw) => {
             let sigma2 = row_sigma2(src);
@@ -177,7 +178,7 @@ pub(crate) fn quantize_row_q5_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
                 let mut l = [0i8; QK32];
                 let d = make_qx_quants(16, x, &mut l, 1, Some(&weight));
                 let (qs, qh) = pack_q5(|j| l[j] as u8);
-                BlockQ5_0 { d: fp32_to_fp16(d), qh, qs }
+                BlockQ5_0 { d: Half::from_f32(d), qh, qs }
             })
         }
     }
@@ -192,7 +193,7 @@ pub(crate) fn quantize_row_q5_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             // `(uint8_t)(x + 0.5f)`: no clamp upstream.
             let (qs, qh) = pack_q5(|j| ((x[j] - min) * id + 0.5) as u8);
-            BlockQ5_1 { d: fp32_to_fp16(d), m: fp32_to_fp16(min), qh, qs }
+            BlockQ5_1 { d: Half::from_f32(d), m: Half::from_f32(min), qh, qs }
         }),
         Some(qw) => {
             let sigma2 = row_sigma2(src);
@@ -202,7 +203,7 @@ pub(crate) fn quantize_row_q5_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut 
                 let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
                 let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
                 let (qs, qh) = pack_q5(|j| l[j]);
-                BlockQ5_1 { d: fp32_to_fp16(d), m: fp32_to_fp16(-min), qh, qs }
+                BlockQ5_1 { d: Half::from_f32(d), m: Half::from_f32(-min), qh, qs }
             })
         }
     }
@@ -252,7 +253,7 @@ mod tests {
         x[1] = 3.75; // id = 1/d = 2 ⇒ 7.5 + 8.5 = 16 ⇒ clamped to 15
         let mut out = [0u8; 18];
         quantize_row_q4_0(&x, None, &mut out);
-        assert_eq!(u16::from_le_bytes([out[0], out[1]]), fp32_to_fp16(0.5));
+        assert_eq!(u16::from_le_bytes([out[0], out[1]]), Half::from_f32(0.5).bits());
         assert_eq!(out[2] & 0x0F, 0);
         assert_eq!(out[3] & 0x0F, 15);
     }

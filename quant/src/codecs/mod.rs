@@ -21,7 +21,6 @@
 // checked line by line against upstream; iterator rewrites would obscure the operation order.
 #![allow(clippy::needless_range_loop)]
 
-mod blocks;
 mod float;
 mod iq4;
 mod legacy;
@@ -31,6 +30,7 @@ mod q4_q5_k;
 mod q6_k;
 mod search;
 
+use crate::blocks::{as_blocks_mut, Block};
 use crate::{GgmlType, QuantError};
 
 /// Quantizes one row: `(src row, importance weights for the row's columns, dst row bytes)`.
@@ -109,6 +109,22 @@ pub fn quantize_rows(
         quantize_row(row, imatrix, out);
     }
     Ok(())
+}
+
+/// Quantize `src` (a whole number of blocks) block by block into `dst` (as many blocks, checked by the
+/// caller), passing each block its slice of the importance matrix when there is one.
+fn for_each_block<B: Block>(
+    src: &[f32],
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    mut f: impl FnMut(&[f32], Option<&[f32]>) -> B,
+) {
+    let Some(blocks) = as_blocks_mut::<B>(dst) else { unreachable!("destination is a whole number of blocks") };
+    debug_assert_eq!(src.len() / B::QK, blocks.len());
+    for (ib, (x, out)) in src.chunks_exact(B::QK).zip(blocks).enumerate() {
+        let qw = imatrix.map(|w| &w[ib * B::QK..(ib + 1) * B::QK]);
+        *out = f(x, qw);
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 //! quantized against fp16 super-block factors, and the quants are recomputed from the fp16-rounded
 //! `d`/`dmin` read back from the block (sub-blocks whose effective scale is 0 keep their first fit).
 
-use super::blocks::{for_each_block, BlockQ2K, QK_K};
-use super::float::{fp16_to_fp32, fp32_to_fp16};
-use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int, MinSearch};
+use super::for_each_block;
+use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, MinSearch};
+use crate::blocks::scalar::nearest_int;
+use crate::blocks::{BlockQ2K, Half, QK_K};
+use zerocopy::FromZeros;
 
 /// The 2-bit packing shared by Q2_K and Q3_K: byte `32h + l` holds elements `128h + l + 32k` at bit `2k`.
 pub(super) fn pack_2bit(l: &[u8; QK_K]) -> [u8; 64] {
@@ -24,8 +26,8 @@ pub(super) fn pack_2bit(l: &[u8; QK_K]) -> [u8; 64] {
 
 /// Recompute the quants of every sub-block from the stored scales, then pack.
 fn requantize_and_pack(x: &[f32], l: &mut [u8; QK_K], b: &mut BlockQ2K) {
-    let dm = fp16_to_fp32(b.d);
-    let mm = fp16_to_fp32(b.dmin);
+    let dm = b.d.to_f32();
+    let mm = b.dmin.to_f32();
     for j in 0..QK_K / 16 {
         let d = dm * (b.scales[j] & 0xF) as f32;
         if d == 0.0 {
@@ -62,15 +64,15 @@ fn quantize_block_ref(x: &[f32]) -> BlockQ2K {
             max_min = mins[j];
         }
     }
-    let mut b = BlockQ2K::ZERO;
+    let mut b = BlockQ2K::new_zeroed();
     if max_scale > 0.0 {
         let iscale = Q4SCALE / max_scale;
         for j in 0..QK_K / 16 {
             b.scales[j] = nearest_int(iscale * scales[j]) as u8;
         }
-        b.d = fp32_to_fp16(max_scale / Q4SCALE);
+        b.d = Half::from_f32(max_scale / Q4SCALE);
     } else {
-        b.d = fp32_to_fp16(0.0);
+        b.d = Half::from_f32(0.0);
     }
     if max_min > 0.0 {
         let iscale = Q4SCALE / max_min;
@@ -78,9 +80,9 @@ fn quantize_block_ref(x: &[f32]) -> BlockQ2K {
             let lm = nearest_int(iscale * mins[j]);
             b.scales[j] |= (lm << 4) as u8;
         }
-        b.dmin = fp32_to_fp16(max_min / Q4SCALE);
+        b.dmin = Half::from_f32(max_min / Q4SCALE);
     } else {
-        b.dmin = fp32_to_fp16(0.0);
+        b.dmin = Half::from_f32(0.0);
     }
     requantize_and_pack(x, &mut l, &mut b);
     b
@@ -114,9 +116,9 @@ fn quantize_block_impl(x: &[f32], qw: &[f32]) -> BlockQ2K {
     }
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
     let mm = make_qp_quants(15, &mins, &mut lm, &sw);
-    let mut b = BlockQ2K::ZERO;
-    b.d = fp32_to_fp16(dm);
-    b.dmin = fp32_to_fp16(mm);
+    let mut b = BlockQ2K::new_zeroed();
+    b.d = Half::from_f32(dm);
+    b.dmin = Half::from_f32(mm);
     for j in 0..QK_K / 16 {
         b.scales[j] = ls[j] | (lm[j] << 4);
     }

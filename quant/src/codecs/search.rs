@@ -7,17 +7,10 @@
 //! so the results are bit-identical. Ties are broken exactly as upstream (strict `>`/`<`).
 //! Quant indices are stored with C's conversion rules: an `int` stored into a `uint8_t`/`int8_t` wraps.
 
+use crate::blocks::scalar::nearest_int;
+
 /// `GROUP_MAX_EPS`: groups whose largest magnitude is below this are treated as all zero.
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// ggml's `nearest_int`: round to nearest, ties to even, by adding 1.5·2²³ and reading the low
-/// mantissa bits. Exact for |f| ≤ 4194303; outside that range it returns the same garbage as the C code.
-#[inline]
-pub(crate) fn nearest_int(f: f32) -> i32 {
-    let val = f + 12_582_912.0;
-    let bits = val.to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
-}
 
 /// Longest group the searches handle (callers use 16 or 32); weights are staged in stack buffers.
 const MAX_GROUP: usize = 32;
@@ -38,9 +31,9 @@ fn qx_weights(x: &[f32], qw: Option<&[f32]>, rmse_type: i32, buf: &mut [f32; MAX
     }
 }
 
-/// Index of the element with the largest magnitude (first one on ties), and that magnitude.
+/// The element with the largest magnitude (first one on ties, strict `>`), and that magnitude.
 #[inline]
-fn signed_max(x: &[f32]) -> (f32, f32) {
+pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -416,32 +409,6 @@ pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32])
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_int_rounds_half_to_even() {
-        assert_eq!(nearest_int(0.5), 0);
-        assert_eq!(nearest_int(1.5), 2);
-        assert_eq!(nearest_int(2.5), 2);
-        assert_eq!(nearest_int(-0.5), 0);
-        assert_eq!(nearest_int(-1.5), -2);
-        assert_eq!(nearest_int(-2.5), -2);
-        assert_eq!(nearest_int(0.49999997), 0);
-        assert_eq!(nearest_int(0.50000006), 1);
-        assert_eq!(nearest_int(-7.6), -8);
-        assert_eq!(nearest_int(4_194_303.0), 4_194_303);
-        assert_eq!(nearest_int(-4_194_303.0), -4_194_303);
-        assert_eq!(nearest_int(0.0), 0);
-        assert_eq!(nearest_int(-0.0), 0);
-    }
-
-    #[test]
-    fn nearest_int_matches_round_ties_even() {
-        let mut v = -1000.0f32;
-        while v < 1000.0 {
-            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
-            v += 0.125;
-        }
-    }
 
     #[test]
     fn qx_quants_all_zero() {
