@@ -13,7 +13,7 @@
 use zerocopy::FromZeros;
 
 use super::for_each_block;
-use super::search::{signed_max, GROUP_MAX_EPS};
+use super::search::{importance_weights, signed_max, sum_squares, GROUP_MAX_EPS};
 use crate::blocks::kvalues::KVALUES_IQ4NL;
 use crate::blocks::scalar::nearest_int;
 use crate::blocks::{BlockIq4Nl, BlockIq4Xs, Half, QK_K};
@@ -58,23 +58,14 @@ fn iq4_nl_impl(x: &[f32], qw: Option<&[f32]>) -> Iq4Fit {
     let mut scales = [0.0f32; QK_K / BLOCK];
     let mut weight = [0.0f32; BLOCK];
 
-    let mut sigma2 = 0.0f32;
-    for &v in x {
-        sigma2 += v * v;
-    }
-    sigma2 *= 2.0 / super_block_size as f32;
+    let sigma2 = sum_squares(x) * (2.0 / super_block_size as f32);
 
-    let mut max_scale = 0.0f32;
-    let mut amax_scale = 0.0f32;
     for ib in 0..nblocks {
         let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
         let lb = &mut fit.l[ib * BLOCK..(ib + 1) * BLOCK];
         match qw {
             Some(q) => {
-                let q = &q[ib * BLOCK..(ib + 1) * BLOCK];
-                for j in 0..BLOCK {
-                    weight[j] = q[j] * (sigma2 + xb[j] * xb[j]).sqrt();
-                }
+                importance_weights(xb, &q[ib * BLOCK..(ib + 1) * BLOCK], sigma2, &mut weight);
             }
             None => {
                 for j in 0..BLOCK {
@@ -122,12 +113,9 @@ fn iq4_nl_impl(x: &[f32], qw: Option<&[f32]>) -> Iq4Fit {
             }
         }
         scales[ib] = d;
-        let abs_d = d.abs();
-        if abs_d > amax_scale {
-            amax_scale = abs_d;
-            max_scale = d;
-        }
     }
+    // Sub-blocks that were skipped keep scale 0, which never wins.
+    let (max_scale, _) = signed_max(&scales);
 
     if nblocks > 1 {
         let d = -max_scale / 32.0;

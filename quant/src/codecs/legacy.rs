@@ -8,10 +8,11 @@
 //! importance matrix; the `_impl` paths take `sigma2 = Σx²/n_per_row` over the whole row, so they must
 //! be called with exactly one row.
 
-use super::for_each_block;
-use super::search::{make_qkx3_quants, make_qx_quants, MinSearch};
-use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Half, QK32};
 use zerocopy::FromZeros;
+
+use super::search::{importance_weights, make_qkx3_quants, make_qx_quants, signed_max, sum_squares, MinSearch};
+use super::{for_each_block, ref_or_impl};
+use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Half, QK32};
 
 /// The (min, max) search of Q4_1/Q5_1: starts from ±FLT_MAX, strict comparisons.
 fn min_max(x: &[f32]) -> (f32, f32) {
@@ -28,35 +29,37 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
-/// The value with the largest magnitude (first one on ties, `amax < |v|`).
-fn abs_max_value(x: &[f32]) -> f32 {
-    let mut amax = 0.0f32;
-    let mut max = 0.0f32;
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
-
 /// `sigma2 = Σx²/n` over one row, the weight base of the legacy `_impl` quantizers.
 fn row_sigma2(row: &[f32]) -> f32 {
-    let mut sum_x2 = 0.0f32;
-    for &v in row {
-        sum_x2 += v * v;
-    }
-    sum_x2 / row.len() as f32
+    sum_squares(row) / row.len() as f32
 }
 
-/// `qw[j]·sqrt(sigma2 + x[j]²)`.
-fn impl_weights(x: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK32] {
-    let mut w = [0.0f32; QK32];
-    for j in 0..QK32 {
-        w[j] = qw[j] * (sigma2 + x[j] * x[j]).sqrt();
+/// The `_impl` fit of Q4_0/Q5_0: symmetric, `L ∈ [0, 2·nmax)` stored with offset `nmax`.
+fn fit_symmetric(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> (Half, [i8; QK32]) {
+    let mut weight = [0.0f32; QK32];
+    importance_weights(x, qw, sigma2, &mut weight);
+    let mut l = [0i8; QK32];
+    let d = make_qx_quants(nmax, x, &mut l, 1, Some(&weight));
+    (Half::from_f32(d), l)
+}
+
+/// The `_impl` fit of Q4_1/Q5_1: `x ≈ d·L + m` with `L ∈ [0, nmax]`; returns `(d, m, L)`.
+fn fit_with_min(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> (Half, Half, [u8; QK32]) {
+    let p = MinSearch { nmax, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+    let mut weight = [0.0f32; QK32];
+    importance_weights(x, qw, sigma2, &mut weight);
+    let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
+    let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
+    (Half::from_f32(d), Half::from_f32(-min), l)
+}
+
+/// Pack 32 four-bit indices into nibbles: byte `j` holds elements `j` (low) and `j + 16` (high).
+fn pack_q4(l: impl Fn(usize) -> u8) -> [u8; 16] {
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        qs[j] = l(j) | (l(j + 16) << 4);
     }
-    w
+    qs
 }
 
 /// Pack 32 five-bit indices into Q5 `qs` nibbles and the `qh` bit field.
@@ -77,7 +80,7 @@ pub(crate) fn quantize_row_q8_0(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut
     for_each_block(src, None, dst, |x, _| {
         let mut amax = 0.0f32;
         for &v in x {
-            // MAX(amax, fabsf(v)) = amax > |v| ? amax : |v|
+            // MAX(amax, fabsf(v)) = amax > |v| ? amax : |v| (a NaN propagates, unlike `signed_max`)
             let a = v.abs();
             amax = if amax > a { amax } else { a };
         }
@@ -94,119 +97,89 @@ pub(crate) fn quantize_row_q8_0(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut
 
 /// Q4_0: `quantize_row_q4_0_ref`, or `quantize_row_q4_0_impl` with an importance matrix.
 pub(crate) fn quantize_row_q4_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    match imatrix {
-        None => for_each_block(src, None, dst, |x, _| {
-            let max = abs_max_value(x);
+    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
+    ref_or_impl(
+        src,
+        imatrix,
+        dst,
+        |x| {
+            let (max, _) = signed_max(x);
             let d = max / -8.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut b = BlockQ4_0::new_zeroed();
-            b.d = Half::from_f32(d);
-            for j in 0..16 {
-                let xi0 = ((x[j] * id + 8.5) as i8).min(15) as u8;
-                let xi1 = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
-                b.qs[j] = xi0 | (xi1 << 4);
-            }
-            b
-        }),
-        Some(qw) => {
-            let sigma2 = row_sigma2(src);
-            for_each_block(src, Some(qw), dst, |x, qw| {
-                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
-                let mut l = [0i8; QK32];
-                let d = make_qx_quants(8, x, &mut l, 1, Some(&weight));
-                let mut b = BlockQ4_0::new_zeroed();
-                b.d = Half::from_f32(d);
-                for j in 0..16 {
-                    b.qs[j] = (l[j] as u8) | ((l[j + 16] as u8) << 4);
-                }
-                b
-            })
-        }
-    }
+            let qs = pack_q4(|j| ((x[j] * id + 8.5) as i8).min(15) as u8);
+            BlockQ4_0 { d: Half::from_f32(d), qs }
+        },
+        |x, qw| {
+            let (d, l) = fit_symmetric(x, qw, sigma2, 8);
+            BlockQ4_0 { d, qs: pack_q4(|j| l[j] as u8) }
+        },
+    );
 }
 
 /// Q4_1: `quantize_row_q4_1_ref`, or `quantize_row_q4_1_impl` with an importance matrix.
 pub(crate) fn quantize_row_q4_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    match imatrix {
-        None => for_each_block(src, None, dst, |x, _| {
+    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
+    ref_or_impl(
+        src,
+        imatrix,
+        dst,
+        |x| {
             let (min, max) = min_max(x);
             let d = (max - min) / 15.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut b = BlockQ4_1::new_zeroed();
-            b.d = Half::from_f32(d);
-            b.m = Half::from_f32(min);
-            for j in 0..16 {
-                let xi0 = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
-                let xi1 = (((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
-                b.qs[j] = xi0 | (xi1 << 4);
-            }
-            b
-        }),
-        Some(qw) => {
-            let sigma2 = row_sigma2(src);
-            let p = MinSearch { nmax: 15, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
-            for_each_block(src, Some(qw), dst, |x, qw| {
-                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
-                let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
-                let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
-                let mut b = BlockQ4_1::new_zeroed();
-                b.d = Half::from_f32(d);
-                b.m = Half::from_f32(-min);
-                for j in 0..16 {
-                    b.qs[j] = l[j] | (l[j + 16] << 4);
-                }
-                b
-            })
-        }
-    }
+            let qs = pack_q4(|j| (((x[j] - min) * id + 0.5) as i8).min(15) as u8);
+            BlockQ4_1 { d: Half::from_f32(d), m: Half::from_f32(min), qs }
+        },
+        |x, qw| {
+            let (d, m, l) = fit_with_min(x, qw, sigma2, 15);
+            BlockQ4_1 { d, m, qs: pack_q4(|j| l[j]) }
+        },
+    );
 }
 
 /// Q5_0: `quantize_row_q5_0_ref`, or `quantize_row_q5_0_impl` with an importance matrix.
 pub(crate) fn quantize_row_q5_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    match imatrix {
-        None => for_each_block(src, None, dst, |x, _| {
-            let max = abs_max_value(x);
+    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
+    ref_or_impl(
+        src,
+        imatrix,
+        dst,
+        |x| {
+            let (max, _) = signed_max(x);
             let d = max / -16.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let (qs, qh) = pack_q5(|j| ((x[j] * id + 16.5) as i8).min(31) as u8);
             BlockQ5_0 { d: Half::from_f32(d), qh, qs }
-        }),
-        Some(qw) => {
-            let sigma2 = row_sigma2(src);
-            for_each_block(src, Some(qw), dst, |x, qw| {
-                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
-                let mut l = [0i8; QK32];
-                let d = make_qx_quants(16, x, &mut l, 1, Some(&weight));
-                let (qs, qh) = pack_q5(|j| l[j] as u8);
-                BlockQ5_0 { d: Half::from_f32(d), qh, qs }
-            })
-        }
-    }
+        },
+        |x, qw| {
+            let (d, l) = fit_symmetric(x, qw, sigma2, 16);
+            let (qs, qh) = pack_q5(|j| l[j] as u8);
+            BlockQ5_0 { d, qh, qs }
+        },
+    );
 }
 
 /// Q5_1: `quantize_row_q5_1_ref`, or `quantize_row_q5_1_impl` with an importance matrix.
 pub(crate) fn quantize_row_q5_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    match imatrix {
-        None => for_each_block(src, None, dst, |x, _| {
+    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
+    ref_or_impl(
+        src,
+        imatrix,
+        dst,
+        |x| {
             let (min, max) = min_max(x);
             let d = (max - min) / 31.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             // `(uint8_t)(x + 0.5f)`: no clamp upstream.
             let (qs, qh) = pack_q5(|j| ((x[j] - min) * id + 0.5) as u8);
             BlockQ5_1 { d: Half::from_f32(d), m: Half::from_f32(min), qh, qs }
-        }),
-        Some(qw) => {
-            let sigma2 = row_sigma2(src);
-            let p = MinSearch { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
-            for_each_block(src, Some(qw), dst, |x, qw| {
-                let weight = impl_weights(x, qw.expect("block weights"), sigma2);
-                let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
-                let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
-                let (qs, qh) = pack_q5(|j| l[j]);
-                BlockQ5_1 { d: Half::from_f32(d), m: Half::from_f32(-min), qh, qs }
-            })
-        }
-    }
+        },
+        |x, qw| {
+            let (d, m, l) = fit_with_min(x, qw, sigma2, 31);
+            let (qs, qh) = pack_q5(|j| l[j]);
+            BlockQ5_1 { d, m, qh, qs }
+        },
+    );
 }
 
 #[cfg(test)]

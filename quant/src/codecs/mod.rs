@@ -117,13 +117,35 @@ fn for_each_block<B: Block>(
     src: &[f32],
     imatrix: Option<&[f32]>,
     dst: &mut [u8],
-    mut f: impl FnMut(&[f32], Option<&[f32]>) -> B,
+    f: impl Fn(&[f32], Option<&[f32]>) -> B,
+) {
+    ref_or_impl(src, imatrix, dst, |x| f(x, None), |x, qw| f(x, Some(qw)));
+}
+
+/// Quantize `src` block by block into `dst` as upstream's `quantize_<type>` dispatch does: with
+/// `quantize_ref` (`quantize_row_*_ref`) without an importance matrix, with `quantize_impl`
+/// (`quantize_row_*_impl`, given the block's weights) with one.
+fn ref_or_impl<B: Block>(
+    src: &[f32],
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    quantize_ref: impl Fn(&[f32]) -> B,
+    quantize_impl: impl Fn(&[f32], &[f32]) -> B,
 ) {
     let Some(blocks) = as_blocks_mut::<B>(dst) else { unreachable!("destination is a whole number of blocks") };
     debug_assert_eq!(src.len() / B::QK, blocks.len());
-    for (ib, (x, out)) in src.chunks_exact(B::QK).zip(blocks).enumerate() {
-        let qw = imatrix.map(|w| &w[ib * B::QK..(ib + 1) * B::QK]);
-        *out = f(x, qw);
+    let xs = src.chunks_exact(B::QK);
+    match imatrix {
+        None => {
+            for (x, out) in xs.zip(blocks) {
+                *out = quantize_ref(x);
+            }
+        }
+        Some(w) => {
+            for ((x, qw), out) in xs.zip(w.chunks_exact(B::QK)).zip(blocks) {
+                *out = quantize_impl(x, qw);
+            }
+        }
     }
 }
 

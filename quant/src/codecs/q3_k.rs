@@ -7,9 +7,9 @@
 //! (`l + 32`) under one fp16 super-block scale, and the quants are recomputed from the packed scales
 //! and the fp16-rounded `d` (sub-blocks whose effective scale is 0 keep their first fit).
 
-use super::for_each_block;
 use super::q2_k::pack_2bit;
-use super::search::{make_q3_quants, make_qx_quants};
+use super::ref_or_impl;
+use super::search::{importance_weights, make_q3_quants, make_qx_quants, signed_max, sum_squares};
 use crate::blocks::scalar::nearest_int;
 use crate::blocks::{put_q3_k_scale, unpack_q3_k_scales, BlockQ3K, Half, QK_K};
 use zerocopy::FromZeros;
@@ -44,16 +44,10 @@ fn requantize_and_pack(x: &[f32], l: &mut [i8; QK_K], b: &mut BlockQ3K) {
 fn quantize_block_ref(x: &[f32]) -> BlockQ3K {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
-    let mut max_scale = 0.0f32;
-    let mut amax = 0.0f32;
     for j in 0..QK_K / 16 {
         scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16], true);
-        let scale = scales[j].abs();
-        if scale > amax {
-            amax = scale;
-            max_scale = scales[j];
-        }
     }
+    let (max_scale, _) = signed_max(&scales);
     let mut b = BlockQ3K::new_zeroed();
     if max_scale != 0.0 {
         let iscale = -32.0 / max_scale;
@@ -77,21 +71,10 @@ fn quantize_block_impl(x: &[f32], qw: &[f32]) -> BlockQ3K {
     let mut sw = [0.0f32; 16];
     let mut ls = [0i8; 16];
 
-    let mut sumx2 = 0.0f32;
-    for &v in x {
-        sumx2 += v * v;
-    }
-    let sigma2 = 2.0 * sumx2 / QK_K as f32;
+    let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
     for j in 0..QK_K / 16 {
         let xs = &x[16 * j..16 * j + 16];
-        for i in 0..16 {
-            weight[i] = qw[16 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt();
-        }
-        let mut sumw = 0.0f32;
-        for &w in &weight {
-            sumw += w;
-        }
-        sw[j] = sumw;
+        sw[j] = importance_weights(xs, &qw[16 * j..16 * j + 16], sigma2, &mut weight);
         scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
     }
     let mut b = BlockQ3K::new_zeroed();
@@ -106,10 +89,7 @@ fn quantize_block_impl(x: &[f32], qw: &[f32]) -> BlockQ3K {
 
 /// Quantize one row (a whole number of 256-value super-blocks) to Q3_K.
 pub(crate) fn quantize_row_q3_k(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    match imatrix {
-        None => for_each_block(src, None, dst, |x, _| quantize_block_ref(x)),
-        Some(w) => for_each_block(src, Some(w), dst, |x, qw| quantize_block_impl(x, qw.expect("block weights"))),
-    }
+    ref_or_impl(src, imatrix, dst, quantize_block_ref, quantize_block_impl);
 }
 
 #[cfg(test)]

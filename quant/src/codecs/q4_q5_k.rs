@@ -10,7 +10,9 @@
 //! Quants are recomputed from the packed 6-bit values and the fp16-rounded `d`/`dmin`.
 
 use super::for_each_block;
-use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, MinSearch};
+use super::search::{
+    importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants, max_positive, sum_squares, MinSearch,
+};
 use crate::blocks::scalar::nearest_int;
 use crate::blocks::{get_scale_min_k4, put_scale_min_k4, BlockQ4K, BlockQ5K, Half, K_SCALE_SIZE, QK_K};
 
@@ -70,26 +72,15 @@ fn fit_ref(x: &[f32], kind: Kind) -> Fit {
     let mut weights = [0.0f32; 32];
     let mut mins = [0.0f32; 8];
     let mut scales = [0.0f32; 8];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
     for j in 0..QK_K / 32 {
         let xs = &x[32 * j..32 * j + 32];
-        let mut sum_x2 = 0.0f32;
-        for &v in xs {
-            sum_x2 += v * v;
-        }
-        let av_x = (sum_x2 / 32.0).sqrt();
+        let av_x = (sum_squares(xs) / 32.0).sqrt();
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
         (scales[j], mins[j]) = make_qkx2_quants(p, xs, &weights, &mut fit.l[32 * j..32 * j + 32], &mut laux);
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
     }
+    let (max_scale, max_min) = (max_positive(&scales), max_positive(&mins));
     let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     for j in 0..QK_K / 32 {
@@ -115,21 +106,10 @@ fn fit_impl(x: &[f32], qw: &[f32], kind: Kind) -> Fit {
     let mut mins = [0.0f32; 8];
     let mut scales = [0.0f32; 8];
 
-    let mut sum_x2 = 0.0f32;
-    for &v in x {
-        sum_x2 += v * v;
-    }
-    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+    let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
     for j in 0..QK_K / 32 {
         let xs = &x[32 * j..32 * j + 32];
-        for l in 0..32 {
-            weights[l] = qw[32 * j + l] * (sigma2 + xs[l] * xs[l]).sqrt();
-        }
-        let mut sumw = 0.0f32;
-        for &w in &weights {
-            sumw += w;
-        }
-        sw[j] = sumw;
+        sw[j] = importance_weights(xs, &qw[32 * j..32 * j + 32], sigma2, &mut weights);
         (scales[j], mins[j]) = make_qkx3_quants(p, xs, Some(&weights), &mut fit.l[32 * j..32 * j + 32], &mut laux);
     }
     let d_block = make_qp_quants(63, &scales, &mut ls, &sw);

@@ -9,7 +9,7 @@
 //! whose largest scale is below `GROUP_MAX_EPS` is all zero bytes.
 
 use super::for_each_block;
-use super::search::{make_qx_quants, GROUP_MAX_EPS};
+use super::search::{make_qx_quants, signed_max, GROUP_MAX_EPS};
 use crate::blocks::scalar::nearest_int;
 use crate::blocks::{BlockQ6K, Half, QK_K};
 use zerocopy::FromZeros;
@@ -17,18 +17,11 @@ use zerocopy::FromZeros;
 fn quantize_block(x: &[f32], qw: Option<&[f32]>) -> BlockQ6K {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
-    let mut max_scale = 0.0f32;
-    let mut max_abs_scale = 0.0f32;
     for ib in 0..QK_K / 16 {
         let w = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-        let scale = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 1, w);
-        scales[ib] = scale;
-        let abs_scale = scale.abs();
-        if abs_scale > max_abs_scale {
-            max_abs_scale = abs_scale;
-            max_scale = scale;
-        }
+        scales[ib] = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 1, w);
     }
+    let (max_scale, max_abs_scale) = signed_max(&scales);
     let mut b = BlockQ6K::new_zeroed();
     if max_abs_scale < GROUP_MAX_EPS {
         return b;

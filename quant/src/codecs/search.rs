@@ -31,6 +31,43 @@ fn qx_weights(x: &[f32], qw: Option<&[f32]>, rmse_type: i32, buf: &mut [f32; MAX
     }
 }
 
+/// `Σx²`, accumulated in order (the `sumx2` of the quantizers).
+#[inline]
+pub(crate) fn sum_squares(x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for &v in x {
+        sum += v * v;
+    }
+    sum
+}
+
+/// The importance weights of the `_impl` quantizers, `w[i] = qw[i]·sqrt(sigma2 + x[i]²)`; returns their
+/// sum, accumulated in order.
+#[inline]
+pub(crate) fn importance_weights(x: &[f32], qw: &[f32], sigma2: f32, w: &mut [f32]) -> f32 {
+    for ((w, &q), &v) in w.iter_mut().zip(qw).zip(x) {
+        *w = q * (sigma2 + v * v).sqrt();
+    }
+    let mut sum = 0.0f32;
+    for &v in &w[..x.len()] {
+        sum += v;
+    }
+    sum
+}
+
+/// The largest value by strict `>` starting from 0 (0 when none is positive): the `max_scale`/`max_min`
+/// of the k-quant ref paths.
+#[inline]
+pub(crate) fn max_positive(v: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    for &s in v {
+        if s > max {
+            max = s;
+        }
+    }
+    max
+}
+
 /// The element with the largest magnitude (first one on ties, strict `>`), and that magnitude.
 #[inline]
 pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
