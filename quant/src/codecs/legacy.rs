@@ -12,7 +12,7 @@ use zerocopy::FromZeros;
 
 use super::search::{importance_weights, make_qkx3_quants, make_qx_quants, signed_max, sum_squares, MinSearch};
 use super::{for_each_block, ref_or_impl};
-use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Half, QK32};
+use crate::blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Half, QK32};
 
 /// The (min, max) search of Q4_1/Q5_1: starts from ±FLT_MAX, strict comparisons.
 fn min_max(x: &[f32]) -> (f32, f32) {
@@ -34,13 +34,39 @@ fn row_sigma2(row: &[f32]) -> f32 {
     sum_squares(row) / row.len() as f32
 }
 
+/// The ref fit of Q4_0/Q5_0: `d = max/-nmax` from the signed maximum, `L = (int8)(x/d + nmax + 0.5)`
+/// capped at `2·nmax - 1`.
+fn ref_symmetric(x: &[f32], nmax: i32) -> (Half, [u8; QK32]) {
+    let (max, _) = signed_max(x);
+    let d = max / -(nmax as f32);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let (bias, top) = (nmax as f32 + 0.5, (2 * nmax - 1) as i8);
+    let mut l = [0u8; QK32];
+    for (l, &v) in l.iter_mut().zip(x) {
+        *l = ((v * id + bias) as i8).min(top) as u8;
+    }
+    (Half::from_f32(d), l)
+}
+
 /// The `_impl` fit of Q4_0/Q5_0: symmetric, `L ∈ [0, 2·nmax)` stored with offset `nmax`.
-fn fit_symmetric(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> (Half, [i8; QK32]) {
+fn fit_symmetric(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> (Half, [u8; QK32]) {
     let mut weight = [0.0f32; QK32];
     importance_weights(x, qw, sigma2, &mut weight);
     let mut l = [0i8; QK32];
     let d = make_qx_quants(nmax, x, &mut l, 1, Some(&weight));
-    (Half::from_f32(d), l)
+    (Half::from_f32(d), l.map(|v| v as u8))
+}
+
+/// The ref fit of Q4_1/Q5_1: `d = (max - min)/nmax`, `m = min`, `L = index((x - min)/d + 0.5)`.
+fn ref_with_min(x: &[f32], nmax: i32, index: impl Fn(f32) -> u8) -> (Half, Half, [u8; QK32]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / nmax as f32;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut l = [0u8; QK32];
+    for (l, &v) in l.iter_mut().zip(x) {
+        *l = index((v - min) * id + 0.5);
+    }
+    (Half::from_f32(d), Half::from_f32(min), l)
 }
 
 /// The `_impl` fit of Q4_1/Q5_1: `x ≈ d·L + m` with `L ∈ [0, nmax]`; returns `(d, m, L)`.
@@ -53,21 +79,70 @@ fn fit_with_min(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> (Half, Half, [
     (Half::from_f32(d), Half::from_f32(-min), l)
 }
 
+/// Q4_0/Q5_0 rows: [`ref_symmetric`] or [`fit_symmetric`], then `block` packs `(d, L)`.
+fn quantize_symmetric<B: Block>(
+    src: &[f32],
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    nmax: i32,
+    block: impl Fn(Half, &[u8; QK32]) -> B,
+) {
+    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
+    ref_or_impl(
+        src,
+        imatrix,
+        dst,
+        |x| {
+            let (d, l) = ref_symmetric(x, nmax);
+            block(d, &l)
+        },
+        |x, qw| {
+            let (d, l) = fit_symmetric(x, qw, sigma2, nmax);
+            block(d, &l)
+        },
+    );
+}
+
+/// Q4_1/Q5_1 rows: [`ref_with_min`] (with `ref_index`) or [`fit_with_min`], then `block` packs `(d, m, L)`.
+fn quantize_with_min<B: Block>(
+    src: &[f32],
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    nmax: i32,
+    ref_index: impl Fn(f32) -> u8,
+    block: impl Fn(Half, Half, &[u8; QK32]) -> B,
+) {
+    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
+    ref_or_impl(
+        src,
+        imatrix,
+        dst,
+        |x| {
+            let (d, m, l) = ref_with_min(x, nmax, &ref_index);
+            block(d, m, &l)
+        },
+        |x, qw| {
+            let (d, m, l) = fit_with_min(x, qw, sigma2, nmax);
+            block(d, m, &l)
+        },
+    );
+}
+
 /// Pack 32 four-bit indices into nibbles: byte `j` holds elements `j` (low) and `j + 16` (high).
-fn pack_q4(l: impl Fn(usize) -> u8) -> [u8; 16] {
+fn pack_q4(l: &[u8; QK32]) -> [u8; 16] {
     let mut qs = [0u8; 16];
     for j in 0..16 {
-        qs[j] = l(j) | (l(j + 16) << 4);
+        qs[j] = l[j] | (l[j + 16] << 4);
     }
     qs
 }
 
 /// Pack 32 five-bit indices into Q5 `qs` nibbles and the `qh` bit field.
-fn pack_q5(l: impl Fn(usize) -> u8) -> ([u8; 16], [u8; 4]) {
+fn pack_q5(l: &[u8; QK32]) -> ([u8; 16], [u8; 4]) {
     let mut qs = [0u8; 16];
     let mut qh = 0u32;
     for j in 0..16 {
-        let (x0, x1) = (l(j), l(j + 16));
+        let (x0, x1) = (l[j], l[j + 16]);
         qs[j] = (x0 & 0x0F) | ((x1 & 0x0F) << 4);
         qh |= ((u32::from(x0) & 0x10) >> 4) << j;
         qh |= ((u32::from(x1) & 0x10) >> 4) << (j + 16);
@@ -97,89 +172,31 @@ pub(crate) fn quantize_row_q8_0(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut
 
 /// Q4_0: `quantize_row_q4_0_ref`, or `quantize_row_q4_0_impl` with an importance matrix.
 pub(crate) fn quantize_row_q4_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
-    ref_or_impl(
-        src,
-        imatrix,
-        dst,
-        |x| {
-            let (max, _) = signed_max(x);
-            let d = max / -8.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let qs = pack_q4(|j| ((x[j] * id + 8.5) as i8).min(15) as u8);
-            BlockQ4_0 { d: Half::from_f32(d), qs }
-        },
-        |x, qw| {
-            let (d, l) = fit_symmetric(x, qw, sigma2, 8);
-            BlockQ4_0 { d, qs: pack_q4(|j| l[j] as u8) }
-        },
-    );
+    quantize_symmetric(src, imatrix, dst, 8, |d, l| BlockQ4_0 { d, qs: pack_q4(l) });
 }
 
 /// Q4_1: `quantize_row_q4_1_ref`, or `quantize_row_q4_1_impl` with an importance matrix.
 pub(crate) fn quantize_row_q4_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
-    ref_or_impl(
-        src,
-        imatrix,
-        dst,
-        |x| {
-            let (min, max) = min_max(x);
-            let d = (max - min) / 15.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let qs = pack_q4(|j| (((x[j] - min) * id + 0.5) as i8).min(15) as u8);
-            BlockQ4_1 { d: Half::from_f32(d), m: Half::from_f32(min), qs }
-        },
-        |x, qw| {
-            let (d, m, l) = fit_with_min(x, qw, sigma2, 15);
-            BlockQ4_1 { d, m, qs: pack_q4(|j| l[j]) }
-        },
-    );
+    let index = |v: f32| (v as i8).min(15) as u8;
+    quantize_with_min(src, imatrix, dst, 15, index, |d, m, l| BlockQ4_1 { d, m, qs: pack_q4(l) });
 }
 
 /// Q5_0: `quantize_row_q5_0_ref`, or `quantize_row_q5_0_impl` with an importance matrix.
 pub(crate) fn quantize_row_q5_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
-    ref_or_impl(
-        src,
-        imatrix,
-        dst,
-        |x| {
-            let (max, _) = signed_max(x);
-            let d = max / -16.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let (qs, qh) = pack_q5(|j| ((x[j] * id + 16.5) as i8).min(31) as u8);
-            BlockQ5_0 { d: Half::from_f32(d), qh, qs }
-        },
-        |x, qw| {
-            let (d, l) = fit_symmetric(x, qw, sigma2, 16);
-            let (qs, qh) = pack_q5(|j| l[j] as u8);
-            BlockQ5_0 { d, qh, qs }
-        },
-    );
+    quantize_symmetric(src, imatrix, dst, 16, |d, l| {
+        let (qs, qh) = pack_q5(l);
+        BlockQ5_0 { d, qh, qs }
+    });
 }
 
 /// Q5_1: `quantize_row_q5_1_ref`, or `quantize_row_q5_1_impl` with an importance matrix.
 pub(crate) fn quantize_row_q5_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
-    ref_or_impl(
-        src,
-        imatrix,
-        dst,
-        |x| {
-            let (min, max) = min_max(x);
-            let d = (max - min) / 31.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            // `(uint8_t)(x + 0.5f)`: no clamp upstream.
-            let (qs, qh) = pack_q5(|j| ((x[j] - min) * id + 0.5) as u8);
-            BlockQ5_1 { d: Half::from_f32(d), m: Half::from_f32(min), qh, qs }
-        },
-        |x, qw| {
-            let (d, m, l) = fit_with_min(x, qw, sigma2, 31);
-            let (qs, qh) = pack_q5(|j| l[j]);
-            BlockQ5_1 { d, m, qh, qs }
-        },
-    );
+    // `(uint8_t)(x + 0.5f)`: unlike Q4_1, no clamp upstream.
+    let index = |v: f32| v as u8;
+    quantize_with_min(src, imatrix, dst, 31, index, |d, m, l| {
+        let (qs, qh) = pack_q5(l);
+        BlockQ5_1 { d, m, qh, qs }
+    });
 }
 
 #[cfg(test)]
