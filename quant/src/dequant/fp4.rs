@@ -39,7 +39,8 @@ fn pow2(e: i32) -> f32 {
 pub(super) fn mxfp4(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockMxfp4, y: &mut [f32; QK32]| {
         let d = e8m0_to_fp32_half(b.e);
-        for (j, &q) in b.qs.iter().enumerate() {
+        for j in 0..16 {
+            let q = b.qs[j];
             y[j] = KVALUES_FP4[(q & 0x0F) as usize] as f32 * d;
             y[j + 16] = KVALUES_FP4[(q >> 4) as usize] as f32 * d;
         }
@@ -49,8 +50,9 @@ pub(super) fn mxfp4(src: &[u8], dst: &mut [f32]) {
 /// `block_nvfp4`.
 pub(super) fn nvfp4(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockNvfp4, y: &mut [f32; 64]| {
-        for ((y, &sd), qs) in y.chunks_exact_mut(16).zip(&b.d).zip(b.qs.chunks_exact(8)) {
-            let d = ue4m3_to_fp32(sd);
+        for (s, y) in y.chunks_exact_mut(16).enumerate() {
+            let d = ue4m3_to_fp32(b.d[s]);
+            let qs = &b.qs[8 * s..8 * s + 8];
             let (lo, hi) = y.split_at_mut(8);
             for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(qs) {
                 *lo = KVALUES_FP4[(q & 0x0F) as usize] as f32 * d;

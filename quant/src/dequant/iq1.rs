@@ -20,12 +20,13 @@ fn group8(y: &mut [f32], dl: f32, grid: u64, delta: f32) {
 pub(super) fn iq1_s(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockIq1S, y: &mut [f32; QK_K]| {
         let d = b.d.to_f32();
-        for ((y, qh), qs) in y.chunks_exact_mut(32).zip(&b.qh).zip(b.qs.chunks_exact(4)) {
-            let qh = qh.get() as usize;
+        let qs: &[u8] = &b.qs;
+        for (ib, y) in y.chunks_exact_mut(32).enumerate() {
+            let qh = b.qh[ib].get() as usize;
             let dl = d * (2 * ((qh >> 12) & 7) + 1) as f32;
             let delta = if qh & 0x8000 != 0 { -IQ1S_DELTA } else { IQ1S_DELTA };
-            for (l, (y, &q)) in y.chunks_exact_mut(8).zip(qs).enumerate() {
-                let idx = q as usize | (((qh >> (3 * l)) & 7) << 8);
+            for (l, y) in y.chunks_exact_mut(8).enumerate() {
+                let idx = qs[4 * ib + l] as usize | (((qh >> (3 * l)) & 7) << 8);
                 group8(y, dl, IQ1S_GRID[idx], delta);
             }
         }

@@ -38,10 +38,11 @@ pub(super) fn iq2_xxs(src: &[u8], dst: &mut [f32]) {
 pub(super) fn iq2_xs(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockIq2Xs, y: &mut [f32; QK_K]| {
         let d = b.d.to_f32();
-        for ((y, &sc), qs) in y.chunks_exact_mut(32).zip(&b.scales).zip(b.qs.chunks_exact(4)) {
+        for (ib32, y) in y.chunks_exact_mut(32).enumerate() {
+            let sc = b.scales[ib32];
             let db = [d * (0.5 + (sc & 0xf) as f32) * 0.25, d * (0.5 + (sc >> 4) as f32) * 0.25];
-            for (l, (y, q)) in y.chunks_exact_mut(8).zip(qs).enumerate() {
-                let q = q.get();
+            for (l, y) in y.chunks_exact_mut(8).enumerate() {
+                let q = b.qs[4 * ib32 + l].get();
                 let grid = IQ2XS_GRID[(q & 511) as usize];
                 let signs = KSIGNS_IQ2XS[(q >> 9) as usize];
                 group8(y, db[l / 2], grid, signs);

@@ -12,7 +12,8 @@ use crate::blocks::{BlockIq4Nl, BlockIq4Xs, QK32, QK_K};
 pub(super) fn iq4_nl(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockIq4Nl, y: &mut [f32; QK32]| {
         let d = b.d.to_f32();
-        for (j, &q) in b.qs.iter().enumerate() {
+        for j in 0..16 {
+            let q = b.qs[j];
             y[j] = d * KVALUES_IQ4NL[(q & 0xf) as usize] as f32;
             y[j + 16] = d * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
         }

@@ -35,9 +35,9 @@ pub(super) fn q2_k(src: &[u8], dst: &mut [f32]) {
 /// `block_q3_K`: value = `d * (sc - 32) * (q2 - (hmask bit ? 0 : 4))`, 16 signed 6-bit scales.
 pub(super) fn q3_k(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockQ3K, y: &mut [f32; QK_K]| {
+        let hm: &[u8] = &b.hmask;
         let d_all = b.d.to_f32();
         let scales = unpack_q3_k_scales(&b.scales);
-        let hm = &b.hmask;
         let mut m = 1u8;
         for (half, (q, y)) in b.qs.chunks_exact(32).zip(y.chunks_exact_mut(128)).enumerate() {
             for (j, y) in y.chunks_exact_mut(32).enumerate() {

@@ -12,7 +12,8 @@ use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 pub(super) fn q4_0(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockQ4_0, y: &mut [f32; 32]| {
         let d = b.d.to_f32();
-        for (j, &q) in b.qs.iter().enumerate() {
+        for j in 0..16 {
+            let q = b.qs[j];
             y[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
             y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
         }
@@ -24,7 +25,8 @@ pub(super) fn q4_1(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockQ4_1, y: &mut [f32; 32]| {
         let d = b.d.to_f32();
         let m = b.m.to_f32();
-        for (j, &q) in b.qs.iter().enumerate() {
+        for j in 0..16 {
+            let q = b.qs[j];
             y[j] = (q & 0x0F) as f32 * d + m;
             y[j + 16] = (q >> 4) as f32 * d + m;
         }
@@ -36,7 +38,8 @@ pub(super) fn q5_0(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockQ5_0, y: &mut [f32; 32]| {
         let d = b.d.to_f32();
         let qh = u32::from_le_bytes(b.qh);
-        for (j, &q) in b.qs.iter().enumerate() {
+        for j in 0..16 {
+            let q = b.qs[j];
             let h0 = ((qh >> j) << 4) & 0x10;
             let h1 = (qh >> (j + 12)) & 0x10;
             y[j] = (((q & 0x0F) as u32 | h0) as i32 - 16) as f32 * d;
@@ -51,7 +54,8 @@ pub(super) fn q5_1(src: &[u8], dst: &mut [f32]) {
         let d = b.d.to_f32();
         let m = b.m.to_f32();
         let qh = u32::from_le_bytes(b.qh);
-        for (j, &q) in b.qs.iter().enumerate() {
+        for j in 0..16 {
+            let q = b.qs[j];
             let h0 = ((qh >> j) << 4) & 0x10;
             let h1 = (qh >> (j + 12)) & 0x10;
             y[j] = ((q & 0x0F) as u32 | h0) as f32 * d + m;
