@@ -34,9 +34,19 @@ fn row_sigma2(row: &[f32]) -> f32 {
     sum_squares(row) / row.len() as f32
 }
 
+/// What the ref and `_impl` fits of the 4- and 5-bit types produce for one block.
+struct Fit {
+    /// Scale.
+    d: Half,
+    /// Offset (Q4_1/Q5_1 only).
+    m: Half,
+    /// Indices, `[0, 2·nmax)` for the symmetric types and `[0, nmax]` for the offset ones.
+    l: [u8; QK32],
+}
+
 /// The ref fit of Q4_0/Q5_0: `d = max/-nmax` from the signed maximum, `L = (int8)(x/d + nmax + 0.5)`
 /// capped at `2·nmax - 1`.
-fn ref_symmetric(x: &[f32], nmax: i32) -> (Half, [u8; QK32]) {
+fn ref_symmetric(x: &[f32], nmax: i32) -> Fit {
     let (max, _) = signed_max(x);
     let d = max / -(nmax as f32);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -45,20 +55,20 @@ fn ref_symmetric(x: &[f32], nmax: i32) -> (Half, [u8; QK32]) {
     for (l, &v) in l.iter_mut().zip(x) {
         *l = ((v * id + bias) as i8).min(top) as u8;
     }
-    (Half::from_f32(d), l)
+    Fit { d: Half::from_f32(d), m: Half::ZERO, l }
 }
 
 /// The `_impl` fit of Q4_0/Q5_0: symmetric, `L ∈ [0, 2·nmax)` stored with offset `nmax`.
-fn fit_symmetric(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> (Half, [u8; QK32]) {
+fn fit_symmetric(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> Fit {
     let mut weight = [0.0f32; QK32];
     importance_weights(x, qw, sigma2, &mut weight);
     let mut l = [0i8; QK32];
     let d = make_qx_quants(nmax, x, &mut l, 1, Some(&weight));
-    (Half::from_f32(d), l.map(|v| v as u8))
+    Fit { d: Half::from_f32(d), m: Half::ZERO, l: l.map(|v| v as u8) }
 }
 
 /// The ref fit of Q4_1/Q5_1: `d = (max - min)/nmax`, `m = min`, `L = index((x - min)/d + 0.5)`.
-fn ref_with_min(x: &[f32], nmax: i32, index: impl Fn(f32) -> u8) -> (Half, Half, [u8; QK32]) {
+fn ref_with_min(x: &[f32], nmax: i32, index: impl Fn(f32) -> u8) -> Fit {
     let (min, max) = min_max(x);
     let d = (max - min) / nmax as f32;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -66,66 +76,31 @@ fn ref_with_min(x: &[f32], nmax: i32, index: impl Fn(f32) -> u8) -> (Half, Half,
     for (l, &v) in l.iter_mut().zip(x) {
         *l = index((v - min) * id + 0.5);
     }
-    (Half::from_f32(d), Half::from_f32(min), l)
+    Fit { d: Half::from_f32(d), m: Half::from_f32(min), l }
 }
 
-/// The `_impl` fit of Q4_1/Q5_1: `x ≈ d·L + m` with `L ∈ [0, nmax]`; returns `(d, m, L)`.
-fn fit_with_min(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> (Half, Half, [u8; QK32]) {
+/// The `_impl` fit of Q4_1/Q5_1: `x ≈ d·L + m` with `L ∈ [0, nmax]`.
+fn fit_with_min(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32) -> Fit {
     let p = MinSearch { nmax, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
     let mut weight = [0.0f32; QK32];
     importance_weights(x, qw, sigma2, &mut weight);
     let (mut l, mut laux) = ([0u8; QK32], [0u8; QK32]);
     let (d, min) = make_qkx3_quants(p, x, Some(&weight), &mut l, &mut laux);
-    (Half::from_f32(d), Half::from_f32(-min), l)
+    Fit { d: Half::from_f32(d), m: Half::from_f32(-min), l }
 }
 
-/// Q4_0/Q5_0 rows: [`ref_symmetric`] or [`fit_symmetric`], then `block` packs `(d, L)`.
-fn quantize_symmetric<B: Block>(
+/// A row of a 4- or 5-bit type: `ref_fit` per block without an importance matrix, `impl_fit` (given the
+/// block's weights and the row's `sigma2`) with one; `block` packs the fit.
+fn quantize_fits<B: Block>(
     src: &[f32],
     imatrix: Option<&[f32]>,
     dst: &mut [u8],
-    nmax: i32,
-    block: impl Fn(Half, &[u8; QK32]) -> B,
+    ref_fit: impl Fn(&[f32]) -> Fit,
+    impl_fit: impl Fn(&[f32], &[f32], f32) -> Fit,
+    block: impl Fn(&Fit) -> B,
 ) {
     let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
-    ref_or_impl(
-        src,
-        imatrix,
-        dst,
-        |x| {
-            let (d, l) = ref_symmetric(x, nmax);
-            block(d, &l)
-        },
-        |x, qw| {
-            let (d, l) = fit_symmetric(x, qw, sigma2, nmax);
-            block(d, &l)
-        },
-    );
-}
-
-/// Q4_1/Q5_1 rows: [`ref_with_min`] (with `ref_index`) or [`fit_with_min`], then `block` packs `(d, m, L)`.
-fn quantize_with_min<B: Block>(
-    src: &[f32],
-    imatrix: Option<&[f32]>,
-    dst: &mut [u8],
-    nmax: i32,
-    ref_index: impl Fn(f32) -> u8,
-    block: impl Fn(Half, Half, &[u8; QK32]) -> B,
-) {
-    let sigma2 = if imatrix.is_some() { row_sigma2(src) } else { 0.0 };
-    ref_or_impl(
-        src,
-        imatrix,
-        dst,
-        |x| {
-            let (d, m, l) = ref_with_min(x, nmax, &ref_index);
-            block(d, m, &l)
-        },
-        |x, qw| {
-            let (d, m, l) = fit_with_min(x, qw, sigma2, nmax);
-            block(d, m, &l)
-        },
-    );
+    ref_or_impl(src, imatrix, dst, |x| block(&ref_fit(x)), |x, qw| block(&impl_fit(x, qw, sigma2)));
 }
 
 /// Pack 32 four-bit indices into nibbles: byte `j` holds elements `j` (low) and `j + 16` (high).
@@ -172,30 +147,35 @@ pub(crate) fn quantize_row_q8_0(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut
 
 /// Q4_0: `quantize_row_q4_0_ref`, or `quantize_row_q4_0_impl` with an importance matrix.
 pub(crate) fn quantize_row_q4_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_symmetric(src, imatrix, dst, 8, |d, l| BlockQ4_0 { d, qs: pack_q4(l) });
+    let (ref_fit, impl_fit) = (|x: &[f32]| ref_symmetric(x, 8), |x: &[f32], qw: &[f32], s| fit_symmetric(x, qw, s, 8));
+    quantize_fits(src, imatrix, dst, ref_fit, impl_fit, |f| BlockQ4_0 { d: f.d, qs: pack_q4(&f.l) });
 }
 
 /// Q4_1: `quantize_row_q4_1_ref`, or `quantize_row_q4_1_impl` with an importance matrix.
 pub(crate) fn quantize_row_q4_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    let index = |v: f32| (v as i8).min(15) as u8;
-    quantize_with_min(src, imatrix, dst, 15, index, |d, m, l| BlockQ4_1 { d, m, qs: pack_q4(l) });
+    let ref_fit = |x: &[f32]| ref_with_min(x, 15, |v| (v as i8).min(15) as u8);
+    let impl_fit = |x: &[f32], qw: &[f32], s| fit_with_min(x, qw, s, 15);
+    quantize_fits(src, imatrix, dst, ref_fit, impl_fit, |f| BlockQ4_1 { d: f.d, m: f.m, qs: pack_q4(&f.l) });
 }
 
 /// Q5_0: `quantize_row_q5_0_ref`, or `quantize_row_q5_0_impl` with an importance matrix.
 pub(crate) fn quantize_row_q5_0(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_symmetric(src, imatrix, dst, 16, |d, l| {
-        let (qs, qh) = pack_q5(l);
-        BlockQ5_0 { d, qh, qs }
+    let (ref_fit, impl_fit) =
+        (|x: &[f32]| ref_symmetric(x, 16), |x: &[f32], qw: &[f32], s| fit_symmetric(x, qw, s, 16));
+    quantize_fits(src, imatrix, dst, ref_fit, impl_fit, |f| {
+        let (qs, qh) = pack_q5(&f.l);
+        BlockQ5_0 { d: f.d, qh, qs }
     });
 }
 
 /// Q5_1: `quantize_row_q5_1_ref`, or `quantize_row_q5_1_impl` with an importance matrix.
 pub(crate) fn quantize_row_q5_1(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
     // `(uint8_t)(x + 0.5f)`: unlike Q4_1, no clamp upstream.
-    let index = |v: f32| v as u8;
-    quantize_with_min(src, imatrix, dst, 31, index, |d, m, l| {
-        let (qs, qh) = pack_q5(l);
-        BlockQ5_1 { d, m, qh, qs }
+    let ref_fit = |x: &[f32]| ref_with_min(x, 31, |v| v as u8);
+    let impl_fit = |x: &[f32], qw: &[f32], s| fit_with_min(x, qw, s, 31);
+    quantize_fits(src, imatrix, dst, ref_fit, impl_fit, |f| {
+        let (qs, qh) = pack_q5(&f.l);
+        BlockQ5_1 { d: f.d, m: f.m, qh, qs }
     });
 }
 

@@ -411,6 +411,9 @@ pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32])
         sumlx += w * x[i] * l as f32;
         suml2 += w * l as f32 * l as f32;
     }
+    // The same coordinate-wise refinement as `make_q3_quants`, but not the same guards: here both partial
+    // sums must be positive before the update and the index is only capped above; there `slx > 0` alone is
+    // tested first, `sl2 > 0` after the update, and the index is clamped to [-nmax, nmax). Kept apart on purpose.
     for _ in 0..5 {
         let mut n_changed = 0;
         for i in 0..n {

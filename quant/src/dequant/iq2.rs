@@ -17,6 +17,13 @@ fn group8(y: &mut [f32], db: f32, grid: u64, signs: u8) {
     }
 }
 
+/// The scales `d * (0.5 + s) * 0.25` of the two 16-value halves of a 32-value sub-block of IQ2_XS/IQ2_S,
+/// from the nibbles of `sc`.
+#[inline(always)]
+fn sub_scales(d: f32, sc: u8) -> [f32; 2] {
+    [d * (0.5 + (sc & 0xf) as f32) * 0.25, d * (0.5 + (sc >> 4) as f32) * 0.25]
+}
+
 /// `block_iq2_xxs`: per 32 values two `u32`: four 8-bit grid indices, then four 7-bit sign indices and a
 /// 4-bit scale in the top bits.
 pub(super) fn iq2_xxs(src: &[u8], dst: &mut [f32]) {
@@ -39,8 +46,7 @@ pub(super) fn iq2_xs(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockIq2Xs, y: &mut [f32; QK_K]| {
         let d = b.d.to_f32();
         for (ib32, y) in y.chunks_exact_mut(32).enumerate() {
-            let sc = b.scales[ib32];
-            let db = [d * (0.5 + (sc & 0xf) as f32) * 0.25, d * (0.5 + (sc >> 4) as f32) * 0.25];
+            let db = sub_scales(d, b.scales[ib32]);
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
                 let q = b.qs[4 * ib32 + l].get();
                 let grid = IQ2XS_GRID[(q & 511) as usize];
@@ -56,8 +62,7 @@ pub(super) fn iq2_s(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockIq2S, y: &mut [f32; QK_K]| {
         let d = b.d.to_f32();
         for (ib32, y) in y.chunks_exact_mut(32).enumerate() {
-            let sc = b.scales[ib32];
-            let db = [d * (0.5 + (sc & 0xf) as f32) * 0.25, d * (0.5 + (sc >> 4) as f32) * 0.25];
+            let db = sub_scales(d, b.scales[ib32]);
             let h = b.qh[ib32] as usize;
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
                 let idx = b.qs[4 * ib32 + l] as usize | ((h << (8 - 2 * l)) & 0x300);

@@ -33,17 +33,24 @@ pub(super) fn q4_1(src: &[u8], dst: &mut [f32]) {
     });
 }
 
+/// The 5-bit quants of elements `j` and `j + 16` of a Q5 block: the nibbles of `qs[j]` and bits `j`,
+/// `j + 16` of `qh`.
+#[inline(always)]
+fn q5_pair(q: u8, qh: u32, j: usize) -> (u32, u32) {
+    let h0 = ((qh >> j) << 4) & 0x10;
+    let h1 = (qh >> (j + 12)) & 0x10;
+    ((q & 0x0F) as u32 | h0, (q >> 4) as u32 | h1)
+}
+
 /// `block_q5_0` → `(q - 16) * d`.
 pub(super) fn q5_0(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockQ5_0, y: &mut [f32; 32]| {
         let d = b.d.to_f32();
         let qh = u32::from_le_bytes(b.qh);
         for j in 0..16 {
-            let q = b.qs[j];
-            let h0 = ((qh >> j) << 4) & 0x10;
-            let h1 = (qh >> (j + 12)) & 0x10;
-            y[j] = (((q & 0x0F) as u32 | h0) as i32 - 16) as f32 * d;
-            y[j + 16] = (((q >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+            let (q0, q1) = q5_pair(b.qs[j], qh, j);
+            y[j] = (q0 as i32 - 16) as f32 * d;
+            y[j + 16] = (q1 as i32 - 16) as f32 * d;
         }
     });
 }
@@ -55,11 +62,9 @@ pub(super) fn q5_1(src: &[u8], dst: &mut [f32]) {
         let m = b.m.to_f32();
         let qh = u32::from_le_bytes(b.qh);
         for j in 0..16 {
-            let q = b.qs[j];
-            let h0 = ((qh >> j) << 4) & 0x10;
-            let h1 = (qh >> (j + 12)) & 0x10;
-            y[j] = ((q & 0x0F) as u32 | h0) as f32 * d + m;
-            y[j + 16] = ((q >> 4) as u32 | h1) as f32 * d + m;
+            let (q0, q1) = q5_pair(b.qs[j], qh, j);
+            y[j] = q0 as f32 * d + m;
+            y[j + 16] = q1 as f32 * d + m;
         }
     });
 }

@@ -44,7 +44,8 @@ pub(super) fn tq1_0(src: &[u8], dst: &mut [f32]) {
 pub(super) fn tq2_0(src: &[u8], dst: &mut [f32]) {
     for_blocks(src, dst, |b: &BlockTq2_0, y: &mut [f32; QK_K]| {
         let d = b.d.to_f32();
-        for (y, qs) in y.chunks_exact_mut(128).zip(b.qs.chunks_exact(32)) {
+        for (j, y) in y.chunks_exact_mut(128).enumerate() {
+            let qs = &b.qs[32 * j..32 * j + 32];
             for (l, y) in y.chunks_exact_mut(32).enumerate() {
                 for (v, &q) in y.iter_mut().zip(qs) {
                     *v = (((q >> (2 * l)) & 3) as i32 - 1) as f32 * d;
