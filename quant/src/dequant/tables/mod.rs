@@ -11,7 +11,10 @@ mod iq3s_grid;
 mod iq3xxs_grid;
 mod ksigns_iq2xs;
 
-pub(crate) use crate::blocks::kvalues::{IQ1S_DELTA, KMASK_IQ2XS, KVALUES_FP4, KVALUES_IQ4NL};
+pub(crate) use crate::blocks::kvalues::{IQ1S_DELTA, KMASK_IQ2XS, KVALUES_FP4};
+
+/// The decoder's copy of [`crate::blocks::kvalues::KVALUES_IQ4NL`], one table in memory.
+pub(crate) static KVALUES_IQ4NL: [i8; 16] = crate::blocks::kvalues::KVALUES_IQ4NL;
 pub(crate) use iq1s_grid::IQ1S_GRID;
 pub(crate) use iq2s_grid::IQ2S_GRID;
 pub(crate) use iq2xs_grid::IQ2XS_GRID;
