@@ -24,6 +24,7 @@ use quantforge_quant::calibrate::{calibrate, InputStats, LayerSolver, LinearWeig
 use quantforge_quant::progress::Silent;
 
 #[path = "../../formats/benches/support/peak_rss.rs"]
+#[allow(dead_code)] // the shared helper also offers a reset this benchmark does not need
 mod peak_rss;
 use peak_rss::peak_rss_mib;
 

@@ -38,6 +38,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use quantforge_formats::AtomicFile;
+use quantforge_quant::blocks::scalar::nearest_int;
 use rayon::prelude::*;
 
 use crate::chunking::scored_rows;
@@ -55,12 +56,6 @@ pub const MAX_VOCAB: usize = 1 << 24;
 /// `uint16` values per row: the two `f32`, `n_vocab` values, padded to an even count.
 pub fn row_len(n_vocab: usize) -> usize {
     2 * n_vocab.div_ceil(2) + 4
-}
-
-/// llama.cpp's `nearest_int` (round half to even through the 1.5·2^23 trick).
-fn nearest_int(v: f32) -> i32 {
-    let bits = (v + 12_582_912.0f32).to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
 }
 
 /// Quantize one row of logits into `out` (`row_len(logits.len())` values), as llama.cpp stores it.

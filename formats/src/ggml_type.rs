@@ -35,12 +35,12 @@ macro_rules! ggml_types {
             }
 
             /// Elements per block (`ggml_blck_size`).
-            pub fn block_size(self) -> u64 {
+            pub const fn block_size(self) -> u64 {
                 match self { $( GgmlType::$variant => $block, )* }
             }
 
             /// Bytes per block (`ggml_type_size`).
-            pub fn type_size(self) -> u64 {
+            pub const fn type_size(self) -> u64 {
                 match self { $( GgmlType::$variant => $bytes, )* }
             }
         }
@@ -126,7 +126,7 @@ impl GgmlType {
 
     /// Bits per weight of the type itself (`8 * bytes / block`).
     pub fn bits_per_weight(self) -> f64 {
-        8.0 * self.type_size() as f64 / self.block_size() as f64
+        bits_per_weight(self.type_size(), self.block_size())
     }
 
     /// Bytes of one row of `n` elements (`ggml_row_size`), or `None` when `n` is not a whole number of
@@ -150,6 +150,16 @@ impl GgmlType {
             size = size.checked_mul(d)?;
         }
         Some(size)
+    }
+}
+
+/// Bits per weight of `bytes` holding `elements` weights, as llama.cpp reports it (`8 * bytes / elements`);
+/// 0 when there are no elements. The one definition every size report uses.
+pub fn bits_per_weight(bytes: u64, elements: u64) -> f64 {
+    if elements == 0 {
+        0.0
+    } else {
+        8.0 * bytes as f64 / elements as f64
     }
 }
 
@@ -212,6 +222,8 @@ mod tests {
         assert_eq!(GgmlType::Q4_K.bits_per_weight(), 4.5);
         assert_eq!(GgmlType::Q6_K.bits_per_weight(), 6.5625);
         assert_eq!(GgmlType::IQ4_XS.bits_per_weight(), 4.25);
+        assert_eq!(bits_per_weight(34, 32), 8.5);
+        assert_eq!(bits_per_weight(10, 0), 0.0);
         assert_eq!(GgmlType::Q8_0.tensor_size(&[64, 3]), Some(2 * 34 * 3));
         assert_eq!(GgmlType::Q4_K.row_size(576), None);
         assert_eq!(GgmlType::F32.tensor_size(&[u64::MAX, 2]), None);

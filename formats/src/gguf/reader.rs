@@ -135,12 +135,7 @@ impl GgufFile {
 
     /// Bits per weight as llama.cpp reports it: 8 × tensor bytes / elements.
     pub fn bits_per_weight(&self) -> f64 {
-        let n = self.n_elements();
-        if n == 0 {
-            0.0
-        } else {
-            8.0 * self.tensor_bytes() as f64 / n as f64
-        }
+        crate::ggml_type::bits_per_weight(self.tensor_bytes(), self.n_elements())
     }
 }
 

@@ -1,44 +1,10 @@
-//! Float targets (F32 copy, F16, BF16) and the fp16/bf16 scalar conversions every codec uses.
+//! Float targets (F32 copy, F16, BF16), as dispatched by `ggml_quantize_chunk` in `ggml/src/ggml.c` of
+//! llama.cpp b9928 (F16: `ggml_fp32_to_fp16_row`, BF16: `ggml_fp32_to_bf16_row_ref`, F32: `memcpy`).
 //!
-//! Ported from llama.cpp b9928 (commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62):
-//! `GGML_FP32_TO_FP16` / `ggml_compute_fp32_to_fp16` and `ggml_compute_fp32_to_bf16` in
-//! <https://github.com/ggml-org/llama.cpp/blob/81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62/ggml/src/ggml-impl.h>,
-//! dispatched by `ggml_quantize_chunk` in `ggml/src/ggml.c` (F16: `ggml_fp32_to_fp16_row`,
-//! BF16: `ggml_fp32_to_bf16_row_ref`, F32: `memcpy`).
-//!
-//! Invariant: fp16 is IEEE round-to-nearest-even (subnormals, overflow to ±inf) and every NaN becomes
-//! `sign | 0x7E00`, as ggml's portable converter does; bf16 rounds to nearest even on the top 16 bits
-//! and quiets NaNs by setting bit 6 (`(bits >> 16) | 64`). Values are stored little-endian.
+//! Invariant: each value is converted on its own by the scalar encodings of [`crate::blocks::scalar`]
+//! and stored little-endian.
 
-use half::f16;
-
-/// `GGML_FP32_TO_FP16`: the fp16 bit pattern of `x`.
-#[inline]
-pub(crate) fn fp32_to_fp16(x: f32) -> u16 {
-    if x.is_nan() {
-        // ggml's converter maps every NaN to the canonical quiet NaN (half keeps payload bits).
-        ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7E00
-    } else {
-        f16::from_f32(x).to_bits()
-    }
-}
-
-/// `GGML_FP16_TO_FP32`: exact widening.
-#[inline]
-pub(crate) fn fp16_to_fp32(h: u16) -> f32 {
-    f16::from_bits(h).to_f32()
-}
-
-/// `ggml_compute_fp32_to_bf16`: the bf16 bit pattern of `x`.
-#[inline]
-pub(crate) fn fp32_to_bf16(x: f32) -> u16 {
-    let u = x.to_bits();
-    if (u & 0x7fff_ffff) > 0x7f80_0000 {
-        // NaN: truncate and force quiet.
-        return ((u >> 16) | 64) as u16;
-    }
-    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
-}
+use crate::blocks::scalar::{fp32_to_bf16, fp32_to_fp16};
 
 /// F32 → F32: a plain little-endian copy.
 pub(crate) fn quantize_row_f32(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut [u8]) {
@@ -64,92 +30,6 @@ pub(crate) fn quantize_row_bf16(src: &[f32], _imatrix: Option<&[f32]>, dst: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// ggml's portable `ggml_compute_fp32_to_fp16` (from the FP16 library), written out as an
-    /// independent oracle for [`fp32_to_fp16`].
-    fn ggml_fp32_to_fp16_oracle(f: f32) -> u16 {
-        let scale_to_inf = f32::from_bits(0x7780_0000); // 0x1.0p+112f
-        let scale_to_zero = f32::from_bits(0x0880_0000); // 0x1.0p-110f
-        let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
-        let w = f.to_bits();
-        let shl1_w = w.wrapping_add(w);
-        let sign = w & 0x8000_0000;
-        let mut bias = shl1_w & 0xFF00_0000;
-        if bias < 0x7100_0000 {
-            bias = 0x7100_0000;
-        }
-        base += f32::from_bits((bias >> 1) + 0x0780_0000); // IEEE addition commutes exactly
-        let bits = base.to_bits();
-        let exp_bits = (bits >> 13) & 0x0000_7C00;
-        let mantissa_bits = bits & 0x0000_0FFF;
-        let nonsign = exp_bits + mantissa_bits;
-        ((sign >> 16) | if shl1_w > 0xFF00_0000 { 0x7E00 } else { nonsign }) as u16
-    }
-
-    #[test]
-    fn fp16_edge_cases() {
-        assert_eq!(fp32_to_fp16(0.0), 0x0000);
-        assert_eq!(fp32_to_fp16(-0.0), 0x8000);
-        assert_eq!(fp32_to_fp16(1.0), 0x3C00);
-        assert_eq!(fp32_to_fp16(65504.0), 0x7BFF);
-        // 65520 is the midpoint between 65504 and 65536 (= inf): ties to even ⇒ inf.
-        assert_eq!(fp32_to_fp16(65520.0), 0x7C00);
-        assert_eq!(fp32_to_fp16(65519.996), 0x7BFF);
-        assert_eq!(fp32_to_fp16(f32::INFINITY), 0x7C00);
-        assert_eq!(fp32_to_fp16(f32::NEG_INFINITY), 0xFC00);
-        assert_eq!(fp32_to_fp16(f32::NAN), 0x7E00);
-        assert_eq!(fp32_to_fp16(f32::from_bits(0xFFC0_0001)), 0xFE00);
-        // Smallest subnormal 2^-24, and half of it (tie ⇒ even ⇒ 0), and just above half.
-        assert_eq!(fp32_to_fp16(5.960_464_5e-8), 0x0001);
-        assert_eq!(fp32_to_fp16(2.980_232_2e-8), 0x0000);
-        assert_eq!(fp32_to_fp16(f32::from_bits(0x3300_0001)), 0x0001);
-        // 1 + 2^-11 is a tie between 1 and 1 + 2^-10 ⇒ even (1); 1 + 3·2^-11 ⇒ up.
-        assert_eq!(fp32_to_fp16(1.0 + 1.0 / 2048.0), 0x3C00);
-        assert_eq!(fp32_to_fp16(1.0 + 3.0 / 2048.0), 0x3C02);
-    }
-
-    #[test]
-    fn fp16_matches_ggml_converter() {
-        // A strided sweep over all f32 bit patterns plus the neighbourhood of every fp16 boundary.
-        let mut bits: u32 = 0;
-        loop {
-            let f = f32::from_bits(bits);
-            assert_eq!(fp32_to_fp16(f), ggml_fp32_to_fp16_oracle(f), "bits {bits:#010x}");
-            match bits.checked_add(4099) {
-                Some(b) => bits = b,
-                None => break,
-            }
-        }
-        for h in 0u16..=0xFFFF {
-            let f = fp16_to_fp32(h);
-            if f.is_nan() {
-                continue;
-            }
-            let b = f.to_bits();
-            for d in [0u32, 1, 0x0FFF, 0x1000, 0x1001] {
-                for c in [b.wrapping_add(d), b.wrapping_sub(d)] {
-                    let f = f32::from_bits(c);
-                    assert_eq!(fp32_to_fp16(f), ggml_fp32_to_fp16_oracle(f), "bits {c:#010x}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn bf16_rounding_and_nan() {
-        assert_eq!(fp32_to_bf16(1.0), 0x3F80);
-        // 1 + 2^-8 is a tie ⇒ even (1.0); 1 + 3·2^-8 ⇒ up to 1 + 2^-6.
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x3F80_8000)), 0x3F80);
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x3F81_8000)), 0x3F82);
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x3F80_8001)), 0x3F81);
-        assert_eq!(fp32_to_bf16(f32::INFINITY), 0x7F80);
-        // Largest finite f32 rounds up to inf, like ggml.
-        assert_eq!(fp32_to_bf16(f32::MAX), 0x7F80);
-        // Signalling NaN with a low payload only: quieted, not turned into inf.
-        assert_eq!(fp32_to_bf16(f32::from_bits(0x7F80_0001)), 0x7FC0);
-        assert_eq!(fp32_to_bf16(f32::from_bits(0xFF80_0001)), 0xFFC0);
-        assert_eq!(fp32_to_bf16(-0.0), 0x8000);
-    }
 
     #[test]
     fn f32_copy_is_bitwise() {

@@ -10,12 +10,13 @@
 //! quantizes the 8 sub-block scales to 6 bits against `d = -max_scale/32` (unrounded) and
 //! requantizes each sub-block with `d·l`.
 
-use super::blocks::{for_each_block, BlockIq4Nl, BlockIq4Xs, QK_K};
-use super::float::fp32_to_fp16;
-use super::search::{nearest_int, GROUP_MAX_EPS};
+use zerocopy::FromZeros;
 
-/// `kvalues_iq4nl` (`ggml-common.h`): the sorted 16-entry codebook.
-pub(crate) const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+use super::for_each_block;
+use super::search::{importance_weights, signed_max, sum_squares, GROUP_MAX_EPS};
+use crate::blocks::kvalues::KVALUES_IQ4NL;
+use crate::blocks::scalar::nearest_int;
+use crate::blocks::{BlockIq4Nl, BlockIq4Xs, Half, QK_K};
 
 /// Sub-block size of both types.
 const BLOCK: usize = 32;
@@ -40,9 +41,9 @@ pub(crate) fn best_index_int8(values: &[i8; 16], x: f32) -> usize {
 
 /// What `quantize_row_iq4_nl_impl` produces for one super-block, before packing.
 struct Iq4Fit {
-    d: u16,
-    scales_h: u16,
-    scales_l: [u8; 4],
+    d: Half,
+    /// The 6-bit sub-block scales `l + 32` (IQ4_XS only).
+    scales: [u8; QK_K / BLOCK],
     l: [u8; QK_K],
 }
 
@@ -53,27 +54,18 @@ fn iq4_nl_impl(x: &[f32], qw: Option<&[f32]>) -> Iq4Fit {
     let values = &KVALUES_IQ4NL;
     let super_block_size = x.len();
     let nblocks = super_block_size / BLOCK;
-    let mut fit = Iq4Fit { d: fp32_to_fp16(0.0), scales_h: 0, scales_l: [0; 4], l: [0; QK_K] };
+    let mut fit = Iq4Fit { d: Half::from_f32(0.0), scales: [0; QK_K / BLOCK], l: [0; QK_K] };
     let mut scales = [0.0f32; QK_K / BLOCK];
     let mut weight = [0.0f32; BLOCK];
 
-    let mut sigma2 = 0.0f32;
-    for &v in x {
-        sigma2 += v * v;
-    }
-    sigma2 *= 2.0 / super_block_size as f32;
+    let sigma2 = sum_squares(x) * (2.0 / super_block_size as f32);
 
-    let mut max_scale = 0.0f32;
-    let mut amax_scale = 0.0f32;
     for ib in 0..nblocks {
         let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
         let lb = &mut fit.l[ib * BLOCK..(ib + 1) * BLOCK];
         match qw {
             Some(q) => {
-                let q = &q[ib * BLOCK..(ib + 1) * BLOCK];
-                for j in 0..BLOCK {
-                    weight[j] = q[j] * (sigma2 + xb[j] * xb[j]).sqrt();
-                }
+                importance_weights(xb, &q[ib * BLOCK..(ib + 1) * BLOCK], sigma2, &mut weight);
             }
             None => {
                 for j in 0..BLOCK {
@@ -81,15 +73,7 @@ fn iq4_nl_impl(x: &[f32], qw: Option<&[f32]>) -> Iq4Fit {
                 }
             }
         }
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in xb {
-            let ax = v.abs();
-            if ax > amax {
-                amax = ax;
-                max = v;
-            }
-        }
+        let (max, amax) = signed_max(xb);
         if amax < GROUP_MAX_EPS {
             scales[ib] = 0.0;
             lb.fill(0);
@@ -129,16 +113,13 @@ fn iq4_nl_impl(x: &[f32], qw: Option<&[f32]>) -> Iq4Fit {
             }
         }
         scales[ib] = d;
-        let abs_d = d.abs();
-        if abs_d > amax_scale {
-            amax_scale = abs_d;
-            max_scale = d;
-        }
     }
+    // Sub-blocks that were skipped keep scale 0, which never wins.
+    let (max_scale, _) = signed_max(&scales);
 
     if nblocks > 1 {
         let d = -max_scale / 32.0;
-        fit.d = fp32_to_fp16(d);
+        fit.d = Half::from_f32(d);
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         for ib in 0..nblocks {
             let l = nearest_int(id * scales[ib]).clamp(-32, 31);
@@ -148,17 +129,10 @@ fn iq4_nl_impl(x: &[f32], qw: Option<&[f32]>) -> Iq4Fit {
             for (lj, &xj) in fit.l[ib * BLOCK..(ib + 1) * BLOCK].iter_mut().zip(xb) {
                 *lj = best_index_int8(values, idl * xj) as u8;
             }
-            let l = (l + 32) as u8;
-            let (l_l, l_h) = (l & 0xF, l >> 4);
-            if ib % 2 == 0 {
-                fit.scales_l[ib / 2] = l_l;
-            } else {
-                fit.scales_l[ib / 2] |= l_l << 4;
-            }
-            fit.scales_h |= u16::from(l_h) << (2 * (ib % 8));
+            fit.scales[ib] = (l + 32) as u8;
         }
     } else {
-        fit.d = fp32_to_fp16(scales[0]);
+        fit.d = Half::from_f32(scales[0]);
         let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
         for (lj, &xj) in fit.l[..super_block_size].iter_mut().zip(x) {
             *lj = best_index_int8(values, id * xj) as u8;
@@ -190,7 +164,11 @@ pub(crate) fn quantize_row_iq4_nl(src: &[f32], imatrix: Option<&[f32]>, dst: &mu
 pub(crate) fn quantize_row_iq4_xs(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
     for_each_block(src, imatrix, dst, |x, qw| {
         let fit = iq4_nl_impl(x, qw);
-        let mut b = BlockIq4Xs { d: fit.d, scales_h: fit.scales_h, scales_l: fit.scales_l, qs: [0; 128] };
+        let mut b = BlockIq4Xs::new_zeroed();
+        b.d = fit.d;
+        for (ib, &ls) in fit.scales.iter().enumerate() {
+            b.put_scale(ib, ls);
+        }
         pack_nibbles(&fit.l, &mut b.qs);
         b
     });

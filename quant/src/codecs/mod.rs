@@ -21,7 +21,6 @@
 // checked line by line against upstream; iterator rewrites would obscure the operation order.
 #![allow(clippy::needless_range_loop)]
 
-mod blocks;
 mod float;
 mod iq4;
 mod legacy;
@@ -31,6 +30,7 @@ mod q4_q5_k;
 mod q6_k;
 mod search;
 
+use crate::blocks::{as_blocks_mut, Block};
 use crate::{GgmlType, QuantError};
 
 /// Quantizes one row: `(src row, importance weights for the row's columns, dst row bytes)`.
@@ -109,6 +109,44 @@ pub fn quantize_rows(
         quantize_row(row, imatrix, out);
     }
     Ok(())
+}
+
+/// Quantize `src` (a whole number of blocks) block by block into `dst` (as many blocks, checked by the
+/// caller), passing each block its slice of the importance matrix when there is one.
+fn for_each_block<B: Block>(
+    src: &[f32],
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    f: impl Fn(&[f32], Option<&[f32]>) -> B,
+) {
+    ref_or_impl(src, imatrix, dst, |x| f(x, None), |x, qw| f(x, Some(qw)));
+}
+
+/// Quantize `src` block by block into `dst` as upstream's `quantize_<type>` dispatch does: with
+/// `quantize_ref` (`quantize_row_*_ref`) without an importance matrix, with `quantize_impl`
+/// (`quantize_row_*_impl`, given the block's weights) with one.
+fn ref_or_impl<B: Block>(
+    src: &[f32],
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    quantize_ref: impl Fn(&[f32]) -> B,
+    quantize_impl: impl Fn(&[f32], &[f32]) -> B,
+) {
+    let Some(blocks) = as_blocks_mut::<B>(dst) else { unreachable!("destination is a whole number of blocks") };
+    debug_assert_eq!(src.len() / B::QK, blocks.len());
+    let xs = src.chunks_exact(B::QK);
+    match imatrix {
+        None => {
+            for (x, out) in xs.zip(blocks) {
+                *out = quantize_ref(x);
+            }
+        }
+        Some(w) => {
+            for ((x, qw), out) in xs.zip(w.chunks_exact(B::QK)).zip(blocks) {
+                *out = quantize_impl(x, qw);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,13 @@
 //! quantized against fp16 super-block factors, and the quants are recomputed from the fp16-rounded
 //! `d`/`dmin` read back from the block (sub-blocks whose effective scale is 0 keep their first fit).
 
-use super::blocks::{for_each_block, BlockQ2K, QK_K};
-use super::float::{fp16_to_fp32, fp32_to_fp16};
-use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int, MinSearch};
+use super::ref_or_impl;
+use super::search::{
+    importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants, max_positive, sum_squares, MinSearch,
+};
+use crate::blocks::scalar::nearest_int;
+use crate::blocks::{BlockQ2K, Half, QK_K};
+use zerocopy::FromZeros;
 
 /// The 2-bit packing shared by Q2_K and Q3_K: byte `32h + l` holds elements `128h + l + 32k` at bit `2k`.
 pub(super) fn pack_2bit(l: &[u8; QK_K]) -> [u8; 64] {
@@ -24,8 +28,8 @@ pub(super) fn pack_2bit(l: &[u8; QK_K]) -> [u8; 64] {
 
 /// Recompute the quants of every sub-block from the stored scales, then pack.
 fn requantize_and_pack(x: &[f32], l: &mut [u8; QK_K], b: &mut BlockQ2K) {
-    let dm = fp16_to_fp32(b.d);
-    let mm = fp16_to_fp32(b.dmin);
+    let dm = b.d.to_f32();
+    let mm = b.dmin.to_f32();
     for j in 0..QK_K / 16 {
         let d = dm * (b.scales[j] & 0xF) as f32;
         if d == 0.0 {
@@ -47,30 +51,23 @@ fn quantize_block_ref(x: &[f32]) -> BlockQ2K {
     let mut weights = [0.0f32; 16];
     let mut mins = [0.0f32; 16];
     let mut scales = [0.0f32; 16];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
     for j in 0..QK_K / 16 {
         let xs = &x[16 * j..16 * j + 16];
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = v.abs();
         }
         (scales[j], mins[j]) = make_qkx2_quants(p, xs, &weights, &mut l[16 * j..16 * j + 16], &mut laux);
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
     }
-    let mut b = BlockQ2K::ZERO;
+    let (max_scale, max_min) = (max_positive(&scales), max_positive(&mins));
+    let mut b = BlockQ2K::new_zeroed();
     if max_scale > 0.0 {
         let iscale = Q4SCALE / max_scale;
         for j in 0..QK_K / 16 {
             b.scales[j] = nearest_int(iscale * scales[j]) as u8;
         }
-        b.d = fp32_to_fp16(max_scale / Q4SCALE);
+        b.d = Half::from_f32(max_scale / Q4SCALE);
     } else {
-        b.d = fp32_to_fp16(0.0);
+        b.d = Half::from_f32(0.0);
     }
     if max_min > 0.0 {
         let iscale = Q4SCALE / max_min;
@@ -78,9 +75,9 @@ fn quantize_block_ref(x: &[f32]) -> BlockQ2K {
             let lm = nearest_int(iscale * mins[j]);
             b.scales[j] |= (lm << 4) as u8;
         }
-        b.dmin = fp32_to_fp16(max_min / Q4SCALE);
+        b.dmin = Half::from_f32(max_min / Q4SCALE);
     } else {
-        b.dmin = fp32_to_fp16(0.0);
+        b.dmin = Half::from_f32(0.0);
     }
     requantize_and_pack(x, &mut l, &mut b);
     b
@@ -97,26 +94,17 @@ fn quantize_block_impl(x: &[f32], qw: &[f32]) -> BlockQ2K {
     let mut ls = [0u8; 16];
     let mut lm = [0u8; 16];
 
-    let mut sumx2 = 0.0f32;
-    for &v in x {
-        sumx2 += v * v;
-    }
-    let sigma2 = sumx2 / QK_K as f32;
+    let sigma2 = sum_squares(x) / QK_K as f32;
     for j in 0..QK_K / 16 {
         let xs = &x[16 * j..16 * j + 16];
-        for i in 0..16 {
-            weight[i] = qw[16 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt();
-        }
-        for &w in &weight {
-            sw[j] += w;
-        }
+        sw[j] = importance_weights(xs, &qw[16 * j..16 * j + 16], sigma2, &mut weight);
         (scales[j], mins[j]) = make_qkx3_quants(p, xs, Some(&weight), &mut l[16 * j..16 * j + 16], &mut laux);
     }
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
     let mm = make_qp_quants(15, &mins, &mut lm, &sw);
-    let mut b = BlockQ2K::ZERO;
-    b.d = fp32_to_fp16(dm);
-    b.dmin = fp32_to_fp16(mm);
+    let mut b = BlockQ2K::new_zeroed();
+    b.d = Half::from_f32(dm);
+    b.dmin = Half::from_f32(mm);
     for j in 0..QK_K / 16 {
         b.scales[j] = ls[j] | (lm[j] << 4);
     }
@@ -126,10 +114,7 @@ fn quantize_block_impl(x: &[f32], qw: &[f32]) -> BlockQ2K {
 
 /// Quantize one row (a whole number of 256-value super-blocks) to Q2_K.
 pub(crate) fn quantize_row_q2_k(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    match imatrix {
-        None => for_each_block(src, None, dst, |x, _| quantize_block_ref(x)),
-        Some(w) => for_each_block(src, Some(w), dst, |x, qw| quantize_block_impl(x, qw.expect("block weights"))),
-    }
+    ref_or_impl(src, imatrix, dst, quantize_block_ref, quantize_block_impl);
 }
 
 #[cfg(test)]

@@ -7,32 +7,19 @@
 //! (`l + 32`) under one fp16 super-block scale, and the quants are recomputed from the packed scales
 //! and the fp16-rounded `d` (sub-blocks whose effective scale is 0 keep their first fit).
 
-use super::blocks::{for_each_block, BlockQ3K, K_SCALE_SIZE, QK_K};
-use super::float::{fp16_to_fp32, fp32_to_fp16};
 use super::q2_k::pack_2bit;
-use super::search::{make_q3_quants, make_qx_quants, nearest_int};
-
-/// Store the 6-bit value `l ∈ [0, 63]` of sub-block `j` into the 12 packed scale bytes.
-fn put_scale(scales: &mut [u8; K_SCALE_SIZE], j: usize, l: u8) {
-    if j < 8 {
-        scales[j] = l & 0xF;
-    } else {
-        scales[j - 8] |= (l & 0xF) << 4;
-    }
-    scales[j % 4 + 8] |= (l >> 4) << (2 * (j / 4));
-}
-
-/// Read back the signed scale (`6-bit value - 32`) of sub-block `j`.
-fn get_scale(scales: &[u8; K_SCALE_SIZE], j: usize) -> i8 {
-    let lo = if j < 8 { scales[j] & 0xF } else { scales[j - 8] >> 4 };
-    (lo | (((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32
-}
+use super::ref_or_impl;
+use super::search::{importance_weights, make_q3_quants, make_qx_quants, signed_max, sum_squares};
+use crate::blocks::scalar::nearest_int;
+use crate::blocks::{put_q3_k_scale, unpack_q3_k_scales, BlockQ3K, Half, QK_K};
+use zerocopy::FromZeros;
 
 /// Requantize from the packed scales and the stored `d`, then fill `hmask` and `qs`.
 fn requantize_and_pack(x: &[f32], l: &mut [i8; QK_K], b: &mut BlockQ3K) {
-    let d_all = fp16_to_fp32(b.d);
+    let d_all = b.d.to_f32();
+    let scales = unpack_q3_k_scales(&b.scales);
     for j in 0..QK_K / 16 {
-        let d = d_all * get_scale(&b.scales, j) as f32;
+        let d = d_all * (scales[j] as i8 - 32) as f32;
         if d == 0.0 {
             continue;
         }
@@ -57,27 +44,21 @@ fn requantize_and_pack(x: &[f32], l: &mut [i8; QK_K], b: &mut BlockQ3K) {
 fn quantize_block_ref(x: &[f32]) -> BlockQ3K {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
-    let mut max_scale = 0.0f32;
-    let mut amax = 0.0f32;
     for j in 0..QK_K / 16 {
         scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16], true);
-        let scale = scales[j].abs();
-        if scale > amax {
-            amax = scale;
-            max_scale = scales[j];
-        }
     }
-    let mut b = BlockQ3K::ZERO;
+    let (max_scale, _) = signed_max(&scales);
+    let mut b = BlockQ3K::new_zeroed();
     if max_scale != 0.0 {
         let iscale = -32.0 / max_scale;
         for j in 0..QK_K / 16 {
             // `int8_t l = nearest_int(...)` wraps, then clamps to [-32, 31].
             let q = nearest_int(iscale * scales[j]) as i8;
-            put_scale(&mut b.scales, j, (q.clamp(-32, 31) + 32) as u8);
+            put_q3_k_scale(&mut b.scales, j, (q.clamp(-32, 31) + 32) as u8);
         }
-        b.d = fp32_to_fp16(1.0 / iscale);
+        b.d = Half::from_f32(1.0 / iscale);
     } else {
-        b.d = fp32_to_fp16(0.0);
+        b.d = Half::from_f32(0.0);
     }
     requantize_and_pack(x, &mut l, &mut b);
     b
@@ -90,56 +71,30 @@ fn quantize_block_impl(x: &[f32], qw: &[f32]) -> BlockQ3K {
     let mut sw = [0.0f32; 16];
     let mut ls = [0i8; 16];
 
-    let mut sumx2 = 0.0f32;
-    for &v in x {
-        sumx2 += v * v;
-    }
-    let sigma2 = 2.0 * sumx2 / QK_K as f32;
+    let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
     for j in 0..QK_K / 16 {
         let xs = &x[16 * j..16 * j + 16];
-        for i in 0..16 {
-            weight[i] = qw[16 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt();
-        }
-        let mut sumw = 0.0f32;
-        for &w in &weight {
-            sumw += w;
-        }
-        sw[j] = sumw;
+        sw[j] = importance_weights(xs, &qw[16 * j..16 * j + 16], sigma2, &mut weight);
         scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
     }
-    let mut b = BlockQ3K::ZERO;
+    let mut b = BlockQ3K::new_zeroed();
     let d_block = make_qx_quants(32, &scales, &mut ls, 1, Some(&sw));
     for (j, &q) in ls.iter().enumerate() {
-        put_scale(&mut b.scales, j, q as u8);
+        put_q3_k_scale(&mut b.scales, j, q as u8);
     }
-    b.d = fp32_to_fp16(d_block);
+    b.d = Half::from_f32(d_block);
     requantize_and_pack(x, &mut l, &mut b);
     b
 }
 
 /// Quantize one row (a whole number of 256-value super-blocks) to Q3_K.
 pub(crate) fn quantize_row_q3_k(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-    match imatrix {
-        None => for_each_block(src, None, dst, |x, _| quantize_block_ref(x)),
-        Some(w) => for_each_block(src, Some(w), dst, |x, qw| quantize_block_impl(x, qw.expect("block weights"))),
-    }
+    ref_or_impl(src, imatrix, dst, quantize_block_ref, quantize_block_impl);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scale_packing_round_trips() {
-        let mut s = [0u8; K_SCALE_SIZE];
-        let vals: Vec<u8> = (0..16).map(|j| (j * 7 + 3) as u8 % 64).collect();
-        for (j, &v) in vals.iter().enumerate() {
-            put_scale(&mut s, j, v);
-        }
-        for (j, &v) in vals.iter().enumerate() {
-            assert_eq!(get_scale(&s, j), v as i8 - 32, "sub-block {j}");
-        }
-    }
 
     #[test]
     fn zero_block() {

@@ -9,9 +9,12 @@
 //! `MIN(63, ·)` that only the Q5_K impl applies to its packed scales, and the final bit packing.
 //! Quants are recomputed from the packed 6-bit values and the fp16-rounded `d`/`dmin`.
 
-use super::blocks::{for_each_block, BlockQ4K, BlockQ5K, K_SCALE_SIZE, QK_K};
-use super::float::{fp16_to_fp32, fp32_to_fp16};
-use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int, MinSearch};
+use super::for_each_block;
+use super::search::{
+    importance_weights, make_qkx2_quants, make_qkx3_quants, make_qp_quants, max_positive, sum_squares, MinSearch,
+};
+use crate::blocks::scalar::nearest_int;
+use crate::blocks::{get_scale_min_k4, put_scale_min_k4, BlockQ4K, BlockQ5K, Half, K_SCALE_SIZE, QK_K};
 
 /// Which of the two types is being produced.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,37 +42,16 @@ impl Kind {
 
 /// The scale part of a Q4_K/Q5_K block plus the quants before packing.
 struct Fit {
-    d: u16,
-    dmin: u16,
+    d: Half,
+    dmin: Half,
     scales: [u8; K_SCALE_SIZE],
     l: [u8; QK_K],
 }
 
-/// Store the 6-bit scale `ls` and min `lm` of sub-block `j` (the packing `get_scale_min_k4` reads).
-fn put_scale_min_k4(q: &mut [u8; K_SCALE_SIZE], j: usize, ls: u8, lm: u8) {
-    if j < 4 {
-        q[j] = ls;
-        q[j + 4] = lm;
-    } else {
-        q[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
-        q[j - 4] |= (ls >> 4) << 6;
-        q[j] |= (lm >> 4) << 6;
-    }
-}
-
-/// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j`.
-fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    }
-}
-
 /// Recompute the quants from the packed scales/mins and the stored fp16 factors.
 fn requantize(x: &[f32], nmax: i32, fit: &mut Fit) {
-    let d_all = fp16_to_fp32(fit.d);
-    let m_all = fp16_to_fp32(fit.dmin);
+    let d_all = fit.d.to_f32();
+    let m_all = fit.dmin.to_f32();
     for j in 0..QK_K / 32 {
         let (sc, m) = get_scale_min_k4(j, &fit.scales);
         let d = d_all * sc as f32;
@@ -85,31 +67,20 @@ fn requantize(x: &[f32], nmax: i32, fit: &mut Fit) {
 
 fn fit_ref(x: &[f32], kind: Kind) -> Fit {
     let p = kind.ref_search();
-    let mut fit = Fit { d: 0, dmin: 0, scales: [0; K_SCALE_SIZE], l: [0; QK_K] };
+    let mut fit = Fit { d: Half::ZERO, dmin: Half::ZERO, scales: [0; K_SCALE_SIZE], l: [0; QK_K] };
     let mut laux = [0u8; 32];
     let mut weights = [0.0f32; 32];
     let mut mins = [0.0f32; 8];
     let mut scales = [0.0f32; 8];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
     for j in 0..QK_K / 32 {
         let xs = &x[32 * j..32 * j + 32];
-        let mut sum_x2 = 0.0f32;
-        for &v in xs {
-            sum_x2 += v * v;
-        }
-        let av_x = (sum_x2 / 32.0).sqrt();
+        let av_x = (sum_squares(xs) / 32.0).sqrt();
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
         (scales[j], mins[j]) = make_qkx2_quants(p, xs, &weights, &mut fit.l[32 * j..32 * j + 32], &mut laux);
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
     }
+    let (max_scale, max_min) = (max_positive(&scales), max_positive(&mins));
     let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     for j in 0..QK_K / 32 {
@@ -118,15 +89,15 @@ fn fit_ref(x: &[f32], kind: Kind) -> Fit {
         let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
         put_scale_min_k4(&mut fit.scales, j, ls, lm);
     }
-    fit.d = fp32_to_fp16(max_scale / 63.0);
-    fit.dmin = fp32_to_fp16(max_min / 63.0);
+    fit.d = Half::from_f32(max_scale / 63.0);
+    fit.dmin = Half::from_f32(max_min / 63.0);
     requantize(x, kind.nmax(), &mut fit);
     fit
 }
 
 fn fit_impl(x: &[f32], qw: &[f32], kind: Kind) -> Fit {
     let p = MinSearch { nmax: kind.nmax(), rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
-    let mut fit = Fit { d: 0, dmin: 0, scales: [0; K_SCALE_SIZE], l: [0; QK_K] };
+    let mut fit = Fit { d: Half::ZERO, dmin: Half::ZERO, scales: [0; K_SCALE_SIZE], l: [0; QK_K] };
     let mut laux = [0u8; 32];
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
@@ -135,21 +106,10 @@ fn fit_impl(x: &[f32], qw: &[f32], kind: Kind) -> Fit {
     let mut mins = [0.0f32; 8];
     let mut scales = [0.0f32; 8];
 
-    let mut sum_x2 = 0.0f32;
-    for &v in x {
-        sum_x2 += v * v;
-    }
-    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+    let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
     for j in 0..QK_K / 32 {
         let xs = &x[32 * j..32 * j + 32];
-        for l in 0..32 {
-            weights[l] = qw[32 * j + l] * (sigma2 + xs[l] * xs[l]).sqrt();
-        }
-        let mut sumw = 0.0f32;
-        for &w in &weights {
-            sumw += w;
-        }
-        sw[j] = sumw;
+        sw[j] = importance_weights(xs, &qw[32 * j..32 * j + 32], sigma2, &mut weights);
         (scales[j], mins[j]) = make_qkx3_quants(p, xs, Some(&weights), &mut fit.l[32 * j..32 * j + 32], &mut laux);
     }
     let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
@@ -161,8 +121,8 @@ fn fit_impl(x: &[f32], qw: &[f32], kind: Kind) -> Fit {
         };
         put_scale_min_k4(&mut fit.scales, j, s, m);
     }
-    fit.d = fp32_to_fp16(d_block);
-    fit.dmin = fp32_to_fp16(m_block);
+    fit.d = Half::from_f32(d_block);
+    fit.dmin = Half::from_f32(m_block);
     requantize(x, kind.nmax(), &mut fit);
     fit
 }
@@ -222,18 +182,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scale_min_packing_round_trips() {
-        let mut q = [0u8; K_SCALE_SIZE];
-        let vals: Vec<(u8, u8)> = (0..8).map(|j| ((j * 9 + 5) % 64, (j * 13 + 60) % 64)).collect();
-        for (j, &(s, m)) in vals.iter().enumerate() {
-            put_scale_min_k4(&mut q, j, s, m);
-        }
-        for (j, &(s, m)) in vals.iter().enumerate() {
-            assert_eq!(get_scale_min_k4(j, &q), (s, m), "sub-block {j}");
-        }
-    }
-
-    #[test]
     fn zero_blocks_are_all_zero() {
         let x = [0.0f32; QK_K];
         let w = [1.0f32; QK_K];
@@ -253,9 +201,14 @@ mod tests {
         let x = [-1.0f32; QK_K];
         let mut out = [0u8; 144];
         quantize_row_q4_k(&x, None, &mut out);
-        let b = BlockQ4K { d: 0, dmin: fp32_to_fp16(1.0 / 63.0), scales: out[4..16].try_into().unwrap(), qs: [0; 128] };
-        assert_eq!(u16::from_le_bytes([out[0], out[1]]), b.d);
-        assert_eq!(u16::from_le_bytes([out[2], out[3]]), b.dmin);
+        let b = BlockQ4K {
+            d: Half::ZERO,
+            dmin: Half::from_f32(1.0 / 63.0),
+            scales: out[4..16].try_into().unwrap(),
+            qs: [0; 128],
+        };
+        assert_eq!(u16::from_le_bytes([out[0], out[1]]), b.d.bits());
+        assert_eq!(u16::from_le_bytes([out[2], out[3]]), b.dmin.bits());
         for j in 0..8 {
             assert_eq!(get_scale_min_k4(j, &b.scales), (0, 63));
         }

@@ -8,36 +8,31 @@
 //! taken against one fp16 `d`, and the quants are recomputed from the fp16-rounded `d`. A super-block
 //! whose largest scale is below `GROUP_MAX_EPS` is all zero bytes.
 
-use super::blocks::{for_each_block, BlockQ6K, QK_K};
-use super::float::{fp16_to_fp32, fp32_to_fp16};
-use super::search::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
+use super::for_each_block;
+use super::search::{make_qx_quants, signed_max, GROUP_MAX_EPS};
+use crate::blocks::scalar::nearest_int;
+use crate::blocks::{BlockQ6K, Half, QK_K};
+use zerocopy::FromZeros;
 
 fn quantize_block(x: &[f32], qw: Option<&[f32]>) -> BlockQ6K {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
-    let mut max_scale = 0.0f32;
-    let mut max_abs_scale = 0.0f32;
     for ib in 0..QK_K / 16 {
         let w = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-        let scale = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 1, w);
-        scales[ib] = scale;
-        let abs_scale = scale.abs();
-        if abs_scale > max_abs_scale {
-            max_abs_scale = abs_scale;
-            max_scale = scale;
-        }
+        scales[ib] = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 1, w);
     }
-    let mut b = BlockQ6K::ZERO;
+    let (max_scale, max_abs_scale) = signed_max(&scales);
+    let mut b = BlockQ6K::new_zeroed();
     if max_abs_scale < GROUP_MAX_EPS {
         return b;
     }
     let iscale = -128.0 / max_scale;
-    b.d = fp32_to_fp16(1.0 / iscale);
+    b.d = Half::from_f32(1.0 / iscale);
     for (s, &scale) in b.scales.iter_mut().zip(&scales) {
         // `MIN(127, nearest_int(...))` stored into an int8_t (wraps below -128).
         *s = nearest_int(iscale * scale).min(127) as i8;
     }
-    let d_all = fp16_to_fp32(b.d);
+    let d_all = b.d.to_f32();
     for j in 0..QK_K / 16 {
         let d = d_all * b.scales[j] as f32;
         if d == 0.0 {
@@ -93,7 +88,7 @@ mod tests {
         let x: Vec<f32> = (0..QK_K).map(|i| 0.01 * ((i * 11 % 64) as f32 - 32.0)).collect();
         let mut out = [0u8; 210];
         quantize_row_q6_k(&x, None, &mut out);
-        let d = fp16_to_fp32(u16::from_le_bytes([out[208], out[209]]));
+        let d = Half::from_bits(u16::from_le_bytes([out[208], out[209]])).to_f32();
         for (i, &xi) in x.iter().enumerate() {
             let (h, r) = (i / 128, i % 128);
             let (k, l) = (r / 32, r % 32);

@@ -7,17 +7,10 @@
 //! so the results are bit-identical. Ties are broken exactly as upstream (strict `>`/`<`).
 //! Quant indices are stored with C's conversion rules: an `int` stored into a `uint8_t`/`int8_t` wraps.
 
+use crate::blocks::scalar::nearest_int;
+
 /// `GROUP_MAX_EPS`: groups whose largest magnitude is below this are treated as all zero.
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// ggml's `nearest_int`: round to nearest, ties to even, by adding 1.5·2²³ and reading the low
-/// mantissa bits. Exact for |f| ≤ 4194303; outside that range it returns the same garbage as the C code.
-#[inline]
-pub(crate) fn nearest_int(f: f32) -> i32 {
-    let val = f + 12_582_912.0;
-    let bits = val.to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
-}
 
 /// Longest group the searches handle (callers use 16 or 32); weights are staged in stack buffers.
 const MAX_GROUP: usize = 32;
@@ -38,9 +31,46 @@ fn qx_weights(x: &[f32], qw: Option<&[f32]>, rmse_type: i32, buf: &mut [f32; MAX
     }
 }
 
-/// Index of the element with the largest magnitude (first one on ties), and that magnitude.
+/// `Σx²`, accumulated in order (the `sumx2` of the quantizers).
 #[inline]
-fn signed_max(x: &[f32]) -> (f32, f32) {
+pub(crate) fn sum_squares(x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for &v in x {
+        sum += v * v;
+    }
+    sum
+}
+
+/// The importance weights of the `_impl` quantizers, `w[i] = qw[i]·sqrt(sigma2 + x[i]²)`; returns their
+/// sum, accumulated in order.
+#[inline]
+pub(crate) fn importance_weights(x: &[f32], qw: &[f32], sigma2: f32, w: &mut [f32]) -> f32 {
+    for ((w, &q), &v) in w.iter_mut().zip(qw).zip(x) {
+        *w = q * (sigma2 + v * v).sqrt();
+    }
+    let mut sum = 0.0f32;
+    for &v in &w[..x.len()] {
+        sum += v;
+    }
+    sum
+}
+
+/// The largest value by strict `>` starting from 0 (0 when none is positive): the `max_scale`/`max_min`
+/// of the k-quant ref paths.
+#[inline]
+pub(crate) fn max_positive(v: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    for &s in v {
+        if s > max {
+            max = s;
+        }
+    }
+    max
+}
+
+/// The element with the largest magnitude (first one on ties, strict `>`), and that magnitude.
+#[inline]
+pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -381,6 +411,9 @@ pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32])
         sumlx += w * x[i] * l as f32;
         suml2 += w * l as f32 * l as f32;
     }
+    // The same coordinate-wise refinement as `make_q3_quants`, but not the same guards: here both partial
+    // sums must be positive before the update and the index is only capped above; there `slx > 0` alone is
+    // tested first, `sl2 > 0` after the update, and the index is clamped to [-nmax, nmax). Kept apart on purpose.
     for _ in 0..5 {
         let mut n_changed = 0;
         for i in 0..n {
@@ -416,32 +449,6 @@ pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32])
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_int_rounds_half_to_even() {
-        assert_eq!(nearest_int(0.5), 0);
-        assert_eq!(nearest_int(1.5), 2);
-        assert_eq!(nearest_int(2.5), 2);
-        assert_eq!(nearest_int(-0.5), 0);
-        assert_eq!(nearest_int(-1.5), -2);
-        assert_eq!(nearest_int(-2.5), -2);
-        assert_eq!(nearest_int(0.49999997), 0);
-        assert_eq!(nearest_int(0.50000006), 1);
-        assert_eq!(nearest_int(-7.6), -8);
-        assert_eq!(nearest_int(4_194_303.0), 4_194_303);
-        assert_eq!(nearest_int(-4_194_303.0), -4_194_303);
-        assert_eq!(nearest_int(0.0), 0);
-        assert_eq!(nearest_int(-0.0), 0);
-    }
-
-    #[test]
-    fn nearest_int_matches_round_ties_even() {
-        let mut v = -1000.0f32;
-        while v < 1000.0 {
-            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
-            v += 0.125;
-        }
-    }
 
     #[test]
     fn qx_quants_all_zero() {

@@ -6,6 +6,8 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use crate::blocks::scalar::bf16_to_fp32;
+
 pub(super) fn f32_row(src: &[u8], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
         *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
@@ -28,7 +30,7 @@ pub(super) fn f16_row(src: &[u8], dst: &mut [f32]) {
 
 pub(super) fn bf16_row(src: &[u8], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = f32::from_bits((u16::from_le_bytes([s[0], s[1]]) as u32) << 16);
+        *d = bf16_to_fp32(u16::from_le_bytes([s[0], s[1]]));
     }
 }
 

@@ -4,10 +4,10 @@
 //! `ggml_ue4m3_to_fp32` in `ggml/src/ggml-impl.h`. Nibbles index `kvalues_fp4` (E2M1 values doubled, so
 //! both scale decoders return half the scale); the low nibble of `qs[j]` is element `j`, the high nibble
 //! element `j + 16` (MXFP4) or `j + 8` within a 16-value sub-block (NVFP4).
-//! Layouts: MXFP4 `u8 e; u8 qs[16]` · NVFP4 `u8 d[4]; u8 qs[32]`.
 
 use super::for_blocks;
 use super::tables::KVALUES_FP4;
+use crate::blocks::{BlockMxfp4, BlockNvfp4, QK32};
 
 /// `ggml_e8m0_to_fp32_half`: 2^(x - 128), with the two subnormal cases spelled out as ggml does.
 #[inline(always)]
@@ -37,10 +37,10 @@ fn pow2(e: i32) -> f32 {
 
 /// `block_mxfp4`.
 pub(super) fn mxfp4(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<17, 32>(src, dst, |b, y| {
-        let d = e8m0_to_fp32_half(b[0]);
+    for_blocks(src, dst, |b: &BlockMxfp4, y: &mut [f32; QK32]| {
+        let d = e8m0_to_fp32_half(b.e);
         for j in 0..16 {
-            let q = b[1 + j];
+            let q = b.qs[j];
             y[j] = KVALUES_FP4[(q & 0x0F) as usize] as f32 * d;
             y[j + 16] = KVALUES_FP4[(q >> 4) as usize] as f32 * d;
         }
@@ -49,10 +49,10 @@ pub(super) fn mxfp4(src: &[u8], dst: &mut [f32]) {
 
 /// `block_nvfp4`.
 pub(super) fn nvfp4(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<36, 64>(src, dst, |b, y| {
+    for_blocks(src, dst, |b: &BlockNvfp4, y: &mut [f32; 64]| {
         for (s, y) in y.chunks_exact_mut(16).enumerate() {
-            let d = ue4m3_to_fp32(b[s]);
-            let qs = &b[4 + 8 * s..4 + 8 * s + 8];
+            let d = ue4m3_to_fp32(b.d[s]);
+            let qs = &b.qs[8 * s..8 * s + 8];
             let (lo, hi) = y.split_at_mut(8);
             for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(qs) {
                 *lo = KVALUES_FP4[(q & 0x0F) as usize] as f32 * d;

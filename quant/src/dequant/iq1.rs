@@ -2,12 +2,11 @@
 //!
 //! Ports of `dequantize_row_iq1_{s,m}` in `ggml/src/ggml-quants.c`: each value is
 //! `dl * (grid[j] + delta)` with grid values in {-1, 0, 1}, `delta = ±IQ1S_DELTA` and `dl = d * (2s + 1)`
-//! for a 3-bit sub-scale `s`. Layouts: IQ1_S `f16 d; u8 qs[32]; u16 qh[8]` (per 32 values: four 3-bit
-//! index extensions, a 3-bit scale, the delta sign in bit 15) · IQ1_M `u8 qs[32]; u8 qh[16]; u8 scales[8]`
-//! (the f16 `d` is spread over the top nibbles of the four `u16` scale words).
+//! for a 3-bit sub-scale `s` (layouts in [`crate::blocks`]).
 
+use super::for_blocks;
 use super::tables::{IQ1S_DELTA, IQ1S_GRID};
-use super::{f16_at, for_blocks, u16_at};
+use crate::blocks::{BlockIq1M, BlockIq1S, Half, QK_K};
 
 /// `y[j] = dl * (grid[j] + delta)`; grid bytes are `int8_t`.
 #[inline(always)]
@@ -19,11 +18,11 @@ fn group8(y: &mut [f32], dl: f32, grid: u64, delta: f32) {
 
 /// `block_iq1_s`.
 pub(super) fn iq1_s(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<50, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let qs = &b[2..34];
+    for_blocks(src, dst, |b: &BlockIq1S, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
+        let qs: &[u8] = &b.qs;
         for (ib, y) in y.chunks_exact_mut(32).enumerate() {
-            let qh = u16_at(b, 34 + 2 * ib) as usize;
+            let qh = b.qh[ib].get() as usize;
             let dl = d * (2 * ((qh >> 12) & 7) + 1) as f32;
             let delta = if qh & 0x8000 != 0 { -IQ1S_DELTA } else { IQ1S_DELTA };
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
@@ -36,18 +35,17 @@ pub(super) fn iq1_s(src: &[u8], dst: &mut [f32]) {
 
 /// `block_iq1_m`.
 pub(super) fn iq1_m(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<56, 256>(src, dst, |b, y| {
-        let (qs, qh) = (&b[0..32], &b[32..48]);
-        let sc = [u16_at(b, 48), u16_at(b, 50), u16_at(b, 52), u16_at(b, 54)];
+    for_blocks(src, dst, |b: &BlockIq1M, y: &mut [f32; QK_K]| {
+        let sc = b.scales.map(|s| s.get());
         let d_bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
-        let d = half::f16::from_bits(d_bits).to_f32();
+        let d = Half::from_bits(d_bits).to_f32();
         for (ib, y) in y.chunks_exact_mut(32).enumerate() {
             let s = sc[ib / 2] as usize;
             let shift = 6 * (ib % 2);
             let dl1 = d * (2 * ((s >> shift) & 0x7) + 1) as f32;
             let dl2 = d * (2 * ((s >> (shift + 3)) & 0x7) + 1) as f32;
-            let q = &qs[4 * ib..4 * ib + 4];
-            let (h0, h1) = (qh[2 * ib] as usize, qh[2 * ib + 1] as usize);
+            let q = &b.qs[4 * ib..4 * ib + 4];
+            let (h0, h1) = (b.qh[2 * ib] as usize, b.qh[2 * ib + 1] as usize);
             let idx = [
                 q[0] as usize | ((h0 << 8) & 0x700),
                 q[1] as usize | ((h0 << 4) & 0x700),

@@ -3,11 +3,11 @@
 //! Ports of `dequantize_row_iq2_{xxs,xs,s}` in `ggml/src/ggml-quants.c`. Each group of 8 values is
 //! `db * grid[j] * (±1)`, with `db = d * (0.5 + s) * 0.25` for a 4-bit sub-scale `s`, the grid entry chosen
 //! by an index and the signs by a 7-bit index into `ksigns_iq2xs` (IQ2_XXS, IQ2_XS) or stored directly
-//! (IQ2_S). Layouts: IQ2_XXS `f16 d; u16 qs[32]` · IQ2_XS `f16 d; u16 qs[32]; u8 scales[8]` ·
-//! IQ2_S `f16 d; u8 qs[32]; u8 signs[32]; u8 qh[8]; u8 scales[8]`.
+//! (IQ2_S); layouts in [`crate::blocks`].
 
 use super::tables::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, KMASK_IQ2XS, KSIGNS_IQ2XS};
-use super::{f16_at, for_blocks, sign, u16_at, u32_at};
+use super::{for_blocks, sign};
+use crate::blocks::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, QK_K};
 
 /// One group of 8: `y[j] = db * grid[j] * (signs bit j ? -1 : 1)`.
 #[inline(always)]
@@ -17,17 +17,23 @@ fn group8(y: &mut [f32], db: f32, grid: u64, signs: u8) {
     }
 }
 
+/// The scales `d * (0.5 + s) * 0.25` of the two 16-value halves of a 32-value sub-block of IQ2_XS/IQ2_S,
+/// from the nibbles of `sc`.
+#[inline(always)]
+fn sub_scales(d: f32, sc: u8) -> [f32; 2] {
+    [d * (0.5 + (sc & 0xf) as f32) * 0.25, d * (0.5 + (sc >> 4) as f32) * 0.25]
+}
+
 /// `block_iq2_xxs`: per 32 values two `u32`: four 8-bit grid indices, then four 7-bit sign indices and a
 /// 4-bit scale in the top bits.
 pub(super) fn iq2_xxs(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<66, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        for (ib32, y) in y.chunks_exact_mut(32).enumerate() {
-            let at = 2 + 8 * ib32;
-            let aux1 = u32_at(b, at + 4);
+    for_blocks(src, dst, |b: &BlockIq2Xxs, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
+        for (y, g) in y.chunks_exact_mut(32).zip(&b.qs) {
+            let aux1 = u32::from_le_bytes([g[4], g[5], g[6], g[7]]);
             let db = d * (0.5 + (aux1 >> 28) as f32) * 0.25;
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
-                let grid = IQ2XXS_GRID[b[at + l] as usize];
+                let grid = IQ2XXS_GRID[g[l] as usize];
                 let signs = KSIGNS_IQ2XS[((aux1 >> (7 * l)) & 127) as usize];
                 group8(y, db, grid, signs);
             }
@@ -37,13 +43,12 @@ pub(super) fn iq2_xxs(src: &[u8], dst: &mut [f32]) {
 
 /// `block_iq2_xs`: each `u16` holds a 9-bit grid index and a 7-bit sign index; two 4-bit scales per 32.
 pub(super) fn iq2_xs(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<74, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
+    for_blocks(src, dst, |b: &BlockIq2Xs, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
         for (ib32, y) in y.chunks_exact_mut(32).enumerate() {
-            let sc = b[66 + ib32];
-            let db = [d * (0.5 + (sc & 0xf) as f32) * 0.25, d * (0.5 + (sc >> 4) as f32) * 0.25];
+            let db = sub_scales(d, b.scales[ib32]);
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
-                let q = u16_at(b, 2 + 2 * (4 * ib32 + l));
+                let q = b.qs[4 * ib32 + l].get();
                 let grid = IQ2XS_GRID[(q & 511) as usize];
                 let signs = KSIGNS_IQ2XS[(q >> 9) as usize];
                 group8(y, db[l / 2], grid, signs);
@@ -54,16 +59,14 @@ pub(super) fn iq2_xs(src: &[u8], dst: &mut [f32]) {
 
 /// `block_iq2_s`: 10-bit grid indices (8 bits in `qs`, 2 in `qh`), explicit sign bytes.
 pub(super) fn iq2_s(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<82, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let (qs, signs, qh, scales) = (&b[2..34], &b[34..66], &b[66..74], &b[74..82]);
+    for_blocks(src, dst, |b: &BlockIq2S, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
         for (ib32, y) in y.chunks_exact_mut(32).enumerate() {
-            let sc = scales[ib32];
-            let db = [d * (0.5 + (sc & 0xf) as f32) * 0.25, d * (0.5 + (sc >> 4) as f32) * 0.25];
-            let h = qh[ib32] as usize;
+            let db = sub_scales(d, b.scales[ib32]);
+            let h = b.qh[ib32] as usize;
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
-                let idx = qs[4 * ib32 + l] as usize | ((h << (8 - 2 * l)) & 0x300);
-                group8(y, db[l / 2], IQ2S_GRID[idx], signs[4 * ib32 + l]);
+                let idx = b.qs[4 * ib32 + l] as usize | ((h << (8 - 2 * l)) & 0x300);
+                group8(y, db[l / 2], IQ2S_GRID[idx], b.signs[4 * ib32 + l]);
             }
         }
     });

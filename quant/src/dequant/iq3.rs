@@ -1,12 +1,12 @@
 //! The 3-bit lattice i-quants `IQ3_XXS` and `IQ3_S` (256 values, groups of 4 from a grid).
 //!
-//! Ports of `dequantize_row_iq3_{xxs,s}` in `ggml/src/ggml-quants.c`. Layouts: IQ3_XXS
-//! `f16 d; u8 qs[64]; u8 scales_and_signs[32]` (per 32 values one `u32`: four 7-bit sign indices and a
-//! 4-bit scale, `db = d * (0.5 + s) * 0.5`) · IQ3_S `f16 d; u8 qs[64]; u8 qh[8]; u8 signs[32];
-//! u8 scales[4]` (9-bit grid indices, explicit signs, `db = d * (1 + 2 * s)`).
+//! Ports of `dequantize_row_iq3_{xxs,s}` in `ggml/src/ggml-quants.c` (layouts in [`crate::blocks`]):
+//! IQ3_XXS has per 32 values one `u32` of four 7-bit sign indices and a 4-bit scale,
+//! `db = d * (0.5 + s) * 0.5`; IQ3_S has 9-bit grid indices, explicit signs and `db = d * (1 + 2 * s)`.
 
 use super::tables::{IQ3S_GRID, IQ3XXS_GRID, KMASK_IQ2XS, KSIGNS_IQ2XS};
-use super::{f16_at, for_blocks, sign, u32_at};
+use super::{for_blocks, sign};
+use crate::blocks::{BlockIq3S, BlockIq3Xxs, QK_K};
 
 /// Eight values from two grid entries: `y[j] = db * grid[j] * (signs bit j ? -1 : 1)`.
 #[inline(always)]
@@ -20,13 +20,11 @@ fn group4x2(y: &mut [f32], db: f32, grid1: u32, grid2: u32, signs: u8) {
 
 /// `block_iq3_xxs`.
 pub(super) fn iq3_xxs(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<98, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let qs = &b[2..66];
-        for (ib32, y) in y.chunks_exact_mut(32).enumerate() {
-            let aux32 = u32_at(b, 66 + 4 * ib32);
+    for_blocks(src, dst, |b: &BlockIq3Xxs, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
+        for ((y, aux32), q) in y.chunks_exact_mut(32).zip(&b.scales_and_signs).zip(b.qs.chunks_exact(8)) {
+            let aux32 = aux32.get();
             let db = d * (0.5 + (aux32 >> 28) as f32) * 0.5;
-            let q = &qs[8 * ib32..8 * ib32 + 8];
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
                 let signs = KSIGNS_IQ2XS[((aux32 >> (7 * l)) & 127) as usize];
                 let grid1 = IQ3XXS_GRID[q[2 * l] as usize];
@@ -39,21 +37,20 @@ pub(super) fn iq3_xxs(src: &[u8], dst: &mut [f32]) {
 
 /// `block_iq3_s`.
 pub(super) fn iq3_s(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<110, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let (qs, qh, signs, scales) = (&b[2..66], &b[66..74], &b[74..106], &b[106..110]);
+    for_blocks(src, dst, |b: &BlockIq3S, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
         // ggml walks pairs of 32-value sub-blocks; sub-block k uses scale nibble k % 2 of scales[k / 2],
         // qh[k], the 8 index bytes qs[8k..] and the 4 sign bytes signs[4k..].
         for (k, y) in y.chunks_exact_mut(32).enumerate() {
-            let sc = scales[k / 2];
+            let sc = b.scales[k / 2];
             let s = if k % 2 == 0 { sc & 0xf } else { sc >> 4 };
             let db = d * (1 + 2 * s as i32) as f32;
-            let h = qh[k] as usize;
-            let q = &qs[8 * k..8 * k + 8];
+            let h = b.qh[k] as usize;
+            let q = &b.qs[8 * k..8 * k + 8];
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
                 let grid1 = IQ3S_GRID[q[2 * l] as usize | ((h << (8 - 2 * l)) & 256)];
                 let grid2 = IQ3S_GRID[q[2 * l + 1] as usize | ((h << (7 - 2 * l)) & 256)];
-                group4x2(y, db, grid1, grid2, signs[4 * k + l]);
+                group4x2(y, db, grid1, grid2, b.signs[4 * k + l]);
             }
         }
     });

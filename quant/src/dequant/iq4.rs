@@ -2,18 +2,18 @@
 //!
 //! Ports of `dequantize_row_iq4_{nl,xs}` in `ggml/src/ggml-quants.c`: each nibble selects one of the 16
 //! levels of `kvalues_iq4nl`; low nibble of `qs[j]` = element `j`, high nibble = element `j + 16`.
-//! Layouts: IQ4_NL `f16 d; u8 qs[16]` · IQ4_XS `f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]` with
-//! 6-bit sub-scales `ls` (low 4 bits from `scales_l`, high 2 from `scales_h`), `dl = d * (ls - 32)`.
+//! IQ4_XS has 6-bit sub-scales `ls` ([`crate::blocks::BlockIq4Xs::scale`]), `dl = d * (ls - 32)`.
 
+use super::for_blocks;
 use super::tables::KVALUES_IQ4NL;
-use super::{f16_at, for_blocks, u16_at};
+use crate::blocks::{BlockIq4Nl, BlockIq4Xs, QK32, QK_K};
 
 /// `block_iq4_nl`: value = `d * kvalues[q]`.
 pub(super) fn iq4_nl(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<18, 32>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
+    for_blocks(src, dst, |b: &BlockIq4Nl, y: &mut [f32; QK32]| {
+        let d = b.d.to_f32();
         for j in 0..16 {
-            let q = b[2 + j];
+            let q = b.qs[j];
             y[j] = d * KVALUES_IQ4NL[(q & 0xf) as usize] as f32;
             y[j + 16] = d * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
         }
@@ -22,14 +22,10 @@ pub(super) fn iq4_nl(src: &[u8], dst: &mut [f32]) {
 
 /// `block_iq4_xs`: value = `d * (ls - 32) * kvalues[q]` per 32-value sub-block.
 pub(super) fn iq4_xs(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<136, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let scales_h = u16_at(b, 2) as i32;
-        for (ib, y) in y.chunks_exact_mut(32).enumerate() {
-            let low = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) as i32;
-            let ls = low | (((scales_h >> (2 * ib)) & 3) << 4);
-            let dl = d * (ls - 32) as f32;
-            let qs = &b[8 + 16 * ib..8 + 16 * ib + 16];
+    for_blocks(src, dst, |b: &BlockIq4Xs, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
+        for (ib, (y, qs)) in y.chunks_exact_mut(32).zip(b.qs.chunks_exact(16)).enumerate() {
+            let dl = d * (b.scale(ib) as i32 - 32) as f32;
             let (lo, hi) = y.split_at_mut(16);
             for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(qs) {
                 *lo = dl * KVALUES_IQ4NL[(q & 0xf) as usize] as f32;

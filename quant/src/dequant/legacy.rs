@@ -2,82 +2,89 @@
 //!
 //! Ports of `dequantize_row_q{4_0,4_1,5_0,5_1,8_0}` in `ggml/src/ggml-quants.c`. Element `j` of a block is
 //! the low nibble of `qs[j]`, element `j + 16` the high nibble; for Q5 the fifth bit of element `j` is bit
-//! `j` of the little-endian `u32` `qh`. ggml has no `dequantize_row_q8_1`; Q8_1 uses Q8_0's formula.
+//! `j` of the little-endian `u32` `qh` (layouts in [`crate::blocks`]). ggml has no `dequantize_row_q8_1`;
+//! Q8_1 uses Q8_0's formula.
 
-use super::{f16_at, for_blocks, u32_at};
+use super::for_blocks;
+use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
-/// `block_q4_0`: `f16 d; u8 qs[16]` → `(q - 8) * d`.
+/// `block_q4_0` → `(q - 8) * d`.
 pub(super) fn q4_0(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<18, 32>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
+    for_blocks(src, dst, |b: &BlockQ4_0, y: &mut [f32; 32]| {
+        let d = b.d.to_f32();
         for j in 0..16 {
-            let q = b[2 + j];
+            let q = b.qs[j];
             y[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
             y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
         }
     });
 }
 
-/// `block_q4_1`: `f16 d; f16 m; u8 qs[16]` → `q * d + m`.
+/// `block_q4_1` → `q * d + m`.
 pub(super) fn q4_1(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<20, 32>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let m = f16_at(b, 2);
+    for_blocks(src, dst, |b: &BlockQ4_1, y: &mut [f32; 32]| {
+        let d = b.d.to_f32();
+        let m = b.m.to_f32();
         for j in 0..16 {
-            let q = b[4 + j];
+            let q = b.qs[j];
             y[j] = (q & 0x0F) as f32 * d + m;
             y[j + 16] = (q >> 4) as f32 * d + m;
         }
     });
 }
 
-/// `block_q5_0`: `f16 d; u8 qh[4]; u8 qs[16]` → `(q - 16) * d`.
+/// The 5-bit quants of elements `j` and `j + 16` of a Q5 block: the nibbles of `qs[j]` and bits `j`,
+/// `j + 16` of `qh`.
+#[inline(always)]
+fn q5_pair(q: u8, qh: u32, j: usize) -> (u32, u32) {
+    let h0 = ((qh >> j) << 4) & 0x10;
+    let h1 = (qh >> (j + 12)) & 0x10;
+    ((q & 0x0F) as u32 | h0, (q >> 4) as u32 | h1)
+}
+
+/// `block_q5_0` → `(q - 16) * d`.
 pub(super) fn q5_0(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<22, 32>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let qh = u32_at(b, 2);
+    for_blocks(src, dst, |b: &BlockQ5_0, y: &mut [f32; 32]| {
+        let d = b.d.to_f32();
+        let qh = u32::from_le_bytes(b.qh);
         for j in 0..16 {
-            let q = b[6 + j];
-            let h0 = ((qh >> j) << 4) & 0x10;
-            let h1 = (qh >> (j + 12)) & 0x10;
-            y[j] = (((q & 0x0F) as u32 | h0) as i32 - 16) as f32 * d;
-            y[j + 16] = (((q >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+            let (q0, q1) = q5_pair(b.qs[j], qh, j);
+            y[j] = (q0 as i32 - 16) as f32 * d;
+            y[j + 16] = (q1 as i32 - 16) as f32 * d;
         }
     });
 }
 
-/// `block_q5_1`: `f16 d; f16 m; u8 qh[4]; u8 qs[16]` → `q * d + m`.
+/// `block_q5_1` → `q * d + m`.
 pub(super) fn q5_1(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<24, 32>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        let m = f16_at(b, 2);
-        let qh = u32_at(b, 4);
+    for_blocks(src, dst, |b: &BlockQ5_1, y: &mut [f32; 32]| {
+        let d = b.d.to_f32();
+        let m = b.m.to_f32();
+        let qh = u32::from_le_bytes(b.qh);
         for j in 0..16 {
-            let q = b[8 + j];
-            let h0 = ((qh >> j) << 4) & 0x10;
-            let h1 = (qh >> (j + 12)) & 0x10;
-            y[j] = ((q & 0x0F) as u32 | h0) as f32 * d + m;
-            y[j + 16] = ((q >> 4) as u32 | h1) as f32 * d + m;
+            let (q0, q1) = q5_pair(b.qs[j], qh, j);
+            y[j] = q0 as f32 * d + m;
+            y[j + 16] = q1 as f32 * d + m;
         }
     });
 }
 
-/// `block_q8_0`: `f16 d; i8 qs[32]` → `qs * d`.
+/// `block_q8_0` → `qs * d`.
 pub(super) fn q8_0(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<34, 32>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        for j in 0..32 {
-            y[j] = b[2 + j] as i8 as f32 * d;
+    for_blocks(src, dst, |b: &BlockQ8_0, y: &mut [f32; 32]| {
+        let d = b.d.to_f32();
+        for (v, &q) in y.iter_mut().zip(&b.qs) {
+            *v = q as f32 * d;
         }
     });
 }
 
-/// `block_q8_1`: `f16 d; f16 s; i8 qs[32]` → `qs * d` (`s = d * sum(qs)` is not needed).
+/// `block_q8_1` → `qs * d` (`s = d * sum(qs)` is not needed).
 pub(super) fn q8_1(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<36, 32>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
-        for j in 0..32 {
-            y[j] = b[4 + j] as i8 as f32 * d;
+    for_blocks(src, dst, |b: &BlockQ8_1, y: &mut [f32; 32]| {
+        let d = b.d.to_f32();
+        for (v, &q) in y.iter_mut().zip(&b.qs) {
+            *v = q as f32 * d;
         }
     });
 }

@@ -4,26 +4,27 @@
 //! `j % 8` of `qs[j / 8]` (Q1_0: set → `d`, clear → `-d`), or bits `2*(j % 4)..` of `qs[j / 4]` (Q2_0:
 //! `(q - 1) * d`, q ∈ 0..=3).
 
-use super::{f16_at, for_blocks};
+use super::for_blocks;
+use crate::blocks::{BlockQ1_0, BlockQ2_0};
 
-/// `block_q1_0`: `f16 d; u8 qs[16]`.
+/// `block_q1_0`.
 pub(super) fn q1_0(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<18, 128>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
+    for_blocks(src, dst, |b: &BlockQ1_0, y: &mut [f32; 128]| {
+        let d = b.d.to_f32();
         let neg_d = -d;
         for (j, v) in y.iter_mut().enumerate() {
-            let bit = (b[2 + j / 8] >> (j % 8)) & 1;
+            let bit = (b.qs[j / 8] >> (j % 8)) & 1;
             *v = if bit != 0 { d } else { neg_d };
         }
     });
 }
 
-/// `block_q2_0`: `f16 d; u8 qs[16]`.
+/// `block_q2_0`.
 pub(super) fn q2_0(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<18, 64>(src, dst, |b, y| {
-        let d = f16_at(b, 0);
+    for_blocks(src, dst, |b: &BlockQ2_0, y: &mut [f32; 64]| {
+        let d = b.d.to_f32();
         for (j, v) in y.iter_mut().enumerate() {
-            let q = (b[2 + j / 4] >> ((j % 4) * 2)) & 3;
+            let q = (b.qs[j / 4] >> ((j % 4) * 2)) & 3;
             *v = (q as i32 - 1) as f32 * d;
         }
     });

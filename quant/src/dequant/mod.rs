@@ -13,7 +13,7 @@
 //! converted to the nearest `f32` (what `ggml_get_f32_1d` does).
 //!
 //! One file per family; the i-quant grids live in `tables/`. Kernels are plain loops over fixed-size
-//! blocks (`&[u8; BYTES]` → `&mut [f32; N]`) so the compiler can drop bounds checks and vectorize; nothing
+//! blocks (a block struct of [`crate::blocks`] → `&mut [f32; N]`) so the compiler can drop bounds checks and vectorize; nothing
 //! allocates. The public functions check every length and return a typed error instead of panicking.
 
 mod float;
@@ -28,6 +28,7 @@ mod lowbit;
 mod tables;
 mod ternary;
 
+use crate::blocks::{as_blocks, Block};
 use crate::{GgmlType, QuantError};
 
 /// One block kernel: `src` and `dst` hold the same whole number of blocks (checked by the caller).
@@ -123,39 +124,16 @@ fn checked(ty: GgmlType, src: &[u8], dst: &[f32]) -> Result<RowFn, QuantError> {
     Ok(kernel)
 }
 
-/// Calls `f` on each (block bytes, block values) pair of a row whose lengths were checked by the caller.
+/// Calls `f` on each (block, block values) pair of a row whose lengths were checked by the caller.
 #[inline(always)]
-fn for_blocks<const BYTES: usize, const N: usize>(
-    src: &[u8],
-    dst: &mut [f32],
-    mut f: impl FnMut(&[u8; BYTES], &mut [f32; N]),
-) {
-    debug_assert_eq!(src.len() / BYTES, dst.len() / N);
-    for (s, d) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(N)) {
-        // Both conversions are infallible: `chunks_exact` yields exactly BYTES / N items.
-        let (Ok(s), Ok(d)) = (<&[u8; BYTES]>::try_from(s), <&mut [f32; N]>::try_from(d)) else {
-            unreachable!("chunks_exact yields whole blocks")
-        };
-        f(s, d);
+fn for_blocks<B: Block, const N: usize>(src: &[u8], dst: &mut [f32], mut f: impl FnMut(&B, &mut [f32; N])) {
+    const { assert!(N == B::QK) };
+    let Some(blocks) = as_blocks::<B>(src) else { unreachable!("source is a whole number of blocks") };
+    let (values, _) = dst.as_chunks_mut::<N>();
+    debug_assert_eq!(blocks.len(), values.len());
+    for (b, y) in blocks.iter().zip(values) {
+        f(b, y);
     }
-}
-
-/// `GGML_FP16_TO_FP32` of the little-endian `ggml_half` at `b[at..at + 2]` (exact; NaN stays NaN).
-#[inline(always)]
-fn f16_at<const L: usize>(b: &[u8; L], at: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
-}
-
-/// The little-endian `u16` at `b[at..at + 2]`.
-#[inline(always)]
-fn u16_at<const L: usize>(b: &[u8; L], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-/// The little-endian `u32` at `b[at..at + 4]`.
-#[inline(always)]
-fn u32_at<const L: usize>(b: &[u8; L], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// `s ? -1.f : 1.f` as the i-quants write it (the product with ±1 is exact, so this is a sign flip).

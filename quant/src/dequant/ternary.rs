@@ -1,11 +1,11 @@
 //! The ternary types `TQ1_0` (1.6875 bpw) and `TQ2_0` (2.0625 bpw), 256 values in {-1, 0, 1} times `d`.
 //!
-//! Ports of `dequantize_row_tq{1,2}_0` in `ggml/src/ggml-quants.c`. TQ1_0 `u8 qs[48]; u8 qh[4]; f16 d`
-//! packs 5 trits per byte as a base-3 fixed-point fraction: trit `n` of byte `q` is
+//! Ports of `dequantize_row_tq{1,2}_0` in `ggml/src/ggml-quants.c`. TQ1_0 packs 5 trits per byte as a base-3 fixed-point fraction: trit `n` of byte `q` is
 //! `((q * 3^n mod 256) * 3) >> 8`; the first 32 bytes hold values 0..160 (`n` major), the next 16 bytes
-//! values 160..240, `qh` the last 16 (4 trits each). TQ2_0 `u8 qs[64]; f16 d` holds 2-bit `q + 1`.
+//! values 160..240, `qh` the last 16 (4 trits each). TQ2_0 holds 2-bit `q + 1`.
 
-use super::{f16_at, for_blocks};
+use super::for_blocks;
+use crate::blocks::{BlockTq1_0, BlockTq2_0, QK_K};
 
 const POW3: [u8; 6] = [1, 3, 9, 27, 81, 243];
 
@@ -18,22 +18,22 @@ fn trit(q: u8, n: usize) -> i32 {
 
 /// `block_tq1_0`.
 pub(super) fn tq1_0(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<54, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 52);
+    for_blocks(src, dst, |b: &BlockTq1_0, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
         let (head, rest) = y.split_at_mut(160);
         let (mid, tail) = rest.split_at_mut(80);
         for (n, y) in head.chunks_exact_mut(32).enumerate() {
-            for (v, &q) in y.iter_mut().zip(&b[..32]) {
+            for (v, &q) in y.iter_mut().zip(&b.qs[..32]) {
                 *v = trit(q, n) as f32 * d;
             }
         }
         for (n, y) in mid.chunks_exact_mut(16).enumerate() {
-            for (v, &q) in y.iter_mut().zip(&b[32..48]) {
+            for (v, &q) in y.iter_mut().zip(&b.qs[32..48]) {
                 *v = trit(q, n) as f32 * d;
             }
         }
         for (n, y) in tail.chunks_exact_mut(4).enumerate() {
-            for (v, &q) in y.iter_mut().zip(&b[48..52]) {
+            for (v, &q) in y.iter_mut().zip(&b.qh) {
                 *v = trit(q, n) as f32 * d;
             }
         }
@@ -42,10 +42,10 @@ pub(super) fn tq1_0(src: &[u8], dst: &mut [f32]) {
 
 /// `block_tq2_0`.
 pub(super) fn tq2_0(src: &[u8], dst: &mut [f32]) {
-    for_blocks::<66, 256>(src, dst, |b, y| {
-        let d = f16_at(b, 64);
+    for_blocks(src, dst, |b: &BlockTq2_0, y: &mut [f32; QK_K]| {
+        let d = b.d.to_f32();
         for (j, y) in y.chunks_exact_mut(128).enumerate() {
-            let qs = &b[32 * j..32 * j + 32];
+            let qs = &b.qs[32 * j..32 * j + 32];
             for (l, y) in y.chunks_exact_mut(32).enumerate() {
                 for (v, &q) in y.iter_mut().zip(qs) {
                     *v = (((q >> (2 * l)) & 3) as i32 - 1) as f32 * d;

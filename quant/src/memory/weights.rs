@@ -106,6 +106,6 @@ pub fn weight_plan(model: &ModelShape, ftype: Option<FileType>) -> Result<Weight
         plan.output_type = plan.token_embd_type;
     }
     let params = model.n_params();
-    plan.bits_per_weight = if params == 0 { 0.0 } else { 8.0 * plan.bytes as f64 / params as f64 };
+    plan.bits_per_weight = quantforge_formats::ggml_type::bits_per_weight(plan.bytes, params);
     Ok(plan)
 }

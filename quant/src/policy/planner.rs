@@ -144,6 +144,5 @@ pub fn planned_size(planned: &[Planned<'_>]) -> (u64, f64) {
         bytes += p.decision.ty.tensor_size(p.tensor.ne).unwrap_or(0);
         params += p.tensor.ne.iter().product::<u64>();
     }
-    let bpw = if params == 0 { 0.0 } else { 8.0 * bytes as f64 / params as f64 };
-    (bytes, bpw)
+    (bytes, quantforge_formats::ggml_type::bits_per_weight(bytes, params))
 }

@@ -10,8 +10,11 @@ mod iq2xxs_grid;
 mod iq3s_grid;
 mod iq3xxs_grid;
 mod ksigns_iq2xs;
-mod kvalues;
 
+pub(crate) use crate::blocks::kvalues::{IQ1S_DELTA, KMASK_IQ2XS, KVALUES_FP4};
+
+/// The decoder's copy of [`crate::blocks::kvalues::KVALUES_IQ4NL`], one table in memory.
+pub(crate) static KVALUES_IQ4NL: [i8; 16] = crate::blocks::kvalues::KVALUES_IQ4NL;
 pub(crate) use iq1s_grid::IQ1S_GRID;
 pub(crate) use iq2s_grid::IQ2S_GRID;
 pub(crate) use iq2xs_grid::IQ2XS_GRID;
@@ -19,7 +22,6 @@ pub(crate) use iq2xxs_grid::IQ2XXS_GRID;
 pub(crate) use iq3s_grid::IQ3S_GRID;
 pub(crate) use iq3xxs_grid::IQ3XXS_GRID;
 pub(crate) use ksigns_iq2xs::KSIGNS_IQ2XS;
-pub(crate) use kvalues::{IQ1S_DELTA, KMASK_IQ2XS, KVALUES_FP4, KVALUES_IQ4NL};
 
 #[cfg(test)]
 mod tests {
