@@ -57,10 +57,13 @@ fn run(path: &Path, perturb: Option<(usize, f32)>) -> BTreeMap<String, InputStat
     solver.stats.into_inner().unwrap()
 }
 
+/// Per weight name: input columns, rows seen and row-major `XᵀX` in f64.
+type DirectXtx = BTreeMap<String, (usize, u64, Vec<f64>)>;
+
 /// `XᵀX` (f64) of every block matrix's input, from the full model's forward pass.
-fn direct_xtx(path: &Path) -> BTreeMap<String, (usize, u64, Vec<f64>)> {
+fn direct_xtx(path: &Path) -> DirectXtx {
     let model = LlamaModel::load(path).unwrap();
-    let acc: Mutex<BTreeMap<String, (usize, u64, Vec<f64>)>> = Mutex::new(BTreeMap::new());
+    let acc: Mutex<DirectXtx> = Mutex::new(BTreeMap::new());
     let observe = |name: &str, rows: &[f32], cols: usize| {
         let mut acc = acc.lock().unwrap();
         let e = acc.entry(name.to_string()).or_insert_with(|| (cols, 0, vec![0.0; cols * cols]));

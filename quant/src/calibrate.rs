@@ -295,7 +295,7 @@ pub fn calibrate(
         for w in &weights {
             let s = stats
                 .iter()
-                .find(|(names, _)| names.iter().any(|n| *n == w.name))
+                .find(|(names, _)| names.contains(&w.name))
                 .map(|(_, s)| s)
                 .ok_or_else(|| CalibrationError::NoInput { block, layer: w.name.clone() })?;
             let values = solver.solve(block, w, s).map_err(|message| CalibrationError::Solver {
