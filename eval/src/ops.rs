@@ -1,115 +1,12 @@
-//! The CPU kernels of the forward pass: matrix products through the `gemm` crate (run-time dispatched
-//! AVX2/AVX-512/NEON micro-kernels, parallel over the rayon pool) and the element-wise operations, written
+//! The CPU kernels of the forward pass: matrix products through quant's `linalg` (the one wrapper of the
+//! `gemm` crate) and the element-wise operations, written
 //! to perform the same `f32` operations as ggml's CPU backend where that matters for matching llama.cpp
 //! (`ggml/src/ggml-cpu/ops.cpp` at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62: sums of squares and
 //! softmax denominators in `f64`). RoPE lives in [`crate::rope`].
 
-use gemm::Parallelism;
+pub use quantforge_quant::linalg::{matmul_strided, matmul_t, View};
 
 pub use crate::rope::RopeCache;
-
-/// Parallelism for a product of `m x k` by `k x n`: the whole pool unless the product is tiny.
-fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    if threads > 1 && m * n * k >= 64 * 64 * 64 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// `out[m x n] = x[m x k] * w^T` where `w` is `n x k` row-major (one row per output), all row-major.
-pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n, "matmul_t buffer sizes");
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the asserts above guarantee every index gemm touches lies inside the three slices:
-    // dst (i, j) at i*n + j < m*n, lhs (i, l) at i*k + l < m*k, rhs (l, j) = w[j*k + l] < n*k.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        )
-    }
-}
-
-/// A strided read-only matrix view for [`matmul_strided`]: element (r, c) is `data[r * rs + c * cs]`.
-#[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl View<'_> {
-    fn last_index(&self) -> usize {
-        if self.rows == 0 || self.cols == 0 {
-            0
-        } else {
-            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs
-        }
-    }
-}
-
-/// `out[a.rows x b.cols]` (row-major, contiguous) = `a * b`, single-threaded (for use inside parallel loops).
-pub fn matmul_strided(a: View<'_>, b: View<'_>, out: &mut [f32]) {
-    assert_eq!(a.cols, b.rows, "matmul_strided inner dimensions");
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(out.len() >= m * n, "matmul_strided output size");
-    if k == 0 {
-        out[..m * n].fill(0.0);
-        return;
-    }
-    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul_strided view bounds");
-    // SAFETY: the asserts bound the largest index of each view and of the output, and gemm reads and writes
-    // only (r, c) pairs inside the given dimensions.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
-}
 
 /// ggml's `rms_norm` followed by the multiplication with `weight`, for each row of `x` into `out`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {

@@ -170,7 +170,7 @@ impl StatsAccumulator {
         }
         if let Some(cov) = &mut self.covariance {
             self.scratch.resize(n * n, 0.0);
-            xtx(rows, m, n, &mut self.scratch);
+            crate::linalg::xtx(rows, m, n, &mut self.scratch);
             cov.par_iter_mut().zip(self.scratch.par_iter()).for_each(|(c, s)| *c += s);
         }
     }
@@ -183,45 +183,6 @@ impl StatsAccumulator {
             diagonal: self.diagonal.iter().map(|&d| d as f32).collect(),
             covariance: self.covariance,
         }
-    }
-}
-
-/// `out[n x n] = Xᵀ X` for row-major `x` of `m x n`.
-fn xtx(x: &[f32], m: usize, n: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * n && out.len() >= n * n, "xtx buffer sizes");
-    if m == 0 {
-        out[..n * n].fill(0.0);
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && n * n * m >= 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: dst (i, j) at i*n + j < n*n; lhs = Xᵀ, (i, r) at r*n + i < m*n; rhs = X, (r, j) at r*n + j < m*n.
-    unsafe {
-        gemm::gemm(
-            n,
-            n,
-            m,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            n as isize,
-            1,
-            x.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
     }
 }
 
