@@ -10,7 +10,8 @@
 //! QF_BENCH_MODEL=/tmp/smollm2-f32.gguf cargo bench -p quantforge-eval --bench calibrate
 //! ```
 //! `QF_BENCH_SEQS` (default 16) sequences of `QF_BENCH_CTX` (512) tokens are cut from the second half of
-//! `fixtures/text/wiki.test.raw` (never the evaluated part), run 4 sequences at a time.
+//! `fixtures/text/wiki.test.raw` (never the evaluated part), run 4 sequences at a time. The peak resident set
+//! is measured from after the text is tokenized to the end of the calibration.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +25,8 @@ use quantforge_quant::calibrate::{calibrate, InputStats, LayerSolver, LinearWeig
 use quantforge_quant::progress::Silent;
 
 #[path = "../../formats/benches/support/peak_rss.rs"]
-#[allow(dead_code)] // the shared helper also offers a reset this benchmark does not need
 mod peak_rss;
-use peak_rss::peak_rss_mib;
+use peak_rss::{peak_rss_mib, reset_peak_rss};
 
 /// Sequences per batch in both modes.
 const BATCH: usize = 4;
@@ -40,10 +40,13 @@ fn env_usize(key: &str, default: usize) -> usize {
 fn sequences(model: &Path) -> Vec<Vec<u32>> {
     let text_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/text/wiki.test.raw");
     let text = std::fs::read(&text_path).expect("fixtures/text/wiki.test.raw");
-    let text = String::from_utf8_lossy(&text[CALIBRATION_START.min(text.len())..]).into_owned();
+    let (n, ctx) = (env_usize("QF_BENCH_SEQS", 16), env_usize("QF_BENCH_CTX", 512));
+    // Only as much text as the sequences need (English text is well under 16 bytes a token).
+    let start = CALIBRATION_START.min(text.len());
+    let end = (start + n * ctx * 16).min(text.len());
+    let text = String::from_utf8_lossy(&text[start..end]).into_owned();
     let tok = Tokenizer::from_gguf(&GgufFile::open(model).expect("model")).expect("tokenizer");
     let ids = tok.encode(&text, false).expect("tokenize");
-    let (n, ctx) = (env_usize("QF_BENCH_SEQS", 16), env_usize("QF_BENCH_CTX", 512));
     assert!(ids.len() >= n * ctx, "calibration text too short for {n} x {ctx} tokens");
     ids.chunks_exact(ctx).take(n).map(<[u32]>::to_vec).collect()
 }
@@ -99,6 +102,8 @@ fn main() {
         .expect("set QF_BENCH_MODEL to an F32 or F16 GGUF (see the module docs)");
     if let Ok(mode) = std::env::var("QF_BENCH_MODE") {
         let seqs = sequences(&model);
+        // The peak is taken over the calibration alone, not the tokenization of the text.
+        reset_peak_rss();
         let (secs, extra) = match mode.as_str() {
             "seam" => run_seam(&model, &seqs),
             "full" => run_full(&model, &seqs),

@@ -127,6 +127,8 @@ impl CalibrationSource for BlockCalibrator<'_> {
         let block = self.current.take().expect("loaded above");
         for acts in &mut self.batches {
             run_block(cfg, &block, acts, device, None)?;
+            // Only one batch's intermediate buffers are alive at a time.
+            acts.release_buffers();
         }
         Ok(())
     }

@@ -140,14 +140,13 @@ pub struct StatsAccumulator {
     n_rows: u64,
     diagonal: Vec<f64>,
     covariance: Option<Vec<f32>>,
-    scratch: Vec<f32>,
 }
 
 impl StatsAccumulator {
     /// An empty accumulator for inputs of `cols` columns.
     pub fn new(cols: usize, kind: StatsKind) -> StatsAccumulator {
         let covariance = (kind == StatsKind::Covariance).then(|| vec![0.0; cols * cols]);
-        StatsAccumulator { cols, n_rows: 0, diagonal: vec![0.0; cols], covariance, scratch: Vec::new() }
+        StatsAccumulator { cols, n_rows: 0, diagonal: vec![0.0; cols], covariance }
     }
 
     /// Add row-major rows of `cols` values.
@@ -169,9 +168,10 @@ impl StatsAccumulator {
             *acc += d;
         }
         if let Some(cov) = &mut self.covariance {
-            self.scratch.resize(n * n, 0.0);
-            crate::linalg::xtx(rows, m, n, &mut self.scratch);
-            cov.par_iter_mut().zip(self.scratch.par_iter()).for_each(|(c, s)| *c += s);
+            // The batch's product goes to a temporary, then is added: the sum runs batch by batch in order.
+            let mut product = vec![0.0f32; n * n];
+            crate::linalg::xtx(rows, m, n, &mut product);
+            cov.par_iter_mut().zip(product.par_iter()).for_each(|(c, s)| *c += s);
         }
     }
 
