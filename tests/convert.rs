@@ -7,8 +7,8 @@ use quantforge_formats::gguf::{GgufFile, GgufValue};
 use quantforge_formats::safetensors::{SafetensorsFile, SafetensorsWriter, StTensorSpec};
 use quantforge_formats::GgmlType;
 use quantforge_quant::codecs::quantize_rows;
-use quantforge_quant::convert::rope_permute;
 use quantforge_quant::dequant::dequantize_row;
+use quantforge_quant::permute::rope_permute;
 
 use crate::util::{fixture, qf, smollm2_q4_1};
 

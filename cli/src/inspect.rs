@@ -184,7 +184,7 @@ fn load_hf(dir: &Path) -> Result<Summary> {
 fn totals(rows: &[Row]) -> (u64, u64, f64) {
     let params: u64 = rows.iter().map(|r| r.elements).sum();
     let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
-    let bpw = if params == 0 { 0.0 } else { 8.0 * bytes as f64 / params as f64 };
+    let bpw = quantforge_formats::ggml_type::bits_per_weight(bytes, params);
     (params, bytes, bpw)
 }
 

@@ -17,10 +17,12 @@ use rayon::prelude::*;
 use crate::config::LlamaConfig;
 use crate::device::{Device, Matmul};
 use crate::error::{EvalError, Result};
-use crate::model::Observer;
 use crate::ops::{self, View};
 use crate::rope::RopeCache;
 use crate::weights::{Matrix, Opened, Source};
+
+/// Sees the input of each block matrix product: `(weight name, input rows, columns per row)`.
+pub type Observer<'a> = dyn Fn(&str, &[f32], usize) + Sync + 'a;
 
 /// One decoder block's weights, named by their GGUF names (`blk.N.attn_q.weight`, ...).
 pub struct Block {

@@ -21,8 +21,8 @@ use quantforge_quant::convert::llama3_rope_factors;
 use serde_json::Value;
 
 use crate::error::{EvalError, Result};
+use crate::gguf_tensors::gguf_vector;
 use crate::rope::{RopeParams, RopeScalingType, SUPPORTED_ROPE_SCALING};
-use crate::weights::gguf_vector;
 
 /// What the forward pass needs to know about a model.
 #[derive(Clone, Debug, PartialEq)]

@@ -18,15 +18,12 @@ use std::path::Path;
 use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
 
-use crate::blocks::{run_block, Activations, Block, ModelFile};
+use crate::blocks::{run_block, Activations, Block, ModelFile, Observer};
 use crate::config::LlamaConfig;
 use crate::device::{Device, Matmul};
 use crate::error::Result;
 use crate::ops;
 use crate::weights::{Matrix, Source};
-
-/// Sees the input of each block matrix product: `(weight name, input rows, columns per row)`.
-pub type Observer<'a> = dyn Fn(&str, &[f32], usize) + Sync + 'a;
 
 /// A loaded model of any supported architecture (Llama, Mistral, Qwen2, Qwen3).
 pub struct LlamaModel {

@@ -6,7 +6,7 @@
 //! Layout invariant: a matrix of `rows x cols` is row-major with `cols` = the input dimension (ggml `ne[0]`),
 //! i.e. `y = W x` reads one row per output. Tensors are asked for by their GGUF name; a HF directory maps
 //! that name back through the architecture's tensor rules to the HF name and applies the rule's transform
-//! (the Q/K RoPE permutation of `quantforge_quant::convert::rope_permute`), so query/key rows are always in
+//! (the Q/K RoPE permutation of `quantforge_quant::permute::rope_permute`), so query/key rows are always in
 //! the order the architecture's RoPE style expects, as in the GGUF convert makes.
 
 use std::path::Path;
@@ -16,11 +16,12 @@ use quantforge_formats::gguf::{GgufFile, TensorInfo};
 use quantforge_formats::hf::HfModel;
 use quantforge_formats::safetensors::{self, SafetensorsFile, StTensor};
 use quantforge_formats::GgmlType;
-use quantforge_quant::convert::rope_permute;
 use quantforge_quant::dequant::{can_dequantize, dequantize_row, dequantize_row_par};
+use quantforge_quant::permute::rope_permute;
 
 use crate::config::LlamaConfig;
 use crate::error::{EvalError, Result};
+use crate::gguf_tensors::{check_gguf_shape, gguf_info, gguf_vector};
 
 /// How a matrix is stored.
 enum Storage {
@@ -243,38 +244,6 @@ impl<'a> Source<'a> {
         }
         Ok(out)
     }
-}
-
-/// A vector of `n` values of a GGUF file, dequantized to `f32`.
-pub(crate) fn gguf_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
-    let info = gguf_info(file, name)?;
-    check_gguf_shape(file, info, &[n])?;
-    let mut out = vec![0.0; n];
-    dequantize_row(info.ggml_type, file.tensor_data(info), &mut out)
-        .map_err(|source| EvalError::Dequantize { name: name.into(), source })?;
-    file.release(info);
-    Ok(out)
-}
-
-fn gguf_info<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
-    file.tensor(name).ok_or_else(|| EvalError::MissingTensor { path: file.path().into(), name: name.into() })
-}
-
-fn check_gguf_shape(file: &GgufFile, info: &TensorInfo, ne: &[usize]) -> Result<()> {
-    let expected: Vec<u64> = ne.iter().map(|&v| v as u64).collect();
-    let mut found = info.ne.clone();
-    while found.len() > expected.len() && found.last() == Some(&1) {
-        found.pop();
-    }
-    if found != expected {
-        return Err(EvalError::BadShape {
-            path: file.path().into(),
-            name: info.name.clone(),
-            found: info.ne.clone(),
-            expected,
-        });
-    }
-    Ok(())
 }
 
 /// A matrix of `rows` rows of `cols` values (ggml `ne = [cols, rows]`), kept in its stored type.

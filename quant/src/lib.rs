@@ -11,6 +11,7 @@ pub mod imatrix;
 pub mod linalg;
 pub mod lora;
 pub mod memory;
+pub mod permute;
 pub mod pipeline;
 pub mod policy;
 pub mod progress;

@@ -54,7 +54,7 @@ impl Row {
             (f.file_size(), f.n_elements(), f.tensor_bytes())
         };
         let label = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let bits_per_weight = if params == 0 { 0.0 } else { 8.0 * weight_bytes as f64 / params as f64 };
+        let bits_per_weight = quantforge_formats::ggml_type::bits_per_weight(weight_bytes, params);
         Ok(Row {
             label,
             path: path.display().to_string(),

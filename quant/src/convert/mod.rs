@@ -11,13 +11,11 @@
 //! length that is not a multiple of the outtype's block size falls back to F16 (gguf-py's `QuantError`).
 
 mod error;
-mod permute;
 mod rope_freqs;
 pub mod to_hf;
 mod write;
 
 pub use error::ConvertError;
-pub use permute::{rope_permute, rope_unpermute};
 pub use rope_freqs::llama3_rope_factors;
 
 use std::path::{Path, PathBuf};

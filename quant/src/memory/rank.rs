@@ -1,7 +1,8 @@
 //! Ranking the quantization types that fit: by measured quality when there are measurements, otherwise by
 //! bits per weight (more bits, less quantization error).
 //!
-//! Quality file schema (JSON; what a future `eval compare` writes, accepted now through `--quality FILE`):
+//! Quality table schema (`--quality FILE` also takes the JSON of `eval compare`, turned into this table by the
+//! evaluator's `compare::quality`):
 //!
 //! ```json
 //! { "model": "SmolLM2-135M-Instruct",          // optional, informational

@@ -110,12 +110,7 @@ impl QuantizePlan {
 
     /// Bits per weight of the output, as llama-quantize reports it.
     pub fn bits_per_weight(&self) -> f64 {
-        let n = self.n_elements();
-        if n == 0 {
-            0.0
-        } else {
-            8.0 * self.output_bytes() as f64 / n as f64
-        }
+        quantforge_formats::ggml_type::bits_per_weight(self.output_bytes(), self.n_elements())
     }
 
     /// Tensors whose type came from a shape fallback.

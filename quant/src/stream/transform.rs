@@ -7,8 +7,8 @@
 
 use quantforge_formats::GgmlType;
 
-use crate::convert::{rope_permute, rope_unpermute};
 use crate::lora::{plan::Action, Adapter, LoraError};
+use crate::permute::{rope_permute, rope_unpermute};
 use crate::{dequant, QuantError};
 
 /// One change to a tensor's values.
