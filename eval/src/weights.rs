@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use quantforge_formats::arch::{self, Transform};
-use quantforge_formats::gguf::{GgufFile, TensorInfo};
+use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
 use quantforge_formats::safetensors::{self, SafetensorsFile, StTensor};
 use quantforge_formats::GgmlType;
