@@ -51,19 +51,7 @@ pub fn si(n: u64) -> String {
     }
 }
 
-/// Bytes in binary units, as llama.cpp prints model sizes (MiB/GiB).
-pub fn bytes(n: u64) -> String {
-    let f = n as f64;
-    if f >= 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.2} GiB", f / (1024.0 * 1024.0 * 1024.0))
-    } else if f >= 1024.0 * 1024.0 {
-        format!("{:.2} MiB", f / (1024.0 * 1024.0))
-    } else if f >= 1024.0 {
-        format!("{:.2} KiB", f / 1024.0)
-    } else {
-        format!("{n} B")
-    }
-}
+pub use quantforge_eval::compare::table::bytes;
 
 /// Shape as `[a, b, c]`.
 pub fn shape(dims: &[u64]) -> String {

@@ -447,7 +447,7 @@ mod tests {
 
     use super::*;
     use crate::logits_file::row_len;
-    use crate::test_util::{stories, Scratch};
+    use crate::test_util::{small_logits_file as small_file, stories, Scratch};
 
     /// Every figure but the timings, for comparing two runs.
     fn figures(r: &KldReport) -> String {
@@ -455,20 +455,6 @@ mod tests {
         r.seconds = 0.0;
         r.forward_seconds = 0.0;
         format!("{r:?}")
-    }
-
-    /// A base file of `n_chunks` chunks over a vocabulary of `n_vocab`.
-    fn small_file(dir: &Scratch, n_vocab: usize, n_ctx: usize, n_chunks: usize) -> std::path::PathBuf {
-        let path = dir.path("small.bin");
-        let tokens: Vec<u32> = (0..n_ctx * n_chunks).map(|i| (i % n_vocab) as u32).collect();
-        let (_, rows) = scored_rows(n_ctx);
-        let mut w = LogitsWriter::create(&path, n_ctx, n_vocab, &tokens).unwrap();
-        for c in 0..n_chunks {
-            let logits: Vec<f32> = (0..rows * n_vocab).map(|i| ((i * 7 + c) % 13) as f32 * 0.5).collect();
-            w.write_chunk(&BaseChunk::from_logits(&logits, n_vocab)).unwrap();
-        }
-        w.finish().unwrap();
-        path
     }
 
     fn quantize_base(logits: &[f32]) -> BaseChunk {

@@ -326,20 +326,7 @@ impl LogitsReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::Scratch;
-
-    fn small_file(dir: &Scratch, n_vocab: usize, n_ctx: usize, n_chunks: usize) -> PathBuf {
-        let path = dir.path("small.bin");
-        let tokens: Vec<u32> = (0..n_ctx * n_chunks).map(|i| (i % n_vocab) as u32).collect();
-        let (_, rows) = scored_rows(n_ctx);
-        let mut w = LogitsWriter::create(&path, n_ctx, n_vocab, &tokens).unwrap();
-        for c in 0..n_chunks {
-            let logits: Vec<f32> = (0..rows * n_vocab).map(|i| ((i * 7 + c) % 13) as f32 * 0.5).collect();
-            w.write_chunk(&BaseChunk::from_logits(&logits, n_vocab)).unwrap();
-        }
-        w.finish().unwrap();
-        path
-    }
+    use crate::test_util::{small_logits_file as small_file, Scratch};
 
     #[test]
     fn nearest_int_rounds_half_to_even() {

@@ -46,3 +46,20 @@ pub fn stories() -> (LlamaModel, Option<u32>, Vec<u32>) {
     let tokens = tok.encode(&text, true).unwrap();
     (model, tok.bos_if_added(), tokens)
 }
+
+/// A base log-probabilities file of `n_chunks` chunks of `n_ctx` tokens over a vocabulary of `n_vocab`, with
+/// made-up logits, in `dir`.
+pub fn small_logits_file(dir: &Scratch, n_vocab: usize, n_ctx: usize, n_chunks: usize) -> PathBuf {
+    use crate::chunking::scored_rows;
+    use crate::logits_file::{BaseChunk, LogitsWriter};
+    let path = dir.path("small.bin");
+    let tokens: Vec<u32> = (0..n_ctx * n_chunks).map(|i| (i % n_vocab) as u32).collect();
+    let (_, rows) = scored_rows(n_ctx);
+    let mut w = LogitsWriter::create(&path, n_ctx, n_vocab, &tokens).unwrap();
+    for c in 0..n_chunks {
+        let logits: Vec<f32> = (0..rows * n_vocab).map(|i| ((i * 7 + c) % 13) as f32 * 0.5).collect();
+        w.write_chunk(&BaseChunk::from_logits(&logits, n_vocab)).unwrap();
+    }
+    w.finish().unwrap();
+    path
+}
