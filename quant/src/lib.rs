@@ -8,6 +8,7 @@ pub mod convert;
 pub mod dequant;
 mod error;
 pub mod imatrix;
+pub mod intquant;
 pub mod linalg;
 pub mod lora;
 pub mod memory;
