@@ -117,13 +117,18 @@ impl CalibrationSource for BlockCalibrator<'_> {
         Ok(())
     }
 
-    fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> std::result::Result<(), SourceError> {
-        let (model, device) = (self.model, self.device);
-        let cfg = model.config();
+    fn update_weights(&mut self, index: usize, weights: Vec<LinearWeight>) -> std::result::Result<(), SourceError> {
         let block = self.block(index)?;
         for w in weights {
             block.replace_weight(&w.name, w.values)?;
         }
+        Ok(())
+    }
+
+    fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> std::result::Result<(), SourceError> {
+        let (model, device) = (self.model, self.device);
+        let cfg = model.config();
+        self.update_weights(index, weights)?;
         let block = self.current.take().expect("loaded above");
         for acts in &mut self.batches {
             run_block(cfg, &block, acts, device, None)?;

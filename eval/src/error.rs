@@ -79,6 +79,12 @@ pub enum EvalError {
     /// A model file or directory that does not exist.
     #[error("{path}: no such model file or directory")]
     NoModel { path: PathBuf },
+    /// Calibration windows that cannot be drawn (bad options, a text too short).
+    #[error("calibration: {0}")]
+    Calibration(String),
+    /// Layer-wise calibrated quantization failed (a layer, a block, the solver).
+    #[error(transparent)]
+    Calibrate(#[from] quantforge_quant::calibrate::CalibrationError),
     /// A model directory given where a GGUF file is needed.
     #[error("{path}: {what} needs a GGUF model (its tensor names key the matrix); convert it first")]
     NeedsGguf { path: PathBuf, what: &'static str },

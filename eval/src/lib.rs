@@ -33,6 +33,7 @@ pub mod device;
 mod error;
 mod gguf_tensors;
 pub mod imatrix;
+pub mod intquant;
 pub mod kld;
 pub mod load;
 pub mod logits_file;

@@ -79,6 +79,10 @@ pub trait CalibrationSource {
     /// every linear layer (once per distinct input and batch of sequences, naming all layers that read it).
     fn block_inputs(&mut self, index: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError>;
 
+    /// Replace some of block `index`'s linear weights (same names and shapes) without advancing the hidden
+    /// states: later [`CalibrationSource::block_inputs`] calls run the block with them.
+    fn update_weights(&mut self, index: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError>;
+
     /// Replace block `index`'s linear weights by `weights` (same names and shapes) and advance the hidden
     /// states through the block, so that the next block's inputs are computed with them.
     fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError>;
@@ -188,18 +192,45 @@ impl StatsAccumulator {
 
 /// Receives one line per calibration step.
 pub trait CalibrationProgress: Sync {
+    /// Layer `layer` of block `block` was solved in `seconds`.
+    fn layer_done(&self, _block: usize, _layer: &str, _seconds: f64) {}
     /// Block `index` of `total` is done.
     fn block_done(&self, _index: usize, _total: usize, _report: &BlockReport) {}
 }
 
 impl CalibrationProgress for crate::progress::Silent {}
 
-/// Calibrate every block of `source` in order: collect each layer's input statistics, let `solver` choose
-/// its new weight, commit the block, move on.
+/// How blocks are calibrated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CalibrateOptions {
+    /// Solve a block's layers input by input (Q/K/V, then O, then gate/up, then down), each from inputs
+    /// computed with the layers before it already quantized: one pass over the calibration tokens per
+    /// distinct input. Otherwise one pass collects every layer's statistics from the unquantized block.
+    pub true_sequential: bool,
+}
+
+/// Calibrate every block of `source` in order, all layers of a block from one pass.
 pub fn calibrate(
     source: &mut dyn CalibrationSource,
     solver: &dyn LayerSolver,
     progress: &dyn CalibrationProgress,
+) -> Result<CalibrationReport, CalibrationError> {
+    calibrate_with(source, solver, progress, &CalibrateOptions::default())
+}
+
+/// The layers reading one distinct input, and their statistics when they were collected.
+struct InputGroup {
+    layers: Vec<String>,
+    stats: Option<StatsAccumulator>,
+}
+
+/// Calibrate every block of `source` in order: collect each layer's input statistics, let `solver` choose
+/// its new weight, commit the block, move on.
+pub fn calibrate_with(
+    source: &mut dyn CalibrationSource,
+    solver: &dyn LayerSolver,
+    progress: &dyn CalibrationProgress,
+    opts: &CalibrateOptions,
 ) -> Result<CalibrationReport, CalibrationError> {
     let kind = solver.stats_kind();
     let n_blocks = source.n_blocks();
@@ -207,77 +238,61 @@ pub fn calibrate(
     for block in 0..n_blocks {
         let src_err = |source| CalibrationError::Source { block, source };
         let weights = source.block_weights(block).map_err(src_err)?;
-        let t0 = Instant::now();
-        // One accumulator per distinct input, keyed by the first layer that reads it.
-        let mut groups: Vec<(Vec<String>, StatsAccumulator)> = Vec::new();
-        let mut failure = None;
+        let (mut collect_seconds, mut solve_seconds) = (0.0, 0.0);
+        let mut solved: Vec<Option<LinearWeight>> = vec![None; weights.len()];
         let mut tokens = 0u64;
-        source
-            .block_inputs(block, &mut |input| {
-                if failure.is_some() {
-                    return;
-                }
-                for layer in input.layers {
-                    if let Some(w) = weights.iter().find(|w| w.name == *layer) {
-                        if w.cols != input.cols {
-                            failure = Some(CalibrationError::InputWidth {
-                                block,
-                                layer: w.name.clone(),
-                                expected: w.cols,
-                                got: input.cols,
-                            });
-                            return;
-                        }
-                    }
-                }
-                let key = input.layers.first().copied().unwrap_or("");
-                let pos = match groups.iter().position(|(names, _)| names.first().is_some_and(|n| n == key)) {
-                    Some(p) => p,
-                    None => {
-                        let names = input.layers.iter().map(|s| s.to_string()).collect();
-                        groups.push((names, StatsAccumulator::new(input.cols, kind)));
-                        groups.len() - 1
-                    }
-                };
-                if pos == 0 {
-                    tokens += (input.rows.len() / input.cols.max(1)) as u64;
-                }
-                groups[pos].1.add(input.rows);
-            })
-            .map_err(src_err)?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let stats: Vec<(Vec<String>, InputStats)> =
-            groups.into_iter().map(|(names, acc)| (names, acc.finish())).collect();
-        let collect_seconds = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let mut solved = Vec::with_capacity(weights.len());
-        for w in &weights {
-            let s = stats
-                .iter()
-                .find(|(names, _)| names.contains(&w.name))
-                .map(|(_, s)| s)
-                .ok_or_else(|| CalibrationError::NoInput { block, layer: w.name.clone() })?;
-            let values = solver.solve(block, w, s).map_err(|message| CalibrationError::Solver {
-                block,
-                layer: w.name.clone(),
-                message,
-            })?;
-            if values.len() != w.values.len() {
-                return Err(CalibrationError::SolvedSize {
-                    block,
-                    layer: w.name.clone(),
-                    expected: w.values.len(),
-                    got: values.len(),
-                });
+        let mut pass = 0;
+        loop {
+            let t0 = Instant::now();
+            let only = opts.true_sequential.then_some(pass);
+            let (groups, seen) = collect(source, block, &weights, kind, only)?;
+            if pass == 0 {
+                tokens = seen;
             }
-            solved.push(LinearWeight { values, ..w.clone() });
+            collect_seconds += t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let mut newly = Vec::new();
+            let n_groups = groups.len();
+            for (g, group) in groups.into_iter().enumerate() {
+                let Some(acc) = group.stats else { continue };
+                let stats = acc.finish();
+                for (i, w) in weights.iter().enumerate().filter(|(_, w)| group.layers.contains(&w.name)) {
+                    let t = Instant::now();
+                    let values = solver.solve(block, w, &stats).map_err(|message| CalibrationError::Solver {
+                        block,
+                        layer: w.name.clone(),
+                        message,
+                    })?;
+                    if values.len() != w.values.len() {
+                        return Err(CalibrationError::SolvedSize {
+                            block,
+                            layer: w.name.clone(),
+                            expected: w.values.len(),
+                            got: values.len(),
+                        });
+                    }
+                    progress.layer_done(block, &w.name, t.elapsed().as_secs_f64());
+                    let lw = LinearWeight { values, ..w.clone() };
+                    if opts.true_sequential && g + 1 < n_groups {
+                        newly.push(lw.clone());
+                    }
+                    solved[i] = Some(lw);
+                }
+            }
+            solve_seconds += t1.elapsed().as_secs_f64();
+            pass += 1;
+            if !opts.true_sequential || pass >= n_groups {
+                break;
+            }
+            source.update_weights(block, newly).map_err(src_err)?;
+        }
+        let mut done = Vec::with_capacity(weights.len());
+        for (w, s) in weights.iter().zip(solved) {
+            done.push(s.ok_or_else(|| CalibrationError::NoInput { block, layer: w.name.clone() })?);
         }
         drop(weights);
-        let solve_seconds = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
-        source.commit_block(block, solved).map_err(src_err)?;
+        source.commit_block(block, done).map_err(src_err)?;
         let b = BlockReport {
             index: block,
             tokens,
@@ -289,6 +304,60 @@ pub fn calibrate(
         report.blocks.push(b);
     }
     Ok(report)
+}
+
+/// Run block `block` once, grouping its layers by the input they read (in forward order) and accumulating
+/// the statistics of every group, or of group `only`. Returns the groups and the tokens seen.
+fn collect(
+    source: &mut dyn CalibrationSource,
+    block: usize,
+    weights: &[LinearWeight],
+    kind: StatsKind,
+    only: Option<usize>,
+) -> Result<(Vec<InputGroup>, u64), CalibrationError> {
+    let mut groups: Vec<InputGroup> = Vec::new();
+    let mut failure = None;
+    let mut tokens = 0u64;
+    source
+        .block_inputs(block, &mut |input| {
+            if failure.is_some() {
+                return;
+            }
+            for layer in input.layers {
+                if let Some(w) = weights.iter().find(|w| w.name == *layer) {
+                    if w.cols != input.cols {
+                        failure = Some(CalibrationError::InputWidth {
+                            block,
+                            layer: w.name.clone(),
+                            expected: w.cols,
+                            got: input.cols,
+                        });
+                        return;
+                    }
+                }
+            }
+            let key = input.layers.first().copied().unwrap_or("");
+            let pos = match groups.iter().position(|g| g.layers.first().is_some_and(|n| n == key)) {
+                Some(p) => p,
+                None => {
+                    let layers = input.layers.iter().map(|s| s.to_string()).collect();
+                    let wanted = only.is_none_or(|o| o == groups.len());
+                    groups.push(InputGroup { layers, stats: wanted.then(|| StatsAccumulator::new(input.cols, kind)) });
+                    groups.len() - 1
+                }
+            };
+            if pos == 0 {
+                tokens += (input.rows.len() / input.cols.max(1)) as u64;
+            }
+            if let Some(acc) = &mut groups[pos].stats {
+                acc.add(input.rows);
+            }
+        })
+        .map_err(|source| CalibrationError::Source { block, source })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((groups, tokens)),
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +417,9 @@ mod tests {
             visit(LinearInput { layers: &[name.as_str()], rows: &self.hidden, cols: 2 });
             Ok(())
         }
+        fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
+            Err("a toy block has one layer".into())
+        }
         fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError> {
             self.log.push(format!("commit {index}"));
             let w = &weights[0].values;
@@ -397,6 +469,9 @@ mod tests {
                 visit(LinearInput { layers: &["blk.0.w"], rows: &[1.0, 2.0, 3.0], cols: 3 });
                 Ok(())
             }
+            fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
+                Ok(())
+            }
             fn commit_block(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
                 Ok(())
             }
@@ -417,11 +492,78 @@ mod tests {
             fn block_inputs(&mut self, _: usize, _: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError> {
                 Ok(())
             }
+            fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
+                Ok(())
+            }
             fn commit_block(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
                 Ok(())
             }
         }
         let e = calibrate(&mut Mute(silent), &Halve, &crate::progress::Silent).unwrap_err().to_string();
         assert!(e.contains("received no calibration input"), "{e}");
+    }
+
+    /// One block of two 1x1 layers in a chain, `y = b·(a·x)`: layer `b` reads `a`'s output.
+    struct Chain {
+        x: Vec<f32>,
+        a: f32,
+        b: f32,
+        passes: usize,
+    }
+
+    impl CalibrationSource for Chain {
+        fn n_blocks(&self) -> usize {
+            1
+        }
+        fn block_weights(&mut self, _: usize) -> Result<Vec<LinearWeight>, SourceError> {
+            let lw = |name: &str, v: f32| LinearWeight { name: name.into(), rows: 1, cols: 1, values: vec![v] };
+            Ok(vec![lw("a", self.a), lw("b", self.b)])
+        }
+        fn block_inputs(&mut self, _: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError> {
+            self.passes += 1;
+            visit(LinearInput { layers: &["a"], rows: &self.x, cols: 1 });
+            let mid: Vec<f32> = self.x.iter().map(|v| v * self.a).collect();
+            visit(LinearInput { layers: &["b"], rows: &mid, cols: 1 });
+            Ok(())
+        }
+        fn update_weights(&mut self, _: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError> {
+            for w in weights {
+                match w.name.as_str() {
+                    "a" => self.a = w.values[0],
+                    _ => self.b = w.values[0],
+                }
+            }
+            Ok(())
+        }
+        fn commit_block(&mut self, i: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError> {
+            self.update_weights(i, weights)
+        }
+    }
+
+    /// Halves every weight and records the sum of squares of each layer's input.
+    struct Record(std::sync::Mutex<Vec<(String, f32)>>);
+
+    impl LayerSolver for Record {
+        fn stats_kind(&self) -> StatsKind {
+            StatsKind::Diagonal
+        }
+        fn solve(&self, _: usize, w: &LinearWeight, stats: &InputStats) -> Result<Vec<f32>, String> {
+            self.0.lock().unwrap().push((w.name.clone(), stats.diagonal[0]));
+            Ok(w.values.iter().map(|v| v * 0.5).collect())
+        }
+    }
+
+    #[test]
+    fn true_sequential_layers_see_inputs_through_the_layers_already_solved() {
+        for (sequential, b_input, passes) in [(false, 16.0, 1), (true, 4.0, 2)] {
+            let mut chain = Chain { x: vec![2.0], a: 2.0, b: 3.0, passes: 0 };
+            let rec = Record(Default::default());
+            let opts = CalibrateOptions { true_sequential: sequential };
+            calibrate_with(&mut chain, &rec, &crate::progress::Silent, &opts).unwrap();
+            // a sees x = 2 (4); b sees a·x: 4 (16) from the original a, 2 (4) from the halved one.
+            assert_eq!(rec.0.into_inner().unwrap(), [("a".to_string(), 4.0), ("b".to_string(), b_input)]);
+            assert_eq!(chain.passes, passes);
+            assert_eq!((chain.a, chain.b), (1.0, 1.5));
+        }
     }
 }

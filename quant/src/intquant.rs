@@ -93,7 +93,9 @@ impl IntScheme {
     /// Refuse a layer whose input count is not a whole number of groups.
     pub fn check_layer(&self, layer: &str, cols: usize) -> Result<(), IntQuantError> {
         match self.group_size {
-            Some(g) if !cols.is_multiple_of(g) => Err(IntQuantError::Indivisible { layer: layer.into(), cols, group: g }),
+            Some(g) if !cols.is_multiple_of(g) => {
+                Err(IntQuantError::Indivisible { layer: layer.into(), cols, group: g })
+            }
             _ => Ok(()),
         }
     }
@@ -102,7 +104,12 @@ impl IntScheme {
     /// are centred with zero `2^(bits−1)`; an all-zero group gets the range `[−1, 1]`. The scale is rounded
     /// to [`IntScheme::scale_dtype`] (a scale that rounds to 0 becomes the smallest positive value of it).
     pub fn find_params(&self, values: &[f32]) -> (f32, u8) {
-        let maxq = self.maxq() as f32;
+        let (xmin, xmax) = self.range(values);
+        self.params_for_range(xmin, xmax)
+    }
+
+    /// GPTQ's range of a group: `[min(x, 0), max(x, 0)]`, centred when symmetric, `[−1, 1]` when all zero.
+    fn range(&self, values: &[f32]) -> (f32, f32) {
         let mut xmin = values.iter().copied().fold(0.0f32, f32::min);
         let mut xmax = values.iter().copied().fold(0.0f32, f32::max);
         if self.sym {
@@ -112,12 +119,38 @@ impl IntScheme {
             }
         }
         if xmin == 0.0 && xmax == 0.0 {
-            xmin = -1.0;
-            xmax = 1.0;
+            (-1.0, 1.0)
+        } else {
+            (xmin, xmax)
         }
+    }
+
+    /// Scale and zero point of the range `[xmin, xmax]`.
+    fn params_for_range(&self, xmin: f32, xmax: f32) -> (f32, u8) {
+        let maxq = self.maxq() as f32;
         let scale = self.round_scale((xmax - xmin) / maxq);
         let zero = if self.sym { self.sym_zero() } else { (-xmin / scale).round_ties_even().clamp(0.0, maxq) as u8 };
         (scale, zero)
+    }
+
+    /// [`IntScheme::find_params`] with GPTQ's optional MSE search: the range shrunk by `p = 1 − i/100` for
+    /// `i < 80`, keeping the first one whose codes minimise `Σ |x − x̂|^2.4`.
+    pub fn find_params_mse(&self, values: &[f32]) -> (f32, u8) {
+        let (xmin, xmax) = self.range(values);
+        let err = |s: f32, z: u8| -> f64 {
+            let deq = |x: f32| s * (f32::from(self.code(x, s, z)) - f32::from(z));
+            values.iter().map(|&x| f64::from((deq(x) - x).abs()).powf(2.4)).sum()
+        };
+        let mut best: Option<(f64, f32, u8)> = None;
+        for i in 0..80 {
+            let p = 1.0 - i as f32 / 100.0;
+            let (s, z) = self.params_for_range(p * xmin, p * xmax);
+            let e = err(s, z);
+            if best.is_none_or(|b| e < b.0) {
+                best = Some((e, s, z));
+            }
+        }
+        best.map(|b| (b.1, b.2)).unwrap_or_else(|| self.params_for_range(xmin, xmax))
     }
 
     /// `scale` rounded to the stored type, never zero.
@@ -298,6 +331,19 @@ mod tests {
         let (s, z) = scheme(8, None, false).find_params(&[0.0; 4]);
         // -xmin / scale is 127.49999 in f32, as in torch.
         assert_eq!((s, z), (2.0 / 255.0, 127));
+    }
+
+    #[test]
+    fn mse_search_shrinks_the_range_around_an_outlier() {
+        let mut v: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) / 16.0).collect();
+        v[0] = -8.0;
+        let s = scheme(4, None, true);
+        let err = |(sc, z): (f32, u8)| -> f64 {
+            v.iter().map(|&x| f64::from((sc * (f32::from(s.code(x, sc, z)) - f32::from(z)) - x).abs()).powf(2.4)).sum()
+        };
+        let (plain, mse) = (s.find_params(&v), s.find_params_mse(&v));
+        assert!(mse.0 < plain.0, "{mse:?} vs {plain:?}");
+        assert!(err(mse) < err(plain));
     }
 
     #[test]

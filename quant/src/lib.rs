@@ -7,6 +7,7 @@ pub mod codecs;
 pub mod convert;
 pub mod dequant;
 mod error;
+pub mod gptq;
 pub mod imatrix;
 pub mod intquant;
 pub mod linalg;
