@@ -2,6 +2,7 @@
 //! of llama.cpp's `llama-quantize`, and the quantization pipeline.
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod calibrate;
 pub mod codecs;
 pub mod convert;
