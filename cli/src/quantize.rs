@@ -24,8 +24,8 @@ pub struct Args {
     /// llama-quantize: `ggml-model-<TYPE>.gguf` beside the input.
     pub output: Option<PathBuf>,
     /// llama.cpp file type, case-insensitive (Q4_K_M, Q8_0, IQ4_XS, F16, ...) or its numeric id.
-    #[arg(long = "type", short = 't')]
-    pub ftype: String,
+    #[arg(long = "type", short = 't', required_unless_present = "method", conflicts_with = "method")]
+    pub ftype: Option<String>,
     /// Importance matrix (llama.cpp GGUF imatrix or legacy .dat).
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
@@ -81,6 +81,8 @@ pub struct Args {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub int: crate::quantize_int::IntArgs,
 }
 
 /// `500M`, `2G`, `1.5GiB`, `123` (bytes).
@@ -108,8 +110,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
-fn options(args: &Args) -> Result<QuantizeOptions> {
-    let ftype: FileType = args.ftype.parse()?;
+fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
+    let ftype: FileType = ftype.parse()?;
     let mut o = QuantizeOptions::new(ftype);
     o.policy.pure = args.pure;
     o.policy.leave_output_tensor = args.leave_output_tensor;
@@ -141,7 +143,17 @@ fn options(args: &Args) -> Result<QuantizeOptions> {
 
 pub fn run(args: &Args) -> Result<()> {
     report::set_threads(args.threads)?;
-    let opts = options(args)?;
+    if let Some(method) = args.int.method {
+        let common = crate::quantize_int::Common {
+            input: &args.input,
+            output: args.output.as_deref(),
+            json: args.json,
+            quiet: args.quiet,
+        };
+        return crate::quantize_int::run(&common, &args.int, method);
+    }
+    let ftype = args.ftype.as_deref().context("--type is required")?;
+    let opts = options(args, ftype)?;
     let input: Box<dyn ModelSource> = if HfModel::is_model_dir(&args.input) {
         Box::new(ConvertedModel::open(&args.input, OutType::parse(&args.outtype)?)?.with_loras(&args.lora)?)
     } else if !args.lora.is_empty() {
@@ -159,7 +171,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let output = match &args.output {
         Some(o) => o.clone(),
-        None => default_output(&args.input, &args.ftype),
+        None => default_output(&args.input, ftype),
     };
     let reporter = Reporter::new(args.quiet || args.json);
     let started = Instant::now();

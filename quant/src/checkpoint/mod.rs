@@ -133,10 +133,7 @@ impl CheckpointFormat {
         }
         if self.is_gptq() || *self == CheckpointFormat::Awq {
             if scheme.scale_dtype != ScaleDtype::F16 {
-                return no(
-                    format!("{:?} scales", scheme.scale_dtype),
-                    "GPTQ and AWQ loaders read float16 scales",
-                );
+                return no(format!("{:?} scales", scheme.scale_dtype), "GPTQ and AWQ loaders read float16 scales");
             }
         }
         Ok(())
@@ -175,7 +172,9 @@ impl PackedTensor {
     /// A scale tensor in `dtype` (values already representable in it).
     fn scales(name: String, shape: &[usize], values: &[f32], dtype: ScaleDtype) -> PackedTensor {
         let (dtype, data) = match dtype {
-            ScaleDtype::F16 => (Dtype::F16, values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()),
+            ScaleDtype::F16 => {
+                (Dtype::F16, values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect())
+            }
             ScaleDtype::BF16 => {
                 (Dtype::BF16, values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect())
             }

@@ -196,7 +196,9 @@ impl Tensors<'_> {
         let values = match t.dtype {
             Dtype::I8 => data.iter().map(|&b| i64::from(b as i8)).collect(),
             Dtype::I16 => data.chunks_exact(2).map(|b| i64::from(i16::from_le_bytes([b[0], b[1]]))).collect(),
-            Dtype::I32 => data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
+            Dtype::I32 => {
+                data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect()
+            }
             Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect(),
             d => {
                 file.release(t);
