@@ -1,0 +1,217 @@
+//! AWQ's scale search (AutoAWQ `_search_best_scale` / `_compute_best_scale`).
+//!
+//! For the layers that share one input (and one preceding op that will absorb `1/s`):
+//! - `w_mean[c]`: the mean over all their rows of `|W[r, c]| / (max|W[r, group(c)]| + 1e-6)`;
+//! - for `α = i / n_grid`, `i` in `0..n_grid`: `s = x_mean^α / (w_mean^(1−α) + 1e-4)` (duo scaling) or
+//!   `x_mean^α`, clamped below at `1e-4`, divided by `sqrt(max(s) · min(s))`, infinities and NaN set to 1;
+//! - each layer's candidate is `Q(W · diag(s)) · diag(1/s)` with [`awq_quantize`]'s quantizer, the
+//!   [`ScaleLoss`] scores the candidates, and the first α with the smallest finite loss wins.
+//!
+//! Invariant: the result depends only on the inputs (rows are quantized in parallel, each by one thread;
+//! the grid runs in order).
+//!
+//! [`awq_quantize`]: super::awq_quantize
+
+use rayon::prelude::*;
+
+use super::error::check_len;
+use super::quantizer::{area, fake_quantize_row};
+use super::{AwqError, AwqOptions};
+use crate::calibrate::LinearWeight;
+use crate::intquant::IntScheme;
+use crate::linalg::{matmul_views, xtx, View};
+
+/// What the scale search minimises.
+pub trait ScaleLoss {
+    /// The loss of one candidate: for each balanced layer, in the order given to [`search_scale`], its
+    /// candidate weight (row-major `[rows, cols]`, the original layout). Infinite or NaN means "unusable".
+    fn loss(&self, candidates: &[Vec<f32>]) -> f64;
+}
+
+/// The mean squared difference between the concatenated outputs `X·Wᵀ` of the original layers and `X·Ŵᵀ` of
+/// the candidates, over a token sample `X`: the loss AutoAWQ measures when the inspected module is the linear
+/// layer itself.
+///
+/// It is computed as `Σ_layers Σ_r d_r G d_rᵀ / (n_tokens · Σ rows)` with `d = Ŵ − W` and the Gram matrix
+/// `G = XᵀX` (equal in exact arithmetic, and `cols²` work per row instead of `n_tokens · cols`), so it can also
+/// be built from the calibration statistics ([`LinearOutputLoss::from_gram`]).
+pub struct LinearOutputLoss<'a> {
+    layers: Vec<&'a LinearWeight>,
+    gram: Vec<f32>,
+    n_tokens: u64,
+}
+
+impl<'a> LinearOutputLoss<'a> {
+    /// From tokens `x`, row-major `[n_tokens, cols]`, and the original weights of the balanced layers.
+    pub fn new(x: &[f32], n_tokens: usize, layers: &[&'a LinearWeight]) -> Result<Self, AwqError> {
+        let cols = common_cols(layers)?;
+        check_len(&layers[0].name, "tokens", area(n_tokens, cols), x.len())?;
+        let mut gram = vec![0.0f32; cols * cols];
+        if n_tokens > 0 {
+            xtx(x, n_tokens, cols, &mut gram);
+        }
+        Self::from_gram(gram, n_tokens as u64, layers)
+    }
+
+    /// From the Gram matrix `XᵀX` (row-major `[cols, cols]`) of `n_tokens` tokens.
+    pub fn from_gram(gram: Vec<f32>, n_tokens: u64, layers: &[&'a LinearWeight]) -> Result<Self, AwqError> {
+        let cols = common_cols(layers)?;
+        check_len(&layers[0].name, "Gram matrix", area(cols, cols), gram.len())?;
+        Ok(LinearOutputLoss { layers: layers.to_vec(), gram, n_tokens })
+    }
+}
+
+impl ScaleLoss for LinearOutputLoss<'_> {
+    fn loss(&self, candidates: &[Vec<f32>]) -> f64 {
+        if candidates.len() != self.layers.len() {
+            return f64::NAN;
+        }
+        let mut total = 0.0f64;
+        let mut outputs = 0u64;
+        for (layer, cand) in self.layers.iter().zip(candidates) {
+            let (rows, cols) = (layer.rows, layer.cols);
+            if cand.len() != layer.values.len() {
+                return f64::NAN;
+            }
+            let d: Vec<f32> = cand.iter().zip(&layer.values).map(|(q, w)| q - w).collect();
+            let mut dg = vec![0.0f32; d.len()];
+            let dv = View { data: &d, rows, cols, rs: cols, cs: 1 };
+            let gv = View { data: &self.gram, rows: cols, cols, rs: cols, cs: 1 };
+            matmul_views(dv, gv, &mut dg, true);
+            total += d.iter().zip(&dg).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>();
+            outputs += rows as u64;
+        }
+        total / (self.n_tokens as f64 * outputs as f64)
+    }
+}
+
+/// The outcome of [`search_scale`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ScaleSearch {
+    /// The chosen per-input-column scales (`cols` values): the balanced layers take `W · diag(s)`, the
+    /// preceding op `1/s`.
+    pub scales: Vec<f32>,
+    /// The chosen `α`.
+    pub ratio: f32,
+    /// The loss at the chosen `α`.
+    pub loss: f64,
+    /// The loss of every `α` tried, in grid order.
+    pub losses: Vec<f64>,
+}
+
+/// The input count shared by `layers`, each checked against its buffer.
+fn common_cols(layers: &[&LinearWeight]) -> Result<usize, AwqError> {
+    let first = layers.first().ok_or(AwqError::NoLayers)?;
+    for l in layers {
+        check_len(&l.name, "input features", first.cols, l.cols)?;
+        check_len(&l.name, "weight", area(l.rows, l.cols), l.values.len())?;
+    }
+    Ok(first.cols)
+}
+
+/// `w_mean[c]`: the mean over every row of `layers` of `|W[r, c]| / (max|W[r, g]| + 1e-6)`, `g` the group of
+/// column `c` under `scheme` (accumulated in `f64`, row after row).
+pub fn normalized_weight_mean(layers: &[&LinearWeight], scheme: IntScheme) -> Result<Vec<f32>, AwqError> {
+    let cols = common_cols(layers)?;
+    for l in layers {
+        scheme.check_layer(&l.name, cols)?;
+    }
+    let glen = scheme.group_len(cols);
+    let mut sum = vec![0.0f64; cols];
+    let mut rows = 0usize;
+    for l in layers {
+        for row in l.values.chunks_exact(cols.max(1)) {
+            for (src, acc) in row.chunks(glen).zip(sum.chunks_mut(glen)) {
+                let m = src.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1e-6;
+                for (a, v) in acc.iter_mut().zip(src) {
+                    *a += f64::from(v.abs() / m);
+                }
+            }
+        }
+        rows += l.rows;
+    }
+    Ok(sum.iter().map(|s| (s / rows as f64) as f32).collect())
+}
+
+/// The scales AutoAWQ tries at ratio `α` (see the module documentation), in `f32` as torch computes them.
+/// `max` and `min` propagate NaN as torch's do, so one NaN column makes every scale 1.
+pub fn ratio_scales(x_abs_mean: &[f32], w_mean: &[f32], ratio: f32, duo_scaling: bool) -> Vec<f32> {
+    let mut s: Vec<f32> = x_abs_mean
+        .iter()
+        .zip(w_mean)
+        .map(|(&x, &w)| {
+            let v = if duo_scaling { x.powf(ratio) / (w.powf(1.0 - ratio) + 1e-4) } else { x.powf(ratio) };
+            if v.is_nan() {
+                v
+            } else {
+                v.max(1e-4)
+            }
+        })
+        .collect();
+    let norm = if s.iter().any(|v| v.is_nan()) {
+        f32::NAN
+    } else {
+        let hi = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lo = s.iter().copied().fold(f32::INFINITY, f32::min);
+        (hi * lo).sqrt()
+    };
+    for v in &mut s {
+        *v /= norm;
+        if !v.is_finite() {
+            *v = 1.0;
+        }
+    }
+    s
+}
+
+/// `Q(W · diag(s)) · diag(1/s)` for one layer, rows in parallel.
+fn candidate(layer: &LinearWeight, scales: &[f32], scheme: &IntScheme) -> Vec<f32> {
+    let (cols, glen) = (layer.cols, scheme.group_len(layer.cols));
+    let mut out = vec![0.0f32; layer.values.len()];
+    if cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(cols).zip(layer.values.par_chunks(cols)).for_each(|(dst, src)| {
+        let scaled: Vec<f32> = src.iter().zip(scales).map(|(w, s)| w * s).collect();
+        fake_quantize_row(scheme, glen, &scaled, dst);
+        for (d, s) in dst.iter_mut().zip(scales) {
+            *d /= s;
+        }
+    });
+    out
+}
+
+/// AWQ's scale search over `layers` (the linear layers that read one input, in a fixed order), given the mean
+/// absolute activation of each input column over the calibration tokens.
+///
+/// Errors: no layer, layers of different input counts, `x_abs_mean` of the wrong length, a scheme that does not
+/// fit, or no ratio with a finite loss ([`AwqError::NoFiniteLoss`], carrying every loss).
+pub fn search_scale(
+    layers: &[&LinearWeight],
+    x_abs_mean: &[f32],
+    scheme: IntScheme,
+    opts: &AwqOptions,
+    loss: &dyn ScaleLoss,
+) -> Result<ScaleSearch, AwqError> {
+    let w_mean = normalized_weight_mean(layers, scheme)?;
+    check_len(&layers[0].name, "activation means", w_mean.len(), x_abs_mean.len())?;
+    let mut best: Option<(f64, f32, Vec<f32>)> = None;
+    let mut losses = Vec::with_capacity(opts.n_grid);
+    for i in 0..opts.n_grid {
+        let ratio = i as f32 / opts.n_grid as f32;
+        let scales = ratio_scales(x_abs_mean, &w_mean, ratio, opts.duo_scaling);
+        let candidates: Vec<Vec<f32>> = layers.iter().map(|l| candidate(l, &scales, &scheme)).collect();
+        let l = loss.loss(&candidates);
+        losses.push(l);
+        if l < best.as_ref().map_or(f64::INFINITY, |b| b.0) {
+            best = Some((l, ratio, scales));
+        }
+    }
+    match best {
+        Some((loss, ratio, scales)) => Ok(ScaleSearch { scales, ratio, loss, losses }),
+        None => Err(AwqError::NoFiniteLoss {
+            layers: layers.iter().map(|l| format!("'{}'", l.name)).collect::<Vec<_>>().join(", "),
+            losses,
+        }),
+    }
+}
