@@ -215,3 +215,46 @@ pub fn search_scale(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_are_normalised_by_the_geometric_mean_of_their_extremes() {
+        // α = 0.5, equal weight means: s ∝ sqrt(x_mean) = [1, 2], divided by sqrt(1 · 2) → [1/√2, √2].
+        let s = ratio_scales(&[1.0, 4.0], &[0.5, 0.5], 0.5, true);
+        assert!(
+            (s[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6 && (s[1] - std::f32::consts::SQRT_2).abs() < 1e-6
+        );
+        // α = 0 without duo scaling is identity.
+        assert_eq!(ratio_scales(&[3.0, 0.0, 7.0], &[0.1, 0.2, 0.3], 0.0, false), [1.0; 3]);
+        // α = 0 with duo scaling: s ∝ 1 / (w_mean + 1e-4).
+        let s = ratio_scales(&[3.0, 5.0], &[0.2 - 1e-4, 0.8 - 1e-4], 0.0, true);
+        assert!((s[0] / s[1] - 4.0).abs() < 1e-4);
+        // A zero activation is clamped at 1e-4 before normalising by sqrt(1e-4 · 1) = 0.01.
+        let s = ratio_scales(&[0.0, 1.0], &[1.0, 1.0], 0.5, false);
+        assert!((s[0] - 0.01).abs() < 1e-7 && (s[1] - 100.0).abs() < 1e-3, "{s:?}");
+        // NaN propagates through max/min as in torch: every scale becomes 1; so does an infinite one.
+        assert_eq!(ratio_scales(&[f32::NAN, 2.0, 3.0], &[0.5; 3], 0.5, true), [1.0; 3]);
+        let s = ratio_scales(&[f32::INFINITY, 2.0], &[0.5; 2], 0.5, false);
+        assert_eq!(s, [1.0, 0.0]);
+    }
+
+    #[test]
+    fn weight_means_normalise_each_group_by_its_maximum() {
+        let sch = IntScheme::new(4, Some(8), false, crate::intquant::ScaleDtype::F16).unwrap();
+        let mut v = vec![1.0f32; 16];
+        v[0] = -4.0;
+        v[8] = 2.0;
+        let a = LinearWeight { name: "a".into(), rows: 1, cols: 16, values: v };
+        let b = LinearWeight { name: "b".into(), rows: 1, cols: 16, values: vec![0.0; 16] };
+        let m = normalized_weight_mean(&[&a, &b], sch).unwrap();
+        // Row a: group 0 max 4, group 1 max 2; row b contributes zeros; the mean is over 2 rows.
+        let want = |x: f32, max: f32| x / (max + 1e-6) / 2.0;
+        assert!((m[0] - want(4.0, 4.0)).abs() < 1e-6);
+        assert!((m[1] - want(1.0, 4.0)).abs() < 1e-6);
+        assert!((m[8] - want(2.0, 2.0)).abs() < 1e-6);
+        assert!((m[9] - want(1.0, 2.0)).abs() < 1e-6);
+    }
+}

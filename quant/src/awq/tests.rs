@@ -358,3 +358,23 @@ fn the_quantizer_equals_an_f64_reference() {
         }
     }
 }
+
+#[test]
+fn the_gram_form_holds_with_large_shared_activations() {
+    // Activations with a large common offset in a few channels (as LLM hidden states have), so that `XᵀX` is
+    // dominated by one direction and the quadratic form cancels much of it.
+    let (n, cols) = (512, 256);
+    let mut x = uniform(61, n * cols);
+    for t in 0..n {
+        for c in [3, 77, 200] {
+            x[t * cols + c] += 60.0;
+        }
+    }
+    let l = layer("o", 32, cols, 62);
+    let refs = [&l];
+    let sch = IntScheme::new(4, Some(64), false, ScaleDtype::F16).unwrap();
+    let cand = awq_quantize("o", &l.values, 32, cols, sch).unwrap().dequantize();
+    let got = LinearOutputLoss::new(&x, n, &refs).unwrap().loss(std::slice::from_ref(&cand));
+    let want = output_mse(&x, cols, &[&l.values], &[cand.iter().map(|&v| f64::from(v)).collect()]);
+    assert!((got - want).abs() <= 1e-3 * want, "{got} vs {want}");
+}
