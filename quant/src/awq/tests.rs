@@ -87,32 +87,36 @@ fn a_loud_input_column_gets_a_larger_scale_and_beats_round_to_nearest() {
     let refs: Vec<&LinearWeight> = layers.iter().collect();
     let x = tokens(64, cols, loud, 100.0, 3);
     let xm = abs_mean(&x, cols);
-    let sch = IntScheme::new(4, Some(16), false, ScaleDtype::F32).unwrap();
     let loss = LinearOutputLoss::new(&x, 64, &refs).unwrap();
-    // Plain round-to-nearest with AWQ's quantizer, scored in f64.
-    let rtn: Vec<Vec<f64>> = layers
-        .iter()
-        .map(|l| quantize_f64(&l.values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), 16, 4, false))
-        .collect();
     let originals: Vec<&[f32]> = layers.iter().map(|l| l.values.as_slice()).collect();
-    let rtn_loss = output_mse(&x, cols, &originals, &rtn);
-    for duo_scaling in [false, true] {
-        let opts = AwqOptions { duo_scaling, ..AwqOptions::default() };
-        let found = search_scale(&refs, &xm, sch, &opts, &loss).unwrap();
-        assert_eq!(found.losses.len(), 20);
-        assert_eq!(found.loss, found.losses.iter().copied().fold(f64::INFINITY, f64::min));
-        let first_best = found.losses.iter().position(|&l| l == found.loss).unwrap();
-        assert_eq!(found.ratio, first_best as f32 / 20.0);
-        assert!(found.ratio > 0.0, "duo {duo_scaling}: {:?}", found.losses);
-        if !duo_scaling {
-            // α = 0 without duo scaling is s = 1: plain round-to-nearest.
-            assert!((found.losses[0] - rtn_loss).abs() <= 1e-4 * rtn_loss, "{} vs {rtn_loss}", found.losses[0]);
-            assert!(found.loss <= found.losses[0]);
+    for sym in [false, true] {
+        let sch = IntScheme::new(4, Some(16), sym, ScaleDtype::F32).unwrap();
+        // Plain round-to-nearest with AWQ's quantizer, scored in f64.
+        let rtn: Vec<Vec<f64>> = layers
+            .iter()
+            .map(|l| quantize_f64(&l.values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), 16, 4, sym))
+            .collect();
+        let rtn_loss = output_mse(&x, cols, &originals, &rtn);
+        for duo_scaling in [false, true] {
+            let case = format!("sym {sym}, duo {duo_scaling}");
+            let opts = AwqOptions { duo_scaling, ..AwqOptions::default() };
+            let found = search_scale(&refs, &xm, sch, &opts, &loss).unwrap();
+            assert_eq!(found.losses.len(), 20);
+            assert_eq!(found.loss, found.losses.iter().copied().fold(f64::INFINITY, f64::min));
+            let first_best = found.losses.iter().position(|&l| l == found.loss).unwrap();
+            assert_eq!(found.ratio, first_best as f32 / 20.0);
+            assert!(found.ratio > 0.0, "{case}: {:?}", found.losses);
+            if !duo_scaling {
+                // α = 0 without duo scaling is s = 1: plain round-to-nearest.
+                let l0 = found.losses[0];
+                assert!((l0 - rtn_loss).abs() <= 1e-4 * rtn_loss, "{case}: {l0} vs {rtn_loss}");
+                assert!(found.loss <= l0);
+            }
+            assert!(found.loss < rtn_loss, "{case}: {} vs RTN {rtn_loss}", found.loss);
+            let others = found.scales.iter().enumerate().filter(|&(c, _)| c != loud).map(|(_, &s)| s);
+            let max_other = others.fold(0.0f32, f32::max);
+            assert!(found.scales[loud] > 2.0 * max_other, "{case}: {:?}", found.scales);
         }
-        assert!(found.loss < rtn_loss, "duo {duo_scaling}: {} vs RTN {rtn_loss}", found.loss);
-        let others = found.scales.iter().enumerate().filter(|&(c, _)| c != loud).map(|(_, &s)| s);
-        let max_other = others.fold(0.0f32, f32::max);
-        assert!(found.scales[loud] > 2.0 * max_other, "duo {duo_scaling}: {:?}", found.scales);
     }
 }
 
