@@ -88,7 +88,8 @@ pub fn search_clip(
     if rows == 0 || cols == 0 || ns == 0 {
         return Ok(best);
     }
-    let steps = (opts.max_shrink * opts.clip_grid as f32) as usize;
+    // At most `clip_grid` steps, so that every maximum tried stays positive.
+    let steps = ((opts.max_shrink * opts.clip_grid as f32) as usize).min(opts.clip_grid);
     let mut min_err = vec![1e9f64; rows * ng];
     let mut d = vec![0.0f32; rows * cols];
     for i in 0..steps {

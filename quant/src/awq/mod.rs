@@ -35,7 +35,8 @@ pub struct AwqOptions {
     pub duo_scaling: bool,
     /// Grid of the clip search: the maximum tried at step `i` is `org_max · (1 − i / clip_grid)` (20).
     pub clip_grid: usize,
-    /// The clip search tries `⌊max_shrink · clip_grid⌋` steps (0.5, i.e. 10 steps, down to 55 % of the maximum).
+    /// The clip search tries `⌊max_shrink · clip_grid⌋` steps, at most `clip_grid` (0.5: 10 steps, down to 55 %
+    /// of the maximum).
     pub max_shrink: f32,
     /// Tokens the clip search keeps, sampled by a stride of `max(1, n_tokens / n_sample_token)` (512).
     pub n_sample_token: usize,

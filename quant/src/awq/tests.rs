@@ -224,6 +224,8 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(search_clip(&b, &[0.0; 48], 1, coarse, &opts), Err(AwqError::Quant(_))));
     // No tokens: nothing to measure, every group keeps its maximum.
     let kept = search_clip(&a, &[], 0, sch, &opts).unwrap();
+    let wild = AwqOptions { max_shrink: 1e30, clip_grid: 4, ..opts };
+    assert!(search_clip(&a, &[0.5; 64], 2, sch, &wild).unwrap().iter().all(|&m| m > 0.0));
     assert_eq!(kept.len(), 8);
     assert_eq!(kept[0], a.values[..16].iter().fold(0.0f32, |m, v| m.max(v.abs())));
 }
