@@ -173,4 +173,26 @@ mod tests {
         let empty = awq_quantize("t", &[], 0, 32, sch).unwrap();
         assert!(empty.q.is_empty() && empty.scales.is_empty());
     }
+
+    proptest::proptest! {
+        /// A group whose range holds 0 dequantizes every value to within one step: half a step from rounding,
+        /// plus at most one more where the top code saturates (`round(max / s) + z` can exceed `maxq` by one).
+        #[test]
+        fn groups_spanning_zero_dequantize_within_a_step(
+            lo in 0.01f32..10.0,
+            hi in 0.01f32..10.0,
+            rest in proptest::collection::vec(-1.0f32..1.0, 14),
+            bits in proptest::sample::select(vec![2u8, 3, 4, 8]),
+            sym: bool,
+        ) {
+            let mut w = vec![-lo, hi];
+            w.extend(rest.iter().map(|v| if *v < 0.0 { v * lo } else { v * hi }));
+            let sch = IntScheme::new(bits, None, sym, ScaleDtype::F16).unwrap();
+            let q = awq_quantize("t", &w, 1, 16, sch).unwrap();
+            let s = q.scales[0];
+            for (d, v) in q.dequantize().iter().zip(&w) {
+                proptest::prop_assert!((d - v).abs() <= s * 1.001, "{} vs {} (scale {})", d, v, s);
+            }
+        }
+    }
 }
