@@ -4,7 +4,8 @@
 //! tries `m = org_max · (1 − i / clip_grid)`: the group clamped to `[−m, m]` and quantized with AWQ's quantizer
 //! gives `Q`, and its error is `mean over sampled tokens t of (Σ_{k ∈ g} x[t, k] · (Q[r, k] − W[r, k]))²`, the
 //! group's share of the output error. The first `m` strictly below the running minimum (starting at `1e9`)
-//! wins. Tokens are sampled with a stride of `max(1, n_tokens / n_sample_token)`.
+//! wins (the step count is capped at `clip_grid`). Tokens are sampled with a stride of
+//! `max(1, n_tokens / n_sample_token)`.
 //!
 //! Invariant: each step's differences are computed row by row and each group's errors by one product, so the
 //! result does not depend on the thread count; the steps run in order.
