@@ -16,6 +16,7 @@
 
 mod clip;
 mod error;
+mod loss;
 mod quantizer;
 mod scale;
 #[cfg(test)]
@@ -23,8 +24,9 @@ mod tests;
 
 pub use clip::{apply_clip, search_clip, skips_clip};
 pub use error::AwqError;
+pub use loss::{LinearOutputLoss, ScaleLoss};
 pub use quantizer::awq_quantize;
-pub use scale::{normalized_weight_mean, ratio_scales, search_scale, LinearOutputLoss, ScaleLoss, ScaleSearch};
+pub use scale::{normalized_weight_mean, ratio_scales, search_scale, ScaleSearch};
 
 /// Knobs of the scale and clip searches; [`Default`] is AutoAWQ's.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]

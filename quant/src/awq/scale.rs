@@ -16,74 +16,9 @@ use rayon::prelude::*;
 
 use super::error::check_len;
 use super::quantizer::{area, fake_quantize_row};
-use super::{AwqError, AwqOptions};
+use super::{AwqError, AwqOptions, ScaleLoss};
 use crate::calibrate::LinearWeight;
 use crate::intquant::IntScheme;
-use crate::linalg::{matmul_views, xtx, View};
-
-/// What the scale search minimises.
-pub trait ScaleLoss {
-    /// The loss of one candidate: for each balanced layer, in the order given to [`search_scale`], its
-    /// candidate weight (row-major `[rows, cols]`, the original layout). Infinite or NaN means "unusable".
-    fn loss(&self, candidates: &[Vec<f32>]) -> f64;
-}
-
-/// The mean squared difference between the concatenated outputs `X·Wᵀ` of the original layers and `X·Ŵᵀ` of
-/// the candidates, over a token sample `X`: the loss AutoAWQ measures when the inspected module is the linear
-/// layer itself.
-///
-/// It is computed as `Σ_layers Σ_r d_r G d_rᵀ / (n_tokens · Σ rows)` with `d = Ŵ − W` and the Gram matrix
-/// `G = XᵀX` (equal in exact arithmetic, and `cols²` work per row instead of `n_tokens · cols`), so it can also
-/// be built from the calibration statistics ([`LinearOutputLoss::from_gram`]).
-pub struct LinearOutputLoss<'a> {
-    layers: Vec<&'a LinearWeight>,
-    gram: Vec<f32>,
-    n_tokens: u64,
-}
-
-impl<'a> LinearOutputLoss<'a> {
-    /// From tokens `x`, row-major `[n_tokens, cols]`, and the original weights of the balanced layers.
-    pub fn new(x: &[f32], n_tokens: usize, layers: &[&'a LinearWeight]) -> Result<Self, AwqError> {
-        let cols = common_cols(layers)?;
-        check_len(&layers[0].name, "tokens", area(n_tokens, cols), x.len())?;
-        let mut gram = vec![0.0f32; cols * cols];
-        if n_tokens > 0 {
-            xtx(x, n_tokens, cols, &mut gram);
-        }
-        Self::from_gram(gram, n_tokens as u64, layers)
-    }
-
-    /// From the Gram matrix `XᵀX` (row-major `[cols, cols]`) of `n_tokens` tokens.
-    pub fn from_gram(gram: Vec<f32>, n_tokens: u64, layers: &[&'a LinearWeight]) -> Result<Self, AwqError> {
-        let cols = common_cols(layers)?;
-        check_len(&layers[0].name, "Gram matrix", area(cols, cols), gram.len())?;
-        Ok(LinearOutputLoss { layers: layers.to_vec(), gram, n_tokens })
-    }
-}
-
-impl ScaleLoss for LinearOutputLoss<'_> {
-    fn loss(&self, candidates: &[Vec<f32>]) -> f64 {
-        if candidates.len() != self.layers.len() {
-            return f64::NAN;
-        }
-        let mut total = 0.0f64;
-        let mut outputs = 0u64;
-        for (layer, cand) in self.layers.iter().zip(candidates) {
-            let (rows, cols) = (layer.rows, layer.cols);
-            if cand.len() != layer.values.len() {
-                return f64::NAN;
-            }
-            let d: Vec<f32> = cand.iter().zip(&layer.values).map(|(q, w)| q - w).collect();
-            let mut dg = vec![0.0f32; d.len()];
-            let dv = View { data: &d, rows, cols, rs: cols, cs: 1 };
-            let gv = View { data: &self.gram, rows: cols, cols, rs: cols, cs: 1 };
-            matmul_views(dv, gv, &mut dg, true);
-            total += d.iter().zip(&dg).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>();
-            outputs += rows as u64;
-        }
-        total / (self.n_tokens as f64 * outputs as f64)
-    }
-}
 
 /// The outcome of [`search_scale`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -100,7 +35,7 @@ pub struct ScaleSearch {
 }
 
 /// The input count shared by `layers`, each checked against its buffer.
-fn common_cols(layers: &[&LinearWeight]) -> Result<usize, AwqError> {
+pub(super) fn common_cols(layers: &[&LinearWeight]) -> Result<usize, AwqError> {
     let first = layers.first().ok_or(AwqError::NoLayers)?;
     for l in layers {
         check_len(&l.name, "input features", first.cols, l.cols)?;

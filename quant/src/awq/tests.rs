@@ -174,20 +174,31 @@ fn losses_equal_an_f64_reference() {
 #[test]
 fn the_gram_form_equals_the_token_form() {
     let l = layer("down", 8, 16, 21);
-    let x = tokens(30, 16, 0, 1.0, 22);
     let refs = [&l];
-    let from_x = LinearOutputLoss::new(&x, 30, &refs).unwrap();
-    let mut gram = vec![0.0f32; 256];
-    crate::linalg::xtx(&x, 30, 16, &mut gram);
-    let from_g = LinearOutputLoss::from_gram(gram, 30, &refs).unwrap();
     let cand: Vec<f32> = l.values.iter().map(|v| v * 0.9 + 0.01).collect();
-    let want = output_mse(&x, 16, &[&l.values], &[cand.iter().map(|&v| f64::from(v)).collect()]);
-    for got in [from_x.loss(std::slice::from_ref(&cand)), from_g.loss(std::slice::from_ref(&cand))] {
-        assert!((got - want).abs() <= 1e-4 * want, "{got} vs {want}");
+    let cand64: Vec<f64> = cand.iter().map(|&v| f64::from(v)).collect();
+    // 30 tokens of 16 features: `new` keeps XᵀX; 8 tokens: it keeps the tokens.
+    for n in [30, 8] {
+        let x = tokens(n, 16, 0, 1.0, 22);
+        let want = output_mse(&x, 16, &[&l.values], std::slice::from_ref(&cand64));
+        let from_x = LinearOutputLoss::new(&x, n, &refs).unwrap();
+        let mut gram = vec![0.0f32; 256];
+        crate::linalg::xtx(&x, n, 16, &mut gram);
+        let from_g = LinearOutputLoss::from_gram(gram, n as u64, &refs).unwrap();
+        for got in [from_x.loss(std::slice::from_ref(&cand)), from_g.loss(std::slice::from_ref(&cand))] {
+            assert!((got - want).abs() <= 1e-5 * want, "{n} tokens: {got} vs {want}");
+        }
+        assert_eq!(from_x.loss(std::slice::from_ref(&l.values)), 0.0);
+        assert!(from_x.loss(&[]).is_nan());
+        assert!(from_x.loss(&[vec![0.0; 3]]).is_nan());
     }
-    assert_eq!(from_x.loss(std::slice::from_ref(&l.values)), 0.0);
-    assert!(from_x.loss(&[]).is_nan());
-    assert!(from_x.loss(&[vec![0.0; 3]]).is_nan());
+    // Fewer tokens than features, but more than one product takes at a time.
+    let wide = layer("o", 3, 1100, 23);
+    let x = tokens(1050, 1100, 0, 1.0, 24);
+    let cand: Vec<f32> = wide.values.iter().map(|v| v * 1.1).collect();
+    let want = output_mse(&x, 1100, &[&wide.values], &[cand.iter().map(|&v| f64::from(v)).collect()]);
+    let got = LinearOutputLoss::new(&x, 1050, &[&wide]).unwrap().loss(&[cand]);
+    assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
 }
 
 struct Unusable;
