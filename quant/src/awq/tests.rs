@@ -395,3 +395,36 @@ fn the_gram_form_holds_with_large_shared_activations() {
     let want = output_mse(&x, cols, &[&l.values], &[cand.iter().map(|&v| f64::from(v)).collect()]);
     assert!((got - want).abs() <= 1e-3 * want, "{got} vs {want}");
 }
+
+/// Returns the losses of a table, one per call, and checks each call's candidates.
+struct Table {
+    losses: Vec<f64>,
+    calls: std::cell::Cell<usize>,
+    shapes: Vec<usize>,
+}
+impl ScaleLoss for Table {
+    fn loss(&self, candidates: &[Vec<f32>]) -> f64 {
+        assert_eq!(candidates.iter().map(Vec::len).collect::<Vec<_>>(), self.shapes);
+        let i = self.calls.get();
+        self.calls.set(i + 1);
+        self.losses[i]
+    }
+}
+
+#[test]
+fn the_first_smallest_finite_loss_wins() {
+    let (a, b) = (layer("a", 4, 32, 71), layer("b", 2, 32, 72));
+    let sch = IntScheme::new(4, Some(16), false, ScaleDtype::F16).unwrap();
+    let xm = abs_mean(&tokens(8, 32, 1, 10.0, 73), 32);
+    let mut losses = vec![5.0, f64::NAN, 3.0, f64::INFINITY, 3.0, 2.5, 2.5, 9.0];
+    losses.resize(10, 4.0);
+    let table = Table { losses: losses.clone(), calls: 0.into(), shapes: vec![128, 64] };
+    let opts = AwqOptions { n_grid: 10, ..AwqOptions::default() };
+    let found = search_scale(&[&a, &b], &xm, sch, &opts, &table).unwrap();
+    assert_eq!(table.calls.get(), 10);
+    assert_eq!((found.ratio, found.loss), (0.5, 2.5));
+    assert_eq!(found.losses.len(), 10);
+    assert!(found.losses[1].is_nan() && found.losses[3].is_infinite());
+    let w_mean = normalized_weight_mean(&[&a, &b], sch).unwrap();
+    assert_eq!(found.scales, ratio_scales(&xm, &w_mean, 0.5, true));
+}
