@@ -1,6 +1,7 @@
 //! quantforge-quant: block codecs (quantize and dequantize every ggml type), the per-tensor type policy
 //! of llama.cpp's `llama-quantize`, and the quantization pipeline.
 
+pub mod awq;
 pub mod blocks;
 pub mod calibrate;
 pub mod checkpoint;
