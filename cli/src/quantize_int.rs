@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use quantforge_eval::intquant::{quantize_int, IntQuantJob, IntQuantReport, LayerReport, Method, WindowOptions};
 use quantforge_eval::Device;
 use quantforge_formats::hf::HfModel;
+use quantforge_formats::safetensors::Dtype;
 use quantforge_quant::calibrate::{BlockReport, CalibrationProgress};
 use quantforge_quant::checkpoint::{CheckpointFormat, CheckpointWriter, QuantInfo};
 use quantforge_quant::gptq::GptqOptions;
@@ -20,6 +21,7 @@ use crate::report;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MethodArg {
     Gptq,
+    Awq,
     Rtn,
 }
 
@@ -27,7 +29,7 @@ pub enum MethodArg {
 #[derive(clap::Args, Debug)]
 pub struct IntArgs {
     /// Write a calibrated integer checkpoint directory for transformers/vLLM instead of a GGUF:
-    /// gptq, or rtn (round-to-nearest, no calibration). MODEL must be a Hugging Face directory.
+    /// gptq, awq, or rtn (round-to-nearest, no calibration). MODEL must be a Hugging Face directory.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
     /// Output layout: compressed-tensors (pack-quantized, what vLLM prefers), gptq (v1), gptq_v2 or awq.
@@ -39,10 +41,10 @@ pub struct IntArgs {
     /// Input columns per group: 32, 64, 128, or -1 for one group per row.
     #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
     pub group_size: i64,
-    /// Symmetric groups (zero point 2^(bits-1)); the default.
+    /// Symmetric groups (zero point 2^(bits-1)); the default for gptq and rtn.
     #[arg(long, conflicts_with = "asym")]
     pub sym: bool,
-    /// Asymmetric groups (a zero point per group).
+    /// Asymmetric groups (a zero point per group); the default for awq.
     #[arg(long)]
     pub asym: bool,
     /// GPTQ act-order (desc_act): columns by decreasing Hessian diagonal.
@@ -103,7 +105,8 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
         g => bail!("--group-size {g}: use a positive number of columns or -1"),
     };
     let torch_dtype = model.config().get("torch_dtype").and_then(|v| v.as_str());
-    let scheme = IntScheme::new(args.bits, group_size, !args.asym, format.scale_dtype(torch_dtype))?;
+    let sym = if method == MethodArg::Awq { args.sym } else { !args.asym };
+    let scheme = IntScheme::new(args.bits, group_size, sym, format.scale_dtype(torch_dtype))?;
     if args.static_groups && !args.act_order {
         bail!("--static-groups only changes --act-order; add --act-order or drop it");
     }
@@ -119,6 +122,7 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
     }
     let (method, name) = match method {
         MethodArg::Gptq => (Method::Gptq, "gptq"),
+        MethodArg::Awq => (Method::Awq, "awq"),
         MethodArg::Rtn => (Method::Rtn, "rtn"),
     };
     let mut info = QuantInfo::new(name);
@@ -157,8 +161,13 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
             continue;
         }
         let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+        let changed = report.vectors.iter().find(|(name, _)| *name == t.name);
+        let bytes = match changed {
+            Some((_, values)) => encode(values, t.dtype).with_context(|| format!("writing the scaled '{}'", t.name))?,
+            None => file.data(t).to_vec(),
+        };
         writer
-            .add_tensor(&t.name, t.dtype, &shape, file.data(t))
+            .add_tensor(&t.name, t.dtype, &shape, &bytes)
             .with_context(|| format!("copying tensor '{}' of {}", t.name, file.path().display()))?;
         file.release(t);
     }
@@ -172,6 +181,16 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
     };
     report::emit(&text)?;
     Ok(())
+}
+
+/// `values` as little-endian bytes of `dtype` (a float type).
+fn encode(values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
+    Ok(match dtype {
+        Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        Dtype::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        other => bail!("a {other:?} norm cannot take scales"),
+    })
 }
 
 /// `<model dir>-<method>-w<bits>g<group>` beside the model directory.

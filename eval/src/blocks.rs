@@ -135,6 +135,27 @@ impl Block {
             .replace(values)
     }
 
+    /// Divide the norm weight `name` (`blk.N.attn_norm.weight` or `blk.N.ffn_norm.weight`) element-wise by
+    /// `divisor`, returning its new values; later [`run_block`] calls use them.
+    pub fn scale_norm(&mut self, name: &str, divisor: &[f32]) -> Result<Vec<f32>> {
+        let index = self.index;
+        let norm = if name == format!("blk.{index}.attn_norm.weight") {
+            &mut self.attn_norm
+        } else if name == format!("blk.{index}.ffn_norm.weight") {
+            &mut self.ffn_norm
+        } else {
+            return Err(EvalError::UnknownWeight { block: index, name: name.into() });
+        };
+        if divisor.len() != norm.len() {
+            return Err(EvalError::UnknownWeight {
+                block: index,
+                name: format!("{name} (scaled by {} values)", divisor.len()),
+            });
+        }
+        norm.iter_mut().zip(divisor).for_each(|(w, d)| *w /= d);
+        Ok(norm.clone())
+    }
+
     /// Bytes of weight matrices held in memory (norms and biases are not counted).
     pub fn weight_bytes(&self) -> usize {
         self.linears().iter().map(|m| m.bytes()).sum()

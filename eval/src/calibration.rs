@@ -125,6 +125,19 @@ impl CalibrationSource for BlockCalibrator<'_> {
         Ok(())
     }
 
+    fn scale_vector(
+        &mut self,
+        index: usize,
+        name: &str,
+        divisor: &[f32],
+    ) -> std::result::Result<Vec<f32>, SourceError> {
+        Ok(self.block(index)?.scale_norm(name, divisor)?)
+    }
+
+    fn n_tokens(&self) -> u64 {
+        self.batches.iter().map(|b| b.n_tokens() as u64).sum()
+    }
+
     fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> std::result::Result<(), SourceError> {
         let (model, device) = (self.model, self.device);
         let cfg = model.config();

@@ -83,6 +83,13 @@ pub trait CalibrationSource {
     /// states: later [`CalibrationSource::block_inputs`] calls run the block with them.
     fn update_weights(&mut self, index: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError>;
 
+    /// Divide the vector tensor `name` of block `index` (a norm weight, `blk.N.attn_norm.weight`) element-wise
+    /// by `divisor`: how a solver that scales a layer's input columns folds the inverse into the op before.
+    fn scale_vector(&mut self, index: usize, name: &str, divisor: &[f32]) -> Result<Vec<f32>, SourceError>;
+
+    /// Calibration tokens that go through every block.
+    fn n_tokens(&self) -> u64;
+
     /// Replace block `index`'s linear weights by `weights` (same names and shapes) and advance the hidden
     /// states through the block, so that the next block's inputs are computed with them.
     fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError>;
@@ -106,8 +113,12 @@ pub struct InputStats {
     pub n_rows: u64,
     /// `Σ x_j²` per column.
     pub diagonal: Vec<f32>,
+    /// `Σ |x_j| / n_rows` per column.
+    pub abs_mean: Vec<f32>,
     /// Row-major `XᵀX` (`cols x cols`), with [`StatsKind::Covariance`].
     pub covariance: Option<Vec<f32>>,
+    /// Every `k`-th input row (row-major, `cols` values each), when a sample was asked for.
+    pub sample: Option<Vec<f32>>,
 }
 
 /// Quantizes one linear layer from its weight and input statistics.
@@ -117,6 +128,103 @@ pub trait LayerSolver: Sync {
 
     /// The weight the model continues with (the quantized values, as `f32`, same shape as `weight`).
     fn solve(&self, block: usize, weight: &LinearWeight, stats: &InputStats) -> Result<Vec<f32>, String>;
+}
+
+/// A solver that decides a whole block at once from the statistics of every input of the block (AWQ,
+/// whose input scales move weight between layers and into the norm before them).
+pub trait BlockSolver: Sync {
+    /// The statistics this solver needs.
+    fn stats_kind(&self) -> StatsKind;
+
+    /// Rows of each input to keep as a sample (by stride over all calibration tokens); 0 for none.
+    fn sample_rows(&self) -> u64 {
+        0
+    }
+
+    /// The block's new weights (every layer of `weights`, same order and shapes), and the vectors of the block
+    /// to divide by input scales, given each distinct input's layers and statistics.
+    fn solve_block(
+        &self,
+        block: usize,
+        weights: &[LinearWeight],
+        inputs: &[(Vec<String>, InputStats)],
+    ) -> Result<BlockSolution, String>;
+}
+
+/// What a [`BlockSolver`] decided for a block.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BlockSolution {
+    pub weights: Vec<LinearWeight>,
+    /// `(vector name, divisor)`: each vector is divided element-wise by its divisor before the block is committed.
+    pub vector_scales: Vec<(String, Vec<f32>)>,
+}
+
+/// Calibrate every block of `source` in order with a block-level solver: one pass collects every input's
+/// statistics from the unquantized block, the solver decides the whole block, its vector scales are folded,
+/// the block is committed. Returns the report and every scaled vector's new values, in order.
+pub fn calibrate_blocks(
+    source: &mut dyn CalibrationSource,
+    solver: &dyn BlockSolver,
+    progress: &dyn CalibrationProgress,
+) -> Result<(CalibrationReport, Vec<(String, Vec<f32>)>), CalibrationError> {
+    let kind = solver.stats_kind();
+    let n_blocks = source.n_blocks();
+    let every = match solver.sample_rows() {
+        0 => 0,
+        n => source.n_tokens().div_ceil(n).max(1),
+    };
+    let mut report = CalibrationReport::default();
+    let mut vectors = Vec::new();
+    for block in 0..n_blocks {
+        let src_err = |source| CalibrationError::Source { block, source };
+        let weights = source.block_weights(block).map_err(src_err)?;
+        let t0 = Instant::now();
+        let (groups, tokens) = collect(source, block, &weights, kind, None, every)?;
+        let inputs: Vec<(Vec<String>, InputStats)> =
+            groups.into_iter().filter_map(|g| g.stats.map(|s| (g.layers, s.finish()))).collect();
+        for w in &weights {
+            if !inputs.iter().any(|(names, _)| names.contains(&w.name)) {
+                return Err(CalibrationError::NoInput { block, layer: w.name.clone() });
+            }
+        }
+        let collect_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let solution = solver.solve_block(block, &weights, &inputs).map_err(|message| CalibrationError::Solver {
+            block,
+            layer: format!("block {block}"),
+            message,
+        })?;
+        drop(inputs);
+        for w in &weights {
+            let got = solution.weights.iter().find(|s| s.name == w.name).map_or(0, |s| s.values.len());
+            if got != w.values.len() {
+                return Err(CalibrationError::SolvedSize {
+                    block,
+                    layer: w.name.clone(),
+                    expected: w.values.len(),
+                    got,
+                });
+            }
+        }
+        progress.layer_done(block, &format!("block {block}"), t1.elapsed().as_secs_f64());
+        let solve_seconds = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        for (name, divisor) in &solution.vector_scales {
+            let values = source.scale_vector(block, name, divisor).map_err(src_err)?;
+            vectors.push((name.clone(), values));
+        }
+        source.commit_block(block, solution.weights).map_err(src_err)?;
+        let b = BlockReport {
+            index: block,
+            tokens,
+            collect_seconds,
+            solve_seconds,
+            commit_seconds: t2.elapsed().as_secs_f64(),
+        };
+        progress.block_done(block, n_blocks, &b);
+        report.blocks.push(b);
+    }
+    Ok((report, vectors))
 }
 
 /// Timings and sizes of one calibration run.
@@ -143,14 +251,32 @@ pub struct StatsAccumulator {
     cols: usize,
     n_rows: u64,
     diagonal: Vec<f64>,
+    abs_sum: Vec<f64>,
     covariance: Option<Vec<f32>>,
+    /// Keep every `sample_every`-th row (0: none).
+    sample_every: u64,
+    sample: Vec<f32>,
 }
 
 impl StatsAccumulator {
     /// An empty accumulator for inputs of `cols` columns.
     pub fn new(cols: usize, kind: StatsKind) -> StatsAccumulator {
         let covariance = (kind == StatsKind::Covariance).then(|| vec![0.0; cols * cols]);
-        StatsAccumulator { cols, n_rows: 0, diagonal: vec![0.0; cols], covariance }
+        StatsAccumulator {
+            cols,
+            n_rows: 0,
+            diagonal: vec![0.0; cols],
+            abs_sum: vec![0.0; cols],
+            covariance,
+            sample_every: 0,
+            sample: Vec::new(),
+        }
+    }
+
+    /// Also keep every `every`-th input row (counting from the first).
+    pub fn with_sample(mut self, every: u64) -> StatsAccumulator {
+        self.sample_every = every.max(1);
+        self
     }
 
     /// Add row-major rows of `cols` values.
@@ -161,15 +287,23 @@ impl StatsAccumulator {
         }
         let m = rows.len() / n;
         let rows = &rows[..m * n];
-        self.n_rows += m as u64;
         let mut diag = vec![0.0f64; n];
-        for row in rows.chunks_exact(n) {
-            for (d, &x) in diag.iter_mut().zip(row) {
+        let mut abs = vec![0.0f64; n];
+        for (i, row) in rows.chunks_exact(n).enumerate() {
+            for ((d, a), &x) in diag.iter_mut().zip(abs.iter_mut()).zip(row) {
                 *d += f64::from(x) * f64::from(x);
+                *a += f64::from(x.abs());
+            }
+            if self.sample_every > 0 && (self.n_rows + i as u64) % self.sample_every == 0 {
+                self.sample.extend_from_slice(row);
             }
         }
+        self.n_rows += m as u64;
         for (acc, d) in self.diagonal.iter_mut().zip(diag) {
             *acc += d;
+        }
+        for (acc, a) in self.abs_sum.iter_mut().zip(abs) {
+            *acc += a;
         }
         if let Some(cov) = &mut self.covariance {
             // The batch's product goes to a temporary, then is added: the sum runs batch by batch in order.
@@ -181,11 +315,14 @@ impl StatsAccumulator {
 
     /// The statistics so far.
     pub fn finish(self) -> InputStats {
+        let n = self.n_rows.max(1) as f64;
         InputStats {
             cols: self.cols,
             n_rows: self.n_rows,
             diagonal: self.diagonal.iter().map(|&d| d as f32).collect(),
+            abs_mean: self.abs_sum.iter().map(|&a| (a / n) as f32).collect(),
             covariance: self.covariance,
+            sample: (self.sample_every > 0).then_some(self.sample),
         }
     }
 }
@@ -245,7 +382,7 @@ pub fn calibrate_with(
         loop {
             let t0 = Instant::now();
             let only = opts.true_sequential.then_some(pass);
-            let (groups, seen) = collect(source, block, &weights, kind, only)?;
+            let (groups, seen) = collect(source, block, &weights, kind, only, 0)?;
             if pass == 0 {
                 tokens = seen;
             }
@@ -314,6 +451,7 @@ fn collect(
     weights: &[LinearWeight],
     kind: StatsKind,
     only: Option<usize>,
+    sample_every: u64,
 ) -> Result<(Vec<InputGroup>, u64), CalibrationError> {
     let mut groups: Vec<InputGroup> = Vec::new();
     let mut failure = None;
@@ -342,7 +480,15 @@ fn collect(
                 None => {
                     let layers = input.layers.iter().map(|s| s.to_string()).collect();
                     let wanted = only.is_none_or(|o| o == groups.len());
-                    groups.push(InputGroup { layers, stats: wanted.then(|| StatsAccumulator::new(input.cols, kind)) });
+                    let acc = || {
+                        let a = StatsAccumulator::new(input.cols, kind);
+                        if sample_every > 0 {
+                            a.with_sample(sample_every)
+                        } else {
+                            a
+                        }
+                    };
+                    groups.push(InputGroup { layers, stats: wanted.then(acc) });
                     groups.len() - 1
                 }
             };
@@ -420,6 +566,12 @@ mod tests {
         fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
             Err("a toy block has one layer".into())
         }
+        fn scale_vector(&mut self, _: usize, _: &str, _: &[f32]) -> Result<Vec<f32>, SourceError> {
+            Err("a toy block has no vectors".into())
+        }
+        fn n_tokens(&self) -> u64 {
+            (self.hidden.len() / 2) as u64
+        }
         fn commit_block(&mut self, index: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError> {
             self.log.push(format!("commit {index}"));
             let w = &weights[0].values;
@@ -472,6 +624,12 @@ mod tests {
             fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
                 Ok(())
             }
+            fn scale_vector(&mut self, _: usize, _: &str, _: &[f32]) -> Result<Vec<f32>, SourceError> {
+                Ok(Vec::new())
+            }
+            fn n_tokens(&self) -> u64 {
+                0
+            }
             fn commit_block(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
                 Ok(())
             }
@@ -494,6 +652,12 @@ mod tests {
             }
             fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
                 Ok(())
+            }
+            fn scale_vector(&mut self, _: usize, _: &str, _: &[f32]) -> Result<Vec<f32>, SourceError> {
+                Ok(Vec::new())
+            }
+            fn n_tokens(&self) -> u64 {
+                0
             }
             fn commit_block(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
                 Ok(())
@@ -534,6 +698,13 @@ mod tests {
                 }
             }
             Ok(())
+        }
+        fn scale_vector(&mut self, _: usize, _: &str, d: &[f32]) -> Result<Vec<f32>, SourceError> {
+            self.x.iter_mut().zip(d).for_each(|(x, d)| *x /= d);
+            Ok(self.x.clone())
+        }
+        fn n_tokens(&self) -> u64 {
+            self.x.len() as u64
         }
         fn commit_block(&mut self, i: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError> {
             self.update_weights(i, weights)

@@ -9,6 +9,7 @@
 //! `‖(W − Ŵ)Xᵀ‖ / ‖WXᵀ‖` on the same calibration inputs the solver saw, for the method and for
 //! round-to-nearest, so every figure is comparable.
 
+mod awq;
 mod solver;
 pub mod windows;
 
@@ -17,7 +18,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use quantforge_formats::arch::{self, Transform};
-use quantforge_quant::calibrate::{calibrate_with, CalibrateOptions, CalibrationProgress, CalibrationReport};
+use quantforge_quant::calibrate::{
+    calibrate_blocks, calibrate_with, CalibrateOptions, CalibrationProgress, CalibrationReport,
+};
 use quantforge_quant::gptq::GptqOptions;
 use quantforge_quant::intquant::{rtn, IntScheme, QuantizedLinear};
 use quantforge_quant::permute::rope_unpermute;
@@ -39,6 +42,8 @@ pub enum Method {
     Rtn,
     /// GPTQ with error feedback from the calibration Hessian.
     Gptq,
+    /// AWQ: activation-aware input scales folded into the norms, clipping, AWQ's rounding.
+    Awq,
 }
 
 /// What to quantize and how.
@@ -91,6 +96,10 @@ pub struct IntQuantReport {
     pub layers: Vec<LayerReport>,
     pub calibration: Option<CalibrationReport>,
     pub seconds: f64,
+    /// Vectors the method changed (AWQ's scaled norms): HF tensor name and new values, to be written in place
+    /// of the source's.
+    #[serde(skip)]
+    pub vectors: Vec<(String, Vec<f32>)>,
 }
 
 impl IntQuantReport {
@@ -129,6 +138,7 @@ pub fn quantize_int(
         layers: Vec::new(),
         calibration: None,
         seconds: 0.0,
+        vectors: Vec::new(),
     };
     let hf = |name: &str, q: QuantizedLinear| to_hf(&cfg, name, q);
     match job.method {
@@ -158,7 +168,7 @@ pub fn quantize_int(
                 }
             }
         }
-        Method::Gptq => {
+        Method::Gptq | Method::Awq => {
             let tokenizer = Tokenizer::from_hf_dir(job.model)?;
             let text: &str = match job.calib {
                 Some(t) => t,
@@ -175,11 +185,22 @@ pub fn quantize_int(
                 (*s)(&module, q)?;
                 Ok(module)
             };
-            let solver = solver::GptqSolver::new(job.scheme, job.gptq, &emit);
-            let opts = CalibrateOptions { true_sequential: job.true_sequential };
-            let cal = calibrate_with(&mut source, &solver, progress, &opts)?;
+            let cal = if job.method == Method::Gptq {
+                let solver = solver::GptqSolver::new(job.scheme, job.gptq, &emit);
+                let opts = CalibrateOptions { true_sequential: job.true_sequential };
+                let cal = calibrate_with(&mut source, &solver, progress, &opts)?;
+                report.layers = solver.into_reports();
+                cal
+            } else {
+                let solver = awq::AwqSolver::new(job.scheme, &emit);
+                let (cal, vectors) = calibrate_blocks(&mut source, &solver, progress)?;
+                report.layers = solver.into_reports();
+                for (name, values) in vectors {
+                    report.vectors.push((hf_vector_name(&cfg, &name)?, values));
+                }
+                cal
+            };
             report.tokens = cal.blocks.first().map_or(0, |b| b.tokens);
-            report.layers = solver.into_reports();
             report.calibration = Some(cal);
         }
     }
@@ -195,6 +216,14 @@ fn check_scheme(model: &ModelFile, scheme: &IntScheme) -> Result<()> {
         scheme.check_layer(name, cols).map_err(|e| EvalError::Calibration(e.to_string()))?;
     }
     Ok(())
+}
+
+/// The HF name of GGUF vector `name` (a norm weight: no transform).
+fn hf_vector_name(cfg: &LlamaConfig, name: &str) -> Result<String> {
+    let (rule, bid) = cfg.arch.rule_for_gguf(name).ok_or_else(|| {
+        EvalError::Calibration(format!("tensor '{name}' has no Hugging Face name in the {} rules", cfg.arch.gguf_name))
+    })?;
+    Ok(arch::fill(rule.hf, bid))
 }
 
 /// The HF module of GGUF weight `name`, and the layer with its rows back in HF order (the evaluator holds
