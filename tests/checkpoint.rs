@@ -90,10 +90,12 @@ fn every_format_evaluates_exactly_as_its_dequantized_weights() {
     ] {
         let sub = dir.path().join(format!("{}-{bits}-{sym}", format.name()));
         let (quantized, reference) = write_pair(&sub, format, s(bits, group, sym, format));
-        assert!(!quantized.join("model.safetensors").exists() || {
-            let st = SafetensorsFile::open(quantized.join("model.safetensors")).unwrap();
-            st.tensor("model.layers.0.self_attn.q_proj.weight").is_none()
-        });
+        assert!(
+            !quantized.join("model.safetensors").exists() || {
+                let st = SafetensorsFile::open(quantized.join("model.safetensors")).unwrap();
+                st.tensor("model.layers.0.self_attn.q_proj.weight").is_none()
+            }
+        );
         let (q, f) = (perplexity(&quantized), perplexity(&reference));
         assert!(q.is_number(), "{q}");
         assert_eq!(q, f, "{format} {bits}-bit: the checkpoint and its dequantized weights disagree");
@@ -114,7 +116,13 @@ fn converting_or_quantizing_a_quantized_checkpoint_is_refused() {
     let out = dir.path().join("x.gguf");
     for args in [
         vec!["convert".to_string(), "--output".into(), out.display().to_string(), quantized.display().to_string()],
-        vec!["quantize".to_string(), "--type".into(), "Q4_K_M".into(), quantized.display().to_string(), out.display().to_string()],
+        vec![
+            "quantize".to_string(),
+            "--type".into(),
+            "Q4_K_M".into(),
+            quantized.display().to_string(),
+            out.display().to_string(),
+        ],
     ] {
         let err = qf(&args).fails();
         assert!(err.contains("quantized") && err.contains("compressed-tensors"), "{args:?}: {err}");

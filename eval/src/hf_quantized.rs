@@ -32,7 +32,7 @@ pub(crate) fn dequantized_weight(model: &HfModel, hf_name: &str, shape: &[usize]
 
 /// Whether HF weight `hf_name` is stored as a quantized module.
 pub(crate) fn is_quantized(model: &HfModel, hf_name: &str) -> bool {
-    hf_name
-        .strip_suffix(".weight")
-        .is_some_and(|m| model.tensor(&format!("{m}.qweight")).is_some() || model.tensor(&format!("{m}.weight_packed")).is_some())
+    hf_name.strip_suffix(".weight").is_some_and(|m| {
+        model.tensor(&format!("{m}.qweight")).is_some() || model.tensor(&format!("{m}.weight_packed")).is_some()
+    })
 }

@@ -2,8 +2,8 @@
 //! of llama.cpp's `llama-quantize`, and the quantization pipeline.
 
 pub mod blocks;
-pub mod checkpoint;
 pub mod calibrate;
+pub mod checkpoint;
 pub mod codecs;
 pub mod convert;
 pub mod dequant;

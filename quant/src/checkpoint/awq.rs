@@ -54,7 +54,11 @@ pub(super) fn encode(module: &str, layer: &QuantizedLinear) -> Result<Vec<Packed
 }
 
 /// Module `module` read back; `None` when it has no `qweight`.
-pub(super) fn decode(src: &Tensors, module: &str, cfg: &ParsedConfig) -> Result<Option<UnpackedLinear>, CheckpointError> {
+pub(super) fn decode(
+    src: &Tensors,
+    module: &str,
+    cfg: &ParsedConfig,
+) -> Result<Option<UnpackedLinear>, CheckpointError> {
     let name = format!("{module}.qweight");
     if !src.has(&name) {
         return Ok(None);

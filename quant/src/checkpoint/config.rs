@@ -216,7 +216,9 @@ pub(crate) fn parse(qc: &Value, path: &Path) -> Result<ParsedConfig, CheckpointE
                 g => return Err(bad(format!("group size {g} is neither -1 nor positive"))),
             };
             let zero_point = get(qc, &["zero_point"]).and_then(Value::as_bool);
-            let layout = get(qc, &["checkpoint_format", "format", "version"]).and_then(Value::as_str).map(str::to_ascii_lowercase);
+            let layout = get(qc, &["checkpoint_format", "format", "version"])
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase);
             if method == "awq" {
                 match layout.as_deref() {
                     None | Some("gemm") => {}
@@ -231,7 +233,9 @@ pub(crate) fn parse(qc: &Value, path: &Path) -> Result<ParsedConfig, CheckpointE
             let format = match layout.as_deref() {
                 None | Some("gptq") => CheckpointFormat::Gptq,
                 Some("gptq_v2") => CheckpointFormat::GptqV2,
-                Some(v) => return Err(bad(format!("GPTQ checkpoint format '{v}' is not read (only gptq and gptq_v2)"))),
+                Some(v) => {
+                    return Err(bad(format!("GPTQ checkpoint format '{v}' is not read (only gptq and gptq_v2)")))
+                }
             };
             let sym = get(qc, &["sym"]).and_then(Value::as_bool).or(zero_point.map(|z| !z)).unwrap_or(true);
             Ok(ParsedConfig { format, bits, group_size, sym })
@@ -248,7 +252,8 @@ fn parse_ct(qc: &Value, path: &Path) -> Result<ParsedConfig, CheckpointError> {
             return Err(bad(format!("quantization_status '{s}' is not read (only compressed)")));
         }
     }
-    let groups = get(qc, &["config_groups"]).and_then(Value::as_object).ok_or_else(|| bad("no 'config_groups'".into()))?;
+    let groups =
+        get(qc, &["config_groups"]).and_then(Value::as_object).ok_or_else(|| bad("no 'config_groups'".into()))?;
     let top = get(qc, &["format"]).and_then(Value::as_str);
     let mut found: Option<ParsedConfig> = None;
     for (name, group) in groups {
@@ -280,7 +285,9 @@ fn parse_ct(qc: &Value, path: &Path) -> Result<ParsedConfig, CheckpointError> {
         };
         let parsed = ParsedConfig { format: CheckpointFormat::CompressedTensors, bits, group_size, sym };
         match found {
-            Some(f) if f != parsed => return Err(bad("config groups with different weight schemes are not read".into())),
+            Some(f) if f != parsed => {
+                return Err(bad("config groups with different weight schemes are not read".into()))
+            }
             _ => found = Some(parsed),
         }
     }
@@ -335,13 +342,17 @@ mod tests {
     #[test]
     fn synonyms_and_refusals() {
         let p = Path::new("x");
-        let awq = json!({"quant_method": "awq", "w_bit": 4, "q_group_size": 128, "zero_point": true, "version": "GEMM"});
+        let awq =
+            json!({"quant_method": "awq", "w_bit": 4, "q_group_size": 128, "zero_point": true, "version": "GEMM"});
         assert_eq!(parse(&awq, p).unwrap().group_size, Some(128));
         let gm = json!({"quant_method": "gptq", "bits": 4, "group_size": 32, "format": "gptq_v2", "zero_point": true});
         let got = parse(&gm, p).unwrap();
         assert_eq!((got.format, got.sym), (CheckpointFormat::GptqV2, false));
         let ag = json!({"bits": 8, "group_size": -1, "desc_act": true});
-        assert_eq!(parse(&ag, p).unwrap(), ParsedConfig { format: CheckpointFormat::Gptq, bits: 8, group_size: None, sym: true });
+        assert_eq!(
+            parse(&ag, p).unwrap(),
+            ParsedConfig { format: CheckpointFormat::Gptq, bits: 8, group_size: None, sym: true }
+        );
         for bad in [
             json!({"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"}),
             json!({"quant_method": "awq", "bits": 4, "version": "gemv"}),

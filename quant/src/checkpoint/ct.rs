@@ -55,7 +55,11 @@ pub(super) fn encode(module: &str, layer: &QuantizedLinear, write_g_idx: bool) -
 }
 
 /// Module `module` read back; `None` when it has no `weight_packed`.
-pub(super) fn decode(src: &Tensors, module: &str, cfg: &ParsedConfig) -> Result<Option<UnpackedLinear>, CheckpointError> {
+pub(super) fn decode(
+    src: &Tensors,
+    module: &str,
+    cfg: &ParsedConfig,
+) -> Result<Option<UnpackedLinear>, CheckpointError> {
     let name = format!("{module}.weight_packed");
     if !src.has(&name) {
         return Ok(None);

@@ -83,7 +83,11 @@ pub(super) fn encode(
 }
 
 /// Module `module` read back; `None` when it has no `qweight`.
-pub(super) fn decode(src: &Tensors, module: &str, cfg: &ParsedConfig) -> Result<Option<UnpackedLinear>, CheckpointError> {
+pub(super) fn decode(
+    src: &Tensors,
+    module: &str,
+    cfg: &ParsedConfig,
+) -> Result<Option<UnpackedLinear>, CheckpointError> {
     let name = format!("{module}.qweight");
     if !src.has(&name) {
         return Ok(None);

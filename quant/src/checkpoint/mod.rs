@@ -25,7 +25,7 @@ use crate::intquant::{IntScheme, ScaleDtype};
 
 pub use config::QuantInfo;
 pub use error::CheckpointError;
-pub use reader::{QuantizedCheckpoint, UnpackedLinear};
+pub use reader::{quantization_method, DequantizedWeight, QuantizedCheckpoint, UnpackedLinear};
 pub use writer::{CheckpointSummary, CheckpointWriter, DEFAULT_MAX_SHARD_BYTES};
 
 /// Group sizes every loader accepts (vLLM's Marlin kernels take only these; `None` is `-1`).
@@ -131,13 +131,8 @@ impl CheckpointFormat {
                 }
             }
         }
-        if self.is_gptq() || *self == CheckpointFormat::Awq {
-            if scheme.scale_dtype != ScaleDtype::F16 {
-                return no(
-                    format!("{:?} scales", scheme.scale_dtype),
-                    "GPTQ and AWQ loaders read float16 scales",
-                );
-            }
+        if (self.is_gptq() || *self == CheckpointFormat::Awq) && scheme.scale_dtype != ScaleDtype::F16 {
+            return no(format!("{:?} scales", scheme.scale_dtype), "GPTQ and AWQ loaders read float16 scales");
         }
         Ok(())
     }
@@ -175,7 +170,9 @@ impl PackedTensor {
     /// A scale tensor in `dtype` (values already representable in it).
     fn scales(name: String, shape: &[usize], values: &[f32], dtype: ScaleDtype) -> PackedTensor {
         let (dtype, data) = match dtype {
-            ScaleDtype::F16 => (Dtype::F16, values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()),
+            ScaleDtype::F16 => {
+                (Dtype::F16, values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect())
+            }
             ScaleDtype::BF16 => {
                 (Dtype::BF16, values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect())
             }

@@ -130,7 +130,9 @@ mod tests {
     fn four_bit_qweight_words() {
         // q[k][n] = (3k + 5n) % 16, in = 16, out = 8: qweight[r][n] packs inputs 8r..8r+8 of column n.
         let words = |r: usize| -> Vec<u32> {
-            (0..8).map(|n| pack_bits(&(0..8).map(|j| ((3 * (8 * r + j) + 5 * n) % 16) as u8).collect::<Vec<_>>(), 4)[0]).collect()
+            (0..8)
+                .map(|n| pack_bits(&(0..8).map(|j| ((3 * (8 * r + j) + 5 * n) % 16) as u8).collect::<Vec<_>>(), 4)[0])
+                .collect()
         };
         assert_eq!(
             words(0),

@@ -28,7 +28,8 @@ impl Rng {
 fn src_dir(root: &Path) -> PathBuf {
     let src = root.join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("config.json"), r#"{"architectures": ["LlamaForCausalLM"], "torch_dtype": "bfloat16"}"#).unwrap();
+    fs::write(src.join("config.json"), r#"{"architectures": ["LlamaForCausalLM"], "torch_dtype": "bfloat16"}"#)
+        .unwrap();
     fs::write(src.join("tokenizer.json"), "{}").unwrap();
     fs::write(src.join("generation_config.json"), "{}").unwrap();
     fs::write(src.join("README.md"), "float model").unwrap();
@@ -40,7 +41,8 @@ fn random_layer(rng: &mut Rng, rows: usize, cols: usize, scheme: IntScheme, act_
     let ng = scheme.n_groups(cols);
     let maxq = scheme.maxq() as u64;
     let q = (0..rows * cols).map(|_| rng.below(maxq + 1) as u8).collect();
-    let zeros = (0..rows * ng).map(|_| if scheme.sym { scheme.sym_zero() } else { rng.below(maxq + 1) as u8 }).collect();
+    let zeros =
+        (0..rows * ng).map(|_| if scheme.sym { scheme.sym_zero() } else { rng.below(maxq + 1) as u8 }).collect();
     let scales = (0..rows * ng).map(|_| scheme.round_scale((rng.below(1 << 20) as f32 + 1.0) * 1e-7)).collect();
     let g_idx = act_order.then(|| {
         let mut perm: Vec<usize> = (0..cols).collect();
@@ -110,7 +112,8 @@ fn every_format_bit_width_group_and_act_order_round_trips_exactly() {
                             continue;
                         }
                         let root = tempfile::tempdir().unwrap();
-                        let (rows, cols) = if format == CheckpointFormat::CompressedTensors { (40, 256) } else { (64, 256) };
+                        let (rows, cols) =
+                            if format == CheckpointFormat::CompressedTensors { (40, 256) } else { (64, 256) };
                         let layers = [
                             random_layer(&mut rng, rows, cols, scheme, act_order),
                             random_layer(&mut rng, 32, 128, scheme, act_order),
@@ -277,11 +280,17 @@ fn writer_refuses_bad_layers_and_leaves_nothing() {
     // 3-bit GPTQ needs multiples of 32; AWQ needs out % 8 == 0.
     let s3 = IntScheme::new(3, None, true, ScaleDtype::F16).unwrap();
     let mut w = CheckpointWriter::create(&out, &src, CheckpointFormat::Gptq, s3, info(false)).unwrap();
-    assert!(matches!(w.add_quantized("m", &random_layer(&mut rng, 32, 48, s3, false)), Err(CheckpointError::LayerShape { .. })));
+    assert!(matches!(
+        w.add_quantized("m", &random_layer(&mut rng, 32, 48, s3, false)),
+        Err(CheckpointError::LayerShape { .. })
+    ));
     drop(w);
     let s4 = IntScheme::new(4, Some(32), false, ScaleDtype::F16).unwrap();
     let mut w = CheckpointWriter::create(&out, &src, CheckpointFormat::Awq, s4, info(false)).unwrap();
-    assert!(matches!(w.add_quantized("m", &random_layer(&mut rng, 12, 32, s4, false)), Err(CheckpointError::LayerShape { .. })));
+    assert!(matches!(
+        w.add_quantized("m", &random_layer(&mut rng, 12, 32, s4, false)),
+        Err(CheckpointError::LayerShape { .. })
+    ));
 }
 
 #[test]

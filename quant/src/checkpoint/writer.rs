@@ -19,9 +19,9 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::AtomicDir;
 use quantforge_formats::hf::read_json;
 use quantforge_formats::safetensors::{Dtype, SafetensorsWriter, StTensorSpec};
+use quantforge_formats::AtomicDir;
 use serde_json::{json, Map, Value};
 
 use super::config::{gptq_config, quantization_config, safetensors_metadata, QuantInfo};
@@ -132,13 +132,18 @@ impl Output {
         }
         let (d, s) = (canonical(dest), canonical(src_dir));
         if d.starts_with(&s) || s.starts_with(&d) {
-            return Err(quantforge_formats::FormatError::WouldOverwriteInput { path: dest.into(), input: src_dir.into() }.into());
+            return Err(quantforge_formats::FormatError::WouldOverwriteInput {
+                path: dest.into(),
+                input: src_dir.into(),
+            }
+            .into());
         }
         if !is_previous_output(dest)? {
             return Err(CheckpointError::OutputDir {
                 path: dest.into(),
-                message: "exists and is not empty (only an empty directory or a previous quantized checkpoint is replaced)"
-                    .into(),
+                message:
+                    "exists and is not empty (only an empty directory or a previous quantized checkpoint is replaced)"
+                        .into(),
             });
         }
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -286,7 +291,13 @@ impl CheckpointWriter {
 
     /// Spool a tensor that stays as it is (embeddings, norms, `lm_head`, biases): `shape` in torch order,
     /// `bytes` little-endian data of `dtype`.
-    pub fn add_tensor(&mut self, hf_name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<(), CheckpointError> {
+    pub fn add_tensor(
+        &mut self,
+        hf_name: &str,
+        dtype: Dtype,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<(), CheckpointError> {
         let expected = shape
             .iter()
             .try_fold(dtype.bitsize() as u64, |a, &d| a.checked_mul(d as u64))
@@ -302,7 +313,13 @@ impl CheckpointWriter {
         self.spool_tensor(hf_name.into(), dtype, shape.iter().map(|&d| d as u64).collect(), bytes)
     }
 
-    fn spool_tensor(&mut self, name: String, dtype: Dtype, shape: Vec<u64>, data: &[u8]) -> Result<(), CheckpointError> {
+    fn spool_tensor(
+        &mut self,
+        name: String,
+        dtype: Dtype,
+        shape: Vec<u64>,
+        data: &[u8],
+    ) -> Result<(), CheckpointError> {
         let path = self.out.dir.tmp().join(SPOOL);
         self.spool.write_all(data).map_err(|e| CheckpointError::io(&path, e))?;
         let len = data.len() as u64;
@@ -324,8 +341,11 @@ impl CheckpointWriter {
         let mut weight_map = Map::new();
         let mut buf = vec![0u8; 1 << 22];
         for (i, shard) in shards.iter().enumerate() {
-            let file_name =
-                if n == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", i + 1) };
+            let file_name = if n == 1 {
+                "model.safetensors".to_string()
+            } else {
+                format!("model-{:05}-of-{n:05}.safetensors", i + 1)
+            };
             let specs: Vec<StTensorSpec> = shard
                 .iter()
                 .map(|name| {
@@ -409,7 +429,9 @@ fn plan_shards(entries: &BTreeMap<String, Entry>, max: u64) -> Vec<Vec<&String>>
             shards.push(Vec::new());
             size = 0;
         }
-        shards.last_mut().map(|s| s.push(name));
+        if let Some(s) = shards.last_mut() {
+            s.push(name);
+        }
         size += e.len;
     }
     shards
