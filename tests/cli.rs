@@ -2,6 +2,9 @@
 
 mod util;
 
+#[path = "checkpoint.rs"]
+mod checkpoint;
+
 #[path = "compare.rs"]
 mod compare;
 

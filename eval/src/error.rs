@@ -14,6 +14,9 @@ pub type Result<T, E = EvalError> = std::result::Result<T, E>;
 pub enum EvalError {
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// A quantized checkpoint (GPTQ, AWQ, compressed-tensors) that cannot be read.
+    #[error(transparent)]
+    Checkpoint(#[from] quantforge_quant::checkpoint::CheckpointError),
     #[error("tensor '{name}': {source}")]
     Dequantize { name: String, source: QuantError },
     #[error("{path}: architecture '{arch}' is not supported by the forward pass (supported: {supported})")]

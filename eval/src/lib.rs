@@ -32,6 +32,7 @@ pub mod config;
 pub mod device;
 mod error;
 mod gguf_tensors;
+mod hf_quantized;
 pub mod imatrix;
 pub mod intquant;
 pub mod kld;

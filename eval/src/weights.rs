@@ -22,6 +22,7 @@ use quantforge_quant::permute::rope_permute;
 use crate::config::LlamaConfig;
 use crate::error::{EvalError, Result};
 use crate::gguf_tensors::{check_gguf_shape, gguf_info, gguf_vector};
+use crate::hf_quantized::{dequantized_weight, is_quantized};
 
 /// How a matrix is stored.
 enum Storage {
@@ -181,7 +182,9 @@ impl<'a> Source<'a> {
     pub fn has(&self, cfg: &LlamaConfig, name: &str) -> bool {
         match *self {
             Source::Gguf(file) => file.tensor(name).is_some(),
-            Source::Hf(model) => hf_name(cfg, name).is_some_and(|(hf, _)| model.tensor(&hf).is_some()),
+            Source::Hf(model) => {
+                hf_name(cfg, name).is_some_and(|(hf, _)| model.tensor(&hf).is_some() || is_quantized(model, &hf))
+            }
         }
     }
 
@@ -306,9 +309,22 @@ fn unsupported_dtype(file: &SafetensorsFile, t: &StTensor) -> EvalError {
 /// GGUF tensor `name` of a HF directory as `f32` in GGUF row order: `shape` is the torch shape (rows first),
 /// and the rule's RoPE permutation is applied with the query or key head count.
 fn hf_values(model: &HfModel, cfg: &LlamaConfig, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let (file, t, transform) = hf_tensor(model, cfg, name, shape)?;
-    let values = file.to_f32(t)?;
-    file.release(t);
+    let (values, transform) = match hf_tensor(model, cfg, name, shape) {
+        Ok((file, t, transform)) => {
+            let values = file.to_f32(t)?;
+            file.release(t);
+            (values, transform)
+        }
+        // A quantized checkpoint stores the module's packed tensors instead of its float weight.
+        Err(EvalError::MissingTensor { path, name: missing }) => {
+            let found = match hf_name(cfg, name) {
+                Some((hf, transform)) => dequantized_weight(model, &hf, shape)?.map(|v| (v, transform)),
+                None => None,
+            };
+            found.ok_or(EvalError::MissingTensor { path, name: missing })?
+        }
+        Err(e) => return Err(e),
+    };
     let rows = shape[0];
     let row_len = shape[1..].iter().product();
     Ok(match transform {

@@ -25,7 +25,7 @@ use crate::intquant::{IntScheme, ScaleDtype};
 
 pub use config::QuantInfo;
 pub use error::CheckpointError;
-pub use reader::{QuantizedCheckpoint, UnpackedLinear};
+pub use reader::{quantization_method, DequantizedWeight, QuantizedCheckpoint, UnpackedLinear};
 pub use writer::{CheckpointSummary, CheckpointWriter, DEFAULT_MAX_SHARD_BYTES};
 
 /// Group sizes every loader accepts (vLLM's Marlin kernels take only these; `None` is `-1`).
@@ -131,10 +131,8 @@ impl CheckpointFormat {
                 }
             }
         }
-        if self.is_gptq() || *self == CheckpointFormat::Awq {
-            if scheme.scale_dtype != ScaleDtype::F16 {
-                return no(format!("{:?} scales", scheme.scale_dtype), "GPTQ and AWQ loaders read float16 scales");
-            }
+        if (self.is_gptq() || *self == CheckpointFormat::Awq) && scheme.scale_dtype != ScaleDtype::F16 {
+            return no(format!("{:?} scales", scheme.scale_dtype), "GPTQ and AWQ loaders read float16 scales");
         }
         Ok(())
     }

@@ -54,6 +54,9 @@ impl UnpackedLinear {
     }
 }
 
+/// A dequantized weight: its torch shape `[out, in]` and its values, row-major.
+pub type DequantizedWeight = (Vec<usize>, Vec<f32>);
+
 /// A directory's quantization config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedCheckpoint {
@@ -139,10 +142,21 @@ impl QuantizedCheckpoint {
         &self,
         model: &HfModel,
         hf_weight_name: &str,
-    ) -> Result<Option<(Vec<usize>, Vec<f32>)>, CheckpointError> {
+    ) -> Result<Option<DequantizedWeight>, CheckpointError> {
         let Some(module) = hf_weight_name.strip_suffix(".weight") else { return Ok(None) };
         Ok(self.unpack(model, module)?.map(|u| (vec![u.rows, u.cols], u.dequantize())))
     }
+}
+
+/// The quantization method of a model directory whose `config.json` is `config` (its
+/// `quantization_config.quant_method`, or `gptq` when AutoGPTQ's `quantize_config.json` or
+/// `quant_config.json` is present); `None` for float weights. Any method is named, read here or not.
+pub fn quantization_method(config: &Value, dir: &Path) -> Option<String> {
+    if let Some(qc) = config.get("quantization_config").filter(|v| !v.is_null()) {
+        let method = qc.get("quant_method").and_then(Value::as_str).unwrap_or("unknown");
+        return Some(method.to_string());
+    }
+    GPTQ_CONFIG_FILES.iter().any(|f| dir.join(f).is_file()).then(|| "gptq".to_string())
 }
 
 /// Checked access to a model's tensors for the format decoders.

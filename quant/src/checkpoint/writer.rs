@@ -429,7 +429,9 @@ fn plan_shards(entries: &BTreeMap<String, Entry>, max: u64) -> Vec<Vec<&String>>
             shards.push(Vec::new());
             size = 0;
         }
-        shards.last_mut().map(|s| s.push(name));
+        if let Some(s) = shards.last_mut() {
+            s.push(name);
+        }
         size += e.len;
     }
     shards

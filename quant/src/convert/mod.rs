@@ -172,7 +172,12 @@ impl ConvertedModel {
         if !config_path.is_file() {
             return Err(FormatError::NotAModel { path: dir.into(), message: "no config.json".into() }.into());
         }
-        let config = HfConfig::parse(&config_path, &read_json(&config_path)?)?;
+        let raw = read_json(&config_path)?;
+        if let Some(method) = crate::checkpoint::quantization_method(&raw, dir) {
+            let message = format!("a {method}-quantized checkpoint; convert and quantize need float weights");
+            return Err(FormatError::NotAModel { path: dir.into(), message }.into());
+        }
+        let config = HfConfig::parse(&config_path, &raw)?;
         let arch = arch::lookup(&config_path, &config.architecture)?;
         let model = HfModel::open(dir)?;
         let planned = arch::plan_tensors(&model, arch, &config)?;
