@@ -11,6 +11,9 @@ mod compare;
 #[path = "convert.rs"]
 mod convert;
 
+#[path = "intquant.rs"]
+mod intquant;
+
 #[path = "inspect.rs"]
 mod inspect;
 

@@ -149,6 +149,14 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
     };
     let started = Instant::now();
     let mut writer = CheckpointWriter::create(&output, input, format, scheme, info)?;
+    // Every block linear must fit the format's packing: refused now, not after calibrating.
+    for (_, t) in model.tensors() {
+        if let (Some(module), [rows, cols]) = (t.name.strip_suffix(".weight"), t.shape.as_slice()) {
+            if module.contains(".layers.") {
+                writer.check_shape(module, *rows as usize, *cols as usize)?;
+            }
+        }
+    }
     let lines = Lines { quiet: common.quiet || common.json, started };
     let mut sink = |module: &str, q: quantforge_quant::intquant::QuantizedLinear| {
         writer.add_quantized(module, &q).map_err(|e| e.to_string())

@@ -159,6 +159,9 @@ pub struct BlockSolution {
     pub vector_scales: Vec<(String, Vec<f32>)>,
 }
 
+/// Every vector a block solver scaled: name and new values, in order.
+pub type ScaledVectors = Vec<(String, Vec<f32>)>;
+
 /// Calibrate every block of `source` in order with a block-level solver: one pass collects every input's
 /// statistics from the unquantized block, the solver decides the whole block, its vector scales are folded,
 /// the block is committed. Returns the report and every scaled vector's new values, in order.
@@ -166,7 +169,7 @@ pub fn calibrate_blocks(
     source: &mut dyn CalibrationSource,
     solver: &dyn BlockSolver,
     progress: &dyn CalibrationProgress,
-) -> Result<(CalibrationReport, Vec<(String, Vec<f32>)>), CalibrationError> {
+) -> Result<(CalibrationReport, ScaledVectors), CalibrationError> {
     let kind = solver.stats_kind();
     let n_blocks = source.n_blocks();
     let every = match solver.sample_rows() {
@@ -294,7 +297,7 @@ impl StatsAccumulator {
                 *d += f64::from(x) * f64::from(x);
                 *a += f64::from(x.abs());
             }
-            if self.sample_every > 0 && (self.n_rows + i as u64) % self.sample_every == 0 {
+            if self.sample_every > 0 && (self.n_rows + i as u64).is_multiple_of(self.sample_every) {
                 self.sample.extend_from_slice(row);
             }
         }

@@ -233,6 +233,28 @@ impl CheckpointWriter {
         self.format
     }
 
+    /// Refuse, before any work, a layer shape this format cannot pack (e.g. 4-bit GPTQ needs out_features a
+    /// multiple of 8): a zero layer of that shape is packed and dropped.
+    pub fn check_shape(&self, hf_module: &str, rows: usize, cols: usize) -> Result<(), CheckpointError> {
+        let s = self.scheme;
+        let ng = s.n_groups(cols);
+        let zero = if s.sym { s.sym_zero() } else { 0 };
+        let layer = QuantizedLinear {
+            rows,
+            cols,
+            scheme: s,
+            q: vec![0; rows * cols],
+            scales: vec![1.0; rows * ng],
+            zeros: vec![zero; rows * ng],
+            g_idx: None,
+        };
+        match self.format {
+            CheckpointFormat::Gptq | CheckpointFormat::GptqV2 => gptq::encode(hf_module, &layer, self.format).map(drop),
+            CheckpointFormat::Awq => awq::encode(hf_module, &layer).map(drop),
+            CheckpointFormat::CompressedTensors => Ok(()),
+        }
+    }
+
     /// Pack and spool the quantized linear `hf_module` (e.g. `model.layers.0.self_attn.q_proj`, without
     /// `.weight`). Its scheme must be the writer's, its scales exactly representable in the scale type,
     /// and its `g_idx` non-monotonic only when act-order (without static groups) was declared.
