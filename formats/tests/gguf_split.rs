@@ -222,7 +222,8 @@ fn an_extra_split_is_refused() {
 fn bad_split_keys_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m-00001-of-00002.gguf");
-    let cases: Vec<(Vec<(String, GgufValue)>, &str, &str)> = vec![
+    type Kv = Vec<(String, GgufValue)>;
+    let cases: Vec<(Kv, &str, &str)> = vec![
         (vec![("split.count".into(), GgufValue::U16(2))], "split.no", "missing"),
         (split_kv(2, 2, 5), "split.no", "is 2"),
         (split_kv(0, 0, 5), "split.count", "is 0"),
