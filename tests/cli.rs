@@ -25,3 +25,6 @@ mod estimate;
 
 #[path = "mmlu.rs"]
 mod mmlu;
+
+#[path = "split.rs"]
+mod split;
