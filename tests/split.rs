@@ -199,3 +199,25 @@ fn an_output_over_a_split_of_the_input_is_refused() {
     assert!(err.contains("overwrite"), "{err}");
     assert!(read(&parts[1]) == before);
 }
+
+#[test]
+fn estimate_and_plan_see_the_whole_split_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let f32 = fixture("golden/synth-tiny-f32.gguf");
+    let parts = split(&f32, &dir.path().join("s.gguf"), "COPY", "2M");
+    quantize(&f32, &dir.path().join("whole.gguf"), "COPY");
+    let whole = dir.path().join("whole.gguf");
+    for cmd in [vec!["estimate", "--json"], vec!["plan", "--vram", "1GiB", "--json"]] {
+        let run = |model: &Path| {
+            let mut j = qf(cmd.iter().map(|a| a.to_string()).chain([s(model)])).json();
+            assert_eq!(j["model"]["path"], s(model));
+            j["model"]["path"] = serde_json::Value::Null;
+            j
+        };
+        let expected = run(&whole);
+        assert_eq!(expected["model"]["parameters"], 1443072);
+        for part in &parts {
+            assert_eq!(run(part), expected, "{cmd:?} {}", part.display());
+        }
+    }
+}
