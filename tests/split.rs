@@ -221,3 +221,24 @@ fn estimate_and_plan_see_the_whole_split_model() {
         }
     }
 }
+
+#[test]
+fn convert_to_hf_from_a_split_model_gives_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    qf(["convert", &s(&fixture("stories260K")), "-o", &s(&p("m.gguf")), "--outtype", "f32", "-q"]).ok();
+    let parts = split(&p("m.gguf"), &p("ms.gguf"), "COPY", "200K");
+    assert!(parts.len() >= 3, "{parts:?}");
+    // The same copy unsplit (COPY writes llama-quantize's tensor order, which the safetensors file keeps).
+    quantize(&p("m.gguf"), &p("whole.gguf"), "COPY");
+    qf(["convert", &s(&p("whole.gguf")), "--to", "hf", "-o", &s(&p("hf-whole")), "-q"]).ok();
+    qf(["convert", &s(&parts[1]), "--to", "hf", "-o", &s(&p("hf-split")), "-q"]).ok();
+    let mut names: Vec<_> =
+        std::fs::read_dir(p("hf-whole")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert!(names.contains(&"model.safetensors".to_string()), "{names:?}");
+    for name in names {
+        assert!(read(&p("hf-whole").join(&name)) == read(&p("hf-split").join(&name)), "{name}");
+    }
+    assert_eq!(std::fs::read_dir(p("hf-split")).unwrap().count(), std::fs::read_dir(p("hf-whole")).unwrap().count());
+}

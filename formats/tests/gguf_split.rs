@@ -275,3 +275,13 @@ fn split_file_names() {
     assert_eq!(parse_split_file_name("b-0000x-of-00003.gguf"), None);
     assert_eq!(parse_split_file_name("00002-of-00003.gguf"), None);
 }
+
+proptest::proptest! {
+    /// Every name written parses back to its prefix, 1-based number and count.
+    #[test]
+    fn split_file_names_round_trip(prefix in "[a-zA-Z0-9._-]{0,24}", count in 1usize..=65535, pick in 0usize..65535) {
+        let index = pick % count;
+        let name = split_file_name(&prefix, index, count);
+        proptest::prop_assert_eq!(parse_split_file_name(&name), Some((prefix.as_str(), index + 1, count)));
+    }
+}
