@@ -242,3 +242,23 @@ fn convert_to_hf_from_a_split_model_gives_the_same_directory() {
     }
     assert_eq!(std::fs::read_dir(p("hf-split")).unwrap().count(), std::fs::read_dir(p("hf-whole")).unwrap().count());
 }
+
+/// The real SmolLM2 file split in three and evaluated from its last split: llama.cpp's tensor layout (272
+/// tensors, q4_1 and q8_0 blocks) read through three mappings gives the unsplit perplexity exactly.
+#[test]
+#[ignore = "slow: needs scripts/fetch-models.sh"]
+fn smollm2_split_perplexity_matches_the_unsplit_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::util::smollm2_q4_1();
+    let parts = split(&model, &dir.path().join("smol.gguf"), "COPY", "40M");
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    let text = s(&fixture("text/tinystories-valid-sample.txt"));
+    let ppl = |m: &Path| {
+        qf(["eval", "perplexity", &s(m), "--text", &text, "--ctx", "128", "--chunks", "4", "--json"]).json()["ppl"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(ppl(&parts[2]), ppl(&model));
+    let j = qf(["inspect", "--json", "--no-tensors", &s(&parts[0])]).json();
+    assert_eq!(j["totals"]["tensors"], 272);
+}
