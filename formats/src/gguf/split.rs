@@ -124,31 +124,24 @@ pub(crate) fn open_set(path: &Path, given: ParsedFile) -> Result<(ParsedFile, Ve
     let Some(keys) = split_keys(path, &given.metadata)? else {
         return Ok((given, Vec::new()));
     };
-    let mut files = Vec::with_capacity(keys.count);
     if keys.count == 1 {
         // A set of one is whole whatever its name; only its tensor count is left to check.
-        files.push(given);
-    } else {
-        let prefix = set_prefix(path, keys)?;
-        let dir = path.parent().unwrap_or(Path::new(""));
-        let mut given = Some(given);
-        for index in 0..keys.count {
-            let file = match given.take_if(|_| index == keys.no) {
-                Some(file) => file,
-                None => open_member(&dir.join(split_file_name(prefix, index, keys.count)), index, keys, path)?,
-            };
-            files.push(file);
-        }
-        check_no_extra(dir, prefix, keys.count)?;
+        check_tensors(path, keys, &[&given])?;
+        return Ok((given, Vec::new()));
     }
-    check_tensors(path, keys, &files)?;
-    let mut files = files.into_iter();
-    let first = files.next().ok_or_else(|| SplitError::BadKey {
-        path: path.to_path_buf(),
-        key: KEY_SPLIT_COUNT,
-        detail: "is 0; a split model has at least one file".into(),
-    })?;
-    Ok((first, files.collect()))
+    let prefix = set_prefix(path, keys)?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut given = Some(given);
+    let mut take = |index: usize| match given.take_if(|_| index == keys.no) {
+        Some(file) => Ok(file),
+        None => open_member(&dir.join(split_file_name(prefix, index, keys.count)), index, keys, path),
+    };
+    let first = take(0)?;
+    let rest = (1..keys.count).map(&mut take).collect::<Result<Vec<_>>>()?;
+    check_no_extra(dir, prefix, keys.count)?;
+    let all: Vec<&ParsedFile> = std::iter::once(&first).chain(&rest).collect();
+    check_tensors(path, keys, &all)?;
+    Ok((first, rest))
 }
 
 /// The `<prefix>` of the set, from the name of the file opened; its name must agree with its keys.
@@ -217,7 +210,7 @@ fn check_no_extra(dir: &Path, prefix: &str, count: usize) -> Result<(), SplitErr
 }
 
 /// The files hold `split.tensors.count` tensors together, no name twice.
-fn check_tensors(path: &Path, keys: SplitKeys, files: &[ParsedFile]) -> Result<(), SplitError> {
+fn check_tensors(path: &Path, keys: SplitKeys, files: &[&ParsedFile]) -> Result<(), SplitError> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
         for t in &file.tensors {
