@@ -1,5 +1,8 @@
 //! A GGUF reader over a memory map. Every count and length read from the file is checked against both
 //! llama.cpp's limits and the bytes actually left, before anything is allocated from it.
+//!
+//! A model is one file or, split, several ([`super::split`] checks they form one set); each file keeps its own
+//! mapping, and every tensor's bytes are read from (and released in) the mapping of the file that holds it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
