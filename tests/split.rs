@@ -80,6 +80,18 @@ fn eval_reads_the_whole_split_model() {
     assert!(whole.is_finite() && whole > 1.0, "{whole}");
     assert_eq!(ppl(&parts[0]), whole);
     assert_eq!(ppl(&parts[parts.len() - 1]), whole);
+    // Against the unsplit model as base, the split one diverges exactly as the unsplit one does from itself.
+    let kld = |model: &Path| {
+        let args = ["eval", "kld", &s(&p("m.gguf")), &s(model), "--text", &text, "--ctx", "128", "--chunks", "2"];
+        let mut j = qf(args.into_iter().chain(["--json"])).json();
+        for volatile in ["model", "seconds", "forward_seconds", "tokens_per_second"] {
+            j[volatile] = serde_json::Value::Null;
+        }
+        j
+    };
+    let itself = kld(&p("m.gguf"));
+    assert!(itself["kld"]["value"].as_f64().unwrap().abs() < 1e-4, "{itself}");
+    assert_eq!(kld(&parts[1]), itself);
     // The importance matrix collected over the split model is the unsplit one's, byte for byte.
     for (model, out) in [(p("m.gguf"), p("i-whole.gguf")), (parts[1].clone(), p("i-split.gguf"))] {
         let args = ["eval", "imatrix", &s(&model), "--text", &text, "--ctx", "128", "--chunks", "2", "-q"];
