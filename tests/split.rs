@@ -274,3 +274,31 @@ fn smollm2_split_perplexity_matches_the_unsplit_file() {
     let j = qf(["inspect", "--json", "--no-tensors", &s(&parts[0])]).json();
     assert_eq!(j["totals"]["tensors"], 272);
 }
+
+#[test]
+fn eval_compare_and_mmlu_measure_a_split_model_as_the_unsplit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let text = s(&fixture("text/tinystories-valid-sample.txt"));
+    let toy = s(&fixture("mmlu-toy"));
+    qf(["convert", &s(&fixture("stories260K")), "-o", &s(&p("m.gguf")), "--outtype", "f32", "-q"]).ok();
+    quantize(&p("m.gguf"), &p("q.gguf"), "Q4_K_M");
+    let parts = split(&p("m.gguf"), &p("qs.gguf"), "Q4_K_M", "100K");
+    assert!(parts.len() >= 2, "{parts:?}");
+    let row = |model: &Path, cache: &str| {
+        let (base, model, cache) = (s(&p("m.gguf")), s(model), s(&p(cache)));
+        let args = ["eval", "compare", &base, &model, "--text", &text, "--ctx", "128", "--chunks", "2"];
+        let more = ["--cache", &cache, "--mmlu", &toy, "--shots", "1", "--json", "-q"];
+        qf(args.into_iter().chain(more)).json()["models"][1].clone()
+    };
+    let (whole, split) = (row(&p("q.gguf"), "c1"), row(&parts[0], "c2"));
+    for key in ["ppl", "kld", "same_top", "mmlu", "bits_per_weight"] {
+        assert!(whole[key].is_object() || whole[key].is_number(), "{key}: {whole}");
+        assert_eq!(split[key], whole[key], "{key}");
+    }
+    let sizes: u64 = parts.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(split["file_bytes"], sizes);
+    let mmlu =
+        |m: &Path| qf(["eval", "mmlu", &s(m), "--data", &toy, "--shots", "1", "--json"]).json()["overall"].clone();
+    assert_eq!(mmlu(&parts[1]), mmlu(&p("q.gguf")));
+}
