@@ -31,3 +31,6 @@ mod estimate;
 
 #[path = "mmlu.rs"]
 mod mmlu;
+
+#[path = "split.rs"]
+mod split;

@@ -90,7 +90,7 @@ fn split_output_holds_the_same_tensors() {
     for (i, p) in outputs.iter().enumerate() {
         let p = p.as_str().unwrap();
         assert!(p.ends_with(&format!("parts-{:05}-of-{:05}.gguf", i + 1, outputs.len())), "{p}");
-        let info = qf(args(&[&"inspect", &"--json", &p])).json();
+        let info = qf(args(&[&"inspect", &"--json", &"--single-file", &p])).json();
         assert_eq!(info["metadata"]["split.no"], i);
         assert_eq!(info["metadata"]["split.count"], outputs.len());
         assert_eq!(info["metadata"]["split.tensors.count"], 21);

@@ -1,4 +1,6 @@
-//! `quantforge inspect`: metadata, tensor table and totals of GGUF, safetensors and HF model directories.
+//! `quantforge inspect`: metadata, tensor table and totals of GGUF, safetensors and HF model directories. A split
+//! GGUF model is shown whole (metadata of its first file, the tensors of all), from any of its files, unless
+//! `--single-file` asks for the one file named.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,10 @@ pub struct Args {
     /// Omit the per-tensor table.
     #[arg(long)]
     pub no_tensors: bool,
+    /// With one file of a split GGUF model, show that file alone (its own metadata and tensors) instead of the
+    /// whole model.
+    #[arg(long)]
+    pub single_file: bool,
 }
 
 /// One row of the tensor table, whatever the format.
@@ -38,17 +44,27 @@ struct Row {
     bytes: u64,
 }
 
+/// One file of a split GGUF model.
+struct SplitFile {
+    path: PathBuf,
+    tensors: usize,
+    size: u64,
+}
+
 /// What every format reports.
 struct Summary {
     format: &'static str,
+    /// Bytes of all the model's files.
     file_size: u64,
     metadata: Vec<(String, Value, String)>,
     rows: Vec<Row>,
     extra: Vec<(&'static str, Value)>,
+    /// The files of a split GGUF model (empty otherwise).
+    files: Vec<SplitFile>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let summary = load(&args.path, args.max_array)?;
+    let summary = load(&args.path, args.max_array, args.single_file)?;
     if args.json {
         report::emit(&(serde_json::to_string_pretty(&to_json(&summary, args.no_tensors))? + "\n"))?;
     } else {
@@ -57,7 +73,7 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn load(path: &Path, max_array: usize) -> Result<Summary> {
+fn load(path: &Path, max_array: usize, single_file: bool) -> Result<Summary> {
     if path.is_dir() {
         return load_hf(path);
     }
@@ -67,18 +83,16 @@ fn load(path: &Path, max_array: usize) -> Result<Summary> {
         let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let _ = f.read(&mut magic).with_context(|| format!("cannot read {}", path.display()))?;
     }
-    if &magic == b"GGUF" {
-        load_gguf(path, max_array)
-    } else if path.extension().is_some_and(|e| e == "gguf") {
-        // Let the GGUF reader produce its precise error.
-        load_gguf(path, max_array)
+    if &magic == b"GGUF" || path.extension().is_some_and(|e| e == "gguf") {
+        // Not GGUF magic but a .gguf name: let the GGUF reader produce its precise error.
+        load_gguf(path, max_array, single_file)
     } else {
         load_safetensors(path)
     }
 }
 
-fn load_gguf(path: &Path, max_array: usize) -> Result<Summary> {
-    let f = GgufFile::open(path)?;
+fn load_gguf(path: &Path, max_array: usize, single_file: bool) -> Result<Summary> {
+    let f = if single_file { GgufFile::open_single_file(path)? } else { GgufFile::open(path)? };
     let metadata =
         f.metadata().iter().map(|(k, v)| (k.clone(), gguf_json(v, max_array), v.display(max_array))).collect();
     let rows = f
@@ -102,7 +116,17 @@ fn load_gguf(path: &Path, max_array: usize) -> Result<Summary> {
             ("alignment", json!(f.alignment())),
             ("data_offset", json!(f.data_offset())),
         ],
+        files: split_files(&f),
     })
+}
+
+/// The files of a split model, in order (empty for a single file).
+fn split_files(f: &GgufFile) -> Vec<SplitFile> {
+    if f.files().len() < 2 {
+        return Vec::new();
+    }
+    let files = f.files().into_iter().zip(f.tensors_per_file()).zip(f.file_sizes());
+    files.map(|((path, tensors), size)| SplitFile { path: path.to_path_buf(), tensors, size }).collect()
 }
 
 fn gguf_json(v: &quantforge_formats::gguf::GgufValue, max_array: usize) -> Value {
@@ -138,7 +162,14 @@ fn st_rows(f: &SafetensorsFile) -> Vec<Row> {
 fn load_safetensors(path: &Path) -> Result<Summary> {
     let f = SafetensorsFile::open(path)?;
     let metadata = f.metadata().iter().map(|(k, v)| (k.clone(), json!(v), format!("{v:?}"))).collect();
-    Ok(Summary { format: "safetensors", file_size: f.file_size(), metadata, rows: st_rows(&f), extra: vec![] })
+    Ok(Summary {
+        format: "safetensors",
+        file_size: f.file_size(),
+        metadata,
+        rows: st_rows(&f),
+        extra: vec![],
+        files: Vec::new(),
+    })
 }
 
 fn load_hf(dir: &Path) -> Result<Summary> {
@@ -178,6 +209,7 @@ fn load_hf(dir: &Path) -> Result<Summary> {
         metadata,
         rows,
         extra: vec![("shards", json!(m.shards().len()))],
+        files: Vec::new(),
     })
 }
 
@@ -213,6 +245,10 @@ fn to_json(s: &Summary, no_tensors: bool) -> Value {
     for (k, v) in &s.extra {
         out[*k] = v.clone();
     }
+    if !s.files.is_empty() {
+        out["splits"] =
+            s.files.iter().map(|f| json!({"path": f.path, "tensors": f.tensors, "file_size": f.size})).collect();
+    }
     if !no_tensors {
         out["tensors"] = s
             .rows
@@ -228,6 +264,12 @@ fn print_human(path: &Path, s: &Summary, no_tensors: bool) -> String {
     outln!(o, "{} ({}, {})", path.display(), s.format, report::bytes(s.file_size));
     for (k, v) in &s.extra {
         outln!(o, "  {k}: {v}");
+    }
+    if !s.files.is_empty() {
+        outln!(o, "  splits: {} files", s.files.len());
+        for f in &s.files {
+            outln!(o, "    {}  {} tensors  {}", f.path.display(), f.tensors, report::bytes(f.size));
+        }
     }
     if !s.metadata.is_empty() {
         outln!(o, "\nmetadata ({} keys):", s.metadata.len());

@@ -53,6 +53,9 @@ pub enum FormatError {
     TensorOutOfBounds { path: PathBuf, name: String, start: u64, end: u64, file_len: u64 },
     #[error("{path}: tensors '{first}' and '{second}' overlap")]
     OverlappingTensors { path: PathBuf, first: String, second: String },
+    /// A split GGUF model whose files do not form one complete set (each variant names the file).
+    #[error(transparent)]
+    Split(#[from] crate::gguf::SplitError),
     #[error("{path}: {message}")]
     Safetensors { path: PathBuf, message: String },
     #[error("{path}: tensor '{name}' has dtype {dtype}, which cannot be read as {wanted}")]

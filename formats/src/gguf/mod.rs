@@ -4,12 +4,16 @@
 //! little-endian; `u64` string lengths without NUL; strings and arrays at most 1024³ bytes/elements; tensor
 //! names shorter than 64 bytes; at most 4 dimensions in ggml order (`ne[0]` is the row length); tensor data
 //! aligned to `general.alignment` (default 32) and zero-padded.
+//!
+//! [`GgufFile::open`] reads a model split over several files ([`split`]) as one model.
 
 mod reader;
+pub mod split;
 mod value;
 mod writer;
 
 pub use reader::GgufFile;
+pub use split::SplitError;
 pub use value::{GgufValue, GgufValueType};
 pub use writer::{GgufWriter, TensorSpec};
 

@@ -1,5 +1,8 @@
 //! A GGUF reader over a memory map. Every count and length read from the file is checked against both
 //! llama.cpp's limits and the bytes actually left, before anything is allocated from it.
+//!
+//! A model is one file or, split, several ([`super::split`] checks they form one set); each file keeps its own
+//! mapping, and every tensor's bytes are read from (and released in) the mapping of the file that holds it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -12,21 +15,61 @@ use crate::error::{FormatError, Result};
 use crate::ggml_type::{removed_type_name, GgmlType};
 use crate::mmap::Bytes;
 
-/// An open GGUF file: parsed header, tensor infos, and the mapped data.
+/// An open GGUF model: parsed header, tensor infos, and the mapped data. Usually one file; a split model
+/// (see [`super::split`]) is every file of its set, seen as one model.
 pub struct GgufFile {
+    /// The path it was opened with (for messages).
     path: PathBuf,
-    bytes: Bytes,
+    /// Every file, in split order; the first holds the model's metadata.
+    parts: Vec<Part>,
     version: u32,
     metadata: Vec<(String, GgufValue)>,
+    /// Every tensor, the parts' in split order.
     tensors: Vec<TensorInfo>,
+    /// For each tensor, the index of the part holding it (empty when there is one part).
+    tensor_part: Vec<usize>,
     alignment: u64,
+}
+
+/// One file of a model: its path, its mapping, and where its data section starts.
+pub(crate) struct Part {
+    pub(crate) path: PathBuf,
+    bytes: Bytes,
     data_offset: u64,
+}
+
+/// One file parsed on its own: its part and its header.
+pub(crate) struct ParsedFile {
+    pub(crate) part: Part,
+    pub(crate) version: u32,
+    pub(crate) metadata: Vec<(String, GgufValue)>,
+    pub(crate) tensors: Vec<TensorInfo>,
+    pub(crate) alignment: u64,
+}
+
+impl ParsedFile {
+    /// Map and parse one file.
+    pub(crate) fn open(path: &Path) -> Result<ParsedFile> {
+        ParsedFile::parse(path.to_path_buf(), Bytes::map(path)?)
+    }
+
+    fn parse(path: PathBuf, bytes: Bytes) -> Result<ParsedFile> {
+        let header = parse_header(&path, &bytes)?;
+        Ok(ParsedFile {
+            part: Part { path, bytes, data_offset: header.data_offset },
+            version: header.version,
+            metadata: header.metadata,
+            tensors: header.tensors,
+            alignment: header.alignment,
+        })
+    }
 }
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufFile")
             .field("path", &self.path)
+            .field("files", &self.parts.len())
             .field("version", &self.version)
             .field("n_kv", &self.metadata.len())
             .field("n_tensors", &self.tensors.len())
@@ -35,42 +78,96 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Map and parse `path`.
+    /// Map and parse the model at `path`. When `path` is one split of a split model, every split of its set is
+    /// opened and checked (see [`super::split`]), and the result is the whole model: its metadata from the
+    /// first split, its tensors from all of them. A missing, extra or mismatched split is an error naming the
+    /// file.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let bytes = Bytes::map(path)?;
-        GgufFile::parse(path.to_path_buf(), bytes)
+        let (first, rest) = super::split::open_set(path, ParsedFile::open(path)?)?;
+        Ok(GgufFile::join(path.to_path_buf(), first, rest))
     }
 
-    /// Parse bytes held in memory; `name` is used in error messages.
+    /// Map and parse exactly one file, as stored: a split is not joined with the rest of its set, so the
+    /// tensors may be only part of a model ([`GgufFile::is_complete`] tells).
+    pub fn open_single_file(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref();
+        Ok(GgufFile::join(path.to_path_buf(), ParsedFile::open(path)?, Vec::new()))
+    }
+
+    /// Parse one file's bytes held in memory; `name` is used in error messages. Like
+    /// [`GgufFile::open_single_file`], a split is not joined with its set.
     pub fn from_bytes(name: impl Into<PathBuf>, data: Vec<u8>) -> Result<GgufFile> {
-        GgufFile::parse(name.into(), Bytes::Owned(data))
+        let name = name.into();
+        Ok(GgufFile::join(name.clone(), ParsedFile::parse(name, Bytes::Owned(data))?, Vec::new()))
     }
 
-    fn parse(path: PathBuf, bytes: Bytes) -> Result<GgufFile> {
-        let header = parse_header(&path, &bytes)?;
-        Ok(GgufFile {
-            path,
-            bytes,
-            version: header.version,
-            metadata: header.metadata,
-            tensors: header.tensors,
-            alignment: header.alignment,
-            data_offset: header.data_offset,
-        })
+    /// One model from files already checked to form it: the first (which holds the metadata) and the rest.
+    fn join(path: PathBuf, first: ParsedFile, rest: Vec<ParsedFile>) -> GgufFile {
+        let (version, metadata, alignment) = (first.version, first.metadata, first.alignment);
+        let mut tensors = first.tensors;
+        let mut parts = vec![first.part];
+        let mut tensor_part = Vec::new();
+        for file in rest {
+            if tensor_part.is_empty() {
+                tensor_part = vec![0; tensors.len()];
+            }
+            tensor_part.extend(std::iter::repeat_n(parts.len(), file.tensors.len()));
+            tensors.extend(file.tensors);
+            parts.push(file.part);
+        }
+        GgufFile { path, parts, version, metadata, tensors, tensor_part, alignment }
     }
 
-    /// The file's path (or the name given to [`GgufFile::from_bytes`]).
+    /// The path the model was opened with (or the name given to [`GgufFile::from_bytes`]).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// GGUF version (2 or 3).
+    /// Every file the model was read from, in split order (one unless it is a split model).
+    pub fn files(&self) -> Vec<&Path> {
+        self.parts.iter().map(|p| p.path.as_path()).collect()
+    }
+
+    /// The size in bytes of each file, in split order.
+    pub fn file_sizes(&self) -> Vec<u64> {
+        self.parts.iter().map(|p| p.bytes.len() as u64).collect()
+    }
+
+    /// How many of the tensors each file holds, in split order.
+    pub fn tensors_per_file(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.parts.len()];
+        if self.tensor_part.is_empty() {
+            counts[0] = self.tensors.len();
+        }
+        for &p in &self.tensor_part {
+            counts[p] += 1;
+        }
+        counts
+    }
+
+    /// Number of tensors of the whole model: `split.tensors.count` for a split opened on its own with
+    /// [`GgufFile::open_single_file`], otherwise the tensors held.
+    pub fn model_tensor_count(&self) -> u64 {
+        if self.parts.len() == 1 {
+            if let Some(n) = super::split::declared_tensor_count(&self.metadata) {
+                return n;
+            }
+        }
+        self.tensors.len() as u64
+    }
+
+    /// Whether every tensor of the model is here (false for one split of a set opened on its own).
+    pub fn is_complete(&self) -> bool {
+        self.model_tensor_count() == self.tensors.len() as u64
+    }
+
+    /// GGUF version (2 or 3) of the first file.
     pub fn version(&self) -> u32 {
         self.version
     }
 
-    /// Metadata in file order.
+    /// Metadata in file order (of the first file, for a split model).
     pub fn metadata(&self) -> &[(String, GgufValue)] {
         &self.metadata
     }
@@ -80,7 +177,7 @@ impl GgufFile {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    /// Tensor infos in file order.
+    /// Tensor infos in file order (split after split, for a split model).
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
@@ -90,37 +187,56 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// Data alignment in bytes.
+    /// Data alignment in bytes (of the first file, for a split model).
     pub fn alignment(&self) -> u64 {
         self.alignment
     }
 
-    /// Absolute file offset of the data section.
+    /// Absolute file offset of the data section (of the first file, for a split model).
     pub fn data_offset(&self) -> u64 {
-        self.data_offset
+        self.parts[0].data_offset
     }
 
-    /// File size in bytes.
+    /// Size in bytes (of all files together, for a split model).
     pub fn file_size(&self) -> u64 {
-        self.bytes.len() as u64
+        self.parts.iter().map(|p| p.bytes.len() as u64).sum()
+    }
+
+    /// The file holding `info`: found by position when `info` is one of [`GgufFile::tensors`], else by name.
+    fn part_of(&self, info: &TensorInfo) -> &Part {
+        if self.tensor_part.is_empty() {
+            return &self.parts[0];
+        }
+        let base = self.tensors.as_ptr() as usize;
+        let at = info as *const TensorInfo as usize;
+        let size = std::mem::size_of::<TensorInfo>();
+        let index = if at >= base && at < base + self.tensors.len() * size && (at - base).is_multiple_of(size) {
+            Some((at - base) / size)
+        } else {
+            self.tensors.iter().position(|t| t.name == info.name)
+        };
+        &self.parts[index.map_or(0, |i| self.tensor_part[i])]
     }
 
     /// The bytes of `info` (bounds were checked when the file was opened).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
-        let start = (self.data_offset + info.offset) as usize;
-        &self.bytes[start..start + info.size as usize]
+        let part = self.part_of(info);
+        let start = (part.data_offset + info.offset) as usize;
+        &part.bytes[start..start + info.size as usize]
     }
 
     /// Like [`GgufFile::tensor_data`], but first asks the kernel to map the whole range at once; use it when
     /// all of the tensor is about to be read.
     pub fn tensor_data_prefetched(&self, info: &TensorInfo) -> &[u8] {
-        self.bytes.prefetch((self.data_offset + info.offset) as usize, info.size as usize);
+        let part = self.part_of(info);
+        part.bytes.prefetch((part.data_offset + info.offset) as usize, info.size as usize);
         self.tensor_data(info)
     }
 
     /// Hint that the caller is done with `info`'s data, so its pages can leave the resident set.
     pub fn release(&self, info: &TensorInfo) {
-        self.bytes.release((self.data_offset + info.offset) as usize, info.size as usize);
+        let part = self.part_of(info);
+        part.bytes.release((part.data_offset + info.offset) as usize, info.size as usize);
     }
 
     /// Total parameter count (elements over all tensors).

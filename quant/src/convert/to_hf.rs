@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::solver::CodecSolver;
 use crate::stream::sink::{SafetensorsDirSink, Shard};
 use crate::stream::transform::{decode, Transform};
-use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
+use crate::stream::{self, RunOptions, Source, StreamTensor, TensorCount, TensorData};
 
 /// The dtype of the safetensors written (`--outtype` of `convert --to hf`).
 pub use crate::stream::FloatType as HfDtype;
@@ -43,7 +43,7 @@ impl Source for ToHfSource<'_> {
     }
 
     fn input_paths(&self) -> Vec<&Path> {
-        vec![self.gguf.path()]
+        self.gguf.files()
     }
 
     fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, ConvertError> {
@@ -65,6 +65,10 @@ impl Source for ToHfSource<'_> {
 
     fn release(&self, index: usize) {
         self.gguf.release(&self.gguf.tensors()[self.mapped[index].0]);
+    }
+
+    fn tensor_count(&self) -> Option<TensorCount> {
+        Some(TensorCount::all(self.gguf.model_tensor_count()))
     }
 }
 

@@ -37,6 +37,10 @@ pub enum PipelineError {
     Shape { tensor: String },
     #[error("tensor '{tensor}' has non-finite values (value {index} is {value}); refusing to quantize it")]
     NonFinite { tensor: String, index: usize, value: f32 },
+    #[error("--split-max-size {max_size} would make {n_splits} files; a split model has at most 65535")]
+    TooManySplits { n_splits: usize, max_size: u64 },
+    #[error("the plan's tensor '{tensor}' is not where the plan says in {input}: the plan was made for another input")]
+    PlanForOtherInput { tensor: String, input: PathBuf },
     #[error(transparent)]
     Stream(Box<StreamError>),
 }

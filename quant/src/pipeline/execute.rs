@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use crate::solver::{CodecSolver, TensorStats};
 use crate::stream::sink::{GgufPart, GgufSink};
 use crate::stream::transform::decode;
-use crate::stream::{self, RunOptions, Source, StreamTensor, TensorData};
+use crate::stream::{self, RunOptions, Source, StreamTensor, TensorCount, TensorData};
 
 /// A model and a plan as a pipeline source.
 struct QuantizeSource<'a> {
@@ -52,6 +52,10 @@ impl Source for QuantizeSource<'_> {
     fn release(&self, index: usize) {
         self.input.release(self.plan.tensors[index].source);
     }
+
+    fn tensor_count(&self) -> Option<TensorCount> {
+        Some(TensorCount::all(self.input.model_len()))
+    }
 }
 
 /// Write the quantized model to `output` (or its split files). Returns the paths written.
@@ -62,6 +66,12 @@ pub fn execute(
     output: &Path,
     progress: &dyn Progress,
 ) -> Result<Vec<PathBuf>, PipelineError> {
+    // A plan made for another input would read the wrong tensors.
+    for t in &plan.tensors {
+        if t.source >= input.len() || input.tensor(t.source).0 != t.name {
+            return Err(PipelineError::PlanForOtherInput { tensor: t.name.clone(), input: input.path().into() });
+        }
+    }
     let paths = plan.output_paths(output);
     let mut parts = Vec::with_capacity(paths.len());
     for (split_no, path) in paths.iter().enumerate() {

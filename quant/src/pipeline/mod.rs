@@ -23,6 +23,7 @@ use quantforge_formats::GgmlType;
 
 use crate::imatrix::Imatrix;
 use crate::policy::{self, FileType, ModelInfo, PolicyOptions, TensorDesc};
+use crate::stream::{self, TensorCount};
 use crate::{codecs, dequant};
 
 pub use error::PipelineError;
@@ -189,6 +190,8 @@ pub fn plan(input: &dyn ModelSource, options: &QuantizeOptions) -> Result<Quanti
             split: 0,
         });
     }
+    // The output holds every tensor of the input model (quantize drops none).
+    stream::check_count(tensors.len(), TensorCount::all(input.model_len()))?;
     let mut n_splits = 1;
     if let Some(max) = options.split_max_size {
         let sizes: Vec<u64> = tensors.iter().map(|t| t.size).collect();
@@ -197,6 +200,10 @@ pub fn plan(input: &dyn ModelSource, options: &QuantizeOptions) -> Result<Quanti
             t.split = *s;
         }
         n_splits = assignment.last().map_or(1, |s| s + 1);
+        // split.count is a u16: a larger set could not be read back.
+        if n_splits > usize::from(u16::MAX) {
+            return Err(PipelineError::TooManySplits { n_splits, max_size: max });
+        }
     }
     let mut extra_kv = options.overrides.clone();
     if let (Some(i), Some(m)) = (&options.imatrix, imatrix) {

@@ -1,6 +1,7 @@
 //! What the pipeline quantizes: a GGUF file, or a Hugging Face directory converted on the fly. Either way the
 //! tensors are seen as a converted GGUF would hold them (names, ggml-order shapes, element types), so
-//! `quantize HF_DIR` writes exactly what `convert` followed by `quantize` writes.
+//! `quantize HF_DIR` writes exactly what `convert` followed by `quantize` writes. A split GGUF is all its
+//! files ([`GgufFile::open`] joins them); its inputs are every file of the set.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -21,6 +22,11 @@ pub trait ModelSource: Sync {
     fn metadata(&self) -> &[(String, GgufValue)];
     /// Number of tensors.
     fn len(&self) -> usize;
+    /// Number of tensors of the whole model: more than [`ModelSource::len`] only for a source that holds part
+    /// of its model (one split of a split GGUF opened on its own), which the pipeline refuses.
+    fn model_len(&self) -> u64 {
+        self.len() as u64
+    }
     /// Whether there are no tensors.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -59,7 +65,7 @@ impl ModelSource for GgufFile {
     }
 
     fn input_paths(&self) -> Vec<&Path> {
-        vec![GgufFile::path(self)]
+        self.files()
     }
 
     fn metadata(&self) -> &[(String, GgufValue)] {
@@ -68,6 +74,10 @@ impl ModelSource for GgufFile {
 
     fn len(&self) -> usize {
         self.tensors().len()
+    }
+
+    fn model_len(&self) -> u64 {
+        self.model_tensor_count()
     }
 
     fn tensor(&self, i: usize) -> (&str, &[u64], GgmlType) {

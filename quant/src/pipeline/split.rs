@@ -1,10 +1,12 @@
 //! Splitting output into several GGUF files the way `llama-gguf-split --split-max-size` does: a new file
 //! starts when the tensors already in the current one plus the next tensor (each padded to the alignment)
 //! would exceed the limit. The first file carries all metadata; every file carries `split.no` (u16),
-//! `split.count` (u16) and `split.tensors.count` (i32). Names are `<prefix>-%05d-of-%05d.gguf`.
+//! `split.count` (u16) and `split.tensors.count` (i32). Names are `<prefix>-%05d-of-%05d.gguf`. The layout's
+//! names and keys are `quantforge_formats::gguf::split`'s, which reads such files back as one model.
 
 use std::path::{Path, PathBuf};
 
+use quantforge_formats::gguf::split::{split_file_name, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
 use quantforge_formats::gguf::GgufValue;
 
 /// Assign each tensor (given its data size) to a split; returns the split index per tensor.
@@ -26,16 +28,15 @@ pub fn assign(sizes: &[u64], max_size: u64, alignment: u64) -> Vec<usize> {
 /// The path of split `index` (0-based) of `count`, from the requested output path.
 pub fn split_path(output: &Path, index: usize, count: usize) -> PathBuf {
     let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let name = format!("{stem}-{:05}-of-{:05}.gguf", index + 1, count);
-    output.with_file_name(name)
+    output.with_file_name(split_file_name(&stem, index, count))
 }
 
 /// The `split.*` keys of split `index` of `count` for a model of `n_tensors` tensors.
 pub fn split_keys(index: usize, count: usize, n_tensors: usize) -> Vec<(String, GgufValue)> {
     vec![
-        ("split.no".into(), GgufValue::U16(index as u16)),
-        ("split.count".into(), GgufValue::U16(count as u16)),
-        ("split.tensors.count".into(), GgufValue::I32(n_tensors as i32)),
+        (KEY_SPLIT_NO.into(), GgufValue::U16(index as u16)),
+        (KEY_SPLIT_COUNT.into(), GgufValue::U16(count as u16)),
+        (KEY_SPLIT_TENSORS_COUNT.into(), GgufValue::I32(n_tensors as i32)),
     ]
 }
 

@@ -13,6 +13,11 @@
 //! pages after each tensor, the output-size accounting, and the checks that the sink expects exactly the
 //! planned tensors and received every one of them at its planned size.
 //!
+//! Invariant: the output holds exactly the tensors the source plans, and, for a source that reads one input
+//! model ([`Source::tensor_count`]), the plan holds exactly the input model's tensors less those dropped on
+//! purpose ([`check_count`]). A source that saw only part of its input (one split of a split GGUF opened on
+//! its own) cannot write a partial model: the run stops before anything is written.
+//!
 //! Where each command enters: `convert` ([`crate::convert::ConvertedModel::write_gguf`]), `convert --to hf`
 //! ([`crate::convert::to_hf::gguf_to_hf`]), `quantize` ([`crate::pipeline::execute`]), `merge-lora`
 //! ([`crate::lora::merge_lora`]) and `convert --lora-base` ([`crate::lora::export_gguf`]) each build a source
@@ -66,6 +71,23 @@ pub enum TensorData<'s> {
     Values,
 }
 
+/// What a source's output must hold, counted on the input side: the input model's tensors less those the
+/// source leaves out on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorCount {
+    /// Tensors of the whole input model (for a split GGUF, its `split.tensors.count`).
+    pub input: u64,
+    /// Input tensors the source drops on purpose.
+    pub dropped: u64,
+}
+
+impl TensorCount {
+    /// Every tensor of an input model of `input` tensors, none dropped.
+    pub fn all(input: u64) -> TensorCount {
+        TensorCount { input, dropped: 0 }
+    }
+}
+
 /// Where tensors come from.
 pub trait Source: Sync {
     /// The caller's error type; the driver's own failures convert into it.
@@ -82,6 +104,12 @@ pub trait Source: Sync {
     }
     /// Tensor `index` is done with: its pages may be released.
     fn release(&self, _index: usize) {}
+    /// For a source that reads one input model, how many tensors that model has and how many the source
+    /// drops on purpose; [`run`] refuses a plan of any other length. `None` for sources that build their
+    /// tensors from several inputs.
+    fn tensor_count(&self) -> Option<TensorCount> {
+        None
+    }
 }
 
 /// The driver's own failures.
@@ -102,6 +130,16 @@ pub enum StreamError {
     NoType { tensor: String },
     #[error("the output does not match the plan: {message}")]
     SinkMismatch { message: String },
+    #[error("{planned} tensors planned, but the input model has {input}{}: refusing to write a partial model (is the input one split of a split model, opened on its own?)", dropped_note(*.dropped))]
+    TensorCount { planned: u64, input: u64, dropped: u64 },
+}
+
+fn dropped_note(dropped: u64) -> String {
+    if dropped == 0 {
+        String::new()
+    } else {
+        format!(" of which {dropped} are dropped on purpose")
+    }
 }
 
 /// How to run.
@@ -141,6 +179,9 @@ pub fn run<S: Source + ?Sized, K: Sink>(
     opts: RunOptions<'_>,
 ) -> Result<RunSummary, S::Error> {
     let tensors = source.tensors();
+    if let Some(count) = source.tensor_count() {
+        check_count(tensors.len(), count)?;
+    }
     check_plan(tensors, &sink.expected())?;
     let mut inputs = source.input_paths();
     inputs.extend_from_slice(opts.extra_inputs);
@@ -190,6 +231,15 @@ pub fn run<S: Source + ?Sized, K: Sink>(
     sink.finish()?;
     opts.progress.finish();
     Ok(RunSummary { tensors: tensors.len(), bytes: written, outputs })
+}
+
+/// A plan of `planned` tensors must hold exactly the input model's tensors less those dropped on purpose.
+pub fn check_count(planned: usize, count: TensorCount) -> Result<(), StreamError> {
+    let planned = planned as u64;
+    if count.input.checked_sub(count.dropped) == Some(planned) {
+        return Ok(());
+    }
+    Err(StreamError::TensorCount { planned, input: count.input, dropped: count.dropped })
 }
 
 /// The sink must expect exactly the source's tensors, in order, at their sizes.

@@ -185,3 +185,50 @@ fn finds_the_first_non_finite_value() {
     v[3] = -f32::NAN;
     assert_eq!(first_non_finite(&v), Some(3));
 }
+
+/// [`Toy`] reading an input model of `count` tensors.
+struct Counted(Toy, TensorCount);
+
+impl Source for Counted {
+    type Error = StreamError;
+
+    fn tensors(&self) -> &[StreamTensor] {
+        self.0.tensors()
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        Vec::new()
+    }
+
+    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, StreamError> {
+        self.0.read(index, values)
+    }
+
+    fn tensor_count(&self) -> Option<TensorCount> {
+        Some(self.1)
+    }
+}
+
+#[test]
+fn a_plan_short_of_the_input_model_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("toy.gguf");
+    // The two planned tensors are only part of a three-tensor model (one split of it, say).
+    let src = Counted(Toy::new(false), TensorCount::all(3));
+    let err = run(&src, &CodecSolver, GgufSink::single(&out, Vec::new(), src.0.specs()), RunOptions::new(&Silent))
+        .unwrap_err();
+    assert!(matches!(err, StreamError::TensorCount { planned: 2, input: 3, dropped: 0 }), "{err}");
+    assert!(err.to_string().contains("partial model"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // More planned than the input has is as wrong.
+    let src = Counted(Toy::new(false), TensorCount::all(1));
+    let err = run(&src, &CodecSolver, GgufSink::single(&out, Vec::new(), src.0.specs()), RunOptions::new(&Silent))
+        .unwrap_err();
+    assert!(matches!(err, StreamError::TensorCount { planned: 2, input: 1, .. }), "{err}");
+    // A tensor dropped on purpose is accounted for.
+    let src = Counted(Toy::new(false), TensorCount { input: 3, dropped: 1 });
+    run(&src, &CodecSolver, GgufSink::single(&out, Vec::new(), src.0.specs()), RunOptions::new(&Silent)).unwrap();
+    assert_eq!(GgufFile::open(&out).unwrap().tensors().len(), 2);
+    assert!(check_count(0, TensorCount { input: 1, dropped: 2 }).is_err());
+    assert!(check_count(3, TensorCount::all(3)).is_ok());
+}
