@@ -22,13 +22,18 @@
 #![allow(clippy::needless_range_loop)]
 
 mod float;
+mod grid_search;
+mod iq2;
+mod iq3;
 mod iq4;
+mod lattice;
 mod legacy;
 mod q2_k;
 mod q3_k;
 mod q4_q5_k;
 mod q6_k;
 mod search;
+mod ternary;
 
 use crate::blocks::{as_blocks_mut, Block};
 use crate::{GgmlType, QuantError};
@@ -54,8 +59,20 @@ fn row_fn(ty: GgmlType) -> Option<RowFn> {
         GgmlType::Q6_K => q6_k::quantize_row_q6_k,
         GgmlType::IQ4_NL => iq4::quantize_row_iq4_nl,
         GgmlType::IQ4_XS => iq4::quantize_row_iq4_xs,
+        GgmlType::IQ2_XXS => iq2::quantize_row_iq2_xxs,
+        GgmlType::IQ2_XS => iq2::quantize_row_iq2_xs,
+        GgmlType::IQ2_S => iq2::quantize_row_iq2_s,
+        GgmlType::IQ3_XXS => iq3::quantize_row_iq3_xxs,
+        GgmlType::IQ3_S => iq3::quantize_row_iq3_s,
+        GgmlType::TQ1_0 => ternary::quantize_row_tq1_0,
+        GgmlType::TQ2_0 => ternary::quantize_row_tq2_0,
         _ => return None,
     })
+}
+
+/// Types whose quantizer cannot run without an importance matrix (`ggml_quantize_requires_imatrix`).
+pub fn requires_imatrix(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S)
 }
 
 /// Whether `quantize_rows` supports `ty`.
@@ -69,7 +86,8 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 /// Errors: [`QuantError::Unsupported`] for a type without a quantizer, [`QuantError::RowLength`] when
 /// `n_per_row` is zero or not a multiple of the block size, [`QuantError::BufferSize`] when `src` is
 /// not a whole number of rows or `dst` has the wrong length, [`QuantError::ImatrixLength`] when the
-/// importance matrix does not have one weight per column.
+/// importance matrix does not have one weight per column, [`QuantError::ImatrixRequired`] for IQ2_XXS,
+/// IQ2_XS and IQ1_S without one.
 pub fn quantize_rows(
     ty: GgmlType,
     src: &[f32],
@@ -100,10 +118,12 @@ pub fn quantize_rows(
     if dst.len() != expected {
         return Err(QuantError::BufferSize { what: "destination bytes", expected, got: dst.len() });
     }
-    if let Some(w) = imatrix {
-        if w.len() != n_per_row {
+    match imatrix {
+        Some(w) if w.len() != n_per_row => {
             return Err(QuantError::ImatrixLength { expected: n_per_row, got: w.len() });
         }
+        None if requires_imatrix(ty) && nrows > 0 => return Err(QuantError::ImatrixRequired { ty }),
+        _ => {}
     }
     for (row, out) in src.chunks_exact(n_per_row).zip(dst.chunks_exact_mut(row_bytes)) {
         quantize_row(row, imatrix, out);
@@ -153,7 +173,7 @@ fn ref_or_impl<B: Block>(
 mod tests {
     use super::*;
 
-    const SUPPORTED: [GgmlType; 15] = [
+    const SUPPORTED: &[GgmlType] = &[
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -169,6 +189,13 @@ mod tests {
         GgmlType::Q6_K,
         GgmlType::IQ4_NL,
         GgmlType::IQ4_XS,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
     ];
 
     #[test]
@@ -184,8 +211,13 @@ mod tests {
         let mut dst = vec![0u8; 2 * 144];
         assert!(quantize_rows(GgmlType::Q4_K, &src, 256, None, &mut dst).is_ok());
         assert!(matches!(
-            quantize_rows(GgmlType::IQ2_XXS, &src, 256, None, &mut dst),
+            quantize_rows(GgmlType::NVFP4, &src, 256, None, &mut dst),
             Err(QuantError::Unsupported { .. })
+        ));
+        let mut iq2 = vec![0u8; 2 * 66];
+        assert!(matches!(
+            quantize_rows(GgmlType::IQ2_XXS, &src, 256, None, &mut iq2),
+            Err(QuantError::ImatrixRequired { ty: GgmlType::IQ2_XXS })
         ));
         assert!(matches!(
             quantize_rows(GgmlType::Q4_K, &src, 128, None, &mut dst),
