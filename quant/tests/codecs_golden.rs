@@ -143,6 +143,8 @@ golden_tests! {
     golden_imat_iq3_xs => "synth-tiny-imat-IQ3_XS.gguf", true;
     golden_imat_iq3_m => "synth-tiny-imat-IQ3_M.gguf", true;
     golden_imat_iq2_m => "synth-tiny-imat-IQ2_M.gguf", true;
+    golden_imat_iq1_s => "synth-tiny-imat-IQ1_S.gguf", true;
+    golden_imat_iq1_m => "synth-tiny-imat-IQ1_M.gguf", true;
     golden_imat_tq1_0 => "synth-tiny-imat-TQ1_0.gguf", true;
     golden_imat_tq2_0 => "synth-tiny-imat-TQ2_0.gguf", true;
 }

@@ -67,8 +67,8 @@ const CEILING_RMSE: [(GgmlType, f64); 9] = [
     (GgmlType::IQ2_S, 0.35),
     (GgmlType::IQ2_XS, 0.43),
     (GgmlType::IQ2_XXS, 0.48),
-    (GgmlType::IQ1_M, 0.6),
-    (GgmlType::IQ1_S, 0.65),
+    (GgmlType::IQ1_M, 0.75),
+    (GgmlType::IQ1_S, 0.7),
     // Ternary with d = max|x| rounds most Gaussian values to 0: about 0.81 here.
     (GgmlType::TQ2_0, 0.9),
     (GgmlType::TQ1_0, 0.9),
@@ -78,10 +78,7 @@ const CEILING_RMSE: [(GgmlType, f64); 9] = [
 fn every_quantizable_type_has_a_bound() {
     for &ty in GgmlType::ALL {
         let bounded = REFERENCE_RMSE.iter().chain(&CEILING_RMSE).filter(|(t, _)| *t == ty).count();
-        assert!(bounded <= 1, "{ty:?}");
-        if can_quantize(ty) {
-            assert_eq!(bounded, 1, "{ty:?}");
-        }
+        assert_eq!(usize::from(can_quantize(ty)), bounded, "{ty:?}");
     }
 }
 

@@ -129,14 +129,13 @@ impl<const N: usize> Lattice<N> {
     }
 
     /// Grid point `j` (coordinates `2l + 1`).
-    #[allow(dead_code)] // TEMP-IQ1
     #[inline]
     pub(crate) fn point(&self, j: usize) -> &[i8; N] {
         &self.grid[j]
     }
 
     /// Number of grid points.
-    #[allow(dead_code)] // TEMP-IQ1
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.grid.len()
     }
@@ -202,7 +201,6 @@ fn iq2_level(b: u8) -> u8 {
 }
 
 /// IQ1 grid bytes `-1, 0, 1` → 0, 1, 2.
-#[allow(dead_code)] // TEMP-IQ1
 fn iq1_level(b: u8) -> u8 {
     (b as i8 + 1) as u8
 }
@@ -226,7 +224,6 @@ pub(crate) fn iq2_s() -> &'static Lattice<8> {
 }
 
 /// The IQ1_S / IQ1_M lattice (2048 points, 3 distances).
-#[allow(dead_code)] // TEMP-IQ1
 pub(crate) fn iq1() -> &'static Lattice<8> {
     static T: OnceLock<Lattice<8>> = OnceLock::new();
     T.get_or_init(|| Lattice::build(levels8(&IQ1S_GRID, iq1_level), 3, 2))

@@ -23,6 +23,7 @@
 
 mod float;
 mod grid_search;
+mod iq1;
 mod iq2;
 mod iq3;
 mod iq4;
@@ -59,6 +60,8 @@ fn row_fn(ty: GgmlType) -> Option<RowFn> {
         GgmlType::Q6_K => q6_k::quantize_row_q6_k,
         GgmlType::IQ4_NL => iq4::quantize_row_iq4_nl,
         GgmlType::IQ4_XS => iq4::quantize_row_iq4_xs,
+        GgmlType::IQ1_S => iq1::quantize_row_iq1_s,
+        GgmlType::IQ1_M => iq1::quantize_row_iq1_m,
         GgmlType::IQ2_XXS => iq2::quantize_row_iq2_xxs,
         GgmlType::IQ2_XS => iq2::quantize_row_iq2_xs,
         GgmlType::IQ2_S => iq2::quantize_row_iq2_s,
@@ -189,6 +192,8 @@ mod tests {
         GgmlType::Q6_K,
         GgmlType::IQ4_NL,
         GgmlType::IQ4_XS,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
         GgmlType::IQ2_XXS,
         GgmlType::IQ2_XS,
         GgmlType::IQ2_S,

@@ -102,7 +102,7 @@ const FACTS: &[Facts] = &[
     facts(F::Q2_K_S, "Q2_K_S", 21, G::Q2_K, true),
     facts(F::IQ3_XS, "IQ3_XS", 22, G::IQ3_S, true),
     facts(F::IQ3_XXS, "IQ3_XXS", 23, G::IQ3_XXS, true),
-    facts(F::IQ1_S, "IQ1_S", 24, G::IQ1_S, false),
+    facts(F::IQ1_S, "IQ1_S", 24, G::IQ1_S, true),
     facts(F::IQ4_NL, "IQ4_NL", 25, G::IQ4_NL, true),
     facts(F::IQ3_S, "IQ3_S", 26, G::IQ3_S, true),
     facts(F::IQ3_M, "IQ3_M", 27, G::IQ3_S, true),
@@ -110,7 +110,7 @@ const FACTS: &[Facts] = &[
     facts(F::IQ2_S, "IQ2_S", 28, G::IQ2_XS, true),
     facts(F::IQ2_M, "IQ2_M", 29, G::IQ2_S, true),
     facts(F::IQ4_XS, "IQ4_XS", 30, G::IQ4_XS, true),
-    facts(F::IQ1_M, "IQ1_M", 31, G::IQ1_M, false),
+    facts(F::IQ1_M, "IQ1_M", 31, G::IQ1_M, true),
     facts(F::BF16, "BF16", 32, G::BF16, true),
     facts(F::TQ1_0, "TQ1_0", 36, G::TQ1_0, true),
     facts(F::TQ2_0, "TQ2_0", 37, G::TQ2_0, true),
@@ -249,7 +249,7 @@ impl FileType {
     }
 
     /// Whether quantforge can produce this file type now: every type its mix and fallbacks can pick has an
-    /// encoder. The others (IQ1_S, IQ1_M, MXFP4_MOE, Q1_0, Q2_0) can be planned (e.g. for a dry run) but
+    /// encoder. The others (MXFP4_MOE, Q1_0, Q2_0) can be planned (e.g. for a dry run) but
     /// not written.
     pub fn supported_by_encoder(self) -> bool {
         self.facts().supported
