@@ -103,7 +103,13 @@ fn imatrix_is_used_exactly_where_upstream_uses_it() {
         let same = whole(ty, &x, None) == whole(ty, &x, Some(&w));
         let ignores = matches!(
             ty,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::TQ1_0 | GgmlType::TQ2_0
+            GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::BF16
+                | GgmlType::Q8_0
+                | GgmlType::TQ1_0
+                | GgmlType::TQ2_0
+                | GgmlType::MXFP4
         );
         assert_eq!(same, ignores, "{ty:?}");
     }

@@ -29,6 +29,7 @@ mod iq3;
 mod iq4;
 mod lattice;
 mod legacy;
+mod mxfp4;
 mod q2_k;
 mod q3_k;
 mod q4_q5_k;
@@ -67,6 +68,7 @@ fn row_fn(ty: GgmlType) -> Option<RowFn> {
         GgmlType::IQ2_S => iq2::quantize_row_iq2_s,
         GgmlType::IQ3_XXS => iq3::quantize_row_iq3_xxs,
         GgmlType::IQ3_S => iq3::quantize_row_iq3_s,
+        GgmlType::MXFP4 => mxfp4::quantize_row_mxfp4,
         GgmlType::TQ1_0 => ternary::quantize_row_tq1_0,
         GgmlType::TQ2_0 => ternary::quantize_row_tq2_0,
         _ => return None,
@@ -201,6 +203,7 @@ mod tests {
         GgmlType::IQ3_S,
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
+        GgmlType::MXFP4,
     ];
 
     #[test]

@@ -114,7 +114,7 @@ const FACTS: &[Facts] = &[
     facts(F::BF16, "BF16", 32, G::BF16, true),
     facts(F::TQ1_0, "TQ1_0", 36, G::TQ1_0, true),
     facts(F::TQ2_0, "TQ2_0", 37, G::TQ2_0, true),
-    facts(F::MXFP4_MOE, "MXFP4_MOE", 38, G::MXFP4, false),
+    facts(F::MXFP4_MOE, "MXFP4_MOE", 38, G::MXFP4, true),
     facts(F::Q1_0, "Q1_0", 40, G::Q1_0, false),
     facts(F::Q2_0, "Q2_0", 41, G::Q2_0, false),
     facts(F::Copy, "COPY", 0, G::F32, true),
@@ -249,7 +249,7 @@ impl FileType {
     }
 
     /// Whether quantforge can produce this file type now: every type its mix and fallbacks can pick has an
-    /// encoder. The others (MXFP4_MOE, Q1_0, Q2_0) can be planned (e.g. for a dry run) but
+    /// encoder. The others (Q1_0, Q2_0) can be planned (e.g. for a dry run) but
     /// not written.
     pub fn supported_by_encoder(self) -> bool {
         self.facts().supported
