@@ -115,6 +115,26 @@ fn imatrix_is_used_exactly_where_upstream_uses_it() {
     }
 }
 
+/// Non-finite and extreme inputs give some bytes, never a panic, for every type.
+#[test]
+fn extreme_values_do_not_panic() {
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX, 1e-45, -0.0, 0.0];
+    let (x, w) = test_tensor();
+    for ty in supported() {
+        for (i, &v) in specials.iter().enumerate() {
+            // One special value among normal ones, then a row made only of it.
+            let mut row = x[..N_PER_ROW].to_vec();
+            row[(i * 37) % N_PER_ROW] = v;
+            row.extend(std::iter::repeat_n(v, N_PER_ROW));
+            let mut out = vec![0u8; 2 * ty.row_size(N_PER_ROW as u64).unwrap() as usize];
+            quantize_rows(ty, &row, N_PER_ROW, Some(&w), &mut out).unwrap();
+            if !requires_imatrix(ty) {
+                quantize_rows(ty, &row, N_PER_ROW, None, &mut out).unwrap();
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

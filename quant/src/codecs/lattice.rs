@@ -106,8 +106,10 @@ impl<const N: usize> Lattice<N> {
     #[inline]
     pub(crate) fn index(levels: &[i8]) -> usize {
         let mut u = 0usize;
+        let mask = (1usize << Self::BITS) - 1;
         for (k, &l) in levels[..N].iter().enumerate() {
-            u |= (l as u8 as usize) << (Self::BITS as usize * k);
+            // The mask only matters for levels that non-finite input can produce; it keeps `u` in the map.
+            u |= (l as u8 as usize & mask) << (Self::BITS as usize * k);
         }
         u
     }

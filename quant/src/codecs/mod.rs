@@ -12,10 +12,14 @@
 //! - Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K use `quantize_row_*_ref` without an importance matrix and
 //!   `quantize_row_*_impl` row by row with one (the legacy `_impl`s compute `sigma2` over the row).
 //! - IQ4_NL and IQ4_XS always go through `quantize_row_iq4_nl_impl`, weighting by x² without one.
+//! - TQ1_0, TQ2_0 and MXFP4 always use their ref paths (they ignore the importance matrix).
+//! - The grid types IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S always use their `_impl`;
+//!   IQ2_XXS, IQ2_XS and IQ1_S cannot run without an importance matrix (upstream asserts, here
+//!   [`QuantError::ImatrixRequired`]). Their lookup tables (`lattice`) are built once, on first use.
 //!
 //! Invariant: rows are independent (every function depends only on its own row and the per-column
 //! importance weights), so splitting a tensor into row ranges in any way gives the same bytes.
-//! The functions here are sequential and allocation-free; callers parallelise over rows.
+//! The functions here are sequential and allocate nothing per row; callers parallelise over rows.
 
 // The ports keep C's index loops (`for i in 0..n { ... x[i] ... L[i] ... }`) so that they can be
 // checked line by line against upstream; iterator rewrites would obscure the operation order.

@@ -22,10 +22,14 @@ fn ternary_scale(x: &[f32]) -> (f32, f32) {
     (amax, id)
 }
 
-/// `lroundf(x·id) + 1`: the trit `-1, 0, 1` stored as `0, 1, 2`.
+/// `lroundf(x·id) + 1` stored in a C `int`: the trit `-1, 0, 1` as `0, 1, 2`. Only non-finite or huge
+/// products (a block of subnormals, whose inverse scale is infinite) leave that range; for them
+/// x86-64's `lroundf` returns `LONG_MIN`, which this reproduces, and the `long` is truncated to `int`.
 #[inline]
 fn trit(x: f32, id: f32) -> i32 {
-    (x * id).round() as i32 + 1
+    let v = x * id;
+    let l = if v.abs() < 2f32.powi(63) { v.round() as i64 } else { i64::MIN };
+    l.wrapping_add(1) as i32
 }
 
 /// Base-3 digits `q` (most significant first) → the byte `ceil(q·256/243)`.
@@ -44,7 +48,7 @@ fn tq1_0_block(x: &[f32]) -> BlockTq1_0 {
         for (m, j) in bytes.enumerate() {
             let mut q = 0u8;
             for n in 0..5 {
-                q = (i32::from(q) * 3 + trit(x[base + m + n * stride], id)) as u8;
+                q = (i32::from(q) * 3).wrapping_add(trit(x[base + m + n * stride], id)) as u8;
             }
             b.qs[j] = pack_base3(q);
         }
@@ -54,7 +58,7 @@ fn tq1_0_block(x: &[f32]) -> BlockTq1_0 {
     for j in 0..4 {
         let mut q = 0u8;
         for m in 0..4 {
-            q = (i32::from(q) * 3 + trit(x[base + j + m * 4], id)) as u8;
+            q = (i32::from(q) * 3).wrapping_add(trit(x[base + j + m * 4], id)) as u8;
         }
         q = (i32::from(q) * 3) as u8;
         b.qh[j] = pack_base3(q);
