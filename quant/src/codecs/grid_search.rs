@@ -39,16 +39,8 @@ pub(crate) struct Search {
     pub on_grid_initially: bool,
 }
 
-/// Weights of one sub-block: `qw·sqrt(sigma2 + x²)`, or `fallback(x)` without an importance matrix; and
-/// their square roots.
-pub(crate) fn weights(
-    x: &[f32],
-    qw: Option<&[f32]>,
-    sigma2: f32,
-    fallback: fn(f32, f32) -> f32,
-    w: &mut [f32],
-    waux: &mut [f32],
-) {
+/// Weights of one sub-block: `qw·sqrt(sigma2 + x²)`, or `fallback(sigma2, x)` without an importance matrix.
+pub(crate) fn weights(x: &[f32], qw: Option<&[f32]>, sigma2: f32, fallback: fn(f32, f32) -> f32, w: &mut [f32]) {
     match qw {
         Some(qw) => {
             importance_weights(x, qw, sigma2, w);
@@ -59,9 +51,24 @@ pub(crate) fn weights(
             }
         }
     }
-    for (a, &w) in waux.iter_mut().zip(w.iter()) {
+}
+
+/// `waux[i] = sqrt(w[i])`: the weights of the neighbour searches.
+pub(crate) fn sqrt_weights(w: &[f32], waux: &mut [f32]) {
+    for (a, &w) in waux.iter_mut().zip(w) {
         *a = w.sqrt();
     }
+}
+
+/// The no-imatrix weight `x²` (IQ3_XXS, IQ3_S, IQ1_M).
+pub(crate) fn square_weight(_sigma2: f32, x: f32) -> f32 {
+    x * x
+}
+
+/// Unit weights for IQ2_XXS, IQ2_XS and IQ1_S, which upstream never runs without an importance matrix:
+/// only reached when a caller bypasses [`super::quantize_rows`]'s check.
+pub(crate) fn unit_weight(_sigma2: f32, _x: f32) -> f32 {
+    1.0
 }
 
 /// Largest number of values in one search (a 32-value sub-block).

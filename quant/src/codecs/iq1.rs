@@ -12,9 +12,9 @@
 //! over the whole super-block and stores `1.1125·d` spread over the scale words' top nibbles.
 
 use super::for_each_block;
-use super::grid_search::scale_code;
+use super::grid_search::{scale_code, square_weight, unit_weight, weights};
 use super::lattice::{self, Lattice, Lookup};
-use super::search::{importance_weights, sum_squares};
+use super::search::sum_squares;
 use crate::blocks::kvalues::IQ1S_DELTA;
 use crate::blocks::{BlockIq1M, BlockIq1S, Half, QK_K};
 
@@ -111,10 +111,8 @@ fn iq1_s_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq1S {
     let mut shifts = [0i8; QK_K / BS];
     let mut max_scale = 0.0f32;
     for (ib, xb) in x.chunks_exact(BS).enumerate() {
-        let mut weight = [1.0f32; BS];
-        if let Some(qw) = qw {
-            importance_weights(xb, &qw[BS * ib..BS * ib + BS], sigma2, &mut weight);
-        }
+        let mut weight = [0.0f32; BS];
+        weights(xb, qw.map(|q| &q[BS * ib..BS * ib + BS]), sigma2, unit_weight, &mut weight);
         if abs_max(xb) < GROUP_MAX_EPS_IQ1_S {
             shifts[ib] = 1;
             continue;
@@ -203,20 +201,6 @@ fn halves_xx(k: i8) -> [&'static [f32; 3]; 2] {
     [if k < 2 { &X_P } else { &X_M }, if k % 2 == 0 { &X_P } else { &X_M }]
 }
 
-/// IQ1_M weights of one sub-block.
-fn iq1_m_weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, w: &mut [f32]) {
-    match qw {
-        Some(qw) => {
-            importance_weights(xb, qw, sigma2, w);
-        }
-        None => {
-            for (w, &v) in w.iter_mut().zip(xb) {
-                *w = v * v;
-            }
-        }
-    }
-}
-
 /// The IQ1_M split search of one 16-value sub-block: `(i1, i2, k, scale)` of the best split and
 /// delta-sign combination, with prefix sums kept per 8-value half.
 fn iq1_m_split(xb: &[f32], weight: &[f32], idx: &[usize; 16]) -> Option<(usize, usize, i8, f32)> {
@@ -274,7 +258,7 @@ fn iq1_m_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq1M {
     let mut max_scale = 0.0f32;
     for (ib, xb) in x.chunks_exact(BS).enumerate() {
         let mut weight = [0.0f32; BS];
-        iq1_m_weights(xb, qw.map(|q| &q[BS * ib..BS * ib + BS]), sigma2, &mut weight);
+        weights(xb, qw.map(|q| &q[BS * ib..BS * ib + BS]), sigma2, square_weight, &mut weight);
         if abs_max(xb) < GROUP_MAX_EPS_IQ1_M {
             continue;
         }
@@ -325,7 +309,7 @@ fn iq1_m_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq1M {
         sc[ib / 4] |= u16::from(l) << (3 * (ib % 4));
         b.qh[ib] |= MASKS[shifts[ib] as usize];
         let mut weight = [0.0f32; BS];
-        iq1_m_weights(xb, qw.map(|q| &q[BS * ib..BS * ib + BS]), sigma2, &mut weight);
+        weights(xb, qw.map(|q| &q[BS * ib..BS * ib + BS]), sigma2, square_weight, &mut weight);
         let xx = halves_xx(shifts[ib]);
         let m = (2 * i32::from(l) + 1) as f32;
         for h in 0..2 {
@@ -359,4 +343,37 @@ pub(crate) fn quantize_row_iq1_s(src: &[f32], imatrix: Option<&[f32]>, dst: &mut
 /// IQ1_M rows.
 pub(crate) fn quantize_row_iq1_m(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
     for_each_block(src, imatrix, dst, iq1_m_block);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal values keep their index order (glibc's `qsort` is a stable merge sort), which decides which of
+    /// them fall on each side of a split.
+    #[test]
+    fn sort_is_stable() {
+        let x = [1.0f32, 0.5, 1.0, 0.5, -2.0, 0.5, 0.0, 0.0];
+        assert_eq!(sorted_order::<8>(&x), [4, 6, 7, 1, 3, 5, 0, 2]);
+        assert_eq!(split_levels(&sorted_order::<8>(&x), 1, 3), [2, 2, 2, 2, 0, 2, 1, 1]);
+    }
+
+    /// Delta-sign tables of IQ1_M's four combinations and the exact values they hold.
+    #[test]
+    fn delta_tables() {
+        assert_eq!(X_P, [-0.875, 0.125, 1.125]);
+        assert_eq!(X_M, [-1.125, -0.125, 0.875]);
+        assert_eq!(halves_xx(0), [&X_P, &X_P]);
+        assert_eq!(halves_xx(1), [&X_P, &X_M]);
+        assert_eq!(halves_xx(2), [&X_M, &X_P]);
+        assert_eq!(halves_xx(3), [&X_M, &X_M]);
+    }
+
+    #[test]
+    fn zero_blocks_encode_as_zero() {
+        let x = [0.0f32; QK_K];
+        let w = [1.0f32; QK_K];
+        assert_eq!(iq1_s_block(&x, Some(&w)), BlockIq1S { d: Half::ZERO, qs: [0; 32], qh: [0u16.into(); 8] });
+        assert_eq!(iq1_m_block(&x, None), BlockIq1M { qs: [0; 32], qh: [0; 16], scales: [0u16.into(); 4] });
+    }
 }

@@ -11,7 +11,9 @@
 //! `5/max`. The super-block scale is `max_scale/31` (IQ2_S stores it times 0.9875).
 
 use super::for_each_block;
-use super::grid_search::{c_max, fold_signs, fold_signs_even, scale_code, search, weights, Refit, Search, Values};
+use super::grid_search::{
+    c_max, fold_signs, fold_signs_even, scale_code, search, sqrt_weights, unit_weight, weights, Refit, Search, Values,
+};
 use super::lattice;
 use super::search::{make_qp_quants, sum_squares, GROUP_MAX_EPS};
 use crate::blocks::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, Half, QK_K};
@@ -20,11 +22,6 @@ use crate::blocks::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, Half, QK_K};
 const KMAX: i32 = 3;
 /// `GROUP_MAX_EPS_IQ2_S`.
 const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
-
-/// Unit weights: only reached when a caller bypasses [`super::quantize_rows`]'s importance-matrix check.
-fn unit_weight(_sigma2: f32, _x: f32) -> f32 {
-    1.0
-}
 
 fn iq2_xxs_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq2Xxs {
     let lat = lattice::iq2_xxs();
@@ -35,7 +32,8 @@ fn iq2_xxs_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq2Xxs {
     let mut max_scale = 0.0f32;
     for (ib, xb) in x.chunks_exact(32).enumerate() {
         let (mut weight, mut waux, mut xval) = ([0.0f32; 32], [0.0f32; 32], [0.0f32; 32]);
-        weights(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2, unit_weight, &mut weight, &mut waux);
+        weights(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2, unit_weight, &mut weight);
+        sqrt_weights(&weight, &mut waux);
         let mut signs = [0u8; 4];
         for k in 0..4 {
             let r = 8 * k..8 * k + 8;
@@ -105,7 +103,8 @@ fn halves(x: &[f32], qw: Option<&[f32]>, is_s: bool) -> Halves {
     let mut h = Halves { scales: [0.0; QK_K / 16], index: [0; QK_K / 8], signs: [0; QK_K / 8], max_scale: 0.0 };
     for (ib, xb) in x.chunks_exact(16).enumerate() {
         let (mut weight, mut waux, mut xval) = ([0.0f32; 16], [0.0f32; 16], [0.0f32; 16]);
-        weights(xb, qw.map(|q| &q[16 * ib..16 * ib + 16]), sigma2, fallback, &mut weight, &mut waux);
+        weights(xb, qw.map(|q| &q[16 * ib..16 * ib + 16]), sigma2, fallback, &mut weight);
+        sqrt_weights(&weight, &mut waux);
         let mut signs = [0u8; 2];
         for k in 0..2 {
             let r = 8 * k..8 * k + 8;

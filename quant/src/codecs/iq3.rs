@@ -11,7 +11,9 @@
 //! all-zero sub-block the following sub-blocks' indices and signs are stored one slot early.
 
 use super::for_each_block;
-use super::grid_search::{c_max, fold_signs, fold_signs_even, scale_code, search, weights, Refit, Search, Values};
+use super::grid_search::{
+    c_max, fold_signs, fold_signs_even, scale_code, search, sqrt_weights, square_weight, weights, Refit, Search, Values,
+};
 use super::lattice;
 use super::search::sum_squares;
 use crate::blocks::{BlockIq3S, BlockIq3Xxs, Half, QK_K};
@@ -20,10 +22,6 @@ use crate::blocks::{BlockIq3S, BlockIq3Xxs, Half, QK_K};
 const KMAX: i32 = 8;
 /// `GROUP_MAX_EPS_IQ3_XXS`.
 const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
-
-fn square(_sigma2: f32, x: f32) -> f32 {
-    x * x
-}
 
 fn iq3_xxs_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq3Xxs {
     let lat = lattice::iq3_xxs();
@@ -35,7 +33,8 @@ fn iq3_xxs_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq3Xxs {
     let mut max_scale = 0.0f32;
     for (ib, xb) in x.chunks_exact(32).enumerate() {
         let (mut weight, mut waux, mut xval) = ([0.0f32; 32], [0.0f32; 32], [0.0f32; 32]);
-        weights(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2, square, &mut weight, &mut waux);
+        weights(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2, square_weight, &mut weight);
+        sqrt_weights(&weight, &mut waux);
         let mut signs = [0u8; 4];
         for k in 0..4 {
             let r = 8 * k..8 * k + 8;
@@ -86,7 +85,8 @@ fn iq3_s_block(x: &[f32], qw: Option<&[f32]>) -> BlockIq3S {
     let mut slot = 0usize;
     for (ib, xb) in x.chunks_exact(32).enumerate() {
         let (mut weight, mut waux, mut xval) = ([0.0f32; 32], [0.0f32; 32], [0.0f32; 32]);
-        weights(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2, square, &mut weight, &mut waux);
+        weights(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2, square_weight, &mut weight);
+        sqrt_weights(&weight, &mut waux);
         let mut signs = [0u8; 4];
         for k in 0..4 {
             let r = 8 * k..8 * k + 8;
