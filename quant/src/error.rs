@@ -18,4 +18,7 @@ pub enum QuantError {
     /// An importance matrix row of the wrong length.
     #[error("importance matrix has {got} values, the row has {expected}")]
     ImatrixLength { expected: usize, got: usize },
+    /// A type whose quantizer needs an importance matrix was asked to run without one.
+    #[error("type {ty} cannot be quantized without an importance matrix")]
+    ImatrixRequired { ty: GgmlType },
 }

@@ -3,7 +3,7 @@
 //! matrix. This is what lets the pipeline split work by rows without changing its output.
 
 use proptest::prelude::*;
-use quantforge_quant::codecs::{can_quantize, quantize_rows};
+use quantforge_quant::codecs::{can_quantize, quantize_rows, requires_imatrix};
 use quantforge_quant::GgmlType;
 use rayon::prelude::*;
 
@@ -61,6 +61,9 @@ fn chunked_rows_give_identical_bytes() {
     for ty in supported() {
         let row_bytes = ty.row_size(N_PER_ROW as u64).unwrap() as usize;
         for imatrix in [None, Some(w.as_slice())] {
+            if imatrix.is_none() && requires_imatrix(ty) {
+                continue;
+            }
             let expected = whole(ty, &x, imatrix);
             // Uneven sequential chunks: 1, 2, 4, 2 rows.
             let mut got = vec![0u8; expected.len()];
@@ -92,9 +95,43 @@ fn chunked_rows_give_identical_bytes() {
 fn imatrix_is_used_exactly_where_upstream_uses_it() {
     let (x, w) = test_tensor();
     for ty in supported() {
+        if requires_imatrix(ty) {
+            let mut out = vec![0u8; ty.row_size(N_PER_ROW as u64).unwrap() as usize * N_ROWS];
+            assert!(quantize_rows(ty, &x, N_PER_ROW, None, &mut out).is_err(), "{ty:?}");
+            continue;
+        }
         let same = whole(ty, &x, None) == whole(ty, &x, Some(&w));
-        let ignores = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0);
+        let ignores = matches!(
+            ty,
+            GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::BF16
+                | GgmlType::Q8_0
+                | GgmlType::TQ1_0
+                | GgmlType::TQ2_0
+                | GgmlType::MXFP4
+        );
         assert_eq!(same, ignores, "{ty:?}");
+    }
+}
+
+/// Non-finite and extreme inputs give some bytes, never a panic, for every type.
+#[test]
+fn extreme_values_do_not_panic() {
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX, 1e-45, -0.0, 0.0];
+    let (x, w) = test_tensor();
+    for ty in supported() {
+        for (i, &v) in specials.iter().enumerate() {
+            // One special value among normal ones, then a row made only of it.
+            let mut row = x[..N_PER_ROW].to_vec();
+            row[(i * 37) % N_PER_ROW] = v;
+            row.extend(std::iter::repeat_n(v, N_PER_ROW));
+            let mut out = vec![0u8; 2 * ty.row_size(N_PER_ROW as u64).unwrap() as usize];
+            quantize_rows(ty, &row, N_PER_ROW, Some(&w), &mut out).unwrap();
+            if !requires_imatrix(ty) {
+                quantize_rows(ty, &row, N_PER_ROW, None, &mut out).unwrap();
+            }
+        }
     }
 }
 
@@ -111,6 +148,9 @@ proptest! {
         let x: Vec<f32> = values.iter().map(|v| v * scale).collect();
         let imatrix = use_imatrix.then_some(weights.as_slice());
         for ty in supported() {
+            if imatrix.is_none() && requires_imatrix(ty) {
+                continue;
+            }
             let row_bytes = ty.row_size(256).unwrap() as usize;
             let mut a = vec![0u8; 3 * row_bytes];
             quantize_rows(ty, &x, 256, imatrix, &mut a).unwrap();

@@ -135,6 +135,18 @@ golden_tests! {
     golden_imat_q6_k => "synth-tiny-imat-Q6_K.gguf", true;
     golden_imat_iq4_nl => "synth-tiny-imat-IQ4_NL.gguf", true;
     golden_imat_iq4_xs => "synth-tiny-imat-IQ4_XS.gguf", true;
+    golden_imat_iq2_xxs => "synth-tiny-imat-IQ2_XXS.gguf", true;
+    golden_imat_iq2_xs => "synth-tiny-imat-IQ2_XS.gguf", true;
+    golden_imat_iq2_s => "synth-tiny-imat-IQ2_S.gguf", true;
+    golden_imat_iq3_xxs => "synth-tiny-imat-IQ3_XXS.gguf", true;
+    golden_imat_iq3_s => "synth-tiny-imat-IQ3_S.gguf", true;
+    golden_imat_iq3_xs => "synth-tiny-imat-IQ3_XS.gguf", true;
+    golden_imat_iq3_m => "synth-tiny-imat-IQ3_M.gguf", true;
+    golden_imat_iq2_m => "synth-tiny-imat-IQ2_M.gguf", true;
+    golden_imat_iq1_s => "synth-tiny-imat-IQ1_S.gguf", true;
+    golden_imat_iq1_m => "synth-tiny-imat-IQ1_M.gguf", true;
+    golden_imat_tq1_0 => "synth-tiny-imat-TQ1_0.gguf", true;
+    golden_imat_tq2_0 => "synth-tiny-imat-TQ2_0.gguf", true;
 }
 
 /// Every golden file in the folder is covered by a test above.

@@ -3,7 +3,7 @@
 //! is bit-exact on the golden files but broken on other data, or a packing/dequant mismatch, fails here.
 
 use proptest::prelude::*;
-use quantforge_quant::codecs::{can_quantize, quantize_rows};
+use quantforge_quant::codecs::{can_quantize, quantize_rows, requires_imatrix};
 use quantforge_quant::dequant::dequantize_row;
 use quantforge_quant::GgmlType;
 
@@ -57,10 +57,49 @@ const REFERENCE_RMSE: [(GgmlType, f64); 15] = [
     (GgmlType::Q2_K, 0.2964),
 ];
 
+/// Ceilings for the grid and ternary types, which have no measured llama.cpp figure here: about 1.3× what
+/// these encoders give on this data (1.1× for the ternary types). The encoders are byte-identical with
+/// llama-quantize on its golden files, which is the real check; these catch a packing or dequantization
+/// mismatch, which costs far more.
+const CEILING_RMSE: [(GgmlType, f64); 10] = [
+    (GgmlType::MXFP4, 0.15),
+    (GgmlType::IQ3_S, 0.22),
+    (GgmlType::IQ3_XXS, 0.28),
+    (GgmlType::IQ2_S, 0.35),
+    (GgmlType::IQ2_XS, 0.43),
+    (GgmlType::IQ2_XXS, 0.48),
+    (GgmlType::IQ1_M, 0.75),
+    (GgmlType::IQ1_S, 0.7),
+    // Ternary with d = max|x| rounds most Gaussian values to 0: about 0.81 here.
+    (GgmlType::TQ2_0, 0.9),
+    (GgmlType::TQ1_0, 0.9),
+];
+
 #[test]
 fn every_quantizable_type_has_a_bound() {
     for &ty in GgmlType::ALL {
-        assert_eq!(can_quantize(ty), REFERENCE_RMSE.iter().any(|(t, _)| *t == ty), "{ty:?}");
+        let bounded = REFERENCE_RMSE.iter().chain(&CEILING_RMSE).filter(|(t, _)| *t == ty).count();
+        assert_eq!(usize::from(can_quantize(ty)), bounded, "{ty:?}");
+    }
+}
+
+#[test]
+fn grid_and_ternary_types_within_ceiling() {
+    let n_per_row = 1024;
+    let x = gaussian(64 * n_per_row, 0.02, 42);
+    let w: Vec<f32> = gaussian(n_per_row, 1.0, 7).iter().map(|g| (g * 1.2).exp()).collect();
+    for (ty, ceiling) in CEILING_RMSE {
+        if !can_quantize(ty) {
+            continue;
+        }
+        for imatrix in [None, Some(w.as_slice())] {
+            if imatrix.is_none() && requires_imatrix(ty) {
+                continue;
+            }
+            let e = relative_rmse(&x, &round_trip(ty, &x, n_per_row, imatrix));
+            println!("{ty:?} (imatrix {}): relative RMSE {e:.5} (ceiling {ceiling})", imatrix.is_some());
+            assert!(e <= ceiling, "{ty:?} (imatrix {}): relative RMSE {e:.5}", imatrix.is_some());
+        }
     }
 }
 

@@ -33,6 +33,17 @@ fn bounds(ty: GgmlType) -> (f64, f64) {
         T::IQ4_NL | T::IQ4_XS => (0.17, 0.119),
         T::Q3_K => (0.33, 0.22),
         T::Q2_K => (0.5, 0.395),
+        // The low-bit types of the imatrix IQ1/IQ2/IQ3/TQ outputs (maxima again from attn_k/attn_q/attn_v of
+        // layer 0, e.g. IQ3_S 0.239 / mean 0.179, IQ2_XXS 0.644 / 0.549, TQ1_0 0.821 / 0.779).
+        T::IQ3_S => (0.3, 0.225),
+        T::IQ3_XXS => (0.4, 0.33),
+        T::IQ2_S => (0.56, 0.445),
+        T::IQ2_XS => (0.61, 0.53),
+        T::IQ2_XXS => (0.8, 0.69),
+        T::IQ1_S => (0.89, 0.765),
+        T::IQ1_M => (0.82, 0.69),
+        // Ternary: most values round to 0, so even honest output is near 0.8; a wrong layout exceeds 1.
+        T::TQ1_0 | T::TQ2_0 => (0.95, 0.9),
         other => panic!("no bound for {other}: add one when a golden file uses it"),
     }
 }
@@ -120,6 +131,15 @@ fn every_golden_tensor_dequantizes_close_to_its_source() {
         T::Q6_K,
         T::IQ4_NL,
         T::IQ4_XS,
+        T::IQ1_S,
+        T::IQ1_M,
+        T::IQ2_XXS,
+        T::IQ2_XS,
+        T::IQ2_S,
+        T::IQ3_XXS,
+        T::IQ3_S,
+        T::TQ1_0,
+        T::TQ2_0,
     ] {
         assert!(per_type.contains_key(&ty), "no golden tensor of type {ty}");
     }

@@ -80,6 +80,13 @@ pub fn bf16_to_fp32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
+/// `ggml_e8m0_to_fp32_half`: half the E8M0 scale, 2^(x - 128), with ggml's two subnormal cases spelled out.
+#[inline(always)]
+pub fn e8m0_to_fp32_half(x: u8) -> f32 {
+    let bits = if x < 2 { 0x0020_0000u32 << x } else { ((x - 1) as u32) << 23 };
+    f32::from_bits(bits)
+}
+
 /// ggml's `nearest_int`: round to nearest, ties to even, by adding 1.5·2²³ and reading the low
 /// mantissa bits. Exact for |f| ≤ 4194303; outside that range it returns the same garbage as the C code.
 #[inline]

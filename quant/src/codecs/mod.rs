@@ -12,23 +12,34 @@
 //! - Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K use `quantize_row_*_ref` without an importance matrix and
 //!   `quantize_row_*_impl` row by row with one (the legacy `_impl`s compute `sigma2` over the row).
 //! - IQ4_NL and IQ4_XS always go through `quantize_row_iq4_nl_impl`, weighting by x² without one.
+//! - TQ1_0, TQ2_0 and MXFP4 always use their ref paths (they ignore the importance matrix).
+//! - The grid types IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S always use their `_impl`;
+//!   IQ2_XXS, IQ2_XS and IQ1_S cannot run without an importance matrix (upstream asserts, here
+//!   [`QuantError::ImatrixRequired`]). Their lookup tables (`lattice`) are built once, on first use.
 //!
 //! Invariant: rows are independent (every function depends only on its own row and the per-column
 //! importance weights), so splitting a tensor into row ranges in any way gives the same bytes.
-//! The functions here are sequential and allocation-free; callers parallelise over rows.
+//! The functions here are sequential and allocate nothing per row; callers parallelise over rows.
 
 // The ports keep C's index loops (`for i in 0..n { ... x[i] ... L[i] ... }`) so that they can be
 // checked line by line against upstream; iterator rewrites would obscure the operation order.
 #![allow(clippy::needless_range_loop)]
 
 mod float;
+mod grid_search;
+mod iq1;
+mod iq2;
+mod iq3;
 mod iq4;
+mod lattice;
 mod legacy;
+mod mxfp4;
 mod q2_k;
 mod q3_k;
 mod q4_q5_k;
 mod q6_k;
 mod search;
+mod ternary;
 
 use crate::blocks::{as_blocks_mut, Block};
 use crate::{GgmlType, QuantError};
@@ -54,8 +65,23 @@ fn row_fn(ty: GgmlType) -> Option<RowFn> {
         GgmlType::Q6_K => q6_k::quantize_row_q6_k,
         GgmlType::IQ4_NL => iq4::quantize_row_iq4_nl,
         GgmlType::IQ4_XS => iq4::quantize_row_iq4_xs,
+        GgmlType::IQ1_S => iq1::quantize_row_iq1_s,
+        GgmlType::IQ1_M => iq1::quantize_row_iq1_m,
+        GgmlType::IQ2_XXS => iq2::quantize_row_iq2_xxs,
+        GgmlType::IQ2_XS => iq2::quantize_row_iq2_xs,
+        GgmlType::IQ2_S => iq2::quantize_row_iq2_s,
+        GgmlType::IQ3_XXS => iq3::quantize_row_iq3_xxs,
+        GgmlType::IQ3_S => iq3::quantize_row_iq3_s,
+        GgmlType::MXFP4 => mxfp4::quantize_row_mxfp4,
+        GgmlType::TQ1_0 => ternary::quantize_row_tq1_0,
+        GgmlType::TQ2_0 => ternary::quantize_row_tq2_0,
         _ => return None,
     })
+}
+
+/// Types whose quantizer cannot run without an importance matrix (`ggml_quantize_requires_imatrix`).
+pub fn requires_imatrix(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S)
 }
 
 /// Whether `quantize_rows` supports `ty`.
@@ -69,7 +95,8 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 /// Errors: [`QuantError::Unsupported`] for a type without a quantizer, [`QuantError::RowLength`] when
 /// `n_per_row` is zero or not a multiple of the block size, [`QuantError::BufferSize`] when `src` is
 /// not a whole number of rows or `dst` has the wrong length, [`QuantError::ImatrixLength`] when the
-/// importance matrix does not have one weight per column.
+/// importance matrix does not have one weight per column, [`QuantError::ImatrixRequired`] for IQ2_XXS,
+/// IQ2_XS and IQ1_S without one.
 pub fn quantize_rows(
     ty: GgmlType,
     src: &[f32],
@@ -100,10 +127,12 @@ pub fn quantize_rows(
     if dst.len() != expected {
         return Err(QuantError::BufferSize { what: "destination bytes", expected, got: dst.len() });
     }
-    if let Some(w) = imatrix {
-        if w.len() != n_per_row {
+    match imatrix {
+        Some(w) if w.len() != n_per_row => {
             return Err(QuantError::ImatrixLength { expected: n_per_row, got: w.len() });
         }
+        None if requires_imatrix(ty) && nrows > 0 => return Err(QuantError::ImatrixRequired { ty }),
+        _ => {}
     }
     for (row, out) in src.chunks_exact(n_per_row).zip(dst.chunks_exact_mut(row_bytes)) {
         quantize_row(row, imatrix, out);
@@ -153,7 +182,7 @@ fn ref_or_impl<B: Block>(
 mod tests {
     use super::*;
 
-    const SUPPORTED: [GgmlType; 15] = [
+    const SUPPORTED: &[GgmlType] = &[
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -169,6 +198,16 @@ mod tests {
         GgmlType::Q6_K,
         GgmlType::IQ4_NL,
         GgmlType::IQ4_XS,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
     ];
 
     #[test]
@@ -184,8 +223,13 @@ mod tests {
         let mut dst = vec![0u8; 2 * 144];
         assert!(quantize_rows(GgmlType::Q4_K, &src, 256, None, &mut dst).is_ok());
         assert!(matches!(
-            quantize_rows(GgmlType::IQ2_XXS, &src, 256, None, &mut dst),
+            quantize_rows(GgmlType::NVFP4, &src, 256, None, &mut dst),
             Err(QuantError::Unsupported { .. })
+        ));
+        let mut iq2 = vec![0u8; 2 * 66];
+        assert!(matches!(
+            quantize_rows(GgmlType::IQ2_XXS, &src, 256, None, &mut iq2),
+            Err(QuantError::ImatrixRequired { ty: GgmlType::IQ2_XXS })
         ));
         assert!(matches!(
             quantize_rows(GgmlType::Q4_K, &src, 128, None, &mut dst),

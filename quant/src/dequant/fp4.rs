@@ -7,14 +7,8 @@
 
 use super::for_blocks;
 use super::tables::KVALUES_FP4;
+use crate::blocks::scalar::e8m0_to_fp32_half;
 use crate::blocks::{BlockMxfp4, BlockNvfp4, QK32};
-
-/// `ggml_e8m0_to_fp32_half`: 2^(x - 128), with the two subnormal cases spelled out as ggml does.
-#[inline(always)]
-fn e8m0_to_fp32_half(x: u8) -> f32 {
-    let bits = if x < 2 { 0x0020_0000u32 << x } else { ((x - 1) as u32) << 23 };
-    f32::from_bits(bits)
-}
 
 /// `ggml_ue4m3_to_fp32`: unsigned E4M3 (bias 7, bit 7 ignored) times 0.5; 0 and 0x7F decode to 0.
 #[inline(always)]

@@ -25,7 +25,7 @@ mod iq4;
 mod kquants;
 mod legacy;
 mod lowbit;
-mod tables;
+pub(crate) mod tables;
 mod ternary;
 
 use crate::blocks::{as_blocks, Block};

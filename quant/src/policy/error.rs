@@ -21,7 +21,7 @@ pub enum PolicyError {
     #[error("tensor type pattern '{pattern}' is not a supported regular expression: {reason}")]
     UnsupportedPattern { pattern: String, reason: String },
     /// A file type whose types quantforge cannot encode yet.
-    #[error("quantization type {ftype} is not supported by quantforge yet (IQ1/IQ2/IQ3, TQ, MXFP4, Q1_0 and Q2_0 have no encoder)")]
+    #[error("quantization type {ftype} is not supported by quantforge yet (Q1_0 and Q2_0 have no encoder)")]
     UnsupportedFileType { ftype: FileType },
     /// The chosen type needs an importance matrix and none was given.
     #[error("tensor '{tensor}': type {ty} requires an importance matrix; pass one with --imatrix")]

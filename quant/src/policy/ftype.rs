@@ -97,24 +97,24 @@ const FACTS: &[Facts] = &[
     facts(F::Q5_K_S, "Q5_K_S", 16, G::Q5_K, true),
     facts(F::Q5_K_M, "Q5_K_M", 17, G::Q5_K, true),
     facts(F::Q6_K, "Q6_K", 18, G::Q6_K, true),
-    facts(F::IQ2_XXS, "IQ2_XXS", 19, G::IQ2_XXS, false),
-    facts(F::IQ2_XS, "IQ2_XS", 20, G::IQ2_XS, false),
+    facts(F::IQ2_XXS, "IQ2_XXS", 19, G::IQ2_XXS, true),
+    facts(F::IQ2_XS, "IQ2_XS", 20, G::IQ2_XS, true),
     facts(F::Q2_K_S, "Q2_K_S", 21, G::Q2_K, true),
-    facts(F::IQ3_XS, "IQ3_XS", 22, G::IQ3_S, false),
-    facts(F::IQ3_XXS, "IQ3_XXS", 23, G::IQ3_XXS, false),
-    facts(F::IQ1_S, "IQ1_S", 24, G::IQ1_S, false),
+    facts(F::IQ3_XS, "IQ3_XS", 22, G::IQ3_S, true),
+    facts(F::IQ3_XXS, "IQ3_XXS", 23, G::IQ3_XXS, true),
+    facts(F::IQ1_S, "IQ1_S", 24, G::IQ1_S, true),
     facts(F::IQ4_NL, "IQ4_NL", 25, G::IQ4_NL, true),
-    facts(F::IQ3_S, "IQ3_S", 26, G::IQ3_S, false),
-    facts(F::IQ3_M, "IQ3_M", 27, G::IQ3_S, false),
+    facts(F::IQ3_S, "IQ3_S", 26, G::IQ3_S, true),
+    facts(F::IQ3_M, "IQ3_M", 27, G::IQ3_S, true),
     // IQ2_S's default really is IQ2_XS and IQ2_M's is IQ2_S (llama.cpp's naming, not a typo here).
-    facts(F::IQ2_S, "IQ2_S", 28, G::IQ2_XS, false),
-    facts(F::IQ2_M, "IQ2_M", 29, G::IQ2_S, false),
+    facts(F::IQ2_S, "IQ2_S", 28, G::IQ2_XS, true),
+    facts(F::IQ2_M, "IQ2_M", 29, G::IQ2_S, true),
     facts(F::IQ4_XS, "IQ4_XS", 30, G::IQ4_XS, true),
-    facts(F::IQ1_M, "IQ1_M", 31, G::IQ1_M, false),
+    facts(F::IQ1_M, "IQ1_M", 31, G::IQ1_M, true),
     facts(F::BF16, "BF16", 32, G::BF16, true),
-    facts(F::TQ1_0, "TQ1_0", 36, G::TQ1_0, false),
-    facts(F::TQ2_0, "TQ2_0", 37, G::TQ2_0, false),
-    facts(F::MXFP4_MOE, "MXFP4_MOE", 38, G::MXFP4, false),
+    facts(F::TQ1_0, "TQ1_0", 36, G::TQ1_0, true),
+    facts(F::TQ2_0, "TQ2_0", 37, G::TQ2_0, true),
+    facts(F::MXFP4_MOE, "MXFP4_MOE", 38, G::MXFP4, true),
     facts(F::Q1_0, "Q1_0", 40, G::Q1_0, false),
     facts(F::Q2_0, "Q2_0", 41, G::Q2_0, false),
     facts(F::Copy, "COPY", 0, G::F32, true),
@@ -249,7 +249,7 @@ impl FileType {
     }
 
     /// Whether quantforge can produce this file type now: every type its mix and fallbacks can pick has an
-    /// encoder. The others (IQ1/IQ2/IQ3, TQ, MXFP4, Q1_0, Q2_0) can be planned (e.g. for a dry run) but
+    /// encoder. The others (Q1_0, Q2_0) can be planned (e.g. for a dry run) but
     /// not written.
     pub fn supported_by_encoder(self) -> bool {
         self.facts().supported
