@@ -740,4 +740,44 @@ mod tests {
             assert_eq!((chain.a, chain.b), (1.0, 1.5));
         }
     }
+
+    /// Doubles layer `a`, asks for the input vector to be divided by 2, and records the sample it saw.
+    struct Fold(std::sync::Mutex<Vec<Vec<f32>>>);
+
+    impl BlockSolver for Fold {
+        fn stats_kind(&self) -> StatsKind {
+            StatsKind::Diagonal
+        }
+        fn sample_rows(&self) -> u64 {
+            2
+        }
+        fn solve_block(
+            &self,
+            _: usize,
+            weights: &[LinearWeight],
+            inputs: &[(Vec<String>, InputStats)],
+        ) -> Result<BlockSolution, String> {
+            for (_, s) in inputs {
+                self.0.lock().unwrap().push(s.sample.clone().unwrap());
+            }
+            let weights = weights
+                .iter()
+                .map(|w| LinearWeight { values: w.values.iter().map(|v| v * 2.0).collect(), ..w.clone() })
+                .collect();
+            Ok(BlockSolution { weights, vector_scales: vec![("x".into(), vec![2.0; 4])] })
+        }
+    }
+
+    #[test]
+    fn block_solvers_fold_their_vector_scales_and_see_a_strided_sample() {
+        let mut chain = Chain { x: vec![1.0, 2.0, 3.0, 4.0], a: 2.0, b: 3.0, passes: 0 };
+        let solver = Fold(Default::default());
+        let (report, vectors) = calibrate_blocks(&mut chain, &solver, &crate::progress::Silent).unwrap();
+        assert_eq!(report.blocks[0].tokens, 4);
+        assert_eq!(chain.passes, 1);
+        // 4 tokens, 2 sample rows: every second row, from the first.
+        assert_eq!(solver.0.into_inner().unwrap(), [vec![1.0, 3.0], vec![2.0, 6.0]]);
+        assert_eq!(vectors, [("x".to_string(), vec![0.5, 1.0, 1.5, 2.0])]);
+        assert_eq!((chain.a, chain.b), (4.0, 6.0));
+    }
 }
