@@ -159,6 +159,14 @@ pub fn quantization_method(config: &Value, dir: &Path) -> Option<String> {
     GPTQ_CONFIG_FILES.iter().any(|f| dir.join(f).is_file()).then(|| "gptq".to_string())
 }
 
+/// The largest tensor dimension (or `weight_shape` entry) read.
+pub(crate) const MAX_DIM: u64 = 1 << 32;
+
+/// `d` as `usize` when it is at most [`MAX_DIM`].
+pub(crate) fn dim(d: u64) -> Option<usize> {
+    (d <= MAX_DIM).then_some(d as usize)
+}
+
 /// Checked access to a model's tensors for the format decoders.
 pub(crate) struct Tensors<'a> {
     pub model: &'a HfModel,
@@ -177,10 +185,13 @@ impl Tensors<'_> {
         self.model.tensor(name).ok_or_else(|| self.err(name, "missing".into()))
     }
 
-    /// The tensor's shape.
+    /// The tensor's shape, every dimension at most [`MAX_DIM`] (so index arithmetic cannot overflow).
     pub fn shape(&self, name: &str) -> Result<Vec<usize>, CheckpointError> {
         let (_, t) = self.get(name)?;
-        t.shape.iter().map(|&d| usize::try_from(d).map_err(|_| self.err(name, "dimension too large".into()))).collect()
+        t.shape
+            .iter()
+            .map(|&d| dim(d).ok_or_else(|| self.err(name, format!("dimension {d} is over {MAX_DIM}"))))
+            .collect()
     }
 
     fn check_shape(&self, name: &str, t: &StTensor, shape: &[usize]) -> Result<(), CheckpointError> {
