@@ -355,11 +355,14 @@ fn tamper(dir: &Path, name: &str, dtype: Dtype, shape: &[u64], data: Vec<u8>) {
     w.finish().unwrap();
 }
 
+/// A format, its symmetry, and a tensor replaced by (name, dtype, shape, bytes).
+type Tampered = (CheckpointFormat, bool, String, Dtype, Vec<u64>, Vec<u8>);
+
 #[test]
 fn malformed_quantized_tensors_are_refused_by_name() {
     let mut rng = Rng(13);
     let m = MODULES[0];
-    let cases: [(CheckpointFormat, bool, String, Dtype, Vec<u64>, Vec<u8>); 6] = [
+    let cases: [Tampered; 6] = [
         // qweight stored as F32.
         (CheckpointFormat::GptqV2, true, format!("{m}.qweight"), Dtype::F32, vec![8, 32], vec![0; 8 * 32 * 4]),
         // scales with one group too few.
