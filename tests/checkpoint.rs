@@ -129,3 +129,25 @@ fn converting_or_quantizing_a_quantized_checkpoint_is_refused() {
         assert!(!out.exists());
     }
 }
+
+fn kld(base: &Path, model: &Path) -> f64 {
+    let text = fixture("text/tinystories-valid-sample.txt");
+    let (base, model, text) = (base.display().to_string(), model.display().to_string(), text.display().to_string());
+    let j = qf(["eval", "kld", &base, &model, "--text", &text, "--ctx", "128", "--chunks", "2", "--json", "-q"]).json();
+    j["kld"]["value"].as_f64().expect("kld value")
+}
+
+#[test]
+fn kld_of_a_checkpoint_is_that_of_its_dequantized_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let format = CheckpointFormat::Awq;
+    let scheme = IntScheme::new(4, Some(32), false, format.scale_dtype(None)).unwrap();
+    let (quantized, reference) = write_pair(dir.path(), format, scheme);
+    // The checkpoint's logits are the dequantized model's, so its KLD against that model is the same
+    // (round-off only) figure as the model's against itself.
+    assert_eq!(kld(&reference, &quantized), kld(&reference, &reference));
+    let original = fixture("stories260K");
+    let k = kld(&original, &quantized);
+    assert!(k > 1e-4, "4-bit attention should move the logits: {k}");
+    assert_eq!(k, kld(&original, &reference));
+}

@@ -245,6 +245,60 @@ pub(crate) fn parse(qc: &Value, path: &Path) -> Result<ParsedConfig, CheckpointE
     }
 }
 
+/// One of GPTQModel's per-module overrides (`dynamic`): modules whose name matches `pattern` (Python
+/// `re.match`, anchored at the start) use these values instead of the top-level ones. Negative entries
+/// (`"-:regex"`) are modules left unquantized, which need no override: they have no packed tensors.
+#[derive(Clone, Debug)]
+pub(crate) struct ModuleOverride {
+    pattern: regex::Regex,
+    bits: Option<u8>,
+    group_size: Option<Option<usize>>,
+    sym: Option<bool>,
+}
+
+/// The positive `dynamic` overrides of a GPTQ config, in order.
+pub(crate) fn parse_dynamic(qc: &Value, path: &Path) -> Result<Vec<ModuleOverride>, CheckpointError> {
+    let bad = |message: String| CheckpointError::Config { path: path.into(), message };
+    let Some(map) = get(qc, &["dynamic"]).and_then(Value::as_object) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for (key, v) in map {
+        if key.starts_with("-:") {
+            continue;
+        }
+        let pat = key.strip_prefix("+:").unwrap_or(key);
+        let pattern = regex::Regex::new(&format!("^(?:{pat})"))
+            .map_err(|e| bad(format!("dynamic pattern '{key}' is not a supported regex: {e}")))?;
+        let bits = match get(v, &["bits"]).and_then(Value::as_u64) {
+            None => None,
+            Some(b @ (2 | 3 | 4 | 8)) => Some(b as u8),
+            Some(b) => return Err(bad(format!("dynamic '{key}': {b}-bit is not read"))),
+        };
+        let group_size = match get(v, &["group_size"]).and_then(Value::as_i64) {
+            None => None,
+            Some(-1) => Some(None),
+            Some(g) if g > 0 => Some(Some(g as usize)),
+            Some(g) => return Err(bad(format!("dynamic '{key}': group size {g}"))),
+        };
+        out.push(ModuleOverride { pattern, bits, group_size, sym: get(v, &["sym"]).and_then(Value::as_bool) });
+    }
+    Ok(out)
+}
+
+impl ModuleOverride {
+    /// `base` with this override applied when it matches `module`.
+    pub(crate) fn apply(overrides: &[ModuleOverride], base: ParsedConfig, module: &str) -> ParsedConfig {
+        match overrides.iter().find(|o| o.pattern.is_match(module)) {
+            Some(o) => ParsedConfig {
+                bits: o.bits.unwrap_or(base.bits),
+                group_size: o.group_size.unwrap_or(base.group_size),
+                sym: o.sym.unwrap_or(base.sym),
+                ..base
+            },
+            None => base,
+        }
+    }
+}
+
 fn parse_ct(qc: &Value, path: &Path) -> Result<ParsedConfig, CheckpointError> {
     let bad = |message: String| CheckpointError::Config { path: path.into(), message };
     if let Some(s) = get(qc, &["quantization_status"]).and_then(Value::as_str) {
@@ -337,6 +391,26 @@ mod tests {
         let ct = quantization_config(CheckpointFormat::CompressedTensors, &scheme(4, Some(128), true), &info);
         assert_eq!(ct["config_groups"]["group_0"]["weights"]["actorder"], json!("group"));
         assert_eq!(ct["ignore"][0], json!("lm_head"));
+    }
+
+    #[test]
+    fn gptqmodel_dynamic_overrides_apply_by_module() {
+        let p = Path::new("x");
+        let qc = json!({"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": true, "dynamic": {
+            "+:.*\\.mlp\\.down_proj": {"bits": 8, "group_size": -1},
+            "-:.*\\.q_proj": {},
+            ".*\\.k_proj": {"sym": false}
+        }});
+        let base = parse(&qc, p).unwrap();
+        let o = parse_dynamic(&qc, p).unwrap();
+        assert_eq!(o.len(), 2);
+        let down = ModuleOverride::apply(&o, base, "model.layers.3.mlp.down_proj");
+        assert_eq!((down.bits, down.group_size, down.sym), (8, None, true));
+        let k = ModuleOverride::apply(&o, base, "model.layers.0.self_attn.k_proj");
+        assert_eq!((k.bits, k.group_size, k.sym), (4, Some(128), false));
+        assert_eq!(ModuleOverride::apply(&o, base, "model.layers.0.self_attn.v_proj"), base);
+        let bad = json!({"bits": 4, "dynamic": {"+:(": {}}});
+        assert!(matches!(parse_dynamic(&bad, p), Err(CheckpointError::Config { .. })));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use quantforge_formats::safetensors::Dtype;
 
 use super::config::ParsedConfig;
 use super::pack::{n_words, pack_bits, unpack_bits};
-use super::reader::{groups, natural_g_idx, Tensors, UnpackedLinear};
+use super::reader::{dim, groups, natural_g_idx, Tensors, UnpackedLinear};
 use super::{dims, CheckpointError, PackedTensor};
 use crate::intquant::QuantizedLinear;
 
@@ -67,7 +67,9 @@ pub(super) fn decode(
     let bits = cfg.bits;
     let sname = format!("{module}.weight_shape");
     let shape = src.ints(&sname, &[2])?;
-    let dim = |v: i64| usize::try_from(v).map_err(|_| src.err(&sname, format!("dimension {v}")));
+    let dim = |v: i64| {
+        u64::try_from(v).ok().and_then(dim).ok_or_else(|| src.err(&sname, format!("dimension {v} is out of range")))
+    };
     let (rows, cols) = (dim(shape[0])?, dim(shape[1])?);
     let per_row = n_words(cols, bits);
     let words = src.words(&name, &[rows, per_row])?;

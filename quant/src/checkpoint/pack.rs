@@ -213,4 +213,16 @@ mod tests {
         }
         assert_eq!(gptq_v1_zero(gptq_v1_field(0, 4), 4), 16);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_codes_round_trip(bits in proptest::sample::select(vec![2u8, 3, 4, 8]), raw in proptest::collection::vec(0u8..=255, 0..300)) {
+            let v: Vec<u8> = raw.iter().map(|&x| x & field_mask(bits) as u8).collect();
+            let words = pack_bits(&v, bits);
+            proptest::prop_assert_eq!(words.len(), n_words(v.len(), bits));
+            proptest::prop_assert_eq!(unpack_bits(&words, bits, v.len()), v.clone());
+            let nib: Vec<u8> = v.iter().map(|&x| x & 15).collect();
+            proptest::prop_assert_eq!(unpack_awq(&pack_awq(&nib), nib.len()), nib);
+        }
+    }
 }

@@ -16,7 +16,7 @@ use quantforge_formats::hf::{read_json, HfModel};
 use quantforge_formats::safetensors::{Dtype, SafetensorsFile, StTensor};
 use serde_json::Value;
 
-use super::config::{parse, ParsedConfig};
+use super::config::{parse, parse_dynamic, ModuleOverride, ParsedConfig};
 use super::pack::le_bytes_to_words;
 use super::{awq, ct, gptq, CheckpointError, CheckpointFormat};
 
@@ -58,9 +58,11 @@ impl UnpackedLinear {
 pub type DequantizedWeight = (Vec<usize>, Vec<f32>);
 
 /// A directory's quantization config.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct QuantizedCheckpoint {
     pub(crate) cfg: ParsedConfig,
+    /// GPTQModel's per-module overrides (GPTQ only).
+    overrides: Vec<ModuleOverride>,
     config_path: PathBuf,
 }
 
@@ -83,16 +85,22 @@ impl QuantizedCheckpoint {
     pub fn from_config(config: &Value, dir: &Path) -> Result<Option<QuantizedCheckpoint>, CheckpointError> {
         if let Some(qc) = config.get("quantization_config").filter(|v| !v.is_null()) {
             let config_path = dir.join("config.json");
-            return Ok(Some(QuantizedCheckpoint { cfg: parse(qc, &config_path)?, config_path }));
+            return QuantizedCheckpoint::parse(qc, config_path).map(Some);
         }
         for name in GPTQ_CONFIG_FILES {
             let path = dir.join(name);
             if path.is_file() {
                 let qc = read_json(&path)?;
-                return Ok(Some(QuantizedCheckpoint { cfg: parse(&qc, &path)?, config_path: path }));
+                return QuantizedCheckpoint::parse(&qc, path).map(Some);
             }
         }
         Ok(None)
+    }
+
+    fn parse(qc: &Value, config_path: PathBuf) -> Result<QuantizedCheckpoint, CheckpointError> {
+        let cfg = parse(qc, &config_path)?;
+        let overrides = if cfg.format.is_gptq() { parse_dynamic(qc, &config_path)? } else { Vec::new() };
+        Ok(QuantizedCheckpoint { cfg, overrides, config_path })
     }
 
     /// The layout.
@@ -129,10 +137,11 @@ impl QuantizedCheckpoint {
     /// quantized.
     pub fn unpack(&self, model: &HfModel, module: &str) -> Result<Option<UnpackedLinear>, CheckpointError> {
         let src = Tensors { model };
-        match self.cfg.format {
-            CheckpointFormat::Gptq | CheckpointFormat::GptqV2 => gptq::decode(&src, module, &self.cfg),
-            CheckpointFormat::Awq => awq::decode(&src, module, &self.cfg),
-            CheckpointFormat::CompressedTensors => ct::decode(&src, module, &self.cfg),
+        let cfg = ModuleOverride::apply(&self.overrides, self.cfg, module);
+        match cfg.format {
+            CheckpointFormat::Gptq | CheckpointFormat::GptqV2 => gptq::decode(&src, module, &cfg),
+            CheckpointFormat::Awq => awq::decode(&src, module, &cfg),
+            CheckpointFormat::CompressedTensors => ct::decode(&src, module, &cfg),
         }
     }
 
@@ -159,6 +168,14 @@ pub fn quantization_method(config: &Value, dir: &Path) -> Option<String> {
     GPTQ_CONFIG_FILES.iter().any(|f| dir.join(f).is_file()).then(|| "gptq".to_string())
 }
 
+/// The largest tensor dimension (or `weight_shape` entry) read.
+pub(crate) const MAX_DIM: u64 = 1 << 32;
+
+/// `d` as `usize` when it is at most [`MAX_DIM`].
+pub(crate) fn dim(d: u64) -> Option<usize> {
+    (d <= MAX_DIM).then_some(d as usize)
+}
+
 /// Checked access to a model's tensors for the format decoders.
 pub(crate) struct Tensors<'a> {
     pub model: &'a HfModel,
@@ -177,10 +194,13 @@ impl Tensors<'_> {
         self.model.tensor(name).ok_or_else(|| self.err(name, "missing".into()))
     }
 
-    /// The tensor's shape.
+    /// The tensor's shape, every dimension at most [`MAX_DIM`] (so index arithmetic cannot overflow).
     pub fn shape(&self, name: &str) -> Result<Vec<usize>, CheckpointError> {
         let (_, t) = self.get(name)?;
-        t.shape.iter().map(|&d| usize::try_from(d).map_err(|_| self.err(name, "dimension too large".into()))).collect()
+        t.shape
+            .iter()
+            .map(|&d| dim(d).ok_or_else(|| self.err(name, format!("dimension {d} is over {MAX_DIM}"))))
+            .collect()
     }
 
     fn check_shape(&self, name: &str, t: &StTensor, shape: &[usize]) -> Result<(), CheckpointError> {

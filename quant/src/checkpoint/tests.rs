@@ -330,3 +330,85 @@ fn output_directory_rules() {
     let e = CheckpointWriter::create(&root.path().join("again"), &out, CheckpointFormat::Gptq, scheme, info(false));
     assert!(matches!(e, Err(CheckpointError::Source { .. })));
 }
+
+/// Rewrite `dir/model.safetensors`, replacing tensor `name` by `(dtype, shape, data)`.
+fn tamper(dir: &Path, name: &str, dtype: Dtype, shape: &[u64], data: Vec<u8>) {
+    use quantforge_formats::safetensors::{SafetensorsFile, SafetensorsWriter, StTensorSpec};
+    let path = dir.join("model.safetensors");
+    let st = SafetensorsFile::from_bytes(&path, fs::read(&path).unwrap()).unwrap();
+    let mut specs = Vec::new();
+    let mut bytes = Vec::new();
+    for t in st.tensors() {
+        if t.name == name {
+            specs.push(StTensorSpec { name: t.name.clone(), dtype, shape: shape.to_vec() });
+            bytes.push(data.clone());
+        } else {
+            specs.push(StTensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+            bytes.push(st.data(t).to_vec());
+        }
+    }
+    drop(st);
+    let mut w = SafetensorsWriter::create(&path, &[], &specs).unwrap();
+    for b in &bytes {
+        w.write_tensor_data(b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// A format, its symmetry, and a tensor replaced by (name, dtype, shape, bytes).
+type Tampered = (CheckpointFormat, bool, String, Dtype, Vec<u64>, Vec<u8>);
+
+#[test]
+fn malformed_quantized_tensors_are_refused_by_name() {
+    let mut rng = Rng(13);
+    let m = MODULES[0];
+    let cases: [Tampered; 6] = [
+        // qweight stored as F32.
+        (CheckpointFormat::GptqV2, true, format!("{m}.qweight"), Dtype::F32, vec![8, 32], vec![0; 8 * 32 * 4]),
+        // scales with one group too few.
+        (CheckpointFormat::GptqV2, true, format!("{m}.scales"), Dtype::F16, vec![1, 32], vec![0; 64]),
+        // g_idx naming a group that does not exist.
+        (
+            CheckpointFormat::GptqV2,
+            true,
+            format!("{m}.g_idx"),
+            Dtype::I32,
+            vec![64],
+            [7i32; 64].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        // AWQ zero points missing their second row.
+        (CheckpointFormat::Awq, false, format!("{m}.qzeros"), Dtype::I32, vec![1, 4], vec![0; 16]),
+        // compressed-tensors weight_shape claiming an absurd width.
+        (
+            CheckpointFormat::CompressedTensors,
+            true,
+            format!("{m}.weight_shape"),
+            Dtype::I64,
+            vec![2],
+            [32i64, 1 << 60].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        // compressed-tensors weight_shape with a negative dimension.
+        (
+            CheckpointFormat::CompressedTensors,
+            true,
+            format!("{m}.weight_shape"),
+            Dtype::I64,
+            vec![2],
+            [-32i64, 64].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+    ];
+    for (format, sym, name, dtype, shape, data) in cases {
+        let root = tempfile::tempdir().unwrap();
+        let scheme = IntScheme::new(4, Some(32), sym, format.scale_dtype(Some("float16"))).unwrap();
+        let layers = [random_layer(&mut rng, 32, 64, scheme, false)];
+        round_trip(root.path(), format, &layers, false);
+        let out = root.path().join(format!("out-{}", format.name()));
+        tamper(&out, &name, dtype, &shape, data);
+        let ckpt = QuantizedCheckpoint::detect(&out).unwrap().unwrap();
+        let model = HfModel::open(&out).unwrap();
+        match ckpt.dequantize(&model, &format!("{m}.weight")) {
+            Err(CheckpointError::Tensor { name: got, .. }) => assert_eq!(got, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
