@@ -80,12 +80,13 @@ for ty in $types; do
   lq_wall=() qf_wall=() lq_rss=0 qf_rss=0
   for ((r = 0; r < runs; r++)); do
     /usr/bin/time -f '%e %M' -o "$times_file" "$lq" --imatrix "$imatrix" "$model" "$lq_out" "$ty" "$threads" \
-      >/dev/null 2>&1
+      >"$work/log-llama-$ty.txt" 2>&1 || { echo "llama-quantize failed, see $work/log-llama-$ty.txt"; exit 1; }
     read -r wall rss <"$times_file"
     lq_wall+=("$wall")
     lq_rss=$((rss > lq_rss ? rss : lq_rss))
     /usr/bin/time -f '%e %M' -o "$times_file" "$QUANTFORGE" quantize "$model" "$qf_out" -t "$ty" \
-      --imatrix "$imatrix" --threads "$threads" >/dev/null 2>&1
+      --imatrix "$imatrix" --threads "$threads" >"$work/log-quantforge-$ty.txt" 2>&1 ||
+      { echo "quantforge failed, see $work/log-quantforge-$ty.txt"; exit 1; }
     read -r wall rss <"$times_file"
     qf_wall+=("$wall")
     qf_rss=$((rss > qf_rss ? rss : qf_rss))
