@@ -4,13 +4,16 @@
 //! once into the system temp dir.
 //!
 //! Run: `cargo bench -p quantforge-quant --bench quantize` (Linux). `QF_BENCH_TYPES=Q4_K_M,Q8_0` picks types,
-//! `QF_BENCH_THREADS=2` the thread count.
+//! `QF_BENCH_THREADS=2` the thread count. `QF_BENCH_WRITE_MODEL=DIR` only writes the model
+//! (`DIR/tinyllama-shape-f16.gguf`) and a synthetic importance matrix for it in llama.cpp's GGUF layout
+//! (`DIR/tinyllama-shape-imatrix.gguf`, one entry per matrix a forward pass multiplies, as `llama-imatrix`
+//! records them) and exits, for timing other tools on the same input (`scripts/bench-iquants.sh`).
 
 use std::path::Path;
 use std::time::Instant;
 
 use half::f16;
-use quantforge_formats::gguf::{GgufFile, GgufValue, GgufWriter, TensorSpec};
+use quantforge_formats::gguf::{GgufFile, GgufValue, GgufValueType, GgufWriter, TensorSpec};
 use quantforge_formats::GgmlType;
 use quantforge_quant::pipeline::{self, QuantizeOptions};
 use quantforge_quant::progress::Silent;
@@ -49,6 +52,14 @@ fn specs() -> Vec<TensorSpec> {
     v
 }
 
+/// xorshift64* step: a uniform value in [0, 1).
+fn uniform(state: &mut u64) -> f32 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32
+}
+
 fn make_model(path: &Path) {
     let s = |x: &str| GgufValue::String(x.into());
     let meta = vec![
@@ -73,13 +84,7 @@ fn make_model(path: &Path) {
         buf.clear();
         for _ in 0..n {
             // xorshift64*; a sum of 4 uniforms is close enough to the bell shape of real weights.
-            let mut acc = 0.0f32;
-            for _ in 0..4 {
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                acc += ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32;
-            }
+            let acc: f32 = (0..4).map(|_| uniform(&mut state)).sum();
             let x = (acc - 2.0) * 0.035;
             if spec.ggml_type == GgmlType::F32 {
                 buf.extend_from_slice(&(1.0 + x).to_le_bytes());
@@ -92,7 +97,58 @@ fn make_model(path: &Path) {
     w.finish().expect("finish");
 }
 
+/// An importance matrix for the model: `in_sum2` and `counts` per matrix (all but `token_embd`, which is
+/// looked up, not multiplied), sorted by name, 8 chunks of 512 tokens. The mean of x² per input column is
+/// log-normal around 0.2 (spread e^±1.4), always positive, as activations of a real model are.
+fn make_imatrix(path: &Path) {
+    const CHUNKS: u32 = 8;
+    const CHUNK_SIZE: u32 = 512;
+    let count = (CHUNKS * CHUNK_SIZE) as f32;
+    let mut names: Vec<(String, u64)> = specs()
+        .into_iter()
+        .filter(|s| s.ne.len() == 2 && s.name != "token_embd.weight")
+        .map(|s| (s.name, s.ne[0]))
+        .collect();
+    names.sort();
+    let mut tensors = Vec::new();
+    for (name, ne0) in &names {
+        tensors.push(TensorSpec { name: format!("{name}.in_sum2"), ggml_type: GgmlType::F32, ne: vec![*ne0] });
+        tensors.push(TensorSpec { name: format!("{name}.counts"), ggml_type: GgmlType::F32, ne: vec![1] });
+    }
+    let meta = vec![
+        ("general.architecture".to_string(), GgufValue::String("llama".into())),
+        ("general.type".to_string(), GgufValue::String("imatrix".into())),
+        (
+            "imatrix.datasets".to_string(),
+            GgufValue::Array { elem_type: GgufValueType::String, values: vec![GgufValue::String("synthetic".into())] },
+        ),
+        ("imatrix.chunk_count".to_string(), GgufValue::U32(CHUNKS)),
+        ("imatrix.chunk_size".to_string(), GgufValue::U32(CHUNK_SIZE)),
+    ];
+    let mut w = GgufWriter::create(path, &meta, tensors).expect("create imatrix");
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for (_, ne0) in &names {
+        let mut buf = Vec::with_capacity(*ne0 as usize * 4);
+        for _ in 0..*ne0 {
+            let g: f32 = (0..4).map(|_| uniform(&mut state)).sum::<f32>() - 2.0;
+            let mean_sq = 0.2 * (2.4 * g).exp();
+            buf.extend_from_slice(&(mean_sq * count).to_le_bytes());
+        }
+        w.write_tensor_data(&buf).expect("write");
+        w.write_tensor_data(&count.to_le_bytes()).expect("write");
+    }
+    w.finish().expect("finish");
+}
+
 fn main() {
+    if let Some(dir) = std::env::var_os("QF_BENCH_WRITE_MODEL") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("model dir");
+        make_model(&dir.join("tinyllama-shape-f16.gguf"));
+        make_imatrix(&dir.join("tinyllama-shape-imatrix.gguf"));
+        println!("wrote {}/tinyllama-shape-{{f16,imatrix}}.gguf", dir.display());
+        return;
+    }
     let threads: usize = std::env::var("QF_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("thread pool");
     let types = std::env::var("QF_BENCH_TYPES").unwrap_or_else(|_| "Q8_0,Q6_K,Q4_K_M".into());
