@@ -112,6 +112,22 @@ fn bad_options_and_inputs_are_refused_with_nothing_written() {
     // A quantized checkpoint is not a valid input.
     let q = dir.path().join("q");
     quantize(&q, "rtn", &[]);
+    // Nor may a calibration text inside the output directory be replaced with it.
+    let inside = q.join("tokenizer.json");
+    let e = qf([
+        "quantize",
+        &model,
+        q.to_str().unwrap(),
+        "--method",
+        "gptq",
+        "--group-size",
+        "-1",
+        "--calib",
+        inside.to_str().unwrap(),
+    ])
+    .fails();
+    assert!(e.contains("inside the output directory"), "{e}");
+    assert!(inside.is_file());
     let e =
         qf(["quantize", q.to_str().unwrap(), out.to_str().unwrap(), "--method", "gptq", "--group-size", "-1"]).fails();
     assert!(e.contains("already quantized"), "{e}");

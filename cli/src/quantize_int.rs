@@ -135,6 +135,15 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
         Some(o) => o.to_path_buf(),
         None => default_output(input, name, &scheme),
     };
+    // A calibration file inside OUT_DIR would be destroyed when a previous checkpoint there is replaced.
+    let out_abs = std::path::absolute(&output).unwrap_or_else(|_| output.clone());
+    for c in &args.calib {
+        let c_abs = c.canonicalize().unwrap_or_else(|_| std::path::absolute(c).unwrap_or_else(|_| c.clone()));
+        let out_real = out_abs.canonicalize().unwrap_or_else(|_| out_abs.clone());
+        if c_abs.starts_with(&out_real) {
+            bail!("{}: the calibration text is inside the output directory {}", c.display(), output.display());
+        }
+    }
     let text = read_calibration(&args.calib)?;
     let job = IntQuantJob {
         model: input,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use quantforge_quant::calibrate::{InputStats, LayerSolver, LinearWeight, StatsKind};
-use quantforge_quant::gptq::{gptq, output_error, GptqOptions};
+use quantforge_quant::gptq::{gptq, output_errors, GptqOptions};
 use quantforge_quant::intquant::{rtn, IntScheme, QuantizedLinear};
 
 use super::LayerReport;
@@ -43,9 +43,9 @@ impl LayerSolver for GptqSolver<'_> {
         let h = stats.covariance.as_deref().ok_or("no input covariance was collected")?;
         let g = gptq(&w.name, &w.values, w.rows, w.cols, h, self.scheme, &self.opts).map_err(|e| e.to_string())?;
         let values = g.quantized.dequantize();
-        let error = output_error(&w.values, &values, w.rows, w.cols, h);
-        let baseline = rtn(&w.name, &w.values, w.rows, w.cols, self.scheme).map_err(|e| e.to_string())?;
-        let rtn_error = output_error(&w.values, &baseline.dequantize(), w.rows, w.cols, h);
+        let baseline = rtn(&w.name, &w.values, w.rows, w.cols, self.scheme).map_err(|e| e.to_string())?.dequantize();
+        let errors = output_errors(&w.values, &[&values, &baseline], w.rows, w.cols, h);
+        let (error, rtn_error) = (errors[0], errors[1]);
         let module = (self.emit)(&w.name, g.quantized)?;
         let report = LayerReport {
             name: w.name.clone(),

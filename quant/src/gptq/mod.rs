@@ -231,10 +231,9 @@ fn permute_columns<T: Copy + Send + Sync + Default>(m: &[T], rows: usize, cols: 
     out
 }
 
-/// The relative output error of replacing `w` by `w_hat` on inputs with `h = XᵀX`:
-/// `‖(W − Ŵ)Xᵀ‖² / ‖WXᵀ‖² = tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)`.
-pub fn output_error(w: &[f32], w_hat: &[f32], rows: usize, cols: usize, h: &[f32]) -> f64 {
-    let delta: Vec<f32> = w.iter().zip(w_hat).map(|(a, b)| a - b).collect();
+/// The relative output errors of replacing `w` by each of `candidates` on inputs with `h = XᵀX`:
+/// `‖(W − Ŵ)Xᵀ‖² / ‖WXᵀ‖² = tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)`, the denominator computed once.
+pub fn output_errors(w: &[f32], candidates: &[&[f32]], rows: usize, cols: usize, h: &[f32]) -> Vec<f64> {
     let quad = |m: &[f32]| -> f64 {
         let mut mh = vec![0.0f32; rows * cols];
         let a = View { data: m, rows, cols, rs: cols, cs: 1 };
@@ -243,11 +242,17 @@ pub fn output_error(w: &[f32], w_hat: &[f32], rows: usize, cols: usize, h: &[f32
         mh.iter().zip(m).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
     };
     let base = quad(w);
-    if base > 0.0 {
-        quad(&delta) / base
-    } else {
-        0.0
-    }
+    candidates
+        .iter()
+        .map(|c| {
+            let delta: Vec<f32> = w.iter().zip(c.iter()).map(|(a, b)| a - b).collect();
+            if base > 0.0 {
+                quad(&delta) / base
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
