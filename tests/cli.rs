@@ -11,6 +11,9 @@ mod compare;
 #[path = "convert.rs"]
 mod convert;
 
+#[path = "gptq_gguf.rs"]
+mod gptq_gguf;
+
 #[path = "intquant.rs"]
 mod intquant;
 

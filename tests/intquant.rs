@@ -60,6 +60,17 @@ fn gptq_awq_and_rtn_checkpoints_load_and_gptq_beats_rtn() {
     }
     assert!(ppl[1] < ppl[0], "gptq {} should beat rtn {}", ppl[1], ppl[0]);
     assert!(ppl[3] < ppl[2], "awq {} should beat asymmetric rtn {}", ppl[3], ppl[2]);
+
+    // A comparison counts a checkpoint's weights, not its packed words: as many as the float model holds.
+    let (text, cache) = (fixture("text/tinystories-valid-sample.txt"), dir.path().join("cache"));
+    let (float, rtn) = (s(&fixture("stories260K")), s(&dir.path().join("rtn0")));
+    let (text, cache) = (s(&text), s(&cache));
+    let args = ["eval", "compare", &float, &rtn, "--text", &text, "--ctx", "128", "--chunks", "1", "--cache", &cache];
+    let j = qf(args.into_iter().chain(["--json", "-q"])).json();
+    let rows = j["models"].as_array().unwrap();
+    assert_eq!(rows[1]["params"], rows[0]["params"]);
+    let bpw = |r: &Value| r["bits_per_weight"].as_f64().unwrap();
+    assert!(bpw(&rows[1]) < 0.5 * bpw(&rows[0]), "{} vs {}", bpw(&rows[1]), bpw(&rows[0]));
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod merge_lora;
 mod mmlu;
 mod progress;
 mod quantize;
+mod quantize_gptq_gguf;
 mod quantize_int;
 mod report;
 

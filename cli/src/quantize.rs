@@ -24,7 +24,7 @@ pub struct Args {
     /// llama-quantize: `ggml-model-<TYPE>.gguf` beside the input.
     pub output: Option<PathBuf>,
     /// llama.cpp file type, case-insensitive (Q4_K_M, Q8_0, IQ4_XS, F16, ...) or its numeric id.
-    #[arg(long = "type", short = 't', required_unless_present = "method", conflicts_with = "method")]
+    #[arg(long = "type", short = 't', required_unless_present = "method")]
     pub ftype: Option<String>,
     /// Importance matrix (llama.cpp GGUF imatrix or legacy .dat).
     #[arg(long)]
@@ -110,7 +110,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
-fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
+pub(crate) fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
     let ftype: FileType = ftype.parse()?;
     let mut o = QuantizeOptions::new(ftype);
     o.policy.pure = args.pure;
@@ -143,6 +143,9 @@ fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
 
 pub fn run(args: &Args) -> Result<()> {
     report::set_threads(args.threads)?;
+    if let (Some(method), Some(ftype)) = (args.int.method, args.ftype.as_deref()) {
+        return crate::quantize_gptq_gguf::run(args, ftype, method);
+    }
     if let Some(method) = args.int.method {
         let common = crate::quantize_int::Common {
             input: &args.input,
@@ -154,16 +157,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let ftype = args.ftype.as_deref().context("--type is required")?;
     let opts = options(args, ftype)?;
-    let input: Box<dyn ModelSource> = if HfModel::is_model_dir(&args.input) {
-        Box::new(ConvertedModel::open(&args.input, OutType::parse(&args.outtype)?)?.with_loras(&args.lora)?)
-    } else if !args.lora.is_empty() {
-        bail!(
-            "{}: --lora needs a Hugging Face base directory (adapters are merged into full-precision weights)",
-            args.input.display()
-        );
-    } else {
-        Box::new(GgufFile::open(&args.input)?)
-    };
+    let input = open_input(args)?;
     let input = input.as_ref();
     let plan = pipeline::plan(input, &opts)?;
     if args.dry_run {
@@ -189,14 +183,28 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The input as a tensor source: a GGUF, or a Hugging Face directory converted on the fly (LoRAs merged).
+pub(crate) fn open_input(args: &Args) -> Result<Box<dyn ModelSource>> {
+    Ok(if HfModel::is_model_dir(&args.input) {
+        Box::new(ConvertedModel::open(&args.input, OutType::parse(&args.outtype)?)?.with_loras(&args.lora)?)
+    } else if !args.lora.is_empty() {
+        bail!(
+            "{}: --lora needs a Hugging Face base directory (adapters are merged into full-precision weights)",
+            args.input.display()
+        );
+    } else {
+        Box::new(GgufFile::open(&args.input)?)
+    })
+}
+
 /// `<input dir>/ggml-model-<TYPE>.gguf` (inside a model directory), TYPE spelled as llama-quantize spells it.
-fn default_output(input: &Path, ftype: &str) -> PathBuf {
+pub(crate) fn default_output(input: &Path, ftype: &str) -> PathBuf {
     let name = QuantOption::parse(ftype).map_or(ftype, |o| o.name);
     let dir = if input.is_dir() { input } else { input.parent().unwrap_or(Path::new(".")) };
     dir.join(format!("ggml-model-{name}.gguf"))
 }
 
-fn summary_json(plan: &QuantizePlan, input: &dyn ModelSource) -> serde_json::Value {
+pub(crate) fn summary_json(plan: &QuantizePlan, input: &dyn ModelSource) -> serde_json::Value {
     json!({
         "ftype": plan.ftype.name(),
         "input_bytes": input.tensor_bytes_total(),

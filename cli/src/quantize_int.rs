@@ -218,7 +218,7 @@ fn default_output(input: &Path, method: &str, scheme: &IntScheme) -> PathBuf {
 }
 
 /// The concatenated calibration files, or `None` for the built-in text.
-fn read_calibration(paths: &[PathBuf]) -> Result<Option<String>> {
+pub(crate) fn read_calibration(paths: &[PathBuf]) -> Result<Option<String>> {
     if paths.is_empty() {
         return Ok(None);
     }
@@ -267,9 +267,9 @@ fn summary_text(report: &IntQuantReport, out: &Path, format: CheckpointFormat, s
 }
 
 /// One line per layer and per block on stderr (progress is not the command's output).
-struct Lines {
-    quiet: bool,
-    started: Instant,
+pub(crate) struct Lines {
+    pub(crate) quiet: bool,
+    pub(crate) started: Instant,
 }
 
 impl CalibrationProgress for Lines {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
+use quantforge_quant::checkpoint::QuantizedCheckpoint;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -47,7 +48,10 @@ impl Row {
     pub fn describe(path: &Path) -> Result<Row> {
         let (file_bytes, params, weight_bytes) = if HfModel::is_model_dir(path) {
             let m = HfModel::open(path)?;
-            let (p, b) = m.tensors().fold((0, 0), |(p, b), (_, t)| (p + t.n_elements(), b + t.size()));
+            let ckpt = QuantizedCheckpoint::from_config(m.config(), m.dir())?;
+            let weights = |name: &str, n: u64| ckpt.as_ref().map_or(n, |c| c.weights_in(&m, name, n));
+            let (p, b) =
+                m.tensors().fold((0, 0), |(p, b), (_, t)| (p + weights(&t.name, t.n_elements()), b + t.size()));
             (m.file_size(), p, b)
         } else {
             let f = GgufFile::open(path)?;

@@ -10,6 +10,7 @@
 //! round-to-nearest, so every figure is comparable.
 
 mod awq;
+pub mod gguf;
 mod solver;
 pub mod windows;
 

@@ -73,6 +73,13 @@ const GPTQ_CONFIG_FILES: [&str; 2] = ["quantize_config.json", "quant_config.json
 const QUANTIZED_SUFFIXES: [&str; 7] =
     [".qweight", ".qzeros", ".g_idx", ".weight_packed", ".weight_shape", ".weight_zero_point", ".weight_g_idx"];
 
+/// Suffixes of packed code tensors.
+const PACKED_SUFFIXES: [&str; 2] = [".qweight", ".weight_packed"];
+
+/// Suffixes of the per-group tensors that come with packed codes.
+const GROUP_SUFFIXES: [&str; 7] =
+    [".qzeros", ".g_idx", ".scales", ".weight_scale", ".weight_shape", ".weight_zero_point", ".weight_g_idx"];
+
 impl QuantizedCheckpoint {
     /// The quantization config of the model directory `dir` (`config.json["quantization_config"]`, else
     /// `quantize_config.json` or `quant_config.json`); `None` for a float model.
@@ -131,6 +138,25 @@ impl QuantizedCheckpoint {
     /// Whether `name` is one of the tensors a quantized module is stored as (not a float weight).
     pub fn is_quantized_tensor_name(name: &str) -> bool {
         QUANTIZED_SUFFIXES.iter().any(|s| name.ends_with(s))
+    }
+
+    /// Weights the stored tensor `name` of `n_elements` elements stands for: a packed code tensor
+    /// (`qweight`, `weight_packed`) holds `32 / bits` codes per 32-bit word, the per-group tensors (scales,
+    /// zero points, `g_idx`, `weight_shape`) hold none, and any other tensor one weight per element.
+    /// Compressed-tensors rows are padded to whole words: there the module's `weight_shape` counts.
+    pub fn weights_in(&self, model: &HfModel, name: &str, n_elements: u64) -> u64 {
+        if let Some(module) = PACKED_SUFFIXES.iter().find_map(|s| name.strip_suffix(s)) {
+            let shape = Tensors { model }.ints(&format!("{module}.weight_shape"), &[2]).ok();
+            if let Some([rows, cols]) = shape.as_deref() {
+                return rows.unsigned_abs().saturating_mul(cols.unsigned_abs());
+            }
+            let bits = ModuleOverride::apply(&self.overrides, self.cfg, module).bits;
+            return n_elements * 32 / u64::from(bits.max(1));
+        }
+        if GROUP_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            return 0;
+        }
+        n_elements
     }
 
     /// Module `module` (e.g. `model.layers.0.self_attn.q_proj`) unpacked; `None` when it is not stored

@@ -41,6 +41,8 @@ mod q6_k;
 mod search;
 mod ternary;
 
+pub(crate) use iq4::best_index_int8;
+
 use crate::blocks::{as_blocks_mut, Block};
 use crate::{GgmlType, QuantError};
 

@@ -14,6 +14,8 @@
 //! does not depend on the thread count.
 
 mod factor;
+mod ggml;
+pub mod grid;
 
 use rayon::prelude::*;
 
@@ -21,6 +23,7 @@ use crate::intquant::{IntQuantError, IntScheme, QuantizedLinear};
 use crate::linalg::{matmul_views, View};
 
 pub use factor::NotPositiveDefinite;
+pub use ggml::{gptq_ggml, GgmlLayer};
 
 /// GPTQ's knobs.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -58,6 +61,10 @@ impl Default for GptqOptions {
 pub enum GptqError {
     #[error(transparent)]
     Scheme(#[from] IntQuantError),
+    #[error("layer '{layer}': {ty} cannot be coded one value at a time (no GPTQ for it)")]
+    NoGrid { layer: String, ty: crate::GgmlType },
+    #[error("layer '{layer}': {cols} columns are not a whole number of {ty} blocks")]
+    Columns { layer: String, cols: usize, ty: crate::GgmlType },
     #[error("layer '{layer}': {source}")]
     NotPositiveDefinite {
         layer: String,

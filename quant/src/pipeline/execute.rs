@@ -2,6 +2,8 @@
 //! quantize decoded to f32, the others copied), the importance matrix gives each tensor's diagonal
 //! statistics, [`CodecSolver`] quantizes rows in parallel, a [`GgufSink`] writes one file or the split files.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use quantforge_formats::gguf::TensorSpec;
@@ -19,8 +21,12 @@ struct QuantizeSource<'a> {
     input: &'a dyn ModelSource,
     plan: &'a QuantizePlan,
     imatrix: Option<&'a Imatrix>,
+    coded: &'a Coded,
     tensors: Vec<StreamTensor>,
 }
+
+/// Tensors already coded in their planned type (GPTQ into GGUF types), by name: written as they are.
+pub type Coded = HashMap<String, Vec<u8>>;
 
 impl Source for QuantizeSource<'_> {
     type Error = PipelineError;
@@ -38,6 +44,9 @@ impl Source for QuantizeSource<'_> {
         let src = self.input.bytes(t.source)?;
         if !t.quantize {
             return Ok(TensorData::Bytes(src));
+        }
+        if let Some(bytes) = self.coded.get(&t.name) {
+            return Ok(TensorData::Bytes(Cow::Borrowed(bytes)));
         }
         values.resize(t.ne.iter().product::<u64>() as usize, 0.0);
         decode(t.src_type, &src, values).map_err(|source| PipelineError::Codec { tensor: t.name.clone(), source })?;
@@ -65,6 +74,19 @@ pub fn execute(
     options: &QuantizeOptions,
     output: &Path,
     progress: &dyn Progress,
+) -> Result<Vec<PathBuf>, PipelineError> {
+    execute_coded(input, plan, options, output, progress, &Coded::new())
+}
+
+/// [`execute`], with the tensors in `coded` written as given instead of quantized (each must have its planned
+/// type's size).
+pub fn execute_coded(
+    input: &dyn ModelSource,
+    plan: &QuantizePlan,
+    options: &QuantizeOptions,
+    output: &Path,
+    progress: &dyn Progress,
+    coded: &Coded,
 ) -> Result<Vec<PathBuf>, PipelineError> {
     // A plan made for another input would read the wrong tensors.
     for t in &plan.tensors {
@@ -104,7 +126,7 @@ pub fn execute(
         })
         .collect();
     let imatrix = options.imatrix.as_ref().map(|i| &i.matrix);
-    let source = QuantizeSource { input, plan, imatrix, tensors };
+    let source = QuantizeSource { input, plan, imatrix, coded, tensors };
     let imatrix_path = options.imatrix.as_ref().map(|i| Path::new(&i.file_arg));
     let extra: Vec<&Path> = imatrix_path.into_iter().collect();
     let opts = RunOptions { reject_non_finite: true, extra_inputs: &extra, ..RunOptions::new(progress) };

@@ -27,7 +27,7 @@ use crate::stream::{self, TensorCount};
 use crate::{codecs, dequant};
 
 pub use error::PipelineError;
-pub use execute::execute;
+pub use execute::{execute, execute_coded, Coded};
 pub use source::ModelSource;
 
 /// An importance matrix and the path as the user spelled it (recorded in the output's metadata).

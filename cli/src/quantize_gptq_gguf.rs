@@ -1,0 +1,116 @@
+//! `quantforge quantize MODEL OUT.gguf --type T --method gptq`: llama-quantize's file type and mix, each
+//! decoder-block linear layer coded with GPTQ's error feedback over the calibration Hessian. The file has
+//! exactly the tensor types and sizes `--type T` gives; only the codes and block scales differ.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use quantforge_eval::intquant::gguf::{gptq_gguf, GgufGptqJob, GgufLayerReport};
+use quantforge_eval::intquant::WindowOptions;
+use quantforge_eval::Device;
+use quantforge_formats::gguf::GgufValue;
+use quantforge_quant::gptq::GptqOptions;
+use quantforge_quant::pipeline;
+use quantforge_quant::GgmlType;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::quantize::{default_output, open_input, options, summary_json, Args};
+use crate::quantize_int::{read_calibration, Lines, MethodArg};
+use crate::report;
+
+/// Run `quantize --type T --method gptq`.
+pub fn run(args: &Args, ftype: &str, method: MethodArg) -> Result<()> {
+    if method != MethodArg::Gptq {
+        bail!("--type with --method: only gptq codes GGUF types (without --method, --type is the plain quantizer)");
+    }
+    let int = &args.int;
+    if int.act_order || int.static_groups || int.mse || int.asym || int.sym {
+        bail!("--act-order, --static-groups, --mse, --sym and --asym apply to checkpoint outputs, not to GGUF types");
+    }
+    if !args.lora.is_empty() {
+        bail!("--method gptq with --type does not take --lora: merge the adapter first (`convert --lora`)");
+    }
+    if args.imatrix.is_some() {
+        bail!("--method gptq collects its own statistics: drop --imatrix");
+    }
+    if !(0.0..1.0).contains(&int.damp) {
+        bail!("--damp {}: use a fraction in [0, 1)", int.damp);
+    }
+    let mut opts = options(args, ftype)?;
+    let text = read_calibration(&int.calib)?;
+    let windows = WindowOptions { nsamples: int.nsamples, seqlen: int.seqlen, seed: int.seed };
+    let text_hash = text.as_deref().map_or_else(
+        || "built-in".to_string(),
+        |t| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    );
+    opts.overrides.extend([
+        ("quantize.method".to_string(), GgufValue::String("gptq".into())),
+        ("quantize.gptq.calibration_sha256".to_string(), GgufValue::String(text_hash)),
+        ("quantize.gptq.samples".to_string(), GgufValue::U32(windows.nsamples as u32)),
+        ("quantize.gptq.sequence_length".to_string(), GgufValue::U32(windows.seqlen as u32)),
+    ]);
+    let input = open_input(args)?;
+    let input = input.as_ref();
+    let plan = pipeline::plan(input, &opts)?;
+    let types: HashMap<String, GgmlType> =
+        plan.tensors.iter().filter(|t| t.quantize).map(|t| (t.name.clone(), t.dst_type)).collect();
+    let output = args.output.clone().unwrap_or_else(|| default_output(&args.input, ftype));
+    let job = GgufGptqJob {
+        model: &args.input,
+        types: &types,
+        gptq: GptqOptions { damp_percent: int.damp, ..GptqOptions::default() },
+        true_sequential: !int.no_true_sequential,
+        calib: text.as_deref(),
+        windows,
+        batch_seqs: int.calib_batch.max(1),
+        device: Device::Cpu,
+    };
+    let started = Instant::now();
+    let quiet = args.quiet || args.json;
+    let coded = gptq_gguf(&job, &Lines { quiet, started })?;
+    let reporter = crate::progress::Reporter::new(quiet);
+    let paths = pipeline::execute_coded(input, &plan, &opts, &output, &reporter, &coded.tensors)?;
+    let secs = started.elapsed().as_secs_f64();
+    let text = if args.json {
+        let mut j = summary_json(&plan, input);
+        j["outputs"] = json!(paths);
+        j["seconds"] = json!(secs);
+        j["gptq"] = json!({
+            "tokens": coded.tokens,
+            "windows": windows,
+            "layers": coded.layers,
+            "calibration": coded.calibration,
+            "seconds": coded.seconds,
+        });
+        serde_json::to_string_pretty(&j)? + "\n"
+    } else {
+        summary_text(&coded.layers, &paths, plan.ftype.name(), secs)
+    };
+    report::emit(&text)?;
+    Ok(())
+}
+
+fn summary_text(layers: &[GgufLayerReport], paths: &[std::path::PathBuf], ftype: &str, secs: f64) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut s =
+        format!("wrote {} ({ftype}, GPTQ): {} layers calibrated in {secs:.1} s\n", names.join(", "), layers.len());
+    let coded: Vec<&GgufLayerReport> = layers.iter().filter(|l| l.method == "gptq").collect();
+    if !coded.is_empty() {
+        let n = coded.len() as f64;
+        let mean = |f: fn(&GgufLayerReport) -> f64| coded.iter().map(|l| f(l)).sum::<f64>() / n;
+        let better = coded.iter().filter(|l| l.output_error < l.imatrix_output_error).count();
+        s += &format!(
+            "relative output error on the calibration inputs: mean {:.5} (imatrix quantizer {:.5}); lower on {better} of {} layers\n",
+            mean(|l| l.output_error),
+            mean(|l| l.imatrix_output_error),
+            coded.len()
+        );
+    }
+    let plain = layers.len() - coded.len();
+    if plain > 0 {
+        s += &format!("{plain} layers in types without a value grid were quantized with the pass's imatrix\n");
+    }
+    s
+}

@@ -1,0 +1,158 @@
+//! GPTQ into GGUF types: every decoder-block linear layer that the file type's mix quantizes is coded in its
+//! llama.cpp type with GPTQ's error feedback ([`gptq_ggml`]), from the calibration Hessian of its inputs with
+//! the earlier blocks (and, true-sequentially, the earlier layers of the block) already quantized. The type's
+//! quantizer is weighted by the diagonal of the same statistics (the importance matrix the pass implies).
+//!
+//! Invariants: the bytes of each layer are a valid tensor of the type the plan gives it (same size as
+//! llama-quantize's); a layer whose type cannot be coded value by value (the grid IQ types), or whose width is
+//! not a whole number of its blocks, gets the type's own quantizer with that importance matrix, so the values
+//! the later blocks are calibrated on are always those the file holds. Layers the plan leaves unquantized are
+//! not touched.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use quantforge_quant::calibrate::{
+    calibrate_with, CalibrateOptions, CalibrationProgress, CalibrationReport, InputStats, LayerSolver, LinearWeight,
+    StatsKind,
+};
+use quantforge_quant::codecs::quantize_rows;
+use quantforge_quant::dequant::dequantize_row;
+use quantforge_quant::gptq::grid::Grid;
+use quantforge_quant::gptq::{gptq_ggml, output_errors, GptqOptions};
+use quantforge_quant::GgmlType;
+use serde::Serialize;
+
+use super::{default_text, sample_windows, WindowOptions};
+use crate::blocks::ModelFile;
+use crate::calibration::BlockCalibrator;
+use crate::device::Device;
+use crate::error::Result;
+use crate::tokenizer::Tokenizer;
+
+/// What to calibrate and how.
+#[derive(Clone, Debug)]
+pub struct GgufGptqJob<'a> {
+    /// A GGUF (F32/F16/BF16) or a Hugging Face model directory.
+    pub model: &'a std::path::Path,
+    /// The type of each tensor the plan quantizes (GGUF names).
+    pub types: &'a HashMap<String, GgmlType>,
+    pub gptq: GptqOptions,
+    pub true_sequential: bool,
+    /// Calibration text; `None` is [`default_text`].
+    pub calib: Option<&'a str>,
+    pub windows: WindowOptions,
+    pub batch_seqs: usize,
+    pub device: Device,
+}
+
+/// How one layer was coded.
+#[derive(Clone, Debug, Serialize)]
+pub struct GgufLayerReport {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// `gptq`, or `imatrix` where the type cannot be coded value by value.
+    pub method: &'static str,
+    pub seconds: f64,
+    /// `‖(W − Ŵ)Xᵀ‖² / ‖WXᵀ‖²` on the calibration inputs.
+    pub output_error: f64,
+    /// The same for the type's quantizer with the pass's importance matrix.
+    pub imatrix_output_error: f64,
+    pub damp: Option<f32>,
+    pub damp_retries: u32,
+    pub dead_columns: usize,
+}
+
+/// The coded layers and the run's report.
+#[derive(Debug)]
+pub struct GgufGptq {
+    /// Tensor bytes by GGUF name.
+    pub tensors: HashMap<String, Vec<u8>>,
+    pub layers: Vec<GgufLayerReport>,
+    pub calibration: CalibrationReport,
+    /// Calibration tokens per block.
+    pub tokens: u64,
+    pub seconds: f64,
+}
+
+/// Calibrate `job.model` and code every planned decoder-block linear layer.
+pub fn gptq_gguf(job: &GgufGptqJob<'_>, progress: &dyn CalibrationProgress) -> Result<GgufGptq> {
+    let t0 = Instant::now();
+    let model = ModelFile::open(job.model)?;
+    let tokenizer = Tokenizer::load(job.model)?;
+    let text: &str = match job.calib {
+        Some(t) => t,
+        None => default_text(),
+    };
+    let tokens = tokenizer.encode(text, false)?;
+    let seqs = sample_windows(&tokens, &job.windows)?;
+    let mut source = BlockCalibrator::new(&model, &seqs, job.batch_seqs, job.device)?;
+    let solver = GgmlSolver { job, out: Mutex::new((HashMap::new(), Vec::new())) };
+    let opts = CalibrateOptions { true_sequential: job.true_sequential };
+    let calibration = calibrate_with(&mut source, &solver, progress, &opts)?;
+    let (tensors, layers) = solver.out.into_inner().unwrap_or_else(|e| e.into_inner());
+    let tokens = calibration.blocks.first().map_or(0, |b| b.tokens);
+    Ok(GgufGptq { tensors, layers, calibration, tokens, seconds: t0.elapsed().as_secs_f64() })
+}
+
+struct GgmlSolver<'a> {
+    job: &'a GgufGptqJob<'a>,
+    out: Mutex<(HashMap<String, Vec<u8>>, Vec<GgufLayerReport>)>,
+}
+
+/// The type's own quantizer on `w` with `imatrix`: bytes and their values.
+fn quantize_plain(ty: GgmlType, w: &LinearWeight, imatrix: &[f32]) -> std::result::Result<(Vec<u8>, Vec<f32>), String> {
+    let row = ty.row_size(w.cols as u64).ok_or_else(|| format!("{}: {} columns do not fit {ty}", w.name, w.cols))?;
+    let mut bytes = vec![0u8; w.rows * row as usize];
+    quantize_rows(ty, &w.values, w.cols, Some(imatrix), &mut bytes).map_err(|e| format!("{}: {e}", w.name))?;
+    let mut values = vec![0.0f32; w.values.len()];
+    dequantize_row(ty, &bytes, &mut values).map_err(|e| format!("{}: {e}", w.name))?;
+    Ok((bytes, values))
+}
+
+impl LayerSolver for GgmlSolver<'_> {
+    fn stats_kind(&self) -> StatsKind {
+        StatsKind::Covariance
+    }
+
+    fn solve(&self, _block: usize, w: &LinearWeight, stats: &InputStats) -> std::result::Result<Vec<f32>, String> {
+        let Some(&ty) = self.job.types.get(&w.name) else { return Ok(w.values.clone()) };
+        let t = Instant::now();
+        let h = stats.covariance.as_deref().ok_or("no input covariance was collected")?;
+        // The importance matrix of the pass: mean squared input per column, as llama.cpp's imatrix holds.
+        let n = stats.n_rows.max(1) as f32;
+        let imatrix: Vec<f32> = stats.diagonal.iter().map(|d| d / n).collect();
+        let (plain_bytes, plain) = quantize_plain(ty, w, &imatrix)?;
+        let coded = Grid::of(ty).filter(|g| w.cols.is_multiple_of(g.block));
+        let (bytes, values, fit) = match coded {
+            Some(_) => {
+                let g = gptq_ggml(&w.name, &w.values, w.rows, w.cols, h, ty, Some(&imatrix), &self.job.gptq)
+                    .map_err(|e| e.to_string())?;
+                (g.bytes, g.values, Some((g.damp, g.damp_retries, g.dead_columns)))
+            }
+            None => (plain_bytes, plain.clone(), None),
+        };
+        let errors = output_errors(&w.values, &[&values, &plain], w.rows, w.cols, h);
+        let report = GgufLayerReport {
+            name: w.name.clone(),
+            ty: ty.name().to_string(),
+            rows: w.rows,
+            cols: w.cols,
+            method: if fit.is_some() { "gptq" } else { "imatrix" },
+            seconds: t.elapsed().as_secs_f64(),
+            output_error: errors[0],
+            imatrix_output_error: errors[1],
+            damp: fit.map(|f| f.0),
+            damp_retries: fit.map_or(0, |f| f.1),
+            dead_columns: fit.map_or(0, |f| f.2),
+        };
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.0.insert(w.name.clone(), bytes);
+        out.1.push(report);
+        Ok(values)
+    }
+}

@@ -1,0 +1,75 @@
+//! `quantize --type T --method gptq` end to end on stories260K: the file has exactly the tensors, types and
+//! sizes of `--type T`, records how it was made, loads in every evaluator command, and each calibrated layer's
+//! output error is below that of the type's quantizer weighted by the same pass's importance matrix.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::{fixture, qf};
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn inspect(p: &Path) -> Value {
+    qf(["inspect", "--json", &s(p)]).json()
+}
+
+#[test]
+fn gptq_gguf_has_the_mix_of_the_plain_quantizer_and_lower_output_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, text) = (fixture("stories260K"), fixture("text/tinystories-valid-sample.txt"));
+    let (plain, gptq) = (dir.path().join("plain.gguf"), dir.path().join("gptq.gguf"));
+    qf(["quantize", &s(&model), &s(&plain), "--type", "q4_k_m", "-q"]).ok();
+    let calib = ["--calib", &s(&text), "--nsamples", "16", "--seqlen", "64"];
+    let args = ["quantize", &s(&model), &s(&gptq), "--type", "q4_k_m", "--method", "gptq", "--json"];
+    let j = qf(args.iter().chain(&calib)).json();
+
+    let (a, b) = (inspect(&plain), inspect(&gptq));
+    let shape = |j: &Value| -> Vec<(Value, Value, Value, Value)> {
+        let t = j["tensors"].as_array().unwrap();
+        t.iter().map(|t| (t["name"].clone(), t["type"].clone(), t["shape"].clone(), t["bytes"].clone())).collect()
+    };
+    assert_eq!(shape(&a), shape(&b));
+    assert_eq!(b["metadata"]["quantize.method"], "gptq");
+    assert_eq!(b["metadata"]["quantize.gptq.samples"], 16);
+    assert_eq!(b["metadata"]["general.file_type"], a["metadata"]["general.file_type"]);
+
+    // Every block linear the plan quantizes (ffn_down, 172 wide, stays F16 as llama-quantize leaves it).
+    let plan = qf(["quantize", &s(&model), &s(&plain), "--type", "q4_k_m", "--dry-run", "--json"]).json();
+    let planned = plan["tensors"].as_array().unwrap().iter();
+    let planned = planned.filter(|t| t["quantize"] == true && t["name"].as_str().unwrap().starts_with("blk.")).count();
+    let layers = j["gptq"]["layers"].as_array().unwrap();
+    assert_eq!((layers.len(), planned), (30, 30));
+    let coded: Vec<&Value> = layers.iter().filter(|l| l["method"] == "gptq").collect();
+    assert_eq!(coded.len(), 30, "Q5_0 and Q8_0 (32-value blocks) have value grids");
+    for l in &coded {
+        let (e, r) = (l["output_error"].as_f64().unwrap(), l["imatrix_output_error"].as_f64().unwrap());
+        assert!(e < r, "{}: gptq {e} vs imatrix quantizer {r}", l["name"]);
+    }
+    // The GPTQ bytes differ from the plain quantizer's, and the file evaluates.
+    assert_ne!(std::fs::read(&plain).unwrap(), std::fs::read(&gptq).unwrap());
+    let ppl =
+        qf(["eval", "perplexity", &s(&gptq), "--text", &s(&text), "--ctx", "128", "--chunks", "2", "--json"]).json();
+    assert!(ppl["ppl"].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn gptq_gguf_refusals_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = s(&fixture("stories260K"));
+    let out = dir.path().join("x.gguf");
+    let o = s(&out);
+    for (extra, want) in [
+        (&["--method", "awq"][..], "only gptq"),
+        (&["--method", "gptq", "--act-order"], "--act-order"),
+        (&["--method", "gptq", "--imatrix", "nothing.dat"], "--imatrix"),
+        (&["--method", "gptq", "--damp", "2"], "--damp"),
+    ] {
+        let args = ["quantize", &model, &o, "--type", "q4_k_m"];
+        let err = qf(args.iter().chain(extra)).fails();
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!out.exists());
+    }
+}
