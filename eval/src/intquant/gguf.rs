@@ -99,9 +99,12 @@ pub fn gptq_gguf(job: &GgufGptqJob<'_>, progress: &dyn CalibrationProgress) -> R
     Ok(GgufGptq { tensors, layers, calibration, tokens, seconds: t0.elapsed().as_secs_f64() })
 }
 
+/// Coded tensors by name, and the report lines in solving order.
+type Solved = (HashMap<String, Vec<u8>>, Vec<GgufLayerReport>);
+
 struct GgmlSolver<'a> {
     job: &'a GgufGptqJob<'a>,
-    out: Mutex<(HashMap<String, Vec<u8>>, Vec<GgufLayerReport>)>,
+    out: Mutex<Solved>,
 }
 
 /// The type's own quantizer on `w` with `imatrix`: bytes and their values.
