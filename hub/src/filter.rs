@@ -65,7 +65,8 @@ impl Filter {
 
     /// Is `path` taken?
     pub fn keeps(&self, path: &str) -> bool {
-        !is_pickle(path) && !(self.top_level_only && path.contains('/')) && keep(path, &self.include, &self.exclude)
+        let nested_unwanted = self.top_level_only && path.contains('/');
+        !is_pickle(path) && !nested_unwanted && keep(path, &self.include, &self.exclude)
     }
 }
 
