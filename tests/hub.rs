@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -90,6 +90,8 @@ struct Server {
     log: Arc<Mutex<Vec<Seen>>>,
     /// Cut the next full GET of an LFS file halfway.
     cut_next: Arc<AtomicBool>,
+    /// Answer this many hub requests with 503 first.
+    busy: Arc<AtomicUsize>,
 }
 
 struct Shared {
@@ -97,6 +99,7 @@ struct Shared {
     cdn_port: u16,
     log: Arc<Mutex<Vec<Seen>>>,
     cut_next: Arc<AtomicBool>,
+    busy: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -105,11 +108,13 @@ impl Server {
         let cdn = TcpListener::bind("127.0.0.1:0").unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let cut_next = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             repos: repos(),
             cdn_port: cdn.local_addr().unwrap().port(),
             log: log.clone(),
             cut_next: cut_next.clone(),
+            busy: busy.clone(),
         });
         let hub_url = format!("http://127.0.0.1:{}", hub.local_addr().unwrap().port());
         for (listener, is_cdn) in [(hub, false), (cdn, true)] {
@@ -121,7 +126,7 @@ impl Server {
                 }
             });
         }
-        Server { hub: hub_url, log, cut_next }
+        Server { hub: hub_url, log, cut_next, busy }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -184,6 +189,9 @@ fn serve(conn: TcpStream, is_cdn: bool, s: &Shared) {
         return send_bytes(&mut out, &f.bytes, &headers, head, &[], s.cut_next.as_ref());
     }
 
+    if s.busy.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return respond(&mut out, "503 Service Unavailable", &[], b"busy");
+    }
     let path = target.split('?').next().unwrap_or("");
     let (repo_id, rest, api) = if let Some(p) = path.strip_prefix("/api/models/") {
         match p.split_once("/revision/") {
@@ -515,4 +523,22 @@ fn a_cache_filled_by_huggingface_hub_is_used_as_is() {
     )
     .fails();
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+}
+
+#[test]
+fn busy_answers_are_retried_and_json_reports_the_snapshot() {
+    let server = Server::start();
+    server.busy.store(2, Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let token_file = h.join("elsewhere-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let env = [("HF_TOKEN_PATH", token_file.to_str().unwrap())];
+    let v = qf_hub(h, &server.hub, &env, ["pull", "test/gated", "--exclude", "tokenizer*", "--json"]).json();
+    assert_eq!(v["commit"], COMMIT);
+    assert_eq!(v["snapshot"], repo_dir(h, "test/gated").join("snapshots").join(COMMIT).to_str().unwrap());
+    let files: Vec<&str> = v["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert_eq!(files, ["config.json", "generation_config.json", "model.safetensors"]);
+    let seen = server.seen();
+    assert_eq!(seen.iter().filter(|r| r.path.starts_with("/api/")).count(), 3, "two 503s, then the answer");
 }

@@ -91,7 +91,7 @@ pub fn resolve_model(arg: &Path, need: Need) -> Result<PathBuf> {
         Need::Model => hub.snapshot(&repo, &Filter::model(), &progress).map(|s| s.dir),
     };
     progress.finish();
-    fetched.with_context(|| format!("fetching {} from the hub", repo.display()))
+    fetched.with_context(|| format!("{}: no such file or folder, and fetching it from the hub failed", arg.display()))
 }
 
 /// Replace every model argument of `command` that is a repo id by its local path.
@@ -146,7 +146,7 @@ fn has_weights(dir: &Path) -> bool {
     })
 }
 
-/// Download progress: a bar per file and one overall on a terminal, a line per file otherwise.
+/// Download progress: a bar per file and one overall on a terminal, a line per downloaded file otherwise.
 enum Progress {
     Bars { multi: MultiProgress, total: ProgressBar, bars: Mutex<Vec<(String, ProgressBar)>> },
     Lines,
@@ -218,8 +218,36 @@ impl DownloadProgress for Progress {
                 }
             }
             Progress::Lines if downloaded => eprintln!("downloaded {file}"),
-            Progress::Lines => eprintln!("cached {file}"),
-            Progress::Quiet => {}
+            Progress::Lines | Progress::Quiet => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_and_paths() {
+        for id in ["org/name", "org/name@main", "org/name@refs/pr/1", "HuggingFaceTB/SmolLM2-135M"] {
+            assert!(looks_like_repo(id), "{id}");
+        }
+        for path in ["dir", "/abs/dir", "./org/name", "a/b/c", "out/model.gguf", "dir/config.json", "~/x"] {
+            assert!(!looks_like_repo(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_folder_with_config_only_is_its_config_for_estimates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        let config = dir.path().join("config.json");
+        assert_eq!(resolve_model(dir.path(), Need::Config).unwrap(), config);
+        assert_eq!(resolve_model(dir.path(), Need::Model).unwrap(), dir.path());
+        std::fs::write(dir.path().join("model.safetensors"), "").unwrap();
+        assert_eq!(resolve_model(dir.path(), Need::Config).unwrap(), dir.path());
+        // A missing path that is no repo id is left for the command to refuse.
+        let missing = dir.path().join("missing");
+        assert_eq!(resolve_model(&missing, Need::Model).unwrap(), missing);
     }
 }
