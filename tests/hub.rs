@@ -542,3 +542,35 @@ fn busy_answers_are_retried_and_json_reports_the_snapshot() {
     let seen = server.seen();
     assert_eq!(seen.iter().filter(|r| r.path.starts_with("/api/")).count(), 3, "two 503s, then the answer");
 }
+
+#[test]
+fn a_partial_blob_left_by_an_interrupted_run_is_continued() {
+    let server = Server::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let st = std::fs::read(fixture("stories260K/model.safetensors")).unwrap();
+    let blobs = repo_dir(h, "test/stories260K").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let part = blobs.join(format!("{}.incomplete", sha256_hex(&st)));
+    std::fs::write(&part, &st[..1000]).unwrap();
+    qf_hub(h, &server.hub, &[], ["pull", "test/stories260K", "-q"]).ok();
+    let gets: Vec<Seen> = server.seen().into_iter().filter(|r| r.cdn && r.method == "GET").collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(gets[0].headers.get("range").map(String::as_str), Some("bytes=1000-"));
+    assert!(!part.exists());
+    assert_eq!(std::fs::read(blobs.join(sha256_hex(&st))).unwrap(), st);
+
+    // A partial blob whose bytes are wrong fails the sha256 check once, is discarded, and the next run succeeds.
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let blobs = repo_dir(h, "test/stories260K").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let part = blobs.join(format!("{}.incomplete", sha256_hex(&st)));
+    std::fs::write(&part, vec![0u8; 1000]).unwrap();
+    let err = qf_hub(h, &server.hub, &[], ["pull", "test/stories260K", "-q"]).fails();
+    assert!(err.contains("sha256"), "{err}");
+    assert!(!part.exists());
+    qf_hub(h, &server.hub, &[], ["pull", "test/stories260K", "-q"]).ok();
+    let snap = repo_dir(h, "test/stories260K").join("snapshots").join(COMMIT);
+    assert_eq!(std::fs::read(snap.join("model.safetensors")).unwrap(), st);
+}

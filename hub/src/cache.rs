@@ -13,6 +13,7 @@
 
 use std::fs::{self, File};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{HubError, Result};
 use crate::repo::{is_commit_hash, RepoRef};
@@ -128,7 +129,7 @@ impl RepoCache {
         }
         target.push("blobs");
         target.push(etag);
-        let tmp = parent.join(format!(".{}.link-tmp", std::process::id()));
+        let tmp = parent.join(unique_tmp_name("link"));
         let _ = fs::remove_file(&tmp);
         make_link(&target, &self.blob_path(etag), &tmp)?;
         fs::rename(&tmp, &pointer).map_err(|e| HubError::io(&pointer, e))?;
@@ -171,12 +172,18 @@ fn make_link(_target: &Path, blob: &Path, at: &Path) -> Result<()> {
     fs::copy(blob, at).map(drop).map_err(|e| HubError::io(at, e))
 }
 
+/// A name no other process or thread uses at the same time (pid and a per-process counter), so parallel
+/// downloads linking into one folder never share a temporary.
+fn unique_tmp_name(kind: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(".{}.{}.{kind}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Write a small file through a temporary sibling and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = parent.join(unique_tmp_name("tmp"));
     fs::write(&tmp, bytes).map_err(|e| HubError::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| HubError::io(path, e))
 }
