@@ -205,6 +205,11 @@ fn serve(conn: TcpStream, is_cdn: bool, s: &Shared) {
             None => return respond(&mut out, "404 Not Found", &[], b""),
         }
     };
+    if repo_id == "test/renamed" {
+        // A renamed repo: a relative redirect to its new name, as the hub sends.
+        let location = target.replacen("test/renamed", "test/stories260K", 1);
+        return respond(&mut out, "307 Temporary Redirect", &[("Location".into(), location)], b"");
+    }
     let Some((ri, repo)) = s.repos.iter().enumerate().find(|(_, r)| r.id == repo_id) else {
         // The hub answers 401 for unknown repos when the caller may lack access.
         return error(&mut out, "401 Unauthorized", "RepoNotFound", false);
@@ -573,4 +578,20 @@ fn a_partial_blob_left_by_an_interrupted_run_is_continued() {
     qf_hub(h, &server.hub, &[], ["pull", "test/stories260K", "-q"]).ok();
     let snap = repo_dir(h, "test/stories260K").join("snapshots").join(COMMIT);
     assert_eq!(std::fs::read(snap.join("model.safetensors")).unwrap(), st);
+}
+
+#[test]
+fn a_renamed_repo_is_followed_with_the_token() {
+    let server = Server::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    qf_hub(h, &server.hub, &[("HF_TOKEN", TOKEN)], ["pull", "test/renamed", "-q"]).ok();
+    // Cached under the name asked for, as huggingface_hub does.
+    let snap = repo_dir(h, "test/renamed").join("snapshots").join(COMMIT);
+    let st = std::fs::read(fixture("stories260K/model.safetensors")).unwrap();
+    assert_eq!(std::fs::read(snap.join("model.safetensors")).unwrap(), st);
+    let seen = server.seen();
+    assert!(seen.iter().any(|r| r.path.starts_with("/test/stories260K/resolve/")), "the redirect was followed");
+    let bearer = format!("Bearer {TOKEN}");
+    assert!(seen.iter().filter(|r| !r.cdn).all(|r| r.headers.get("authorization") == Some(&bearer)));
 }
