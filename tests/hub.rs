@@ -1,7 +1,9 @@
 //! `quantforge pull` and repo ids against a hub served from loopback by the test itself: two listeners (the hub,
 //! and a "CDN" on another port that LFS files redirect to), the resolve and file-list endpoints with the
 //! huggingface_hub headers, refusals with `X-Error-Code`, a connection cut mid-file and a corrupt blob. Every
-//! test has its own server and its own HF_HOME.
+//! test has its own server and its own HF_HOME. Unix only: the cache layout is made of symlinks.
+
+#![cfg(unix)]
 
 mod util;
 
