@@ -218,9 +218,15 @@ impl Client {
                 Ok(n) => n,
                 Err(e) => return Err((Failure::Retry(format!("connection cut: {e}")), progressed)),
             };
+            pos += n as u64;
+            if let Some(limit) = size.filter(|&s| pos > s) {
+                // More bytes than announced: stop before the disk fills.
+                let message = format!("more than the {limit} bytes announced");
+                let e = HubError::Protocol { url: final_url.clone(), message };
+                return Err((Failure::Fatal(e), progressed));
+            }
             file.write_all(&buf[..n]).map_err(|e| (io(e), progressed))?;
             progressed = true;
-            pos += n as u64;
             on_pos(pos);
         }
         file.sync_all().map_err(|e| (io(e), progressed))?;
