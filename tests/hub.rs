@@ -75,6 +75,21 @@ fn repos() -> Vec<Repo> {
             gated: false,
         },
         Repo { id: "test/empty", files: vec![file("README.md", b"# empty\n".to_vec())], gated: false },
+        Repo {
+            id: "test/sharded",
+            files: vec![
+                file(
+                    "model-00001-of-00002.safetensors",
+                    std::fs::read(fixture("stories260K/model.safetensors")).unwrap(),
+                ),
+                file(
+                    "model-00002-of-00002.safetensors",
+                    std::fs::read(fixture("stories260K-lora-kjv-r4/adapter_model.safetensors")).unwrap(),
+                ),
+                file("model.safetensors.index.json", b"{}".to_vec()),
+            ],
+            gated: false,
+        },
     ]
 }
 
@@ -94,6 +109,8 @@ struct Server {
     cut_next: Arc<AtomicBool>,
     /// Answer this many hub requests with 503 first.
     busy: Arc<AtomicUsize>,
+    /// The most CDN answers in flight at once.
+    peak: Arc<AtomicUsize>,
 }
 
 struct Shared {
@@ -102,6 +119,8 @@ struct Shared {
     log: Arc<Mutex<Vec<Seen>>>,
     cut_next: Arc<AtomicBool>,
     busy: Arc<AtomicUsize>,
+    active: AtomicUsize,
+    peak: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -111,12 +130,15 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let cut_next = Arc::new(AtomicBool::new(false));
         let busy = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             repos: repos(),
             cdn_port: cdn.local_addr().unwrap().port(),
             log: log.clone(),
             cut_next: cut_next.clone(),
             busy: busy.clone(),
+            active: AtomicUsize::new(0),
+            peak: peak.clone(),
         });
         let hub_url = format!("http://127.0.0.1:{}", hub.local_addr().unwrap().port());
         for (listener, is_cdn) in [(hub, false), (cdn, true)] {
@@ -128,7 +150,7 @@ impl Server {
                 }
             });
         }
-        Server { hub: hub_url, log, cut_next, busy }
+        Server { hub: hub_url, log, cut_next, busy, peak }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -188,7 +210,13 @@ fn serve(conn: TcpStream, is_cdn: bool, s: &Shared) {
         let Some(f) = ids.first().and_then(|&r| s.repos.get(r)).and_then(|r| r.files.get(*ids.get(1)?)) else {
             return respond(&mut out, "404 Not Found", &[], b"");
         };
-        return send_bytes(&mut out, &f.bytes, &headers, head, &[], s.cut_next.as_ref());
+        let now = s.active.fetch_add(1, Ordering::SeqCst) + 1;
+        s.peak.fetch_max(now, Ordering::SeqCst);
+        // Slow enough that parallel downloads overlap.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        send_bytes(&mut out, &f.bytes, &headers, head, &[], s.cut_next.as_ref());
+        s.active.fetch_sub(1, Ordering::SeqCst);
+        return;
     }
 
     if s.busy.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
@@ -596,4 +624,19 @@ fn a_renamed_repo_is_followed_with_the_token() {
     assert!(seen.iter().any(|r| r.path.starts_with("/test/stories260K/resolve/")), "the redirect was followed");
     let bearer = format!("Bearer {TOKEN}");
     assert!(seen.iter().filter(|r| !r.cdn).all(|r| r.headers.get("authorization") == Some(&bearer)));
+}
+
+#[test]
+fn shards_download_in_parallel() {
+    let server = Server::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    qf_hub(h, &server.hub, &[], ["pull", "test/sharded", "-q"]).ok();
+    let snap = repo_dir(h, "test/sharded").join("snapshots").join(COMMIT);
+    let one = std::fs::read(fixture("stories260K/model.safetensors")).unwrap();
+    let two = std::fs::read(fixture("stories260K-lora-kjv-r4/adapter_model.safetensors")).unwrap();
+    assert_eq!(std::fs::read(snap.join("model-00001-of-00002.safetensors")).unwrap(), one);
+    assert_eq!(std::fs::read(snap.join("model-00002-of-00002.safetensors")).unwrap(), two);
+    assert!(snap.join("model.safetensors.index.json").is_file());
+    assert!(server.peak.load(Ordering::SeqCst) >= 2, "the two shards never downloaded at the same time");
 }
