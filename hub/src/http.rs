@@ -277,7 +277,7 @@ impl Client {
             let resp = self.attempt(method, &url, range)?;
             let status = resp.status().as_u16();
             if matches!(status, 429 | 500 | 502 | 503 | 504) {
-                return Err(Failure::Retry(format!("{url}: HTTP {status}")));
+                return Err(Failure::Retry(format!("HTTP {status}")));
             }
             if !(300..400).contains(&status) || status == 304 {
                 return Ok((resp, url));
@@ -316,7 +316,7 @@ impl Client {
                 | ureq::Error::Timeout(_)
                 | ureq::Error::ConnectionFailed
                 | ureq::Error::Protocol(_)),
-            ) => Err(Failure::Retry(format!("{url}: {e}"))),
+            ) => Err(Failure::Retry(e.to_string())),
             Err(e) => Err(Failure::Fatal(HubError::Network { url: url.into(), message: e.to_string(), attempts: 1 })),
         }
     }
