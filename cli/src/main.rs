@@ -9,6 +9,7 @@ mod inspect;
 mod merge_lora;
 mod mmlu;
 mod progress;
+mod pull;
 mod quantize;
 mod quantize_gptq_gguf;
 mod quantize_int;
@@ -42,16 +43,22 @@ enum Command {
     Eval(eval::Args),
     /// Merge a PEFT LoRA adapter into its Hugging Face base model, writing a new HF directory.
     MergeLora(Box<merge_lora::Args>),
+    /// Download a model from the Hugging Face hub into its cache (REPO_ID[@REVISION]); print the snapshot folder.
+    Pull(pull::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     // Ctrl-C / SIGTERM: remove the temporary outputs being written, so an interrupted run leaves nothing.
     let _ = ctrlc::set_handler(|| {
         quantforge_formats::remove_pending();
         eprintln!("interrupted; no output was written");
         std::process::exit(130);
     });
+    if let Err(e) = pull::resolve_repo_ids(&mut cli.command) {
+        eprintln!("error: {}", error_text(&e));
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         Command::Convert(args) => convert::run(&args),
         Command::Inspect(args) => inspect::run(&args),
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => estimate::run_plan(&args),
         Command::Eval(args) => eval::run(&args),
         Command::MergeLora(args) => merge_lora::run(&args),
+        Command::Pull(args) => pull::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

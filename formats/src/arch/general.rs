@@ -70,9 +70,7 @@ pub fn general_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, total_param
     if let Some(id) = cfg.name_or_path.as_deref().filter(|p| p.matches('/').count() <= 1) {
         apply_id(&mut m, id, total_params);
     }
-    if let Some(dir_name) =
-        dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-    {
+    if let Some(dir_name) = model_dir_name(dir) {
         apply_id(&mut m, &dir_name, total_params);
     }
     if m.size_label.is_none() && total_params > 0 {
@@ -100,6 +98,19 @@ pub fn general_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, total_param
 }
 
 /// `generation_config.json` sampling defaults (`Metadata.load`), as `general.sampling.*`.
+/// The folder's name as the model's id; a hub cache snapshot (`models--org--name/snapshots/<commit>`) is named
+/// after its repo, not its commit, so a model converts the same from the cache as from a plain folder.
+fn model_dir_name(dir: &Path) -> Option<String> {
+    let d = dir.canonicalize().ok()?;
+    let name = d.file_name()?.to_string_lossy().into_owned();
+    let parent = d.parent()?;
+    let repo = parent.parent()?.file_name()?.to_string_lossy().into_owned();
+    match repo.strip_prefix("models--").and_then(|r| r.split_once("--")) {
+        Some((_, repo_name)) if parent.file_name()? == "snapshots" => Some(repo_name.to_string()),
+        _ => Some(name),
+    }
+}
+
 fn sampling(kv: &mut KvList, dir: &Path) {
     let Ok(Value::Object(g)) = crate::hf::read_json(&dir.join("generation_config.json")) else { return };
     if let Some(s) = g.get("sequence").and_then(Value::as_str) {
