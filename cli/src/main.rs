@@ -8,10 +8,12 @@ mod eval_args;
 mod inspect;
 mod merge_lora;
 mod mmlu;
+mod outputs;
 mod progress;
 mod quantize;
 mod quantize_int;
 mod report;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -45,12 +47,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Ctrl-C / SIGTERM: remove the temporary outputs being written, so an interrupted run leaves nothing.
-    let _ = ctrlc::set_handler(|| {
-        quantforge_formats::remove_pending();
-        eprintln!("interrupted; no output was written");
-        std::process::exit(130);
-    });
+    signals::install();
     let result = match cli.command {
         Command::Convert(args) => convert::run(&args),
         Command::Inspect(args) => inspect::run(&args),

@@ -143,6 +143,7 @@ fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
 
 pub fn run(args: &Args) -> Result<()> {
     report::set_threads(args.threads)?;
+    crate::outputs::quantize(args)?;
     if let Some(method) = args.int.method {
         let common = crate::quantize_int::Common {
             input: &args.input,
