@@ -83,6 +83,15 @@ pub fn quantize(args: &crate::quantize::Args) -> Result<()> {
     p.check()
 }
 
+/// `inspect`: a GGUF or safetensors file (refused before it is opened when it is a pipe or device), or a
+/// directory.
+pub fn inspect(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    check_side(path)
+}
+
 /// `merge-lora`: the base and the adapter; an HF directory written.
 pub fn merge_lora(args: &crate::merge_lora::Args) -> Result<()> {
     Paths { inputs: vec![&args.base, &args.adapter], dirs: vec![&args.output], ..Paths::default() }.check()

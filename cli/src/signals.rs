@@ -48,8 +48,9 @@ fn install_sigbus() {
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        // A second fault while handling the first kills the process by default rather than looping.
-        action.sa_flags = libc::SA_RESETHAND;
+        // No SA_RESETHAND: other threads reading the same mapping fault too, and must wait for the first
+        // handler's exit rather than take the default action (a crash) in the meantime.
+        action.sa_flags = 0;
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
     }
@@ -61,6 +62,14 @@ fn install_sigbus() {
 /// (the alternative is the default action: a crash with no message that leaves the temporary behind).
 #[cfg(unix)]
 extern "C" fn on_sigbus(_signal: libc::c_int) {
+    static HANDLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if HANDLING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        // Another thread is reporting and will end the process; returning would fault again.
+        loop {
+            // SAFETY: `pause` is async-signal-safe and only waits.
+            unsafe { libc::pause() };
+        }
+    }
     let report = quantforge_formats::interrupt_from_fault();
     let msg = fault_message(&quantforge_formats::mapped_files(), report.as_ref());
     // SAFETY: `write` and `_exit` are async-signal-safe; `msg` outlives the call.

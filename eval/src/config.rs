@@ -70,16 +70,19 @@ impl LlamaConfig {
         // A key that is present with a type other than the one llama.cpp reads is refused, never defaulted.
         let wrong = |k: K, want: &str| EvalError::BadConfig {
             path: path.into(),
-            message: format!(
-                "metadata key '{}' is of type {:?}, expected {want}",
-                hp.key(k),
-                hp.get(k).map(|v| v.value_type())
-            ),
+            message: match hp.get(k) {
+                Some(v) => format!("metadata key '{}' is of type {:?}, expected {want}", hp.key(k), v.value_type()),
+                None => format!("metadata key '{}' is missing", hp.key(k)),
+            },
         };
         let uint_opt = |k: K| -> Result<Option<usize>> {
             match hp.get(k) {
                 None => Ok(None),
-                Some(v) => v.as_u64().and_then(|v| usize::try_from(v).ok()).map(Some).ok_or_else(|| wrong(k, "an unsigned integer")),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .map(Some)
+                    .ok_or_else(|| wrong(k, "an unsigned integer")),
             }
         };
         let uint = |k: K| -> Result<usize> { uint_opt(k)?.ok_or_else(|| missing(k)) };

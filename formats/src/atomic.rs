@@ -58,9 +58,10 @@ impl AtomicFile {
         let dest = dest.as_ref().to_path_buf();
         check_output_kind(&dest)?;
         let dir = parent_dir(&dest);
-        let name = dest
-            .file_name()
-            .ok_or_else(|| FormatError::Writer { path: dest.clone(), message: "output path has no file name".into() })?;
+        let name = dest.file_name().ok_or_else(|| FormatError::Writer {
+            path: dest.clone(),
+            message: "output path has no file name".into(),
+        })?;
         temp_name::remove_stale(&dir, name);
         let tmp = temp_name::temp_path(&dir, name, COUNTER.fetch_add(1, Ordering::Relaxed));
         let file = REGISTRY

@@ -12,11 +12,11 @@ mod mmap;
 pub mod output_guard;
 mod pending;
 pub mod safetensors;
-pub mod vocab;
 mod temp_name;
+pub mod vocab;
 
 pub use atomic::{check_not_input, interrupt, interrupt_from_fault, remove_pending, same_file, AtomicDir, AtomicFile};
-pub use mmap::mapped_files;
-pub use pending::{path_list, InterruptReport};
 pub use error::{FormatError, Result};
 pub use ggml_type::GgmlType;
+pub use mmap::mapped_files;
+pub use pending::{path_list, InterruptReport};

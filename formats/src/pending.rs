@@ -164,7 +164,10 @@ mod tests {
         r.commit(&tmp_a, &a, || fs::rename(&tmp_a, &a)).unwrap();
         let report = r.interrupt(d.path());
         assert_eq!(report, InterruptReport { completed: vec![a.clone()], removed: vec![tmp_b.clone()] });
-        assert_eq!(report.message(), format!("interrupted after {} was completed; unfinished outputs were removed", a.display()));
+        assert_eq!(
+            report.message(),
+            format!("interrupted after {} was completed; unfinished outputs were removed", a.display())
+        );
         assert!(!tmp_b.exists(), "the unfinished temporary is removed");
         // A commit after the interrupt does not run its rename.
         let mut ran = false;
