@@ -335,6 +335,11 @@ mod tests {
         assert!(e.contains("'longrope'") && e.contains("yarn"), "{e}");
         let e = LlamaConfig::from_hf(Path::new("m"), &hf(json!({"head_dim": 7}))).unwrap_err().to_string();
         assert!(e.contains("head size 7"), "{e}");
+        // Epsilons that would make every RMSNorm NaN (negative, or infinite once narrowed to f32).
+        for eps in [-1.0, 1e300] {
+            let e = LlamaConfig::from_hf(Path::new("m"), &hf(json!({ "rms_norm_eps": eps }))).unwrap_err().to_string();
+            assert!(e.contains("epsilon"), "{eps}: {e}");
+        }
         let bad = hf(json!({"rope_scaling": {"rope_type": "linear", "factor": -2.0}}));
         let e = LlamaConfig::from_hf(Path::new("m"), &bad).unwrap_err().to_string();
         assert!(e.contains("factor -2"), "{e}");
