@@ -26,6 +26,9 @@ mod lora;
 #[path = "quantize.rs"]
 mod quantize;
 
+#[path = "reliability.rs"]
+mod reliability;
+
 #[path = "eval.rs"]
 mod eval;
 

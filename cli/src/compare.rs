@@ -51,11 +51,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let Some(metric) = Metric::from_name(&args.chart_metric) else {
         bail!("--chart-metric {}: expected kld or ppl", args.chart_metric);
     };
-    if let Some(svg) = &args.svg {
-        let mut inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).collect();
-        inputs.push(&c.text);
-        quantforge_formats::check_not_input(svg, &inputs)?;
-    }
+    crate::outputs::compare(args)?;
     let select = args.select.selection();
     let job = CompareJob {
         models: &args.models,

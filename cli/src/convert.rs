@@ -61,6 +61,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     report::set_threads(args.threads)?;
     let target = args.to.unwrap_or(if args.input.is_dir() { Target::Gguf } else { Target::Hf });
+    crate::outputs::convert(args, target == Target::Hf)?;
     let reporter = Reporter::new(args.quiet || args.json);
     let started = Instant::now();
     let summary = match target {
@@ -104,6 +105,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// `convert ADAPTER_DIR --lora-base BASE_DIR -o adapter.gguf`: a PEFT adapter as a GGUF LoRA adapter.
 fn run_export(args: &Args, base: &Path) -> Result<()> {
     report::set_threads(args.threads)?;
+    crate::outputs::convert(args, false)?;
     if args.to == Some(Target::Hf) {
         bail!("--lora-base writes a GGUF adapter; --to hf does not apply");
     }

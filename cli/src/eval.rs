@@ -106,6 +106,7 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
+    crate::outputs::imatrix(args)?;
     let c = &args.common;
     let device = c.run.start()?;
     let format = match args.output_format.as_str() {
@@ -133,6 +134,7 @@ fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
 }
 
 fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
+    crate::outputs::perplexity(args)?;
     let c = &args.common;
     let device = c.run.start()?;
     let job = PerplexityJob {
@@ -168,6 +170,7 @@ fn perplexity_text(run: &PerplexityRun) -> String {
 }
 
 fn run_kld(args: &KldArgs) -> Result<()> {
+    crate::outputs::kld(args)?;
     let device = args.run.start()?;
     let base = match (&args.base_logits, args.models.as_slice()) {
         (Some(file), [_]) => KldBase::Logits(file),

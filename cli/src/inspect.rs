@@ -64,6 +64,7 @@ struct Summary {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    crate::outputs::inspect(&args.path)?;
     let summary = load(&args.path, args.max_array, args.single_file)?;
     if args.json {
         report::emit(&(serde_json::to_string_pretty(&to_json(&summary, args.no_tensors))? + "\n"))?;

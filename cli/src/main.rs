@@ -8,12 +8,14 @@ mod eval_args;
 mod inspect;
 mod merge_lora;
 mod mmlu;
+mod outputs;
 mod progress;
 mod pull;
 mod quantize;
 mod quantize_gptq_gguf;
 mod quantize_int;
 mod report;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -49,12 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    // Ctrl-C / SIGTERM: remove the temporary outputs being written, so an interrupted run leaves nothing.
-    let _ = ctrlc::set_handler(|| {
-        quantforge_formats::remove_pending();
-        eprintln!("interrupted; no output was written");
-        std::process::exit(130);
-    });
+    signals::install();
     if let Err(e) = pull::resolve_repo_ids(&mut cli.command) {
         eprintln!("error: {}", error_text(&e));
         return ExitCode::from(1);

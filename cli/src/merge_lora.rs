@@ -40,6 +40,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     report::set_threads(args.threads)?;
+    crate::outputs::merge_lora(args)?;
     let dtype = match args.dtype.as_deref() {
         None => None,
         Some(s) => match OutDtype::parse(s) {

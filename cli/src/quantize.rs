@@ -143,6 +143,7 @@ pub(crate) fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
 
 pub fn run(args: &Args) -> Result<()> {
     report::set_threads(args.threads)?;
+    crate::outputs::quantize(args)?;
     if let (Some(method), Some(ftype)) = (args.int.method, args.ftype.as_deref()) {
         return crate::quantize_gptq_gguf::run(args, ftype, method);
     }

@@ -67,14 +67,42 @@ impl LlamaConfig {
         check_implemented(path, arch)?;
         let hp = GgufHparams::with_arch(file, name);
         let missing = |k: K| EvalError::MissingKey { path: path.into(), key: hp.key(k) };
-        let uint =
-            |k: K| -> Result<usize> { hp.u64(k).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| missing(k)) };
-        let float = |k: K| hp.f64(k);
+        // A key that is present with a type other than the one llama.cpp reads is refused, never defaulted.
+        let wrong = |k: K, want: &str| EvalError::BadConfig {
+            path: path.into(),
+            message: match hp.get(k) {
+                Some(v) => format!("metadata key '{}' is of type {:?}, expected {want}", hp.key(k), v.value_type()),
+                None => format!("metadata key '{}' is missing", hp.key(k)),
+            },
+        };
+        let uint_opt = |k: K| -> Result<Option<usize>> {
+            match hp.get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .map(Some)
+                    .ok_or_else(|| wrong(k, "an unsigned integer")),
+            }
+        };
+        let uint = |k: K| -> Result<usize> { uint_opt(k)?.ok_or_else(|| missing(k)) };
+        let float = |k: K| -> Result<Option<f64>> {
+            match hp.get(k) {
+                None => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| wrong(k, "a number")),
+            }
+        };
+        let string = |k: K| -> Result<Option<&str>> {
+            match hp.get(k) {
+                None => Ok(None),
+                Some(v) => v.as_str().map(Some).ok_or_else(|| wrong(k, "a string")),
+            }
+        };
         let n_embd = uint(K::EmbeddingLength)?;
         let n_head = uint(K::HeadCount)?;
         let n_ctx_train = uint(K::ContextLength)?;
-        let head_dim = uint(K::KeyLength).unwrap_or_else(|_| n_embd.checked_div(n_head).unwrap_or(0));
-        if let Ok(v) = uint(K::ValueLength) {
+        let head_dim = uint_opt(K::KeyLength)?.unwrap_or_else(|| n_embd.checked_div(n_head).unwrap_or(0));
+        if let Some(v) = uint_opt(K::ValueLength)? {
             if v != head_dim {
                 return Err(EvalError::BadConfig {
                     path: path.into(),
@@ -83,7 +111,7 @@ impl LlamaConfig {
             }
         }
         // llama.cpp: the type defaults to "linear"; the factor falls back to the old `rope.scale_linear` key.
-        let scaling = match hp.str(K::RopeScalingType).unwrap_or("linear") {
+        let scaling = match string(K::RopeScalingType)?.unwrap_or("linear") {
             "none" => RopeScalingType::None,
             "linear" => RopeScalingType::Linear,
             "yarn" => RopeScalingType::Yarn,
@@ -95,17 +123,17 @@ impl LlamaConfig {
                 })
             }
         };
-        let factor = float(K::RopeScalingFactor).or_else(|| float(K::RopeScaleLinear)).map(|f| f as f32);
-        let n_ctx_orig = uint(K::RopeScalingOriginalContextLength).unwrap_or(n_ctx_train);
-        let n_rot = uint(K::RopeDimensionCount).unwrap_or(head_dim);
+        let factor = float(K::RopeScalingFactor)?.or(float(K::RopeScaleLinear)?).map(|f| f as f32);
+        let n_ctx_orig = uint_opt(K::RopeScalingOriginalContextLength)?.unwrap_or(n_ctx_train);
+        let n_rot = uint_opt(K::RopeDimensionCount)?.unwrap_or(head_dim);
         let rope = RopeParams::new(
             arch.forward.rope,
             n_rot,
-            float(K::RopeFreqBase).unwrap_or(10000.0) as f32,
+            float(K::RopeFreqBase)?.unwrap_or(10000.0) as f32,
             scaling,
             checked_factor(path, factor)?,
             n_ctx_orig,
-            float(K::RopeScalingAttnFactor).unwrap_or(1.0) as f32,
+            float(K::RopeScalingAttnFactor)?.unwrap_or(1.0) as f32,
         );
         let n_vocab = file
             .tensor("token_embd.weight")
@@ -118,11 +146,11 @@ impl LlamaConfig {
             n_embd,
             n_ff: uint(K::FeedForwardLength)?,
             n_head,
-            n_head_kv: uint(K::HeadCountKv).unwrap_or(n_head),
+            n_head_kv: uint_opt(K::HeadCountKv)?.unwrap_or(n_head),
             head_dim,
             n_vocab,
             n_ctx_train,
-            rms_eps: float(K::LayerNormRmsEpsilon).ok_or_else(|| missing(K::LayerNormRmsEpsilon))? as f32,
+            rms_eps: float(K::LayerNormRmsEpsilon)?.ok_or_else(|| missing(K::LayerNormRmsEpsilon))? as f32,
             rope,
             rope_freqs: None,
         };
@@ -222,6 +250,10 @@ impl LlamaConfig {
         if !(self.rope.freq_base > 0.0 && self.rope.freq_base.is_finite()) {
             return bad(format!("RoPE base frequency {} is not positive", self.rope.freq_base));
         }
+        // A NaN, infinite or negative epsilon would make every RMSNorm (and so the perplexity) NaN.
+        if !(self.rms_eps >= 0.0 && self.rms_eps.is_finite()) {
+            return bad(format!("RMSNorm epsilon {} is not a finite number >= 0", self.rms_eps));
+        }
         Ok(())
     }
 
@@ -303,6 +335,11 @@ mod tests {
         assert!(e.contains("'longrope'") && e.contains("yarn"), "{e}");
         let e = LlamaConfig::from_hf(Path::new("m"), &hf(json!({"head_dim": 7}))).unwrap_err().to_string();
         assert!(e.contains("head size 7"), "{e}");
+        // Epsilons that would make every RMSNorm NaN (negative, or infinite once narrowed to f32).
+        for eps in [-1.0, 1e300] {
+            let e = LlamaConfig::from_hf(Path::new("m"), &hf(json!({ "rms_norm_eps": eps }))).unwrap_err().to_string();
+            assert!(e.contains("epsilon"), "{eps}: {e}");
+        }
         let bad = hf(json!({"rope_scaling": {"rope_type": "linear", "factor": -2.0}}));
         let e = LlamaConfig::from_hf(Path::new("m"), &bad).unwrap_err().to_string();
         assert!(e.contains("factor -2"), "{e}");

@@ -1,48 +1,39 @@
 //! Atomic outputs: bytes go to a temporary file (or directory) beside the destination, which is renamed over
 //! the destination only when committed. Dropping an uncommitted one removes the temporary, so a failed run
 //! never leaves a half-written output and never touches an existing one. Temporaries alive at any moment are
-//! registered, so that a signal handler can remove them ([`remove_pending`]) before the process exits.
+//! registered ([`crate::pending`]), so that an interrupt handler can remove them ([`interrupt`]) and report
+//! exactly which outputs were completed before it. Creating an output first removes the temporaries that dead
+//! processes left for the same destination ([`crate::temp_name`]), and refuses a destination that exists and is
+//! not a regular file ([`crate::output_guard`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use crate::error::{FormatError, Result};
+use crate::output_guard::{check_output_kind, resolve};
+use crate::pending::{InterruptReport, REGISTRY};
+use crate::temp_name;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
-static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-fn register(p: &Path) {
-    PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(p.to_path_buf());
-}
-
-fn unregister(p: &Path) {
-    PENDING.lock().unwrap_or_else(|e| e.into_inner()).retain(|x| x != p);
-}
-
-/// Remove every temporary output still being written (files and directories). For an interrupt handler that
-/// is about to exit the process; safe to call from any thread.
+/// Remove every temporary output still being written (files and directories), and refuse any later commit.
+/// For an interrupt handler that is about to exit the process; safe to call from any thread.
 pub fn remove_pending() {
-    remove_pending_under(Path::new("/"));
+    interrupt();
 }
 
-/// [`remove_pending`] for temporaries below `dir` only.
-fn remove_pending_under(dir: &Path) {
-    let paths: Vec<PathBuf> = {
-        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-        let (take, keep) = pending.drain(..).partition(|p: &PathBuf| p.starts_with(dir) || !p.is_absolute());
-        *pending = keep;
-        take
-    };
-    for p in paths {
-        if p.is_dir() {
-            let _ = fs::remove_dir_all(&p);
-        } else {
-            let _ = fs::remove_file(&p);
-        }
-    }
+/// Mark the process interrupted: remove every temporary still being written, refuse any later commit, and
+/// report the outputs completed before this call. For a Ctrl-C / SIGTERM handler about to exit.
+pub fn interrupt() -> InterruptReport {
+    REGISTRY.interrupt(Path::new("/"))
+}
+
+/// [`interrupt`] for a fault (SIGBUS) handler: it never waits for a lock, and gives `None` when the registry
+/// is locked by the interrupted code (the temporaries are then left for the next run's stale cleanup).
+pub fn interrupt_from_fault() -> Option<InterruptReport> {
+    REGISTRY.try_interrupt()
 }
 
 fn parent_dir(dest: &Path) -> PathBuf {
@@ -58,23 +49,25 @@ pub struct AtomicFile {
     tmp: PathBuf,
     out: Option<BufWriter<File>>,
     written: u64,
+    committed: bool,
 }
 
 impl AtomicFile {
-    /// Start writing `dest` (created or replaced on commit).
+    /// Start writing `dest` (created or replaced on commit). Refused when `dest` exists and is not a regular file.
     pub fn create(dest: impl AsRef<Path>) -> Result<AtomicFile> {
         let dest = dest.as_ref().to_path_buf();
+        check_output_kind(&dest)?;
         let dir = parent_dir(&dest);
-        let file_name = dest
-            .file_name()
-            .ok_or_else(|| FormatError::Writer { path: dest.clone(), message: "output path has no file name".into() })?
-            .to_string_lossy()
-            .into_owned();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{file_name}.{}-{n}.tmp", std::process::id()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
-        register(&tmp);
-        Ok(AtomicFile { dest, tmp, out: Some(BufWriter::with_capacity(1 << 20, file)), written: 0 })
+        let name = dest.file_name().ok_or_else(|| FormatError::Writer {
+            path: dest.clone(),
+            message: "output path has no file name".into(),
+        })?;
+        temp_name::remove_stale(&dir, name);
+        let tmp = temp_name::temp_path(&dir, name, COUNTER.fetch_add(1, Ordering::Relaxed));
+        let file = REGISTRY
+            .create(&tmp, || OpenOptions::new().write(true).create_new(true).open(&tmp))
+            .map_err(|e| FormatError::io(&tmp, e))?;
+        Ok(AtomicFile { dest, tmp, out: Some(BufWriter::with_capacity(1 << 20, file)), written: 0, committed: false })
     }
 
     /// The final destination.
@@ -119,17 +112,19 @@ impl AtomicFile {
         let file = out.into_inner().map_err(|e| FormatError::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| FormatError::io(&self.tmp, e))?;
         drop(file);
-        fs::rename(&self.tmp, &self.dest).map_err(|e| FormatError::io(&self.dest, e))?;
-        unregister(&self.tmp);
+        let (tmp, dest) = (&self.tmp, &self.dest);
+        // On error the drop removes the temporary (still registered).
+        REGISTRY.commit(tmp, dest, || fs::rename(tmp, dest)).map_err(|e| FormatError::io(dest, e))?;
+        self.committed = true;
         Ok(())
     }
 }
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.out.take().is_some() {
+        if !self.committed {
             let _ = fs::remove_file(&self.tmp);
-            unregister(&self.tmp);
+            REGISTRY.unregister(&self.tmp);
         }
     }
 }
@@ -142,10 +137,6 @@ pub struct AtomicDir {
     committed: bool,
 }
 
-fn canonical_or_self(p: &Path) -> PathBuf {
-    fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
 impl AtomicDir {
     /// Start writing `dest`, refusing when it is one of `inputs`, lies inside one or contains one, or is a
     /// non-empty directory.
@@ -155,9 +146,9 @@ impl AtomicDir {
             path: dest.into(),
             message: "output path has no directory name".into(),
         })?;
-        let resolved = canonical_or_self(&parent).join(name);
+        let resolved = resolve(dest);
         for input in inputs {
-            let input_c = canonical_or_self(input);
+            let input_c = resolve(input);
             if resolved.starts_with(&input_c) || input_c.starts_with(&resolved) {
                 return Err(FormatError::WouldOverwriteInput { path: dest.into(), input: input.to_path_buf() });
             }
@@ -168,11 +159,10 @@ impl AtomicDir {
                 return Err(FormatError::OutputExists { path: dest.into() });
             }
         }
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = parent.join(format!(".{}.{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
         fs::create_dir_all(&parent).map_err(|e| FormatError::io(&parent, e))?;
-        fs::create_dir(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
-        register(&tmp);
+        temp_name::remove_stale(&parent, name);
+        let tmp = temp_name::temp_path(&parent, name, COUNTER.fetch_add(1, Ordering::Relaxed));
+        REGISTRY.create(&tmp, || fs::create_dir(&tmp)).map_err(|e| FormatError::io(&tmp, e))?;
         Ok(AtomicDir { dest: dest.into(), tmp, committed: false })
     }
 
@@ -188,13 +178,17 @@ impl AtomicDir {
 
     /// Move the finished directory into place.
     pub fn commit(mut self) -> Result<()> {
-        if self.dest.is_dir() {
-            // Checked empty at creation; remove_dir fails (rather than deleting) if something appeared since.
-            fs::remove_dir(&self.dest).map_err(|e| FormatError::io(&self.dest, e))?;
-        }
-        fs::rename(&self.tmp, &self.dest).map_err(|e| FormatError::io(&self.dest, e))?;
+        let (tmp, dest) = (&self.tmp, &self.dest);
+        REGISTRY
+            .commit(tmp, dest, || {
+                if dest.is_dir() {
+                    // Checked empty at creation; remove_dir fails (rather than deleting) if something appeared.
+                    fs::remove_dir(dest)?;
+                }
+                fs::rename(tmp, dest)
+            })
+            .map_err(|e| FormatError::io(dest, e))?;
         self.committed = true;
-        unregister(&self.tmp);
         Ok(())
     }
 }
@@ -203,7 +197,7 @@ impl Drop for AtomicDir {
     fn drop(&mut self) {
         if !self.committed {
             let _ = fs::remove_dir_all(&self.tmp);
-            unregister(&self.tmp);
+            REGISTRY.unregister(&self.tmp);
         }
     }
 }
@@ -216,14 +210,10 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Refuse to write `output` when it is the same file as any of `inputs`.
+/// Refuse to write `output` when it resolves to one of `inputs` or to a file read from an input directory
+/// (see [`crate::output_guard`]); through symbolic links and `..` too, and before `output` exists.
 pub fn check_not_input(output: &Path, inputs: &[&Path]) -> Result<()> {
-    for input in inputs {
-        if same_file(output, input) {
-            return Err(FormatError::WouldOverwriteInput { path: output.to_path_buf(), input: input.to_path_buf() });
-        }
-    }
-    Ok(())
+    crate::output_guard::check_not_read(output, inputs)
 }
 
 impl io::Write for AtomicFile {
@@ -275,7 +265,7 @@ mod tests {
         let dir = AtomicDir::create(&d.path().join("outdir"), &[]).unwrap();
         fs::write(dir.tmp().join("x"), "1").unwrap();
         // Only this test's temporaries: other tests run concurrently in this process.
-        remove_pending_under(d.path());
+        REGISTRY.remove_under(d.path());
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
         drop((f, dir));
     }

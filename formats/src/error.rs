@@ -72,6 +72,12 @@ pub enum FormatError {
     Writer { path: PathBuf, message: String },
     #[error("{path}: refusing to overwrite the input {input}")]
     WouldOverwriteInput { path: PathBuf, input: PathBuf },
+    /// An output path where something other than a regular file exists (a directory, pipe, device, socket).
+    #[error("{path}: the output path is {kind}, not a regular file; refusing to replace it (give a file name)")]
+    NotRegularOutput { path: PathBuf, kind: &'static str },
+    /// An input that is not a regular file (a pipe, device or socket): it cannot be mapped or sized.
+    #[error("{path}: is {kind}, not a regular file; inputs must be regular files (save the data to a file first)")]
+    NotRegularInput { path: PathBuf, kind: &'static str },
     #[error("{path}: already exists and is not an empty directory; choose a new output directory")]
     OutputExists { path: PathBuf },
     #[error("{path}: config key '{key}': {message}")]

@@ -9,9 +9,14 @@ pub mod gguf;
 pub mod hf;
 pub mod kv;
 mod mmap;
+pub mod output_guard;
+mod pending;
 pub mod safetensors;
+mod temp_name;
 pub mod vocab;
 
-pub use atomic::{check_not_input, remove_pending, same_file, AtomicDir, AtomicFile};
+pub use atomic::{check_not_input, interrupt, interrupt_from_fault, remove_pending, same_file, AtomicDir, AtomicFile};
 pub use error::{FormatError, Result};
 pub use ggml_type::GgmlType;
+pub use mmap::mapped_files;
+pub use pending::{path_list, InterruptReport};

@@ -3,6 +3,7 @@
 //! writer with the standard header (including `__metadata__`).
 
 mod convert;
+mod diagnose;
 mod reader;
 mod writer;
 

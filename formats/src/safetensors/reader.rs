@@ -32,6 +32,17 @@ impl StTensor {
     }
 }
 
+/// The tensor that makes an invalid header invalid, when the header's JSON can be read (see `diagnose`).
+fn header_fault(bytes: &[u8]) -> Option<String> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    // The crate's own header limit: a larger header is refused as too large, nothing to explain.
+    if len > 100_000_000 {
+        return None;
+    }
+    let end = usize::try_from(len).ok()?.checked_add(8)?;
+    super::diagnose::explain(bytes.get(8..end)?, (bytes.len() - end) as u64)
+}
+
 /// An open safetensors file; tensors are listed in file (offset) order.
 pub struct SafetensorsFile {
     path: PathBuf,
@@ -55,8 +66,10 @@ impl SafetensorsFile {
     }
 
     fn parse(path: PathBuf, bytes: Bytes) -> Result<SafetensorsFile> {
-        let (header_len, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| FormatError::Safetensors { path: path.clone(), message: e.to_string() })?;
+        let (header_len, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| FormatError::Safetensors {
+            message: header_fault(&bytes).unwrap_or_else(|| e.to_string()),
+            path: path.clone(),
+        })?;
         let base = 8 + header_len as u64;
         let mut tensors = Vec::new();
         for name in meta.offset_keys() {

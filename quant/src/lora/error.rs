@@ -49,6 +49,12 @@ pub enum LoraError {
     NoBaseBias { path: PathBuf, tensor: String, module: String },
     #[error("merging into '{tensor}' gives non-finite values; the adapter seems to be broken")]
     NonFinite { tensor: String },
+    /// The base model's own tensor holds NaN or infinity, before any adapter is applied.
+    #[error(
+        "the base model's tensor '{tensor}' holds a non-finite value ({value}) at element {index}, before the \
+         adapter is applied; the base model is broken, not the adapter"
+    )]
+    NonFiniteBase { tensor: String, index: usize, value: f32 },
     #[error("{path}: {message}; llama.cpp cannot apply this as a GGUF adapter: merge it with `quantforge merge-lora` instead")]
     NotExportable { path: PathBuf, message: String },
     #[error("tensor '{tensor}': {source}")]

@@ -239,6 +239,12 @@ pub fn apply(
     scale: f32,
     tensor: &str,
 ) -> Result<Vec<f32>, LoraError> {
+    // A non-finite base value would come out of the merge non-finite: blame it on the base, not the adapter.
+    if matches!(action, Action::Merge(_) | Action::AddBias(_)) {
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(LoraError::NonFiniteBase { tensor: tensor.to_string(), index, value: values[index] });
+        }
+    }
     let out = match action {
         Action::Copy => return Ok(values),
         Action::Merge(module) => merge_module(adapter, module, values, scale)?,
