@@ -95,7 +95,12 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         let err = |e: tokenizers::Error| EvalError::Tokenizer { path: path.clone(), message: e.to_string() };
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(err)?;
+        let text = quantforge_formats::bounded::read_to_string_capped(
+            &path,
+            quantforge_formats::bounded::MAX_JSON_BYTES,
+            "tokenizer.json",
+        )?;
+        let inner = text.parse::<tokenizers::Tokenizer>().map_err(err)?;
         let with = inner.encode_fast("a", true).map_err(err)?;
         let without = inner.encode_fast("a", false).map_err(err)?;
         let bos =

@@ -118,10 +118,7 @@ fn make_imatrix(path: &Path) {
     let meta = vec![
         ("general.architecture".to_string(), GgufValue::String("llama".into())),
         ("general.type".to_string(), GgufValue::String("imatrix".into())),
-        (
-            "imatrix.datasets".to_string(),
-            GgufValue::Array { elem_type: GgufValueType::String, values: vec![GgufValue::String("synthetic".into())] },
-        ),
+        ("imatrix.datasets".to_string(), GgufValue::Array(vec!["synthetic".to_string()].into())),
         ("imatrix.chunk_count".to_string(), GgufValue::U32(CHUNKS)),
         ("imatrix.chunk_size".to_string(), GgufValue::U32(CHUNK_SIZE)),
     ];
