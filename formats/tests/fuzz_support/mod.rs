@@ -355,6 +355,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn over_allocation_and_panics_fail_a_case() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let big = |_: &[u8]| drop(std::hint::black_box(vec![1u8; CASE_CAP + 1]));
+        assert!(run_case(&big, b"x").unwrap_err().contains("allocated too much"));
+        let grows = |_: &[u8]| {
+            let v: Vec<Vec<u8>> = (0..5).map(|_| vec![1u8; CASE_CAP / 4]).collect();
+            drop(std::hint::black_box(v));
+        };
+        assert!(run_case(&grows, b"x").unwrap_err().contains("live heap grew"));
+        assert!(run_case(&|_: &[u8]| panic!("boom"), b"x").unwrap_err().contains("panicked"));
+        assert!(run_case(&|b: &[u8]| drop(std::hint::black_box(b.to_vec())), b"x").is_ok());
+    }
+
+    #[test]
     fn edits_stay_in_bounds() {
         let mut v = b"{\"a\": 12, \"b\": [3]}".to_vec();
         apply(&mut v, &Edit::Number(1, "4294967296"));

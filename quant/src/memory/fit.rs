@@ -100,10 +100,11 @@ fn placements(
 ) -> (usize, usize, Placement, Placement) {
     let n_layer = model.n_layer();
     let ngl = ngl.min(n_layer + 1);
+    // Layers first_gpu.. are on the GPU (none when ngl is 0: first_gpu is then n_layer + 1).
     let first_gpu = (n_layer + 1).saturating_sub(ngl);
     let output_on_gpu = ngl >= 1;
-    let gpu_weights = sums.weights[first_gpu];
-    let gpu_kv = sums.kv[first_gpu];
+    let gpu_weights = sums.weights[first_gpu.min(n_layer)];
+    let gpu_kv = sums.kv[first_gpu.min(n_layer)];
     let mut device = Placement { weights: gpu_weights, kv: gpu_kv, ..Placement::default() };
     let mut host = Placement {
         weights: weights.token_embd.saturating_add(sums.weights[0] - gpu_weights),
