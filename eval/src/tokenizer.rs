@@ -100,7 +100,12 @@ impl Tokenizer {
             quantforge_formats::bounded::MAX_JSON_BYTES,
             "tokenizer.json",
         )?;
-        let inner = text.parse::<tokenizers::Tokenizer>().map_err(err)?;
+        // Parsed as JSON first: the tokenizers library panics (instead of failing) on some syntax errors
+        // inside a component, such as the decoder, when it reads the text itself.
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| EvalError::Tokenizer { path: path.clone(), message: format!("invalid JSON: {e}") })?;
+        let inner = serde_json::from_value::<tokenizers::Tokenizer>(json)
+            .map_err(|e| EvalError::Tokenizer { path: path.clone(), message: e.to_string() })?;
         let with = inner.encode_fast("a", true).map_err(err)?;
         let without = inner.encode_fast("a", false).map_err(err)?;
         let bos =

@@ -17,7 +17,7 @@ static ALLOC: fuzz_support::Counting = fuzz_support::Counting;
 
 #[test]
 fn fuzz_gguf_reader() {
-    fuzz_support::fuzz("gguf", &["gguf", "gguf_vocab", "imatrix"], 3000, |bytes| {
+    fuzz_support::fuzz("gguf", &["gguf", "gguf_vocab", "imatrix"], 20000, |bytes| {
         let Ok(f) = GgufFile::from_bytes("fuzz.gguf", bytes.to_vec()) else { return };
         for t in f.tensors() {
             assert_eq!(f.tensor_data(t).len() as u64, t.size, "{}", t.name);
@@ -31,7 +31,7 @@ fn fuzz_gguf_reader() {
 
 #[test]
 fn fuzz_safetensors_reader() {
-    fuzz_support::fuzz("safetensors", &["safetensors", "adapter_safetensors"], 3000, |bytes| {
+    fuzz_support::fuzz("safetensors", &["safetensors", "adapter_safetensors"], 20000, |bytes| {
         let Ok(f) = SafetensorsFile::from_bytes("fuzz.safetensors", bytes.to_vec()) else { return };
         for t in f.tensors() {
             assert_eq!(f.data(t).len() as u64, t.size(), "{}", t.name);
@@ -44,7 +44,7 @@ fn fuzz_safetensors_reader() {
 /// shape its rules imply computed: all sized only by capped values.
 #[test]
 fn fuzz_config_json() {
-    fuzz_support::fuzz("config", &["config"], 3000, |bytes| {
+    fuzz_support::fuzz("config", &["config"], 20000, |bytes| {
         let path = Path::new("config.json");
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else { return };
         let Ok(cfg) = HfConfig::parse(path, &value) else { return };
@@ -61,7 +61,7 @@ fn fuzz_config_json() {
 
 #[test]
 fn fuzz_gguf_vocab_to_tokenizer_files() {
-    fuzz_support::fuzz("gguf_vocab", &["gguf_vocab"], 2000, |bytes| {
+    fuzz_support::fuzz("gguf_vocab", &["gguf_vocab"], 20000, |bytes| {
         let Ok(f) = GgufFile::from_bytes("fuzz.gguf", bytes.to_vec()) else { return };
         let _ = vocab::hf_tokenizer_files(&f);
     });
@@ -69,7 +69,7 @@ fn fuzz_gguf_vocab_to_tokenizer_files() {
 
 #[test]
 fn fuzz_sentencepiece_model() {
-    fuzz_support::fuzz("tokenizer_model", &["tokenizer_model"], 1500, |bytes| {
+    fuzz_support::fuzz("tokenizer_model", &["tokenizer_model"], 10000, |bytes| {
         let _ = vocab::parse_pieces(Path::new("tokenizer.model"), bytes);
     });
 }

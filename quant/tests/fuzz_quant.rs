@@ -33,7 +33,7 @@ fn fuzz_adapter_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("adapter_model.safetensors"), seed("adapter_safetensors", "rank2.safetensors"))
         .unwrap();
-    fuzz_support::fuzz("adapter_config", &["adapter_config"], 2000, |bytes| {
+    fuzz_support::fuzz("adapter_config", &["adapter_config"], 1000, |bytes| {
         std::fs::write(dir.path().join("adapter_config.json"), bytes).unwrap();
         open_adapter(dir.path());
     });
@@ -43,7 +43,7 @@ fn fuzz_adapter_config() {
 fn fuzz_adapter_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("adapter_config.json"), seed("adapter_config", "rank2.json")).unwrap();
-    fuzz_support::fuzz("adapter_safetensors", &["adapter_safetensors"], 2000, |bytes| {
+    fuzz_support::fuzz("adapter_safetensors", &["adapter_safetensors"], 1000, |bytes| {
         std::fs::write(dir.path().join("adapter_model.safetensors"), bytes).unwrap();
         open_adapter(dir.path());
     });
@@ -51,7 +51,7 @@ fn fuzz_adapter_safetensors() {
 
 #[test]
 fn fuzz_imatrix() {
-    fuzz_support::fuzz("imatrix", &["imatrix"], 3000, |bytes| {
+    fuzz_support::fuzz("imatrix", &["imatrix"], 20000, |bytes| {
         let _ = Imatrix::from_bytes("fuzz.imatrix", bytes.to_vec());
     });
 }
@@ -60,7 +60,7 @@ fn fuzz_imatrix() {
 /// a quantization type, the KV cache and the best `-ngl` under a budget.
 #[test]
 fn fuzz_config_estimate() {
-    fuzz_support::fuzz("config_estimate", &["config"], 1000, |bytes| {
+    fuzz_support::fuzz("config_estimate", &["config"], 3000, |bytes| {
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) else { return };
         let Ok(shape) = ModelShape::from_config_value(Path::new("config.json"), &json) else { return };
         let settings = Settings {

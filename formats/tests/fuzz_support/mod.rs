@@ -202,6 +202,15 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
+/// Edits for JSON inputs: mostly boundary numbers, so most cases stay valid JSON and reach the parser
+/// behind the JSON reader; sometimes a byte edit, for the JSON reader itself.
+fn json_edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        8 => (any::<usize>(), prop::sample::select(NUMBERS)).prop_map(|(n, s)| Edit::Number(n, s)),
+        1 => edit(),
+    ]
+}
+
 fn apply(input: &mut Vec<u8>, e: &Edit) {
     let len = input.len();
     let at = |p: usize| if len == 0 { 0 } else { p % len };
@@ -322,7 +331,9 @@ pub fn fuzz(name: &str, corpora: &[&str], default_cases: u32, target: impl Fn(&[
     let config = Config { cases, failure_persistence: None, max_shrink_iters: 2000, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, rng);
     let inputs: Vec<Vec<u8>> = seeds.into_iter().map(|(_, b)| b).collect();
-    let strategy = (0..inputs.len(), prop::collection::vec(edit(), 1..10));
+    let json = inputs.iter().all(|b| serde_json::from_slice::<serde_json::Value>(b).is_ok());
+    let edits = if json { json_edit().boxed() } else { edit().boxed() };
+    let strategy = (0..inputs.len(), prop::collection::vec(edits, 1..10));
     let count = std::cell::Cell::new(0u64);
     let result = runner.run(&strategy, |(which, edits)| {
         let mut input = inputs[which].clone();
@@ -364,7 +375,11 @@ mod tests {
             drop(std::hint::black_box(v));
         };
         assert!(run_case(&grows, b"x").unwrap_err().contains("live heap grew"));
-        assert!(run_case(&|_: &[u8]| panic!("boom"), b"x").unwrap_err().contains("panicked"));
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let panicked = run_case(&|_: &[u8]| panic!("boom"), b"x");
+        std::panic::set_hook(hook);
+        assert!(panicked.unwrap_err().contains("panicked"));
         assert!(run_case(&|b: &[u8]| drop(std::hint::black_box(b.to_vec())), b"x").is_ok());
     }
 
