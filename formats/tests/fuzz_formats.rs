@@ -7,7 +7,7 @@ mod fuzz_support;
 use std::path::Path;
 
 use quantforge_formats::arch::{self, HfConfig, VocabStyle};
-use quantforge_formats::gguf::GgufFile;
+use quantforge_formats::gguf::{GgufArray, GgufFile, GgufValue, GgufWriter};
 use quantforge_formats::kv::KvList;
 use quantforge_formats::safetensors::SafetensorsFile;
 use quantforge_formats::vocab;
@@ -86,4 +86,32 @@ fn fuzz_tokenizer_json() {
         let mut kv = KvList::new();
         let _ = vocab::tokenizer_metadata(&mut kv, dir.path(), &cfg, VocabStyle::Plain);
     });
+}
+
+/// Metadata arrays cost about what the file spends on them: an 8 MB u8 array once cost 32 bytes per element
+/// (256 MB) to read, and as much again to write.
+#[test]
+fn large_metadata_arrays_cost_about_their_size() {
+    const N: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gguf");
+    let strings: Vec<String> = (0..N / 64).map(|i| format!("t{i}")).collect();
+    let metadata = vec![
+        ("general.architecture".to_string(), GgufValue::String("llama".into())),
+        ("big.u8".to_string(), GgufValue::Array(GgufArray::U8(vec![7; N]))),
+        ("big.strings".to_string(), GgufValue::Array(strings.into())),
+    ];
+    let (written, grew) = fuzz_support::heap_growth(|| GgufWriter::create(&path, &metadata, vec![])?.finish());
+    written.unwrap();
+    assert!(grew < 2 * N, "writing grew the heap by {grew} bytes");
+    let bytes = std::fs::read(&path).unwrap();
+    let file_len = bytes.len();
+    let (f, grew) = fuzz_support::heap_growth(|| GgufFile::from_bytes("big.gguf", bytes));
+    let f = f.unwrap();
+    // The owned input (file_len) plus the arrays' own copies (about N + the strings' bytes and offsets).
+    assert!(grew < 2 * file_len + (4 << 20), "reading grew the heap by {grew} bytes for a {file_len}-byte file");
+    let a = f.get("big.u8").and_then(GgufValue::as_array).unwrap();
+    assert_eq!((a.len(), a.get(N - 1)), (N, Some(GgufValue::U8(7))));
+    let s = f.get("big.strings").and_then(GgufValue::as_array).and_then(GgufArray::strings).unwrap();
+    assert_eq!((s.len(), s.get(5)), (N / 64, Some("t5")));
 }

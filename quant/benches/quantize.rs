@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use half::f16;
-use quantforge_formats::gguf::{GgufFile, GgufValue, GgufValueType, GgufWriter, TensorSpec};
+use quantforge_formats::gguf::{GgufFile, GgufValue, GgufWriter, TensorSpec};
 use quantforge_formats::GgmlType;
 use quantforge_quant::pipeline::{self, QuantizeOptions};
 use quantforge_quant::progress::Silent;

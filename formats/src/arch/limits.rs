@@ -81,7 +81,7 @@ mod tests {
             }
         }
         // Heads times head size is within the attention width only if checked: it is not implied.
-        assert!(HEADS.max * HEAD_DIM.max > ATTENTION_WIDTH.max);
+        const { assert!(HEADS.max * HEAD_DIM.max > ATTENTION_WIDTH.max) };
     }
 
     #[test]

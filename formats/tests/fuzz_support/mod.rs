@@ -298,6 +298,16 @@ fn run_case(target: &dyn Fn(&[u8]), input: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Run `f` alone (no fuzz case at the same time) and return its result with the largest growth of the live
+/// heap while it ran.
+pub fn heap_growth<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let r = f();
+    (r, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
+
 /// Summary of one target's run.
 #[derive(Debug)]
 pub struct FuzzReport {
