@@ -272,3 +272,40 @@ fn put_value(out: &mut Vec<u8>, v: &GgufValue) {
         GgufValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, ne: &[u64]) -> TensorSpec {
+        TensorSpec { name: name.into(), ggml_type: GgmlType::F32, ne: ne.to_vec() }
+    }
+
+    /// Zero-element tensors (first, between two others, last) take no data and no padding; writing one, in
+    /// order, is accepted even though the writer already moved past it.
+    #[test]
+    fn zero_element_tensors_take_no_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.gguf");
+        let specs = vec![
+            spec("e0", &[0]),
+            spec("a", &[3]),
+            spec("e1", &[4, 0]),
+            spec("e2", &[0, 2]),
+            spec("b", &[1]),
+            spec("e3", &[0]),
+        ];
+        let mut w = GgufWriter::create(&path, &[], specs).unwrap();
+        w.write_tensor("e0", &[]).unwrap();
+        w.write_tensor("a", &[0; 12]).unwrap();
+        w.write_tensor("e1", &[]).unwrap();
+        w.write_tensor("e2", &[]).unwrap();
+        w.write_tensor("b", &[1; 4]).unwrap();
+        assert!(w.write_tensor("a", &[]).is_err(), "a non-empty tensor cannot be written empty");
+        w.write_tensor("e3", &[]).unwrap();
+        w.finish().unwrap();
+        let f = crate::gguf::GgufFile::open(&path).unwrap();
+        let offsets: Vec<(u64, u64)> = f.tensors().iter().map(|t| (t.offset, t.size)).collect();
+        assert_eq!(offsets, [(0, 0), (0, 12), (32, 0), (32, 0), (32, 4), (64, 0)]);
+    }
+}

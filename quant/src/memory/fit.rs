@@ -248,3 +248,123 @@ pub fn max_context(
     }
     Ok(lo * 256)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{kv_cache, LayerAttention};
+    use crate::policy::ModelInfo;
+
+    fn model(n_layer: usize) -> ModelShape {
+        let layers = (0..n_layer)
+            .map(|il| LayerAttention {
+                n_head_kv: 2 + (il % 3) as u32,
+                head_dim_k: 64,
+                head_dim_v: 64,
+                swa: il % 4 != 3,
+            })
+            .collect();
+        ModelShape {
+            path: "m".into(),
+            info: ModelInfo { arch: "gemma3".into(), n_layer: n_layer as u32, n_head: 8, n_head_kv: 2, n_expert: 0 },
+            n_embd: 512,
+            n_head: 8,
+            n_vocab: 1000,
+            n_ff: 1024,
+            layers,
+            n_swa: 512,
+            n_ctx_train: None,
+            tensors: Vec::new(),
+            file_type: None,
+        }
+    }
+
+    fn weights(n_layer: usize, tied: bool) -> WeightPlan {
+        WeightPlan {
+            ftype: None,
+            bytes: 0,
+            bits_per_weight: 0.0,
+            token_embd: 4000,
+            token_embd_row: 4,
+            output: 300,
+            layers: (0..n_layer as u64).map(|il| 1000 + 37 * il).collect(),
+            tied,
+            token_embd_type: None,
+            output_type: None,
+        }
+    }
+
+    /// Every `-ngl` places exactly what summing layer by layer places (llama.cpp's split, written out).
+    #[test]
+    fn placement_matches_a_layer_by_layer_sum() {
+        let n = 9;
+        let m = model(n);
+        let layout = KvLayout::new(4096);
+        let kv = kv_cache(&m, &layout).unwrap();
+        let compute = compute_buffers(&m, &kv, &layout);
+        for tied in [false, true] {
+            let w = weights(n, tied);
+            for ngl in 0..=n + 3 {
+                let o = offload_for(&m, &w, &kv, &compute, &layout, ngl);
+                let first_gpu = (n + 1).saturating_sub(ngl);
+                let (mut dev_w, mut host_w, mut dev_kv, mut host_kv) = (0, w.token_embd, 0, 0);
+                for il in 0..n {
+                    let layer_kv: u64 =
+                        kv.segments.iter().flat_map(|s| &s.layers).filter(|l| l.0 == il).map(|l| l.1 + l.2).sum();
+                    if il >= first_gpu {
+                        dev_w += w.layers[il];
+                        dev_kv += layer_kv;
+                    } else {
+                        host_w += w.layers[il];
+                        host_kv += layer_kv;
+                    }
+                }
+                if ngl >= 1 {
+                    dev_w += w.output + if tied { w.token_embd } else { 0 };
+                } else {
+                    host_w += w.output;
+                }
+                assert_eq!(
+                    (o.device.weights, o.device.kv, o.host.weights, o.host.kv),
+                    (dev_w, dev_kv, host_w, host_kv),
+                    "ngl {ngl}"
+                );
+                assert_eq!(o.gpu_layers.iter().filter(|&&g| g).count(), n.min(ngl.saturating_sub(1)), "ngl {ngl}");
+                let all_gpu = ngl > n;
+                let host_compute =
+                    if ngl == 0 { compute.device } else { compute.host + if all_gpu { 0 } else { compute.layer } };
+                assert_eq!(o.host.compute, host_compute, "ngl {ngl}");
+            }
+        }
+    }
+
+    /// The best `-ngl` under a budget is found in time linear in the layers (each -ngl is placed in O(1)):
+    /// 30,000 layers, where placing each -ngl by summing every layer took minutes.
+    #[test]
+    fn best_offload_of_thirty_thousand_layers() {
+        let n = 30_000;
+        let m = model(n);
+        let w = weights(n, false);
+        let total: u64 = w.layers.iter().sum();
+        let settings = Settings {
+            layout: KvLayout::new(512),
+            resources: Resources { vram: Some(total / 2), ram: None },
+            max_ctx: 1024,
+        };
+        let layout = settings.layout;
+        let kv = kv_cache(&m, &layout).unwrap();
+        let compute = compute_buffers(&m, &kv, &layout);
+        let t = std::time::Instant::now();
+        let sums = LayerSums::new(n, &w, &kv);
+        let best = (0..=n + 1).rev().find(|&ngl| {
+            let (_, _, device, host) = placements(&m, &w, &compute, &layout, &sums, ngl);
+            fits_placed(&device, &host, &settings.resources)
+        });
+        let ngl = best.unwrap();
+        assert!(ngl > 1 && ngl < n, "{ngl}");
+        // The next -ngl does not fit, this one does, as the full placement confirms.
+        assert!(fits(&offload_for(&m, &w, &kv, &compute, &layout, ngl), &settings.resources));
+        assert!(!fits(&offload_for(&m, &w, &kv, &compute, &layout, ngl + 1), &settings.resources));
+        assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
+    }
+}
