@@ -40,3 +40,6 @@ mod mmlu;
 
 #[path = "split.rs"]
 mod split;
+
+#[path = "bounds.rs"]
+mod bounds;

@@ -133,11 +133,11 @@ fn split_files(f: &GgufFile) -> Vec<SplitFile> {
 fn gguf_json(v: &quantforge_formats::gguf::GgufValue, max_array: usize) -> Value {
     use quantforge_formats::gguf::GgufValue as G;
     match v {
-        G::Array { elem_type, values } => json!({
+        G::Array(a) => json!({
             "type": "array",
-            "element_type": elem_type.name(),
-            "length": values.len(),
-            "head": values.iter().take(max_array).map(|x| gguf_json(x, max_array)).collect::<Vec<_>>(),
+            "element_type": a.elem_type().name(),
+            "length": a.len(),
+            "head": a.iter().take(max_array).map(|x| gguf_json(&x, max_array)).collect::<Vec<_>>(),
         }),
         G::String(s) => json!(s),
         G::Bool(b) => json!(b),

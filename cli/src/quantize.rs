@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use quantforge_formats::bounded;
 use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
 use quantforge_quant::convert::{ConvertedModel, OutType};
@@ -119,7 +120,7 @@ pub(crate) fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
     o.policy.token_embedding_type = args.token_embedding_type.as_deref().map(parse_ggml_type).transpose()?;
     let mut tensor_types = args.tensor_type.clone();
     if let Some(path) = &args.tensor_type_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = bounded::read_to_string_capped(path, bounded::MAX_TENSOR_TYPE_FILE_BYTES, "tensor type file")?;
         tensor_types.extend(text.split_whitespace().map(String::from));
     }
     for arg in &tensor_types {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use quantforge_eval::intquant::{quantize_int, IntQuantJob, IntQuantReport, LayerReport, Method, WindowOptions};
 use quantforge_eval::Device;
+use quantforge_formats::bounded;
 use quantforge_formats::hf::HfModel;
 use quantforge_formats::safetensors::Dtype;
 use quantforge_quant::calibrate::{BlockReport, CalibrationProgress};
@@ -224,8 +225,7 @@ pub(crate) fn read_calibration(paths: &[PathBuf]) -> Result<Option<String>> {
     }
     let mut text = String::new();
     for p in paths {
-        let bytes = std::fs::read(p).with_context(|| format!("reading calibration text {}", p.display()))?;
-        let s = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", p.display()))?;
+        let s = bounded::read_to_string_capped(p, bounded::MAX_TEXT_BYTES, "calibration text")?;
         if !text.is_empty() {
             text.push_str("\n\n");
         }

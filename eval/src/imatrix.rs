@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use quantforge_formats::gguf::{GgufValue, GgufValueType, GgufWriter, TensorSpec};
+use quantforge_formats::gguf::{GgufValue, GgufWriter, TensorSpec};
 use quantforge_formats::{AtomicFile, GgmlType};
 use quantforge_quant::progress::Progress;
 
@@ -74,10 +74,7 @@ impl Collected {
     pub fn write_gguf(&self, path: &Path, dataset: &str) -> Result<()> {
         let metadata = vec![
             ("general.type".to_string(), GgufValue::String("imatrix".into())),
-            (
-                "imatrix.datasets".to_string(),
-                GgufValue::Array { elem_type: GgufValueType::String, values: vec![GgufValue::String(dataset.into())] },
-            ),
+            ("imatrix.datasets".to_string(), GgufValue::Array(vec![dataset.to_string()].into())),
             ("imatrix.chunk_count".to_string(), GgufValue::U32(self.chunk_count)),
             ("imatrix.chunk_size".to_string(), GgufValue::U32(self.chunk_size)),
         ];

@@ -61,9 +61,13 @@ impl LoadedText {
     }
 }
 
-/// The evaluation text at `path`, whole.
+/// The evaluation text at `path`, whole (at most [`quantforge_formats::bounded::MAX_TEXT_BYTES`]).
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Read { path: path.into(), source })?;
+    use quantforge_formats::{bounded, FormatError};
+    let bytes = bounded::read_capped(path, bounded::MAX_TEXT_BYTES, "evaluation text").map_err(|e| match e {
+        FormatError::Io { path, source } => EvalError::Read { path, source },
+        other => EvalError::Format(other),
+    })?;
     String::from_utf8(bytes).map_err(|source| EvalError::NotText { path: path.into(), source })
 }
 

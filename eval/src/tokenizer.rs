@@ -95,7 +95,17 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         let err = |e: tokenizers::Error| EvalError::Tokenizer { path: path.clone(), message: e.to_string() };
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(err)?;
+        let text = quantforge_formats::bounded::read_to_string_capped(
+            &path,
+            quantforge_formats::bounded::MAX_JSON_BYTES,
+            "tokenizer.json",
+        )?;
+        // Parsed as JSON first: the tokenizers library panics (instead of failing) on some syntax errors
+        // inside a component, such as the decoder, when it reads the text itself.
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| EvalError::Tokenizer { path: path.clone(), message: format!("invalid JSON: {e}") })?;
+        let inner = serde_json::from_value::<tokenizers::Tokenizer>(json)
+            .map_err(|e| EvalError::Tokenizer { path: path.clone(), message: e.to_string() })?;
         let with = inner.encode_fast("a", true).map_err(err)?;
         let without = inner.encode_fast("a", false).map_err(err)?;
         let bos =

@@ -92,6 +92,9 @@ pub enum FormatError {
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    /// A side file read whole holds more than its cap (see [`crate::bounded`]).
+    #[error("{path}: {what} is larger than the limit of {}", crate::bounded::human_bytes(*limit))]
+    FileTooLarge { path: PathBuf, what: String, limit: u64 },
     #[error("{path}: PyTorch pickle checkpoints are refused: unpickling can execute arbitrary code. Convert it to safetensors first (e.g. with the `safetensors` convert script in a sandbox)")]
     PickleCheckpoint { path: PathBuf },
 }

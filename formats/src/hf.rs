@@ -3,7 +3,6 @@
 //! order llama.cpp's converter uses (shard files by name, then tensor names in string order).
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -12,7 +11,7 @@ use crate::error::{FormatError, Result};
 use crate::safetensors::{SafetensorsFile, StTensor};
 
 /// Largest JSON file (config, index, tokenizer config) read into memory.
-pub const MAX_JSON_BYTES: u64 = 256 * 1024 * 1024;
+pub use crate::bounded::MAX_JSON_BYTES;
 
 /// An open HF model directory.
 pub struct HfModel {
@@ -24,18 +23,9 @@ pub struct HfModel {
     by_name: HashMap<String, (usize, usize)>,
 }
 
-/// Read and parse a JSON file, refusing files over [`MAX_JSON_BYTES`].
+/// Read and parse a JSON file, refusing files over [`MAX_JSON_BYTES`] (also streams that never end).
 pub fn read_json(path: &Path) -> Result<Value> {
-    let len = fs::metadata(path).map_err(|e| FormatError::io(path, e))?.len();
-    if len > MAX_JSON_BYTES {
-        return Err(FormatError::TooLarge {
-            path: path.into(),
-            field: "JSON file size".into(),
-            value: len,
-            limit: MAX_JSON_BYTES,
-        });
-    }
-    let text = fs::read(path).map_err(|e| FormatError::io(path, e))?;
+    let text = crate::bounded::read_capped(path, MAX_JSON_BYTES, "JSON file")?;
     serde_json::from_slice(&text).map_err(|e| FormatError::Json { path: path.into(), message: e.to_string() })
 }
 

@@ -3,7 +3,7 @@
 //! keys keep the order of their first insertion, setting a key again overwrites its value in place, and empty
 //! strings and empty arrays are skipped (`add_string`/`add_array` return early on them).
 
-use crate::gguf::{GgufValue, GgufValueType};
+use crate::gguf::{GgufArray, GgufValue};
 
 /// Metadata in insertion order.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -56,13 +56,13 @@ impl KvList {
 
     /// Set an array of strings, unless it is empty.
     pub fn strings(&mut self, key: impl Into<String>, v: Vec<String>) {
-        self.array(key, GgufValueType::String, v.into_iter().map(GgufValue::String).collect());
+        self.array(key, v.into());
     }
 
     /// Set an array, unless it is empty.
-    pub fn array(&mut self, key: impl Into<String>, elem_type: GgufValueType, values: Vec<GgufValue>) {
+    pub fn array(&mut self, key: impl Into<String>, values: GgufArray) {
         if !values.is_empty() {
-            self.set(key, GgufValue::Array { elem_type, values });
+            self.set(key, GgufValue::Array(values));
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod arch;
 mod atomic;
+pub mod bounded;
 mod error;
 pub mod ggml_type;
 pub mod gguf;

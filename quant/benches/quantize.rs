@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use half::f16;
-use quantforge_formats::gguf::{GgufFile, GgufValue, GgufValueType, GgufWriter, TensorSpec};
+use quantforge_formats::gguf::{GgufFile, GgufValue, GgufWriter, TensorSpec};
 use quantforge_formats::GgmlType;
 use quantforge_quant::pipeline::{self, QuantizeOptions};
 use quantforge_quant::progress::Silent;
@@ -118,10 +118,7 @@ fn make_imatrix(path: &Path) {
     let meta = vec![
         ("general.architecture".to_string(), GgufValue::String("llama".into())),
         ("general.type".to_string(), GgufValue::String("imatrix".into())),
-        (
-            "imatrix.datasets".to_string(),
-            GgufValue::Array { elem_type: GgufValueType::String, values: vec![GgufValue::String("synthetic".into())] },
-        ),
+        ("imatrix.datasets".to_string(), GgufValue::Array(vec!["synthetic".to_string()].into())),
         ("imatrix.chunk_count".to_string(), GgufValue::U32(CHUNKS)),
         ("imatrix.chunk_size".to_string(), GgufValue::U32(CHUNK_SIZE)),
     ];

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use quantforge_formats::gguf::{GgufFile, GgufValue};
-use quantforge_formats::{FormatError, GgmlType};
+use quantforge_formats::{bounded, FormatError, GgmlType};
 
 /// Errors loading an importance matrix.
 #[derive(Debug, thiserror::Error)]
@@ -37,17 +37,32 @@ pub struct Imatrix {
 }
 
 impl Imatrix {
-    /// Load `path`, trying the GGUF layout first and then the legacy one.
+    /// Load `path`, trying the GGUF layout first and then the legacy one. A GGUF file is memory-mapped; a
+    /// legacy one is read whole, at most [`bounded::MAX_IMATRIX_BYTES`].
     pub fn load(path: impl AsRef<Path>) -> Result<Imatrix, ImatrixError> {
         let path = path.as_ref();
+        let io = |source| ImatrixError::Io { path: path.into(), source };
         let mut magic = [0u8; 4];
-        let bytes = std::fs::read(path).map_err(|source| ImatrixError::Io { path: path.into(), source })?;
-        if bytes.len() >= 4 {
-            magic.copy_from_slice(&bytes[..4]);
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let n = read_prefix(&mut file, &mut magic).map_err(io)?;
+        drop(file);
+        if n == 4 && &magic == b"GGUF" {
+            load_gguf(path, &GgufFile::open(path)?)
+        } else {
+            let bytes =
+                bounded::read_capped(path, bounded::MAX_IMATRIX_BYTES, "importance matrix").map_err(|e| match e {
+                    FormatError::Io { source, .. } => io(source),
+                    other => ImatrixError::Format(other),
+                })?;
+            load_legacy(path, &bytes)
         }
-        if &magic == b"GGUF" {
-            drop(bytes);
-            load_gguf(path)
+    }
+
+    /// Parse an importance matrix held in memory (either layout); `name` is used in messages.
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Imatrix, ImatrixError> {
+        let path = name.as_ref();
+        if bytes.starts_with(b"GGUF") {
+            load_gguf(path, &GgufFile::from_bytes(path, bytes)?)
         } else {
             load_legacy(path, &bytes)
         }
@@ -128,10 +143,24 @@ fn f32_values(f: &GgufFile, name: &str) -> Result<Vec<f32>, ImatrixError> {
     Ok(f.tensor_data(t).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
-fn load_gguf(path: &Path) -> Result<Imatrix, ImatrixError> {
-    let f = GgufFile::open(path)?;
+/// Fill `buf` from the start of `file` as far as the file goes; the number of bytes read.
+fn read_prefix(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn load_gguf(path: &Path, f: &GgufFile) -> Result<Imatrix, ImatrixError> {
     let datasets = match f.get("imatrix.datasets") {
-        Some(GgufValue::Array { values, .. }) => values.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Some(GgufValue::Array(a)) => a.strings().map_or_else(Vec::new, |s| s.iter().map(String::from).collect()),
         _ => return Err(ImatrixError::MissingMetadata { path: path.into(), key: "imatrix.datasets" }),
     };
     let chunk_count = f
@@ -144,8 +173,8 @@ fn load_gguf(path: &Path) -> Result<Imatrix, ImatrixError> {
     let mut entries = BTreeMap::new();
     for t in f.tensors() {
         let Some(name) = t.name.strip_suffix(".in_sum2") else { continue };
-        let sums = f32_values(&f, &t.name)?;
-        let counts = f32_values(&f, &format!("{name}.counts"))?;
+        let sums = f32_values(f, &t.name)?;
+        let counts = f32_values(f, &format!("{name}.counts"))?;
         let bad = |message: String| ImatrixError::BadEntry { path: path.into(), name: name.into(), message };
         if counts.is_empty() || sums.is_empty() {
             continue;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::limits::{self, Limit};
 use crate::error::{FormatError, Result};
 
 /// RoPE scaling as the converter understands it (`rope_parameters` or `rope_scaling`).
@@ -83,19 +84,25 @@ impl HfConfig {
             .and_then(Value::as_str)
             .ok_or_else(|| err(path, "architectures", "missing (expected a list naming the model class)"))?
             .to_string();
-        let head_count = c.req_u32(&["num_attention_heads", "n_head", "n_heads"])?;
+        let head_count = c.req_capped(&["num_attention_heads", "n_head", "n_heads"], limits::HEADS)?;
         if head_count == 0 {
             return Err(err(path, "num_attention_heads", "must be positive"));
         }
-        let head_count_kv = c.opt_u32(&["num_key_value_heads", "n_kv_heads"])?;
+        let head_count_kv = c.opt_capped(&["num_key_value_heads", "n_kv_heads"], limits::HEADS)?;
         if head_count_kv == Some(0) || head_count_kv.is_some_and(|kv| !head_count.is_multiple_of(kv)) {
             return Err(err(path, "num_key_value_heads", "must be positive and divide num_attention_heads"));
         }
-        let hidden_size = c.req_u32(&["hidden_size", "n_embd", "dim"])?;
-        let head_dim = c.opt_u32(&["head_dim"])?;
+        let hidden_size = c.req_capped(&["hidden_size", "n_embd", "dim"], limits::HIDDEN)?;
+        let head_dim = c.opt_capped(&["head_dim"], limits::HEAD_DIM)?;
         if head_dim.is_none() && !hidden_size.is_multiple_of(head_count) {
             return Err(err(path, "hidden_size", "is not a multiple of num_attention_heads and head_dim is not given"));
         }
+        if head_dim == Some(0) {
+            return Err(err(path, "head_dim", "must be positive"));
+        }
+        // Products of two capped u32 values cannot overflow u64; their size is checked against its own limit.
+        let width = u64::from(head_count) * u64::from(head_dim.unwrap_or(hidden_size / head_count));
+        limits::ATTENTION_WIDTH.check(path, "num_attention_heads × head_dim", width)?;
         let rope = rope_params(&raw);
         let rope_theta = match rope.get("rope_theta") {
             Some(v) => Some(v.as_f64().ok_or_else(|| err(path, "rope_theta", "is not a number"))?),
@@ -103,17 +110,20 @@ impl HfConfig {
         };
         Ok(HfConfig {
             path: path.to_path_buf(),
-            block_count: c.req_u32(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?,
-            context_length: c.opt_u32(&[
-                "max_position_embeddings",
-                "n_ctx",
-                "n_positions",
-                "max_length",
-                "max_sequence_length",
-                "model_max_length",
-            ])?,
+            block_count: c.req_capped(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"], limits::LAYERS)?,
+            context_length: c.opt_capped(
+                &[
+                    "max_position_embeddings",
+                    "n_ctx",
+                    "n_positions",
+                    "max_length",
+                    "max_sequence_length",
+                    "model_max_length",
+                ],
+                limits::CONTEXT,
+            )?,
             hidden_size,
-            ffn_length: c.req_u32(&["intermediate_size", "n_inner", "hidden_dim"])?,
+            ffn_length: c.req_capped(&["intermediate_size", "n_inner", "hidden_dim"], limits::FFN)?,
             head_count,
             head_count_kv,
             is_causal: raw.get("is_causal").and_then(Value::as_bool),
@@ -122,7 +132,7 @@ impl HfConfig {
             rms_norm_eps: c.opt_f64(&["rms_norm_eps", "norm_eps"])?,
             layer_norm_eps: c.opt_f64(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"])?,
             head_dim,
-            vocab_size: c.req_u32(&["vocab_size"])?,
+            vocab_size: c.req_capped(&["vocab_size"], limits::VOCAB)?,
             tie_word_embeddings: raw.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             name_or_path: raw.get("_name_or_path").and_then(Value::as_str).map(str::to_string),
             architecture,
@@ -180,7 +190,7 @@ fn rope_scaling(path: &Path, raw: &Map<String, Value>, p: &Map<String, Value>) -
         ("linear", Some(factor)) => RopeScaling::Linear { factor },
         ("yarn", Some(factor)) => RopeScaling::Yarn {
             factor,
-            original_context: c.req_u32(&["original_max_position_embeddings"])?,
+            original_context: c.req_capped(&["original_max_position_embeddings"], limits::CONTEXT)?,
             ext_factor: c.opt_f64(&["extrapolation_factor"])?,
             attn_factor: c.opt_f64(&["attention_factor", "attn_factor"])?,
             beta_fast: c.opt_f64(&["beta_fast"])?,
@@ -192,7 +202,9 @@ fn rope_scaling(path: &Path, raw: &Map<String, Value>, p: &Map<String, Value>) -
             low_freq_factor: c.opt_f64(&["low_freq_factor"])?.unwrap_or(1.0),
             high_freq_factor: c.opt_f64(&["high_freq_factor"])?.unwrap_or(4.0),
             // Read from the top level of config.json, as `LlamaModel.generate_extra_tensors` does.
-            original_context: Lookup { path, obj: raw }.opt_u32(&["original_max_position_embeddings"])?.unwrap_or(8192),
+            original_context: Lookup { path, obj: raw }
+                .opt_capped(&["original_max_position_embeddings"], limits::CONTEXT)?
+                .unwrap_or(8192),
         },
         (k, _) => RopeScaling::Ignored(k.to_string()),
     })
@@ -224,8 +236,18 @@ impl Lookup<'_> {
         }
     }
 
-    fn req_u32(&self, keys: &[&str]) -> Result<u32> {
-        self.opt_u32(keys)?.ok_or_else(|| err(self.path, keys[0], &format!("missing (looked for {})", keys.join(", "))))
+    /// Like `opt_u32`, refused above `limit`.
+    fn opt_capped(&self, keys: &[&str], limit: Limit) -> Result<Option<u32>> {
+        let Some(v) = self.opt_u32(keys)? else { return Ok(None) };
+        let key = self.find(keys).map_or(keys[0], |(k, _)| k);
+        limit.check(self.path, key, u64::from(v))?;
+        Ok(Some(v))
+    }
+
+    /// A required count or dimension, refused above `limit`.
+    fn req_capped(&self, keys: &[&str], limit: Limit) -> Result<u32> {
+        self.opt_capped(keys, limit)?
+            .ok_or_else(|| err(self.path, keys[0], &format!("missing (looked for {})", keys.join(", "))))
     }
 
     fn opt_f64(&self, keys: &[&str]) -> Result<Option<f64>> {
@@ -264,5 +286,38 @@ mod tests {
         v["num_hidden_layers"] = json!("two");
         let e = HfConfig::parse(Path::new("config.json"), &v).unwrap_err().to_string();
         assert!(e.contains("num_hidden_layers"), "{e}");
+    }
+
+    #[test]
+    fn values_above_their_limits_are_refused_by_key() {
+        for (key, value) in [
+            ("num_hidden_layers", json!(4294967295u64)),
+            ("num_hidden_layers", json!(65537)),
+            ("num_attention_heads", json!(16385)),
+            ("num_key_value_heads", json!(1u64 << 20)),
+            ("hidden_size", json!((1u64 << 20) + 8)),
+            ("intermediate_size", json!(1u64 << 30)),
+            ("vocab_size", json!((1u64 << 21) + 1)),
+            ("max_position_embeddings", json!(1u64 << 31)),
+            ("head_dim", json!(1u64 << 17)),
+        ] {
+            let mut v = base();
+            v[key] = value.clone();
+            let e = HfConfig::parse(Path::new("m/config.json"), &v).unwrap_err().to_string();
+            assert!(e.contains("m/config.json") && e.contains(key) && e.contains("limit"), "{key}={value}: {e}");
+        }
+        // A head size within its own limit whose product with the heads is not.
+        let mut v = base();
+        v["num_attention_heads"] = json!(128);
+        v["head_dim"] = json!(1u64 << 16);
+        let e = HfConfig::parse(Path::new("config.json"), &v).unwrap_err().to_string();
+        assert!(e.contains("num_attention_heads × head_dim") && e.contains("8388608"), "{e}");
+        let mut v = base();
+        v["head_dim"] = json!(0);
+        assert!(HfConfig::parse(Path::new("config.json"), &v).unwrap_err().to_string().contains("head_dim"));
+        // At the limit is accepted.
+        let mut v = base();
+        v["num_hidden_layers"] = json!(65536);
+        assert_eq!(HfConfig::parse(Path::new("config.json"), &v).unwrap().block_count, 65536);
     }
 }

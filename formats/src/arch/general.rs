@@ -149,7 +149,11 @@ fn sampling(kv: &mut KvList, dir: &Path) {
 /// The YAML front matter of README.md: `key: value` and `key:` followed by `- item` lines or `[a, b]`.
 fn model_card(dir: &Path) -> Card {
     let mut card = Card::new();
-    let Ok(text) = std::fs::read_to_string(dir.join("README.md")) else { return card };
+    let readme = dir.join("README.md");
+    let Ok(text) = crate::bounded::read_to_string_capped(&readme, crate::bounded::MAX_README_BYTES, "model card")
+    else {
+        return card;
+    };
     let mut lines = text.lines();
     if lines.next() != Some("---") {
         return card;

@@ -13,6 +13,7 @@ mod facts;
 mod general;
 mod hparams;
 mod keys;
+pub mod limits;
 mod llama;
 mod mistral;
 mod plan;

@@ -7,11 +7,13 @@
 //!
 //! [`GgufFile::open`] reads a model split over several files ([`split`]) as one model.
 
+mod array;
 mod reader;
 pub mod split;
 mod value;
 mod writer;
 
+pub use array::{ArrayIter, GgufArray, StringArray};
 pub use reader::GgufFile;
 pub use split::SplitError;
 pub use value::{GgufValue, GgufValueType};

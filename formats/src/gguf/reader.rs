@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{
-    align_up, GgufValue, GgufValueType, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, KEY_ALIGNMENT, MAX_ARRAY_ELEMENTS,
-    MAX_DIMS, MAX_NAME_LENGTH, MAX_STRING_LENGTH,
+    align_up, GgufArray, GgufValue, GgufValueType, StringArray, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC,
+    KEY_ALIGNMENT, MAX_ARRAY_ELEMENTS, MAX_DIMS, MAX_NAME_LENGTH, MAX_STRING_LENGTH,
 };
 use crate::error::{FormatError, Result};
 use crate::ggml_type::{removed_type_name, GgmlType};
@@ -377,11 +377,57 @@ impl<'a> Cursor<'a> {
         // A string element is at least its 8-byte length.
         let min_size = elem_type.scalar_size().unwrap_or(8);
         let n = self.length(MAX_ARRAY_ELEMENTS, min_size, &|| format!("length of array '{key}'"))?;
-        let mut values = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            values.push(self.scalar(elem_type, &|| format!("element {i} of array '{key}'"))?);
+        Ok(GgufValue::Array(self.elements(key, elem_type, n)?))
+    }
+
+    /// The `n` elements of array `key`, stored compactly: `n` was checked to fit in what is left.
+    fn elements(&mut self, key: &str, elem_type: GgufValueType, n: u64) -> Result<GgufArray> {
+        if elem_type == GgufValueType::String {
+            return self.strings(key, n);
         }
-        Ok(GgufValue::Array { elem_type, values })
+        let size = elem_type.scalar_size().unwrap_or(1);
+        let raw = self.take(n * size, &|| format!("elements of array '{key}'"))?;
+        fn le<const N: usize, T>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+            raw.chunks_exact(N).map(|c| f(c.try_into().unwrap_or([0; N]))).collect()
+        }
+        Ok(match elem_type {
+            GgufValueType::U8 => GgufArray::U8(raw.to_vec()),
+            GgufValueType::I8 => GgufArray::I8(le(raw, i8::from_le_bytes)),
+            GgufValueType::U16 => GgufArray::U16(le(raw, u16::from_le_bytes)),
+            GgufValueType::I16 => GgufArray::I16(le(raw, i16::from_le_bytes)),
+            GgufValueType::U32 => GgufArray::U32(le(raw, u32::from_le_bytes)),
+            GgufValueType::I32 => GgufArray::I32(le(raw, i32::from_le_bytes)),
+            GgufValueType::F32 => GgufArray::F32(le(raw, f32::from_le_bytes)),
+            GgufValueType::Bool => GgufArray::Bool(raw.iter().map(|&b| b != 0).collect()),
+            GgufValueType::U64 => GgufArray::U64(le(raw, u64::from_le_bytes)),
+            GgufValueType::I64 => GgufArray::I64(le(raw, i64::from_le_bytes)),
+            GgufValueType::F64 => GgufArray::F64(le(raw, f64::from_le_bytes)),
+            GgufValueType::String | GgufValueType::Array => unreachable!("handled above and by value()"),
+        })
+    }
+
+    /// `n` strings into one buffer: a first pass checks the lengths and sums them, so the buffer is
+    /// allocated once at its exact size; the second copies and checks UTF-8.
+    fn strings(&mut self, key: &str, n: u64) -> Result<GgufArray> {
+        let start = self.pos;
+        let mut total = 0u64;
+        for i in 0..n {
+            let field = || format!("element {i} of array '{key}'");
+            let len = self.length(MAX_STRING_LENGTH, 1, &field)?;
+            self.take(len, &field)?;
+            total += len;
+        }
+        self.pos = start;
+        let mut out = StringArray::with_capacity(n as usize, total as usize);
+        for i in 0..n {
+            let field = || format!("element {i} of array '{key}'");
+            let len = self.length(MAX_STRING_LENGTH, 1, &field)?;
+            let bytes = self.take(len, &field)?;
+            let s = std::str::from_utf8(bytes)
+                .map_err(|_| FormatError::InvalidUtf8 { path: self.path.to_path_buf(), field: field() })?;
+            out.push(s);
+        }
+        Ok(GgufArray::String(out))
     }
 }
 

@@ -1,6 +1,9 @@
-//! GGUF metadata values (`enum gguf_type`).
+//! GGUF metadata values (`enum gguf_type`). Arrays are kept as compactly as the file stores them
+//! ([`GgufArray`]), so a value never costs much more memory than its bytes in the file.
 
 use std::fmt;
+
+use super::GgufArray;
 
 /// The type id of a metadata value (`gguf.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,11 +90,8 @@ pub enum GgufValue {
     F32(f32),
     Bool(bool),
     String(String),
-    /// An array of scalars or strings; `elem_type` is kept so empty arrays round-trip.
-    Array {
-        elem_type: GgufValueType,
-        values: Vec<GgufValue>,
-    },
+    /// An array of scalars or strings, stored compactly (see [`GgufArray`]).
+    Array(GgufArray),
     U64(u64),
     I64(i64),
     F64(f64),
@@ -110,7 +110,7 @@ impl GgufValue {
             GgufValue::F32(_) => GgufValueType::F32,
             GgufValue::Bool(_) => GgufValueType::Bool,
             GgufValue::String(_) => GgufValueType::String,
-            GgufValue::Array { .. } => GgufValueType::Array,
+            GgufValue::Array(_) => GgufValueType::Array,
             GgufValue::U64(_) => GgufValueType::U64,
             GgufValue::I64(_) => GgufValueType::I64,
             GgufValue::F64(_) => GgufValueType::F64,
@@ -164,9 +164,9 @@ impl GgufValue {
     }
 
     /// The elements, if the value is an array.
-    pub fn as_array(&self) -> Option<&[GgufValue]> {
+    pub fn as_array(&self) -> Option<&GgufArray> {
         match self {
-            GgufValue::Array { values, .. } => Some(values),
+            GgufValue::Array(a) => Some(a),
             _ => None,
         }
     }
@@ -174,14 +174,11 @@ impl GgufValue {
     /// Human form; arrays longer than `max_items` are summarized.
     pub fn display(&self, max_items: usize) -> String {
         match self {
-            GgufValue::Array { elem_type, values } => {
-                let shown: Vec<String> = values.iter().take(max_items).map(|v| v.display(max_items)).collect();
-                let more = if values.len() > max_items {
-                    format!(", ... ({} more)", values.len() - max_items)
-                } else {
-                    String::new()
-                };
-                format!("[{}; {}] [{}{}]", elem_type.name(), values.len(), shown.join(", "), more)
+            GgufValue::Array(a) => {
+                let shown: Vec<String> = a.iter().take(max_items).map(|v| v.display(max_items)).collect();
+                let more =
+                    if a.len() > max_items { format!(", ... ({} more)", a.len() - max_items) } else { String::new() };
+                format!("[{}; {}] [{}{}]", a.elem_type().name(), a.len(), shown.join(", "), more)
             }
             GgufValue::String(s) => {
                 let mut t: String = s.chars().take(120).collect();
@@ -207,7 +204,7 @@ impl fmt::Display for GgufValue {
             GgufValue::F32(v) => write!(f, "{v}"),
             GgufValue::Bool(v) => write!(f, "{v}"),
             GgufValue::String(s) => f.write_str(s),
-            GgufValue::Array { .. } => f.write_str(&self.display(usize::MAX)),
+            GgufValue::Array(_) => f.write_str(&self.display(usize::MAX)),
             GgufValue::U64(v) => write!(f, "{v}"),
             GgufValue::I64(v) => write!(f, "{v}"),
             GgufValue::F64(v) => write!(f, "{v}"),

@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{
-    align_up, GgufValue, GgufValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, KEY_ALIGNMENT, MAX_DIMS,
-    MAX_NAME_LENGTH,
+    align_up, GgufValue, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, KEY_ALIGNMENT, MAX_DIMS, MAX_NAME_LENGTH,
 };
 use crate::atomic::AtomicFile;
 use crate::error::{FormatError, Result};
@@ -19,6 +18,14 @@ pub struct TensorSpec {
     pub name: String,
     pub ggml_type: GgmlType,
     pub ne: Vec<u64>,
+}
+
+impl TensorSpec {
+    /// Bytes of its data (without padding); `u64::MAX` when the shape does not fit its type, which the
+    /// writer refuses.
+    pub fn n_bytes(&self) -> u64 {
+        self.ggml_type.tensor_size(&self.ne).unwrap_or(u64::MAX)
+    }
 }
 
 struct Planned {
@@ -46,7 +53,7 @@ impl GgufWriter {
         let path = path.as_ref();
         let alignment = check_metadata(path, metadata)?;
         let planned = plan(path, tensors)?;
-        let mut header = Vec::with_capacity(1 << 16);
+        let mut header = Vec::with_capacity(header_capacity(metadata, &planned));
         header.extend_from_slice(&GGUF_MAGIC);
         header.extend_from_slice(&GGUF_VERSION.to_le_bytes());
         header.extend_from_slice(&(planned.len() as u64).to_le_bytes());
@@ -96,6 +103,9 @@ impl GgufWriter {
 
     /// Write the whole data of tensor `name`, which must be the next one.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        if data.is_empty() && self.passed_empty(name) {
+            return Ok(());
+        }
         let p = self
             .tensors
             .get(self.current)
@@ -107,6 +117,16 @@ impl GgufWriter {
             return Err(self.misuse(format!("tensor '{name}' has {} bytes, expected {}", data.len(), p.size)));
         }
         self.write_tensor_data(data)
+    }
+
+    /// Whether `name` is a zero-size tensor the writer has already passed (zero-size tensors hold no data,
+    /// so the writer moves past them as soon as the tensor before them is complete).
+    fn passed_empty(&self, name: &str) -> bool {
+        self.tensors[..self.current.min(self.tensors.len())]
+            .iter()
+            .rev()
+            .take_while(|p| p.size == 0)
+            .any(|p| p.spec.name == name)
     }
 
     /// The name of the tensor expected next.
@@ -163,17 +183,6 @@ fn check_metadata(path: &Path, metadata: &[(String, GgufValue)]) -> Result<u64> 
         if !keys.insert(key.as_str()) {
             return Err(FormatError::DuplicateKey { path: path.to_path_buf(), key: key.clone() });
         }
-        if let GgufValue::Array { elem_type, values } = value {
-            if *elem_type == GgufValueType::Array {
-                return Err(FormatError::NestedArray { path: path.to_path_buf(), key: key.clone() });
-            }
-            if values.iter().any(|v| v.value_type() != *elem_type) {
-                return Err(FormatError::Writer {
-                    path: path.to_path_buf(),
-                    message: format!("array '{key}' mixes element types"),
-                });
-            }
-        }
         if key == KEY_ALIGNMENT {
             alignment = match value {
                 GgufValue::U32(a) if a.is_power_of_two() => u64::from(*a),
@@ -224,6 +233,19 @@ fn plan(path: &Path, tensors: Vec<TensorSpec>) -> Result<Vec<Planned>> {
     Ok(planned)
 }
 
+/// The header's size before padding, so it is allocated once (a large metadata array is not copied while
+/// the buffer grows).
+fn header_capacity(metadata: &[(String, GgufValue)], planned: &[Planned]) -> usize {
+    let value_len = |v: &GgufValue| match v {
+        GgufValue::String(s) => 8 + s.len() as u64,
+        GgufValue::Array(a) => 4 + 8 + a.encoded_len(),
+        other => other.value_type().scalar_size().unwrap_or(0),
+    };
+    let kv: u64 = metadata.iter().map(|(k, v)| 8 + k.len() as u64 + 4 + value_len(v)).sum();
+    let infos: u64 = planned.iter().map(|p| 8 + p.spec.name.len() as u64 + 4 + 8 * p.spec.ne.len() as u64 + 12).sum();
+    (24 + kv + infos) as usize
+}
+
 fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -240,15 +262,50 @@ fn put_value(out: &mut Vec<u8>, v: &GgufValue) {
         GgufValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
         GgufValue::Bool(x) => out.push(u8::from(*x)),
         GgufValue::String(s) => put_string(out, s),
-        GgufValue::Array { elem_type, values } => {
-            out.extend_from_slice(&(*elem_type as u32).to_le_bytes());
-            out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-            for x in values {
-                put_value(out, x);
-            }
+        GgufValue::Array(a) => {
+            out.extend_from_slice(&(a.elem_type() as u32).to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            a.write_elements(out);
         }
         GgufValue::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
         GgufValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
         GgufValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, ne: &[u64]) -> TensorSpec {
+        TensorSpec { name: name.into(), ggml_type: GgmlType::F32, ne: ne.to_vec() }
+    }
+
+    /// Zero-element tensors (first, between two others, last) take no data and no padding; writing one, in
+    /// order, is accepted even though the writer already moved past it.
+    #[test]
+    fn zero_element_tensors_take_no_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.gguf");
+        let specs = vec![
+            spec("e0", &[0]),
+            spec("a", &[3]),
+            spec("e1", &[4, 0]),
+            spec("e2", &[0, 2]),
+            spec("b", &[1]),
+            spec("e3", &[0]),
+        ];
+        let mut w = GgufWriter::create(&path, &[], specs).unwrap();
+        w.write_tensor("e0", &[]).unwrap();
+        w.write_tensor("a", &[0; 12]).unwrap();
+        w.write_tensor("e1", &[]).unwrap();
+        w.write_tensor("e2", &[]).unwrap();
+        w.write_tensor("b", &[1; 4]).unwrap();
+        assert!(w.write_tensor("a", &[]).is_err(), "a non-empty tensor cannot be written empty");
+        w.write_tensor("e3", &[]).unwrap();
+        w.finish().unwrap();
+        let f = crate::gguf::GgufFile::open(&path).unwrap();
+        let offsets: Vec<(u64, u64)> = f.tensors().iter().map(|t| (t.offset, t.size)).collect();
+        assert_eq!(offsets, [(0, 0), (0, 12), (32, 0), (32, 0), (32, 4), (64, 0)]);
     }
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use crate::arch::{HfConfig, VocabStyle};
 use crate::error::{FormatError, Result};
-use crate::gguf::{GgufValue, GgufValueType};
+use crate::gguf::GgufArray;
 use crate::kv::KvList;
 
 /// `gguf.TokenType`.
@@ -88,11 +88,7 @@ pub fn tokenizer_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, style: Vo
 fn write_vocab(kv: &mut KvList, v: &Vocab) {
     kv.strings("tokenizer.ggml.tokens", v.tokens.clone());
     if let Some(scores) = &v.scores {
-        kv.array("tokenizer.ggml.scores", GgufValueType::F32, scores.iter().map(|&s| GgufValue::F32(s)).collect());
+        kv.array("tokenizer.ggml.scores", GgufArray::F32(scores.clone()));
     }
-    kv.array(
-        "tokenizer.ggml.token_type",
-        GgufValueType::I32,
-        v.types.iter().map(|&t| GgufValue::I32(t as i32)).collect(),
-    );
+    kv.array("tokenizer.ggml.token_type", GgufArray::I32(v.types.iter().map(|&t| t as i32).collect()));
 }

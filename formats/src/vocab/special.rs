@@ -12,7 +12,6 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::error::Result;
-use crate::gguf::{GgufValue, GgufValueType};
 use crate::hf::read_json;
 use crate::kv::KvList;
 
@@ -70,7 +69,7 @@ impl SpecialVocab {
         if load_merges && sv.merges.is_empty() {
             let path = dir.join("merges.txt");
             if path.is_file() {
-                let text = std::fs::read_to_string(&path).map_err(|e| crate::FormatError::io(&path, e))?;
+                let text = crate::bounded::read_to_string_capped(&path, crate::bounded::MAX_JSON_BYTES, "merges.txt")?;
                 let mut lines = text.lines().peekable();
                 if lines.peek().is_some_and(|l| l.trim().starts_with('#')) {
                     lines.next();
@@ -257,11 +256,7 @@ impl SpecialVocab {
                 }
                 names.sort();
                 names.dedup();
-                kv.array(
-                    "tokenizer.chat_templates",
-                    GgufValueType::String,
-                    names.into_iter().map(GgufValue::String).collect(),
-                );
+                kv.strings("tokenizer.chat_templates", names);
                 if let Some(d) = default {
                     kv.string("tokenizer.chat_template", d);
                 }
@@ -319,7 +314,8 @@ fn chat_template(dir: &Path, tc: &Map<String, Value>) -> Result<Option<ChatTempl
     }
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
-        let t = std::fs::read_to_string(&jinja).map_err(|e| crate::FormatError::io(&jinja, e))?;
+        let t =
+            crate::bounded::read_to_string_capped(&jinja, crate::bounded::MAX_CHAT_TEMPLATE_BYTES, "chat template")?;
         return Ok(Some(ChatTemplate::One(t)));
     }
     let json = dir.join("chat_template.json");

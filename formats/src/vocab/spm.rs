@@ -9,7 +9,7 @@ use super::{TokenType, Vocab};
 use crate::error::{FormatError, Result};
 
 /// Largest `tokenizer.model` read.
-const MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
+use crate::bounded::MAX_TOKENIZER_MODEL_BYTES as MAX_MODEL_BYTES;
 
 /// One piece of the SentencePiece model.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,16 +102,7 @@ impl<'a> Reader<'a> {
 /// Tokens, scores and types as `_create_vocab_sentencepiece` builds them for a `vocab_size` model.
 pub fn sentencepiece_vocab(dir: &Path, vocab_size: u32) -> Result<Vocab> {
     let path = dir.join("tokenizer.model");
-    let len = std::fs::metadata(&path).map_err(|e| FormatError::io(&path, e))?.len();
-    if len > MAX_MODEL_BYTES {
-        return Err(FormatError::TooLarge {
-            path,
-            field: "tokenizer.model size".into(),
-            value: len,
-            limit: MAX_MODEL_BYTES,
-        });
-    }
-    let data = std::fs::read(&path).map_err(|e| FormatError::io(&path, e))?;
+    let data = crate::bounded::read_capped(&path, MAX_MODEL_BYTES, "tokenizer.model")?;
     let pieces = parse_pieces(&path, &data)?;
     let n = vocab_size as usize;
     let mut v = Vocab {

@@ -194,6 +194,17 @@ impl KvCache {
         self.segments.iter().flat_map(|s| &s.layers).filter(|l| l.0 == il).map(|l| l.1 + l.2).sum()
     }
 
+    /// K+V bytes allocated for each of the first `n_layer` layers, in one pass over the caches.
+    pub fn bytes_by_layer(&self, n_layer: usize) -> Vec<u64> {
+        let mut out = vec![0u64; n_layer];
+        for &(il, k, v) in self.segments.iter().flat_map(|s| &s.layers) {
+            if let Some(b) = out.get_mut(il) {
+                *b = b.saturating_add(k.saturating_add(v));
+            }
+        }
+        out
+    }
+
     /// K+V bytes one sequence reads to decode the token at position `pos` (attention over `pos` cells, or
     /// the window for SWA layers).
     pub fn read_per_token(&self, pos: u64) -> u64 {

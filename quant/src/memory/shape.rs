@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::arch::{self, Architecture, Dim, GgufHparams, HfConfig, HparamKey as K, RopeScaling};
+use quantforge_formats::arch::{self, limits, Architecture, GgufHparams, HfConfig, HparamKey as K, RopeScaling};
 use quantforge_formats::gguf::{GgufFile, GgufValue};
 use quantforge_formats::hf::{read_json, HfModel};
 use quantforge_formats::GgmlType;
@@ -113,10 +113,20 @@ impl ModelShape {
         let hp = GgufHparams::new(file).ok_or_else(|| missing("general.architecture"))?;
         let arch = hp.arch().to_string();
         let key = |k: K| hp.key(k);
+        // Every count and size is within its limit before anything is sized from it.
+        let capped = |k: K, v: u64| -> Result<u64, MemoryError> {
+            match limits::for_hparam(k) {
+                Some(limit) => Ok(limit.check(&path, &key(k), v)?),
+                None => Ok(v),
+            }
+        };
         let scalar = |k: K| -> Result<Option<u64>, MemoryError> {
             match hp.get(k) {
                 None => Ok(None),
-                Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(&key(k), "is not an unsigned integer")),
+                Some(v) => {
+                    let v = v.as_u64().ok_or_else(|| bad(&key(k), "is not an unsigned integer"))?;
+                    capped(k, v).map(Some)
+                }
             }
         };
         let n_layer = scalar(K::BlockCount)?.ok_or_else(|| missing(&key(K::BlockCount)))?;
@@ -128,13 +138,13 @@ impl ModelShape {
         let per_layer = |k: K| -> Result<Option<Vec<u64>>, MemoryError> {
             let Some(v) = hp.get(k) else { return Ok(None) };
             let values: Vec<Option<u64>> = match v.as_array() {
-                Some(a) => a.iter().map(GgufValue::as_u64).collect(),
+                Some(a) => a.iter().map(|v| v.as_u64()).collect(),
                 None => vec![v.as_u64(); n_layer],
             };
             if values.len() != n_layer || values.iter().any(Option::is_none) {
                 return Err(bad(&key(k), "must be a count or one count per layer"));
             }
-            Ok(Some(values.into_iter().flatten().collect()))
+            values.into_iter().flatten().map(|v| capped(k, v)).collect::<Result<Vec<_>, _>>().map(Some)
         };
         let n_embd = scalar(K::EmbeddingLength)?.ok_or_else(|| missing(&key(K::EmbeddingLength)))?;
         let n_head = per_layer(K::HeadCount)?.ok_or_else(|| missing(&key(K::HeadCount)))?;
@@ -145,12 +155,17 @@ impl ModelShape {
         }
         let head_dim_k = scalar(K::KeyLength)?.unwrap_or(n_embd / n_head0);
         let head_dim_v = scalar(K::ValueLength)?.unwrap_or(n_embd / n_head0);
+        for (hd, k) in [(head_dim_k, K::KeyLength), (head_dim_v, K::ValueLength)] {
+            // Two capped values: the product cannot overflow; its size has its own limit.
+            let what = format!("{} × {}", key(K::HeadCount), key(k));
+            limits::ATTENTION_WIDTH.check(&path, &what, n_head0 * hd)?;
+        }
         let to_u32 = |v: u64, k: K| u32::try_from(v).map_err(|_| bad(&key(k), "is too large"));
         let n_swa = to_u32(scalar(K::SlidingWindow)?.unwrap_or(0), K::SlidingWindow)?;
         let swa = match SWA_PATTERNS.iter().find(|(a, _, _)| *a == arch) {
             Some(&(_, n_pattern, dense_first)) if n_swa > 0 => match hp.get(K::SlidingWindowPattern) {
-                Some(GgufValue::Array { values, .. }) => {
-                    let flags: Vec<Option<bool>> = values.iter().map(GgufValue::as_bool).collect();
+                Some(GgufValue::Array(values)) => {
+                    let flags: Vec<Option<bool>> = values.iter().map(|v| v.as_bool()).collect();
                     if flags.len() != n_layer || flags.iter().any(Option::is_none) {
                         return Err(bad(&key(K::SlidingWindowPattern), "must hold one bool per layer"));
                     }
@@ -232,7 +247,12 @@ impl ModelShape {
 
     /// From a bare `config.json`: the GGUF tensors are derived from the architecture's rules.
     pub fn from_config_json(path: &Path) -> Result<ModelShape, MemoryError> {
-        let cfg = HfConfig::parse(path, &read_json(path)?)?;
+        ModelShape::from_config_value(path, &read_json(path)?)
+    }
+
+    /// From a parsed `config.json` (`path` names it in messages).
+    pub fn from_config_value(path: &Path, json: &serde_json::Value) -> Result<ModelShape, MemoryError> {
+        let cfg = HfConfig::parse(path, json)?;
         let arch = arch::lookup(path, &cfg.architecture)?;
         ModelShape::from_config(arch, &cfg, config_tensors(arch, &cfg))
     }
@@ -280,9 +300,9 @@ impl ModelShape {
         !self.tensors.iter().any(|t| t.name == "output.weight")
     }
 
-    /// Total parameters.
+    /// Total parameters (saturating: the readers' limits keep real totals far below `u64::MAX`).
     pub fn n_params(&self) -> u64 {
-        self.tensors.iter().map(|t| t.ne.iter().product::<u64>()).sum()
+        self.tensors.iter().map(|t| t.ne.iter().fold(1u64, |n, &d| n.saturating_mul(d))).fold(0u64, u64::saturating_add)
     }
 }
 
@@ -308,17 +328,6 @@ fn generated_tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<TensorShape> {
     }
 }
 
-fn dim(cfg: &HfConfig, d: Dim) -> u64 {
-    u64::from(match d {
-        Dim::Vocab => cfg.vocab_size,
-        Dim::Hidden => cfg.hidden_size,
-        Dim::Ffn => cfg.ffn_length,
-        Dim::QOut => cfg.head_count * cfg.head_dim(),
-        Dim::KvOut => cfg.kv_heads() * cfg.head_dim(),
-        Dim::HeadDim => cfg.head_dim(),
-    })
-}
-
 /// The GGUF tensors a checkpoint described by `cfg` converts to, from the architecture's rules alone (no
 /// safetensors needed): every required rule for every layer, `output.weight` unless the embeddings are
 /// tied, optional biases when `attention_bias` / `mlp_bias` say so, and generated tensors.
@@ -336,7 +345,7 @@ pub fn config_tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<TensorShape> {
         if !present {
             continue;
         }
-        let ne: Vec<u64> = rule.shape.iter().rev().map(|&d| dim(cfg, d)).collect();
+        let ne: Vec<u64> = rule.shape.iter().rev().map(|&d| d.resolve(cfg)).collect();
         let bids: Vec<Option<u32>> =
             if rule.gguf.contains("{bid}") { (0..cfg.block_count).map(Some).collect() } else { vec![None] };
         for bid in bids {

@@ -3,6 +3,8 @@
 //! (`blk.N.*`, offloaded from the last one down), and the output layer (`output.weight`, `output_norm` and any
 //! other tensor outside the blocks, offloaded first).
 
+use std::collections::HashMap;
+
 use quantforge_formats::GgmlType;
 
 use super::{MemoryError, ModelShape};
@@ -56,13 +58,10 @@ pub fn weight_plan(model: &ModelShape, ftype: Option<FileType>) -> Result<Weight
             options.dry_run = true;
             let planned = plan_all(model.info.clone(), options, &descs)
                 .map_err(|source| MemoryError::Plan { ftype: ft, source })?;
-            planned
-                .iter()
-                .map(|p| {
-                    let i = model.tensors.iter().position(|t| t.name == p.tensor.name).unwrap_or(0);
-                    (i, p.decision.ty)
-                })
-                .collect()
+            // Names are unique (the readers refuse duplicates): one lookup table, not a scan per tensor.
+            let index: HashMap<&str, usize> =
+                model.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+            planned.iter().map(|p| (index.get(p.tensor.name).copied().unwrap_or(0), p.decision.ty)).collect()
         }
     };
     let mut plan = WeightPlan {
@@ -92,10 +91,10 @@ pub fn weight_plan(model: &ModelShape, ftype: Option<FileType>) -> Result<Weight
                 plan.token_embd_type = Some(ty);
             }
             (_, Some(il)) if usize::try_from(il).is_ok_and(|il| il < plan.layers.len()) => {
-                plan.layers[il as usize] += size
+                plan.layers[il as usize] = plan.layers[il as usize].saturating_add(size)
             }
             (name, _) => {
-                plan.output += size;
+                plan.output = plan.output.saturating_add(size);
                 if name == "output.weight" {
                     plan.output_type = Some(ty);
                 }

@@ -65,9 +65,10 @@ impl ModelInfo {
             let Some(value) = get(&key) else { return Ok(None) };
             let first = match value.as_array() {
                 Some(values) => values.first(),
-                None => Some(value),
+                None => Some(value.clone()),
             };
             first
+                .as_ref()
                 .and_then(GgufValue::as_u64)
                 .and_then(|v| u32::try_from(v).ok())
                 .map(Some)
@@ -108,13 +109,7 @@ mod tests {
             ("general.architecture", GgufValue::String("llama".into())),
             ("llama.block_count", GgufValue::U32(30)),
             ("llama.attention.head_count", GgufValue::U32(9)),
-            (
-                "llama.attention.head_count_kv",
-                GgufValue::Array {
-                    elem_type: quantforge_formats::gguf::GgufValueType::U32,
-                    values: vec![GgufValue::U32(3), GgufValue::U32(1)],
-                },
-            ),
+            ("llama.attention.head_count_kv", GgufValue::Array(vec![3u32, 1].into())),
         ];
         let get = |k: &str| kv.iter().find(|(key, _)| *key == k).map(|(_, v)| v);
         assert_eq!(ModelInfo::from_metadata(get).unwrap(), llama(30, 9, 3, 0));

@@ -77,11 +77,7 @@ impl Sink for GgufSink {
     }
 
     fn expected(&self) -> Vec<(String, u64)> {
-        self.parts
-            .iter()
-            .flat_map(|p| &p.specs)
-            .map(|s| (s.name.clone(), s.ggml_type.tensor_size(&s.ne).unwrap_or(u64::MAX)))
-            .collect()
+        self.parts.iter().flat_map(|p| &p.specs).map(|s| (s.name.clone(), s.n_bytes())).collect()
     }
 
     fn open(&mut self, _inputs: &[&Path]) -> Result<(), StreamError> {
@@ -91,7 +87,12 @@ impl Sink for GgufSink {
         Ok(())
     }
 
-    fn write(&mut self, _index: usize, bytes: &[u8]) -> Result<(), StreamError> {
+    fn write(&mut self, index: usize, bytes: &[u8]) -> Result<(), StreamError> {
+        // A tensor of zero elements has no bytes and no padding: its writer passed it as soon as the tensor
+        // before it was complete, so there is nothing to write (llama.cpp's writer does the same).
+        if bytes.is_empty() && self.parts.iter().flat_map(|p| &p.specs).nth(index).is_some_and(|s| s.n_bytes() == 0) {
+            return Ok(());
+        }
         self.advance()?;
         let w = self.writer.as_mut().ok_or_else(|| StreamError::SinkMismatch { message: "sink not open".into() })?;
         let name = w.next_tensor().map(|s| s.name.clone()).unwrap_or_default();
