@@ -1,5 +1,5 @@
 //! Fuzz targets of the evaluator's tokenizer loader (see `formats/tests/fuzz_support` and
-//! `docs/fuzzing.md`): a tokenizer rebuilt from GGUF `tokenizer.ggml.*` metadata, and one read from a HF
+//! the README's Fuzzing section): a tokenizer rebuilt from GGUF `tokenizer.ggml.*` metadata, and one read from a HF
 //! directory's `tokenizer.json`; whatever loads also encodes and decodes a short text.
 
 #[path = "../../formats/tests/fuzz_support/mod.rs"]

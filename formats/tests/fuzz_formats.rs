@@ -1,4 +1,4 @@
-//! Fuzz targets of the formats crate (see `fuzz_support` and `docs/fuzzing.md`): the GGUF reader, the
+//! Fuzz targets of the formats crate (see `fuzz_support` and the README's Fuzzing section): the GGUF reader, the
 //! safetensors reader, the config.json parser (with the shapes and metadata derived from it), the tokenizer
 //! vocabularies (GGUF metadata, SentencePiece `tokenizer.model`, `tokenizer.json`).
 

@@ -1,4 +1,4 @@
-//! Fuzz targets of the quant crate (see `formats/tests/fuzz_support` and `docs/fuzzing.md`): the PEFT adapter
+//! Fuzz targets of the quant crate (see `formats/tests/fuzz_support` and the README's Fuzzing section): the PEFT adapter
 //! parser (adapter_config.json, and the adapter's safetensors), the importance-matrix reader (GGUF and legacy
 //! `.dat`), and the memory planner fed a config.json (the path that once tried to allocate per layer from an
 //! unchecked `num_hidden_layers`).

@@ -10,7 +10,7 @@
 //!   hex), so a missing bound can never exhaust the machine.
 //!
 //! Cases per target: the target's default, or `QF_FUZZ_CASES`; the mutation stream is fixed (deterministic
-//! in CI) unless `QF_FUZZ_SEED` gives another. See `docs/fuzzing.md`.
+//! in CI) unless `QF_FUZZ_SEED` gives another. See the README's Fuzzing section.
 
 #![allow(dead_code)]
 
