@@ -20,7 +20,6 @@ use super::grid::Grid;
 use super::{GptqError, GptqOptions};
 use crate::codecs::quantize_rows;
 use crate::intquant::IntQuantError;
-use crate::linalg::{matmul_views, View};
 use crate::GgmlType;
 
 /// One layer in a GGML type and what it took.
@@ -122,19 +121,7 @@ pub fn gptq_ggml(
             .iter()
             .sum();
         loss += batch_loss;
-        if i2 < cols {
-            // W[:, i2:] -= Err · U[i1:i2, i2:]
-            let rest = cols - i2;
-            let mut update = vec![0.0f32; rows * rest];
-            let a = View { data: &err, rows, cols: count, rs: count, cs: 1 };
-            let b = View { data: &u[i1 * cols + i2..], rows: count, cols: rest, rs: cols, cs: 1 };
-            matmul_views(a, b, &mut update, true);
-            w.par_chunks_mut(cols).zip(update.par_chunks(rest)).for_each(|(row, up)| {
-                for (x, d) in row[i2..].iter_mut().zip(up) {
-                    *x -= d;
-                }
-            });
-        }
+        super::lazy_update(&mut w, &err, u, rows, cols, i1, i2);
     }
     Ok(GgmlLayer { bytes, values, damp: f.damp, damp_retries: f.retries, dead_columns, loss })
 }

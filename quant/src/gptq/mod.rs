@@ -192,19 +192,7 @@ pub fn gptq(
             .iter()
             .sum();
         loss += block_loss;
-        if i2 < cols {
-            // W[:, i2:] -= Err · U[i1:i2, i2:]
-            let rest = cols - i2;
-            let mut update = vec![0.0f32; rows * rest];
-            let a = View { data: &err, rows, cols: count, rs: count, cs: 1 };
-            let b = View { data: &u[i1 * cols + i2..], rows: count, cols: rest, rs: cols, cs: 1 };
-            matmul_views(a, b, &mut update, true);
-            w.par_chunks_mut(cols).zip(update.par_chunks(rest)).for_each(|(row, up)| {
-                for (x, d) in row[i2..].iter_mut().zip(up) {
-                    *x -= d;
-                }
-            });
-        }
+        lazy_update(&mut w, &err, u, rows, cols, i1, i2);
     }
 
     let (scales, zeros): (Vec<f32>, Vec<u8>) = if !grouped {
@@ -224,6 +212,24 @@ pub fn gptq(
     let quantized = QuantizedLinear { rows, cols, scheme, q, scales, zeros, g_idx };
     quantized.check(layer)?;
     Ok(GptqLayer { quantized, damp: f.damp, damp_retries: f.retries, dead_columns, loss })
+}
+
+/// GPTQ's lazy batch update once columns `i1..i2` are quantized with scaled errors `err` (`rows x (i2 − i1)`):
+/// `W[:, i2:] −= Err · U[i1:i2, i2:]`, one matrix product.
+fn lazy_update(w: &mut [f32], err: &[f32], u: &[f32], rows: usize, cols: usize, i1: usize, i2: usize) {
+    if i2 >= cols {
+        return;
+    }
+    let (count, rest) = (i2 - i1, cols - i2);
+    let mut update = vec![0.0f32; rows * rest];
+    let a = View { data: err, rows, cols: count, rs: count, cs: 1 };
+    let b = View { data: &u[i1 * cols + i2..], rows: count, cols: rest, rs: cols, cs: 1 };
+    matmul_views(a, b, &mut update, true);
+    w.par_chunks_mut(cols).zip(update.par_chunks(rest)).for_each(|(row, up)| {
+        for (x, d) in row[i2..].iter_mut().zip(up) {
+            *x -= d;
+        }
+    });
 }
 
 /// `out[r, c] = m[r, perm[c]]`.
