@@ -34,7 +34,7 @@ calib="$work/calibration.txt"
 [ -f "$work/imatrix.gguf" ] ||
   $qf eval imatrix "$work/F32.gguf" --text "$calib" --ctx 512 --chunks "$nsamples" -o "$work/imatrix.gguf" -q
 
-: > "$log"
+touch "$log"   # one line per file built; files already in the cache are not timed again
 timed() {
   local name=$1
   shift
