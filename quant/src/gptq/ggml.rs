@@ -97,10 +97,15 @@ pub fn gptq_ggml(
                     let qw = imatrix.map(|q| &q[c0..c0 + grid.block]);
                     quantize_rows(ty, &w1[b0..b0 + grid.block], grid.block, qw, blk)
                         .expect("a whole block of the type's own size");
+                    let mut factors = (0.0, 0.0);
                     for j in 0..grid.block {
                         let (i, c) = (b0 + j, c0 + j);
                         let x = w1[i];
-                        let (d, m) = grid.factors(blk, j);
+                        if j % grid.sub == 0 {
+                            // The header is fixed for the block: its factors are decoded once per sub-block.
+                            factors = grid.factors(blk, j);
+                        }
+                        let (d, m) = factors;
                         let l = grid.nearest(d, m, x).unwrap_or_else(|| grid.code(blk, j));
                         grid.set_code(blk, j, l);
                         let q = d * grid.level(l) - m;
@@ -108,10 +113,7 @@ pub fn gptq_ggml(
                         let dc = u[c * cols + c];
                         let e = (x - q) / dc;
                         row_loss += f64::from(x - q).powi(2) / f64::from(dc).powi(2) / 2.0;
-                        let urow = &u[c * cols + c..c * cols + i2];
-                        for (wj, &uj) in w1[i..].iter_mut().zip(urow).skip(1) {
-                            *wj -= e * uj;
-                        }
+                        super::spread_error(&mut w1[i..], e, &u[c * cols + c..c * cols + i2]);
                         err_row[i] = e;
                     }
                 }

@@ -33,7 +33,7 @@ pub struct Grid {
     pub block: usize,
     pub bytes: usize,
     /// Values per sub-block sharing `(d, m)`.
-    sub: usize,
+    pub sub: usize,
     levels: Levels,
 }
 

@@ -180,10 +180,7 @@ pub fn gptq(
                     let d = u[c * cols + c];
                     let e = (x - deq) / d;
                     row_loss += f64::from(x - deq).powi(2) / f64::from(d).powi(2) / 2.0;
-                    let urow = &u[c * cols + c..c * cols + i2];
-                    for (wj, &uj) in w1[i..].iter_mut().zip(urow).skip(1) {
-                        *wj -= e * uj;
-                    }
+                    spread_error(&mut w1[i..], e, &u[c * cols + c..c * cols + i2]);
                     err_row[i] = e;
                 }
                 row_loss
@@ -212,6 +209,14 @@ pub fn gptq(
     let quantized = QuantizedLinear { rows, cols, scheme, q, scales, zeros, g_idx };
     quantized.check(layer)?;
     Ok(GptqLayer { quantized, damp: f.damp, damp_retries: f.retries, dead_columns, loss })
+}
+
+/// One column's scaled error `e` spread over the batch's later columns: `w[1..] −= e · urow[1..]`, where `w[0]`
+/// is the column just quantized and `urow` its row of the inverse-Hessian factor from the diagonal on.
+fn spread_error(w: &mut [f32], e: f32, urow: &[f32]) {
+    for (wj, &uj) in w.iter_mut().zip(urow).skip(1) {
+        *wj -= e * uj;
+    }
 }
 
 /// GPTQ's lazy batch update once columns `i1..i2` are quantized with scaled errors `err` (`rows x (i2 − i1)`):
