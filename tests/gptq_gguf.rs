@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use quantforge_quant::imatrix::Imatrix;
 use serde_json::Value;
 
 use crate::util::{fixture, qf};
@@ -21,8 +22,9 @@ fn gptq_gguf_has_the_mix_of_the_plain_quantizer_and_lower_output_error() {
     let dir = tempfile::tempdir().unwrap();
     let (model, text) = (fixture("stories260K"), fixture("text/tinystories-valid-sample.txt"));
     let (plain, gptq) = (dir.path().join("plain.gguf"), dir.path().join("gptq.gguf"));
+    let saved = dir.path().join("pass.imatrix.gguf");
     qf(["quantize", &s(&model), &s(&plain), "--type", "q4_k_m", "-q"]).ok();
-    let calib = ["--calib", &s(&text), "--nsamples", "16", "--seqlen", "64"];
+    let calib = ["--calib", &s(&text), "--nsamples", "16", "--seqlen", "64", "--save-imatrix", &s(&saved)];
     let args = ["quantize", &s(&model), &s(&gptq), "--type", "q4_k_m", "--method", "gptq", "--json"];
     let j = qf(args.iter().chain(&calib)).json();
 
@@ -53,6 +55,31 @@ fn gptq_gguf_has_the_mix_of_the_plain_quantizer_and_lower_output_error() {
     let ppl =
         qf(["eval", "perplexity", &s(&gptq), "--text", &s(&text), "--ctx", "128", "--chunks", "2", "--json"]).json();
     assert!(ppl["ppl"].as_f64().unwrap().is_finite());
+
+    // The pass's importance matrix: one entry per block linear layer (ffn_down included), one chunk per
+    // window; layers that read the same input have the same statistics.
+    let m = Imatrix::load(&saved).unwrap();
+    let linears = a["tensors"].as_array().unwrap().iter().filter(|t| {
+        let n = t["name"].as_str().unwrap();
+        n.starts_with("blk.")
+            && ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+                .iter()
+                .any(|l| n.ends_with(&format!("{l}.weight")))
+    });
+    assert_eq!(m.len(), linears.count());
+    assert_eq!(m.chunk_count(), 16);
+    for b in 0..5 {
+        let e = |l: &str| m.get(&format!("blk.{b}.{l}.weight")).unwrap().to_vec();
+        assert_eq!(e("attn_q"), e("attn_k"));
+        assert_eq!(e("attn_q"), e("attn_v"));
+        assert_eq!(e("ffn_gate"), e("ffn_up"));
+        assert_ne!(e("attn_q"), e("ffn_gate"));
+        assert!(e("ffn_down").iter().all(|v| v.is_finite() && *v >= 0.0));
+    }
+    // llama.cpp's layout: the plain quantizer takes it and records its chunks.
+    let with = dir.path().join("with-imatrix.gguf");
+    qf(["quantize", &s(&model), &s(&with), "--type", "q4_k_m", "--imatrix", &s(&saved), "-q"]).ok();
+    assert_eq!(inspect(&with)["metadata"]["quantize.imatrix.chunks_count"], 16);
 }
 
 #[test]
@@ -66,6 +93,8 @@ fn gptq_gguf_refusals_write_nothing() {
         (&["--method", "gptq", "--act-order"], "--act-order"),
         (&["--method", "gptq", "--imatrix", "nothing.dat"], "--imatrix"),
         (&["--method", "gptq", "--damp", "2"], "--damp"),
+        (&["--method", "gptq", "--save-imatrix", &o], "output model"),
+        (&["--save-imatrix", "pass.dat"], "only `--method gptq --type T`"),
     ] {
         let args = ["quantize", &model, &o, "--type", "q4_k_m"];
         let err = qf(args.iter().chain(extra)).fails();

@@ -81,6 +81,7 @@ pub fn quantize(args: &crate::quantize::Args) -> Result<()> {
         (Some(out), false) => p.files.push(out),
         (None, _) => {}
     }
+    p.files.extend(args.int.save_imatrix.as_deref());
     p.check()
 }
 

@@ -148,6 +148,9 @@ pub fn run(args: &Args) -> Result<()> {
     if let (Some(method), Some(ftype)) = (args.int.method, args.ftype.as_deref()) {
         return crate::quantize_gptq_gguf::run(args, ftype, method);
     }
+    if let Some(path) = &args.int.save_imatrix {
+        bail!("--save-imatrix {}: only `--method gptq --type T` writes an importance matrix", path.display());
+    }
     if let Some(method) = args.int.method {
         let common = crate::quantize_int::Common {
             input: &args.input,

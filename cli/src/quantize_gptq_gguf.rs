@@ -10,6 +10,7 @@ use quantforge_eval::intquant::gguf::{gptq_gguf, GgufGptqJob, GgufLayerReport};
 use quantforge_eval::intquant::WindowOptions;
 use quantforge_eval::Device;
 use quantforge_formats::gguf::GgufValue;
+use quantforge_formats::output_guard;
 use quantforge_quant::gptq::GptqOptions;
 use quantforge_quant::pipeline;
 use quantforge_quant::GgmlType;
@@ -57,6 +58,11 @@ pub fn run(args: &Args, ftype: &str, method: MethodArg) -> Result<()> {
     let types: HashMap<String, GgmlType> =
         plan.tensors.iter().filter(|t| t.quantize).map(|t| (t.name.clone(), t.dst_type)).collect();
     let output = args.output.clone().unwrap_or_else(|| default_output(&args.input, ftype));
+    if let Some(path) = &int.save_imatrix {
+        if output_guard::resolve(path) == output_guard::resolve(&output) {
+            bail!("--save-imatrix {}: that is the output model", path.display());
+        }
+    }
     let job = GgufGptqJob {
         model: &args.input,
         types: &types,
@@ -72,11 +78,21 @@ pub fn run(args: &Args, ftype: &str, method: MethodArg) -> Result<()> {
     let coded = gptq_gguf(&job, &Lines { quiet, started })?;
     let reporter = crate::progress::Reporter::new(quiet);
     let paths = pipeline::execute_coded(input, &plan, &opts, &output, &reporter, &coded.tensors)?;
+    if let Some(path) = &int.save_imatrix {
+        let dataset = int.calib.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+        let dataset = if dataset.is_empty() { "built-in".to_string() } else { dataset };
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dat")) {
+            coded.imatrix.write_dat(path, &dataset)?;
+        } else {
+            coded.imatrix.write_gguf(path, &dataset)?;
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     let text = if args.json {
         let mut j = summary_json(&plan, input);
         j["outputs"] = json!(paths);
         j["seconds"] = json!(secs);
+        j["imatrix_output"] = json!(int.save_imatrix);
         j["gptq"] = json!({
             "tokens": coded.tokens,
             "windows": windows,

@@ -78,6 +78,10 @@ pub struct IntArgs {
     /// Calibration windows run through a block together.
     #[arg(long, default_value_t = 8)]
     pub calib_batch: usize,
+    /// With --method gptq --type: also write the calibration pass's importance matrix here (llama.cpp's GGUF
+    /// imatrix layout; the legacy layout for a `.dat` name), for llama-quantize or `quantize --imatrix`.
+    #[arg(long, value_name = "FILE")]
+    pub save_imatrix: Option<PathBuf>,
 }
 
 /// What `run` needs of the shared `quantize` arguments.

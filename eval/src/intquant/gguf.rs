@@ -9,7 +9,7 @@
 //! the later blocks are calibrated on are always those the file holds. Layers the plan leaves unquantized are
 //! not touched.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -29,6 +29,7 @@ use crate::blocks::ModelFile;
 use crate::calibration::BlockCalibrator;
 use crate::device::Device;
 use crate::error::Result;
+use crate::imatrix::{Collected, Stats};
 use crate::tokenizer::Tokenizer;
 
 /// What to calibrate and how.
@@ -77,6 +78,9 @@ pub struct GgufGptq {
     /// Calibration tokens per block.
     pub tokens: u64,
     pub seconds: f64,
+    /// The importance matrix of the pass (Σ x² per input column of every decoder-block linear layer, over the
+    /// inputs its layer was calibrated on), one chunk per calibration window: what `--save-imatrix` writes.
+    pub imatrix: Collected,
 }
 
 /// Calibrate `job.model` and code every planned decoder-block linear layer.
@@ -91,16 +95,34 @@ pub fn gptq_gguf(job: &GgufGptqJob<'_>, progress: &dyn CalibrationProgress) -> R
     let tokens = tokenizer.encode(text, false)?;
     let seqs = sample_windows(&tokens, &job.windows)?;
     let mut source = BlockCalibrator::new(&model, &seqs, job.batch_seqs, job.device)?;
-    let solver = GgmlSolver { job, out: Mutex::new((HashMap::new(), Vec::new())) };
+    let solver = GgmlSolver { job, out: Mutex::new(Solved::default()) };
     let opts = CalibrateOptions { true_sequential: job.true_sequential };
     let calibration = calibrate_with(&mut source, &solver, progress, &opts)?;
-    let (tensors, layers) = solver.out.into_inner().unwrap_or_else(|e| e.into_inner());
+    let solved = solver.out.into_inner().unwrap_or_else(|e| e.into_inner());
     let tokens = calibration.blocks.first().map_or(0, |b| b.tokens);
-    Ok(GgufGptq { tensors, layers, calibration, tokens, seconds: t0.elapsed().as_secs_f64() })
+    let imatrix = Collected {
+        entries: solved.stats,
+        chunk_count: seqs.len() as u32,
+        chunk_size: seqs.first().map_or(0, |s| s.len() as u32),
+    };
+    Ok(GgufGptq {
+        tensors: solved.tensors,
+        layers: solved.layers,
+        calibration,
+        tokens,
+        seconds: t0.elapsed().as_secs_f64(),
+        imatrix,
+    })
 }
 
-/// Coded tensors by name, and the report lines in solving order.
-type Solved = (HashMap<String, Vec<u8>>, Vec<GgufLayerReport>);
+/// What the solver gathers: coded tensors by name, the report lines in solving order, and each layer's
+/// input statistics as an importance-matrix entry.
+#[derive(Default)]
+struct Solved {
+    tensors: HashMap<String, Vec<u8>>,
+    layers: Vec<GgufLayerReport>,
+    stats: BTreeMap<String, Stats>,
+}
 
 struct GgmlSolver<'a> {
     job: &'a GgufGptqJob<'a>,
@@ -123,6 +145,8 @@ impl LayerSolver for GgmlSolver<'_> {
     }
 
     fn solve(&self, _block: usize, w: &LinearWeight, stats: &InputStats) -> std::result::Result<Vec<f32>, String> {
+        let entry = Stats { sums: stats.diagonal.clone(), count: stats.n_rows };
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).stats.insert(w.name.clone(), entry);
         let Some(&ty) = self.job.types.get(&w.name) else { return Ok(w.values.clone()) };
         let t = Instant::now();
         let h = stats.covariance.as_deref().ok_or("no input covariance was collected")?;
@@ -154,8 +178,8 @@ impl LayerSolver for GgmlSolver<'_> {
             dead_columns: fit.map_or(0, |f| f.2),
         };
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        out.0.insert(w.name.clone(), bytes);
-        out.1.push(report);
+        out.tensors.insert(w.name.clone(), bytes);
+        out.layers.push(report);
         Ok(values)
     }
 }
