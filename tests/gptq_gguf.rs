@@ -79,7 +79,10 @@ fn gptq_gguf_has_the_mix_of_the_plain_quantizer_and_lower_output_error() {
     // llama.cpp's layout: the plain quantizer takes it and records its chunks.
     let with = dir.path().join("with-imatrix.gguf");
     qf(["quantize", &s(&model), &s(&with), "--type", "q4_k_m", "--imatrix", &s(&saved), "-q"]).ok();
-    assert_eq!(inspect(&with)["metadata"]["quantize.imatrix.chunks_count"], 16);
+    let with = inspect(&with);
+    assert_eq!(with["metadata"]["quantize.imatrix.chunks_count"], 16);
+    // The mix is llama-quantize's with an importance matrix.
+    assert_eq!(shape(&with), shape(&b));
 }
 
 #[test]

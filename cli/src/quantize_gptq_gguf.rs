@@ -40,6 +40,7 @@ pub fn run(args: &Args, ftype: &str, method: MethodArg) -> Result<()> {
         bail!("--damp {}: use a fraction in [0, 1)", int.damp);
     }
     let mut opts = options(args, ftype)?;
+    opts.calibrated = true;
     let text = read_calibration(&int.calib)?;
     let windows = WindowOptions { nsamples: int.nsamples, seqlen: int.seqlen, seed: int.seed };
     let text_hash = text.as_deref().map_or_else(

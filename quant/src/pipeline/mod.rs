@@ -50,6 +50,10 @@ pub struct QuantizeOptions {
     pub split_max_size: Option<u64>,
     /// `--override-kv`: metadata set on the output, in order (after the file type, before imatrix keys).
     pub overrides: Vec<(String, GgufValue)>,
+    /// The caller codes the block tensors from its own calibration statistics (GPTQ into GGUF types): the
+    /// plan is llama-quantize's with an importance matrix, and the tensors that need one are the caller's to
+    /// code (the codec refuses any left to it).
+    pub calibrated: bool,
 }
 
 impl QuantizeOptions {
@@ -61,6 +65,7 @@ impl QuantizeOptions {
             allow_requantize: false,
             split_max_size: None,
             overrides: Vec::new(),
+            calibrated: false,
         }
     }
 }
@@ -144,7 +149,7 @@ pub fn plan(input: &dyn ModelSource, options: &QuantizeOptions) -> Result<Quanti
         }
     }
     let mut policy_options = options.policy.clone();
-    policy_options.has_imatrix = imatrix.is_some();
+    policy_options.has_imatrix = imatrix.is_some() || options.calibrated;
 
     let descs: Vec<TensorDesc<'_>> = (0..input.len())
         .map(|i| {
@@ -172,7 +177,7 @@ pub fn plan(input: &dyn ModelSource, options: &QuantizeOptions) -> Result<Quanti
                 return Err(PipelineError::NoEncoder { tensor: name.into(), ty: dst_type });
             }
             uses_imatrix = imatrix_entry(imatrix, name, p.tensor.ne)?.is_some();
-            if p.decision.requires_imatrix && !uses_imatrix {
+            if p.decision.requires_imatrix && !uses_imatrix && !options.calibrated {
                 return Err(PipelineError::MissingImatrixEntry { tensor: name.into(), ty: dst_type });
             }
         }
