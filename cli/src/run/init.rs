@@ -33,11 +33,36 @@ pub fn write(source: &str, output: &Path, text: Option<&Path>) -> Result<()> {
             BUNDLED_NAME.to_string()
         }
     };
-    let body = starter(source, &text_path);
+    let q8_f16 = rows_q8_0_cannot_hold(source)?;
+    // A local source is named from the pipeline's folder, as every path in it is.
+    let named = if Path::new(source).exists() { relative_to(Path::new(source), &dir) } else { source.to_string() };
+    let body = starter(&named, &text_path, &q8_f16);
     super::schema::parse(output, &body)?;
     write_atomic(output, body.as_bytes())?;
     eprintln!("wrote {}; run it with `quantforge run {}`", output.display(), output.display());
     Ok(())
+}
+
+/// Tensor roles (`ffn_down`, ...) whose rows are no multiple of Q8_0's 32-value block: Q8_0 has no fallback
+/// type for them (as in llama.cpp), so the starter keeps them F16.
+fn rows_q8_0_cannot_hold(source: &str) -> Result<Vec<String>> {
+    let resolved = super::plan::resolve_source(source, false)?;
+    let model = crate::quantize::open_model(&resolved.path, "auto", &[])?;
+    let mut roles = Vec::new();
+    for i in 0..model.len() {
+        let (name, ne, _) = model.tensor(i);
+        if ne.len() >= 2 && ne[0] % 32 != 0 {
+            let role = name.strip_suffix(".weight").unwrap_or(name);
+            let role = match role.strip_prefix("blk.") {
+                Some(rest) => rest.split_once('.').map_or(rest, |(_, r)| r),
+                None => role,
+            };
+            if !roles.iter().any(|r| r == role) {
+                roles.push(role.to_string());
+            }
+        }
+    }
+    Ok(roles)
 }
 
 /// `t` as the pipeline in `dir` should name it: relative when `t` is inside `dir`, else absolute.
@@ -52,8 +77,18 @@ fn toml_string(s: &str) -> String {
 }
 
 /// The starter's text.
-pub fn starter(source: &str, text: &str) -> String {
+pub fn starter(source: &str, text: &str, q8_f16: &[String]) -> String {
     let (source, text) = (toml_string(source), toml_string(text));
+    let q8_keep = if q8_f16.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = q8_f16.iter().map(|r| toml_string(&format!("{r}=f16"))).collect();
+        format!(
+            "# These tensors' rows are no multiple of Q8_0's 32-value blocks (Q8_0 has no fallback type): kept F16.\n\
+             tensor_type = [{}]\n",
+            list.join(", ")
+        )
+    };
     format!(
         r#"# quantforge pipeline: `quantforge run THIS_FILE [--out DIR]`.
 # Paths are relative to this file. Steps whose inputs are unchanged are not redone; --force redoes them.
@@ -90,17 +125,17 @@ chunks = 16
 [[output]]
 type = "F16"
 # A gate fails the run (exit code 1) and keeps the artifact out of the output folder.
-gates = {{ max_kld = 0.01, max_delta_ppl = 0.05 }}
+gates = {{ max_kld = 0.001, max_delta_ppl = 0.05 }}
 
 [[output]]
 type = "Q8_0"
-gates = {{ max_kld = 0.02, max_delta_ppl = 0.1 }}
+{q8_keep}gates = {{ max_kld = 0.01, max_delta_ppl = 0.1 }}
 
 [[output]]
 type = "Q4_K_M"
 imatrix = true
-# Small models lose more to 4 bits: tighten these for models of a billion parameters and up.
-gates = {{ max_kld = 1.0, max_delta_ppl = 5.0 }}
+# Loose enough for small models; models of a billion parameters and up do better at 4 bits.
+gates = {{ max_kld = 0.1, max_delta_ppl = 1.0 }}
 "#
     )
 }
@@ -111,9 +146,10 @@ mod tests {
 
     #[test]
     fn the_starter_parses() {
-        let p = super::super::schema::parse(Path::new("p.toml"), &starter("org/name", "t \"x\".txt")).unwrap();
+        let p = super::super::schema::parse(Path::new("p.toml"), &starter("org/name", "t \"x\".txt", &["ffn_down".into()])).unwrap();
         assert_eq!(p.outputs.len(), 3);
         assert!(p.outputs[2].imatrix);
+        assert_eq!(p.outputs[1].tensor_type, ["ffn_down=f16"]);
         assert_eq!(p.imatrix.unwrap().text, Path::new("t \"x\".txt"));
     }
 }

@@ -134,7 +134,7 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
     Ok(ctx)
 }
 
-fn resolve_source(model: &str, quiet: bool) -> Result<ResolvedSource> {
+pub fn resolve_source(model: &str, quiet: bool) -> Result<ResolvedSource> {
     let path = Path::new(model);
     if !path.exists() && looks_like_repo(model) {
         let repo = RepoRef::parse(model)?;
