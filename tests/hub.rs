@@ -5,9 +5,9 @@
 
 #![cfg(unix)]
 
-mod util;
 #[path = "hub_server.rs"]
 mod hub_server;
+mod util;
 
 use std::ffi::OsStr;
 use std::path::Path;

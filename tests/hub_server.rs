@@ -344,4 +344,3 @@ where
 pub fn repo_dir(home: &Path, id: &str) -> PathBuf {
     home.join("hub").join(format!("models--{}", id.replace('/', "--")))
 }
-

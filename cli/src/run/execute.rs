@@ -103,15 +103,20 @@ impl Context {
         self.work_dir().join("rejected")
     }
 
-    /// Run unit `i` unless it is done (and, first, any unit it needs that is not); `force` redoes it.
+    /// Run unit `i` unless it is done (and, first, any unit it needs that is not); `force` redoes each unit once
+    /// in this process.
     pub fn ensure(&self, i: usize, force: bool, events: &Events) -> Result<Record> {
-        for &n in &self.units[i].needs {
-            if force || self.done(n).is_none() {
-                self.ensure(n, force, events)?;
+        if self.seen.borrow()[i] {
+            if let Some(r) = self.done(i) {
+                return Ok(r);
             }
+        }
+        for &n in &self.units[i].needs {
+            self.ensure(n, force, events)?;
         }
         if !force {
             if let Some(r) = self.done(i) {
+                self.seen.borrow_mut()[i] = true;
                 events.step(self, i, "unchanged", 0.0);
                 return Ok(r);
             }
@@ -120,6 +125,7 @@ impl Context {
         let result = self.execute(i, events).with_context(|| format!("step {}", self.units[i].name))?;
         let record = Record { unit: self.units[i].name.clone(), key: self.units[i].key.clone(), result };
         write_atomic(&self.record_path(i), (serde_json::to_string_pretty(&record)? + "\n").as_bytes())?;
+        self.seen.borrow_mut()[i] = true;
         events.step(self, i, "done", started.elapsed().as_secs_f64());
         Ok(record)
     }

@@ -146,7 +146,9 @@ mod tests {
 
     #[test]
     fn the_starter_parses() {
-        let p = super::super::schema::parse(Path::new("p.toml"), &starter("org/name", "t \"x\".txt", &["ffn_down".into()])).unwrap();
+        let p =
+            super::super::schema::parse(Path::new("p.toml"), &starter("org/name", "t \"x\".txt", &["ffn_down".into()]))
+                .unwrap();
         assert_eq!(p.outputs.len(), 3);
         assert!(p.outputs[2].imatrix);
         assert_eq!(p.outputs[1].tensor_type, ["ffn_down=f16"]);

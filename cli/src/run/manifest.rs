@@ -149,7 +149,11 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
     inputs.dedup_by(|a, b| a.role == b.role && a.file.path == b.file.path);
     let manifest = Manifest {
         tool: Tool { name: "quantforge", version: TOOL_VERSION },
-        pipeline: InputFile { path: ctx.file_name.clone(), size: ctx.text.len() as u64, sha256: ctx.file_sha256.clone() },
+        pipeline: InputFile {
+            path: ctx.file_name.clone(),
+            size: ctx.text.len() as u64,
+            sha256: ctx.file_sha256.clone(),
+        },
         source: &ctx.source,
         inputs,
         imatrix: of_kind(Kind::Imatrix),

@@ -117,7 +117,8 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// Every file a run may write in the output folder.
 fn artifact_files(ctx: &plan::Context) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = ["manifest.json", "README.md", ctx.imatrix_file()].iter().map(|f| ctx.out.join(f)).collect();
+    let mut v: Vec<PathBuf> =
+        ["manifest.json", "README.md", ctx.imatrix_file()].iter().map(|f| ctx.out.join(f)).collect();
     for u in &ctx.units {
         if let plan::Kind::Output(_) = u.kind {
             v.push(ctx.out.join(format!("{}.gguf", u.name)));

@@ -95,6 +95,8 @@ pub struct Context {
     /// Per output, its adapters.
     pub loras: Vec<Vec<ResolvedLora>>,
     pub units: Vec<Unit>,
+    /// Units this process has already run or found unchanged (each is reported once, redone once by --force).
+    pub seen: std::cell::RefCell<Vec<bool>>,
 }
 
 /// Resolve the source (downloading it when it is a hub repo not yet cached), hash every input, key the units.
@@ -129,8 +131,10 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
         eval_text,
         loras,
         units: Vec::new(),
+        seen: Default::default(),
     };
     ctx.units = units(&ctx)?;
+    ctx.seen = std::cell::RefCell::new(vec![false; ctx.units.len()]);
     Ok(ctx)
 }
 
