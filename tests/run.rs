@@ -105,9 +105,10 @@ fn json_lines(stdout: &str) -> Vec<Value> {
     stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON event per line")).collect()
 }
 
-const PUBLISHED: [&str; 8] = [
+const PUBLISHED: [&str; 9] = [
     "manifest.json",
     "README.md",
+    "chart.svg",
     "stories260K-F16.gguf",
     "stories260K-Q8_0.gguf",
     "stories260K-kjv-Q8_0.gguf",
@@ -186,6 +187,7 @@ fn a_pipeline_publishes_the_same_bytes_every_time_and_redoes_nothing_unchanged()
         "license: mit\n",
         "pipeline_tag: text-generation\n",
         "| [stories260K-Q8_0.gguf](stories260K-Q8_0.gguf) | Q8_0 |",
+        "![File size against mean KL divergence from the source](chart.svg)",
         f16["sha256"].as_str().unwrap(),
     ] {
         assert!(card.contains(needle), "{needle} missing from:\n{card}");
@@ -272,6 +274,19 @@ fn schema_errors_name_the_file_line_column_and_key() {
 }
 
 #[test]
+fn an_output_that_would_overwrite_an_input_is_refused() {
+    let s = setup();
+    // The evaluation text is README.md in the folder the card would be written to.
+    let text = read(&s.dir.path().join("eval.txt"));
+    std::fs::write(s.dir.path().join("README.md"), &text).unwrap();
+    let file = s.write("pipeline.toml", &pipeline("").replace("eval.txt", "README.md"));
+    let err = s.run(&file, s.dir.path(), &[]).fails();
+    assert!(err.contains("README.md"), "{err}");
+    assert!(read(&s.dir.path().join("README.md")) == text);
+    assert!(!s.dir.path().join(".quantforge").exists(), "work started before the check");
+}
+
+#[test]
 fn plan_unit_and_gather_in_separate_processes_give_the_manifest_of_one_run() {
     let s = setup();
     let file = s.write("pipeline.toml", &pipeline("\n[imatrix]\ntext = \"calib.txt\"\nctx = 128\nchunks = 2\n\n[[output]]\ntype = \"Q4_K_M\"\nimatrix = true\n"));
@@ -294,7 +309,14 @@ fn plan_unit_and_gather_in_separate_processes_give_the_manifest_of_one_run() {
     }
     s.run(&file, &split, &["--gather", "-q"]).ok();
     s.run(&file, &one, &["-q"]).ok();
-    for f in ["manifest.json", "README.md", "stories260K-Q4_K_M.gguf", "imatrix.gguf", "stories260K-Q4_K_M.Modelfile"] {
+    for f in [
+        "manifest.json",
+        "README.md",
+        "chart.svg",
+        "stories260K-Q4_K_M.gguf",
+        "imatrix.gguf",
+        "stories260K-Q4_K_M.Modelfile",
+    ] {
         assert!(read(&one.join(f)) == read(&split.join(f)), "{f} differs");
     }
 }

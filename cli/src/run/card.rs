@@ -1,6 +1,6 @@
 //! The model card, `README.md` in the hub's convention: YAML front matter (`base_model`,
 //! `base_model_relation: quantized`, `quantized_by`, `license`, `tags`, `pipeline_tag`), a table of the published
-//! files with their figures against the source, the gates, and the recipe.
+//! files with their figures against the source, the size/KLD chart, the gates, and the recipe.
 //!
 //! Invariant: built from the manifest and the pipeline text alone, so it is byte-identical whenever they are.
 
@@ -10,7 +10,7 @@ use crate::outln;
 use crate::report::bytes;
 
 /// The card's text.
-pub fn card(ctx: &Context, m: &Manifest) -> String {
+pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
     let card = &ctx.p.card;
     let base_model = card.base_model.clone().or_else(|| m.source.repo.clone());
     let license = card.license.clone().or_else(|| gguf_license(ctx, m));
@@ -70,6 +70,10 @@ pub fn card(ctx: &Context, m: &Manifest) -> String {
         outln!(o);
         let chunks = e.chunks.map_or("all chunks".to_string(), |c| format!("at most {c} chunks"));
         outln!(o, "Measured against the source on `{}` ({} tokens per chunk, {chunks}).", e.text.display(), e.ctx);
+    }
+    if chart {
+        outln!(o);
+        outln!(o, "![File size against mean KL divergence from the source](chart.svg)");
     }
     gates_section(&mut o, m);
     outln!(o);

@@ -162,7 +162,14 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
         artifacts,
     };
     write_atomic(&ctx.out.join("manifest.json"), (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes())?;
-    write_atomic(&ctx.out.join("README.md"), super::card::card(ctx, &manifest).as_bytes())?;
+    let chart = super::chart::chart(ctx, &manifest)?;
+    match &chart {
+        Some(svg) => write_atomic(&ctx.out.join("chart.svg"), svg.as_bytes())?,
+        None => {
+            let _ = std::fs::remove_file(ctx.out.join("chart.svg"));
+        }
+    }
+    write_atomic(&ctx.out.join("README.md"), super::card::card(ctx, &manifest, chart.is_some()).as_bytes())?;
     let published = manifest.artifacts.iter().filter(|a| a.passed).count();
     events.note(
         json!({"event": "finished", "manifest": "manifest.json", "published": published,

@@ -6,6 +6,7 @@
 //! depends on where the command was started or on absolute paths.
 
 mod card;
+mod chart;
 mod events;
 mod execute;
 mod explain;
@@ -118,7 +119,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// Every file a run may write in the output folder.
 fn artifact_files(ctx: &plan::Context) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> =
-        ["manifest.json", "README.md", ctx.imatrix_file()].iter().map(|f| ctx.out.join(f)).collect();
+        ["manifest.json", "README.md", "chart.svg", ctx.imatrix_file()].iter().map(|f| ctx.out.join(f)).collect();
     for u in &ctx.units {
         if let plan::Kind::Output(_) = u.kind {
             v.push(ctx.out.join(format!("{}.gguf", u.name)));
