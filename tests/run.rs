@@ -208,8 +208,13 @@ fn a_pipeline_publishes_the_same_bytes_every_time_and_redoes_nothing_unchanged()
     let after: Vec<Vec<u8>> = PUBLISHED.iter().map(|f| read(&out.join(f))).collect();
     assert!(before == after, "a second run changed the outputs");
 
-    // A fresh folder, one thread: the same bytes.
-    s.run(&file, &out2, &["-q", "--threads", "1"]).ok();
+    // A fresh folder, one thread: the same bytes; a line per step on stderr (not a terminal).
+    let r = s.run(&file, &out2, &["--threads", "1"]);
+    assert!(
+        r.stderr.contains("[1/4] reference: done in ") && r.stderr.contains("[4/4] stories260K-kjv-Q8_0: done in ")
+    );
+    assert!(r.stderr.contains("manifest.json: 3 of 3 artifacts published"), "{}", r.stderr);
+    r.ok();
     for (f, b) in PUBLISHED.iter().zip(&before) {
         assert!(&read(&out2.join(f)) == b, "{f} differs between runs");
     }
@@ -224,6 +229,22 @@ fn a_pipeline_publishes_the_same_bytes_every_time_and_redoes_nothing_unchanged()
     let redone: Vec<&str> =
         events.iter().filter(|e| e["status"] == "done").map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(redone, ["stories260K-Q8_0"], "{events:?}");
+
+    // Interrupted inside a step (its artifact written, its record not yet): that step alone is redone.
+    std::fs::remove_file(out2.join(".quantforge/units/output-stories260K-F16.json")).unwrap();
+    let events = json_lines(&s.run(&file, &out2, &["--json"]).ok());
+    let redone: Vec<&str> =
+        events.iter().filter(|e| e["status"] == "done").map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(redone, ["stories260K-F16"], "{events:?}");
+
+    // An artifact changed after its step (same size) is not published under its old hash.
+    let f16 = out2.join("stories260K-F16.gguf");
+    let mut bytes = read(&f16);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&f16, bytes).unwrap();
+    let err = s.run(&file, &out2, &[]).fails();
+    assert!(err.contains("stories260K-F16.gguf") && err.contains("changed since"), "{err}");
 }
 
 #[test]

@@ -109,6 +109,7 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
     let mut failures = Vec::new();
     for (i, u) in ctx.units.iter().enumerate() {
         let (Kind::Output(o), UnitResult::Output(result)) = (u.kind, &records[i].result) else { continue };
+        verify(ctx, &result.file, &result.sha256)?;
         let spec = &ctx.p.outputs[o];
         let gates = check_gates(&spec.gates, result.size, result.eval.as_ref());
         let passed = gates.iter().all(|g| g.passed);
@@ -178,6 +179,19 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
     );
     if !failures.is_empty() {
         bail!("quality gate failed: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// The artifact's bytes are still those its step recorded: the manifest states their sha256.
+fn verify(ctx: &Context, file: &str, sha256: &str) -> Result<()> {
+    let Some(path) = ctx.artifact_path(file) else { bail!("{file}: missing from {}", ctx.out.display()) };
+    let (_, now) = super::hash::sha256_file(&path)?;
+    if now != sha256 {
+        bail!(
+            "{}: changed since its step wrote it (sha256 {now}, recorded {sha256}); remove it or rerun with --force",
+            path.display()
+        );
     }
     Ok(())
 }
