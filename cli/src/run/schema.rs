@@ -245,6 +245,9 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
         if bad {
             return Err(plain(format!("output {}: name '{name}' is not a plain file name", i + 1)));
         }
+        if name.eq_ignore_ascii_case("imatrix") {
+            return Err(plain(format!("output {}: the name 'imatrix' is the importance matrix's file", i + 1)));
+        }
         if names.contains(&name) {
             return Err(plain(format!("two outputs are named '{name}': give each a distinct `name`")));
         }
@@ -321,6 +324,10 @@ mod tests {
         assert!(e.message.contains("[eval]"), "{e}");
         let two = format!("{OK}[[output]]\ntype = \"Q8_0\"\n");
         assert!(parse(Path::new("p.toml"), &two).unwrap_err().message.contains("m-Q8_0"));
+        let reserved = format!("{OK}name = \"imatrix\"\n");
+        assert!(parse(Path::new("p.toml"), &reserved).unwrap_err().message.contains("importance matrix"));
+        let path = format!("{OK}name = \"../x\"\n");
+        assert!(parse(Path::new("p.toml"), &path).unwrap_err().message.contains("plain file name"));
     }
 
     #[test]
