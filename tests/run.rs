@@ -373,3 +373,35 @@ fn the_smollm2_example_parses() {
     }
     assert!(out.contains("imatrix"), "{out}");
 }
+
+#[test]
+fn a_local_source_is_named_from_the_pipeline_folder_and_out_defaults_beside_it() {
+    let s = setup();
+    let model = s.dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in std::fs::read_dir(fixture("stories260K")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), model.join(f.file_name())).unwrap();
+    }
+    let text = "[source]\nmodel = \"model\"\n\n[[output]]\ntype = \"F16\"\ngates = { max_size = \"600K\" }\n";
+    let file = s.write("pipeline.toml", text);
+    // Started from another folder, without --out.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantforge"))
+        .current_dir(elsewhere.path())
+        .args(["run".as_ref(), file.as_os_str(), "-q".as_ref()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = s.dir.path().join("out");
+    let m: Value = serde_json::from_slice(&read(&dir.join("manifest.json"))).unwrap();
+    assert_eq!(m["source"]["model"], "model");
+    assert_eq!(m["source"]["commit"], Value::Null);
+    assert_eq!(m["artifacts"][0]["gates"][0]["gate"], "max_size");
+    assert_eq!(m["artifacts"][0]["eval"], Value::Null);
+    let card = String::from_utf8(read(&dir.join("README.md"))).unwrap();
+    assert!(!card.contains("base_model") && card.contains("of `model`"), "{card}");
+    assert!(!dir.join("chart.svg").exists(), "no chart without an evaluation");
+    let err = s.qf(["run".as_ref(), file.as_os_str(), "--unit".as_ref(), "1".as_ref()]).fails();
+    assert!(err.contains("--unit 1: the pipeline's units are numbered 0 to 0"), "{err}");
+}

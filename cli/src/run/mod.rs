@@ -103,7 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&ctx.out).with_context(|| format!("{}: cannot create", ctx.out.display()))?;
     if let Some(n) = args.unit {
         if n >= ctx.units.len() {
-            bail!("--unit {n}: the pipeline has {} units (0 to {})", ctx.units.len(), ctx.units.len() - 1);
+            bail!("--unit {n}: the pipeline's units are numbered 0 to {} (see --plan)", ctx.units.len() - 1);
         }
         ctx.ensure(n, args.force, &events)?;
         return Ok(());
