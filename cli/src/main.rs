@@ -15,6 +15,7 @@ mod quantize;
 mod quantize_gptq_gguf;
 mod quantize_int;
 mod report;
+mod run;
 mod signals;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     MergeLora(Box<merge_lora::Args>),
     /// Download a model from the Hugging Face hub into its cache (REPO_ID[@REVISION]); print the snapshot folder.
     Pull(pull::Args),
+    /// Run a pipeline file: quantize a source to several GGUFs, evaluate, gate, and write manifest and card.
+    Run(Box<run::Args>),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::MergeLora(args) => merge_lora::run(&args),
         Command::Pull(args) => pull::run(&args),
+        Command::Run(args) => run::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

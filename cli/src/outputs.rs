@@ -128,3 +128,15 @@ pub fn compare(args: &crate::compare::CompareArgs) -> Result<()> {
     p.files.extend(args.svg.as_deref());
     p.check()
 }
+
+/// `run`: the pipeline file must be a regular file.
+pub fn pipeline_file(path: &Path) -> Result<()> {
+    check_side(path)
+}
+
+/// `run`: the source, adapters and texts; the output folder and every file written in it.
+pub fn pipeline(inputs: &[&Path], out_dir: &Path, files: &[PathBuf]) -> Result<()> {
+    let mut p = Paths { inputs: inputs.to_vec(), dirs: vec![out_dir], ..Paths::default() };
+    p.files.extend(files.iter().map(PathBuf::as_path));
+    p.check()
+}

@@ -94,6 +94,16 @@ pub fn resolve_model(arg: &Path, need: Need) -> Result<PathBuf> {
     fetched.with_context(|| format!("{}: no such file or folder, and fetching it from the hub failed", arg.display()))
 }
 
+/// The hub snapshot of a model repo (what a conversion reads), with its commit: from the cache or downloaded,
+/// progress shown unless `quiet`.
+pub fn model_snapshot(repo: &RepoRef, quiet: bool) -> Result<quantforge_hub::Snapshot> {
+    let hub = Hub::new(HubConfig::from_env());
+    let progress = Progress::new(quiet);
+    let snapshot = hub.snapshot(repo, &Filter::model(), &progress);
+    progress.finish();
+    snapshot.with_context(|| format!("{}: fetching it from the hub failed", repo.id))
+}
+
 /// Replace every model argument of `command` that is a repo id by its local path.
 pub(crate) fn resolve_repo_ids(command: &mut Command) -> Result<()> {
     let model = |p: &mut PathBuf| -> Result<()> {
@@ -124,14 +134,14 @@ pub(crate) fn resolve_repo_ids(command: &mut Command) -> Result<()> {
             model(&mut a.base)?;
             model(&mut a.adapter)?;
         }
-        Command::Pull(_) => {}
+        Command::Pull(_) | Command::Run(_) => {}
     }
     Ok(())
 }
 
 /// `org/name` or `org/name@rev`, not a path: one `/` before any `@`, no leading `.` or `/`, no model file
 /// extension (a missing `dir/model.gguf` stays a missing file).
-fn looks_like_repo(s: &str) -> bool {
+pub fn looks_like_repo(s: &str) -> bool {
     let id = s.split('@').next().unwrap_or(s);
     let lower = id.to_ascii_lowercase();
     id.matches('/').count() == 1

@@ -111,22 +111,48 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
-pub(crate) fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
-    let ftype: FileType = ftype.parse()?;
+/// A file type and its mix choices, as `quantize` takes them (the tensor-type file already read).
+pub(crate) struct TypeChoices<'a> {
+    pub ftype: &'a str,
+    pub pure: bool,
+    pub leave_output_tensor: bool,
+    pub output_tensor_type: Option<&'a str>,
+    pub token_embedding_type: Option<&'a str>,
+    /// `PATTERN=TYPE` entries, first match wins.
+    pub tensor_types: &'a [String],
+}
+
+/// The quantization options for a file type and its mix choices (no imatrix, overrides or splits).
+pub(crate) fn type_options(c: &TypeChoices) -> Result<QuantizeOptions> {
+    let ftype: FileType = c.ftype.parse()?;
     let mut o = QuantizeOptions::new(ftype);
-    o.policy.pure = args.pure;
-    o.policy.leave_output_tensor = args.leave_output_tensor;
-    o.policy.output_tensor_type = args.output_tensor_type.as_deref().map(parse_ggml_type).transpose()?;
-    o.policy.token_embedding_type = args.token_embedding_type.as_deref().map(parse_ggml_type).transpose()?;
+    o.policy.pure = c.pure;
+    o.policy.leave_output_tensor = c.leave_output_tensor;
+    o.policy.output_tensor_type = c.output_tensor_type.map(parse_ggml_type).transpose()?;
+    o.policy.token_embedding_type = c.token_embedding_type.map(parse_ggml_type).transpose()?;
+    for arg in c.tensor_types {
+        let (pattern, ty) = parse_tensor_type_option(arg)?;
+        o.policy.tensor_types.push((TensorPattern::parse(&pattern)?, ty));
+    }
+    Ok(o)
+}
+
+pub(crate) fn options(args: &Args, ftype: &str) -> Result<QuantizeOptions> {
+    // The type is checked before the tensor-type file is read, so a bad type is the error reported.
+    ftype.parse::<FileType>()?;
     let mut tensor_types = args.tensor_type.clone();
     if let Some(path) = &args.tensor_type_file {
         let text = bounded::read_to_string_capped(path, bounded::MAX_TENSOR_TYPE_FILE_BYTES, "tensor type file")?;
         tensor_types.extend(text.split_whitespace().map(String::from));
     }
-    for arg in &tensor_types {
-        let (pattern, ty) = parse_tensor_type_option(arg)?;
-        o.policy.tensor_types.push((TensorPattern::parse(&pattern)?, ty));
-    }
+    let mut o = type_options(&TypeChoices {
+        ftype,
+        pure: args.pure,
+        leave_output_tensor: args.leave_output_tensor,
+        output_tensor_type: args.output_tensor_type.as_deref(),
+        token_embedding_type: args.token_embedding_type.as_deref(),
+        tensor_types: &tensor_types,
+    })?;
     for arg in &args.override_kv {
         o.overrides.push(pipeline::metadata::parse_override(arg).map_err(anyhow::Error::msg)?);
     }
@@ -190,15 +216,20 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// The input as a tensor source: a GGUF, or a Hugging Face directory converted on the fly (LoRAs merged).
 pub(crate) fn open_input(args: &Args) -> Result<Box<dyn ModelSource>> {
-    Ok(if HfModel::is_model_dir(&args.input) {
-        Box::new(ConvertedModel::open(&args.input, OutType::parse(&args.outtype)?)?.with_loras(&args.lora)?)
-    } else if !args.lora.is_empty() {
+    open_model(&args.input, &args.outtype, &args.lora)
+}
+
+/// A GGUF, or a Hugging Face directory converted on the fly at `outtype` with `lora` adapters merged.
+pub(crate) fn open_model(input: &Path, outtype: &str, lora: &[(PathBuf, f32)]) -> Result<Box<dyn ModelSource>> {
+    Ok(if HfModel::is_model_dir(input) {
+        Box::new(ConvertedModel::open(input, OutType::parse(outtype)?)?.with_loras(lora)?)
+    } else if !lora.is_empty() {
         bail!(
             "{}: --lora needs a Hugging Face base directory (adapters are merged into full-precision weights)",
-            args.input.display()
+            input.display()
         );
     } else {
-        Box::new(GgufFile::open(&args.input)?)
+        Box::new(GgufFile::open(input)?)
     })
 }
 

@@ -1,0 +1,338 @@
+//! The pipeline file: a TOML document read into typed structs that refuse unknown keys, then checked as a whole.
+//!
+//! Invariant: a [`Pipeline`] that [`parse`] returns names a source, at least one output, unique output names,
+//! known file types, and an `[eval]` section wherever a gate needs an evaluation figure. Every error names the
+//! file, and the line, column and key where the document says it.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use quantforge_quant::policy::FileType;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole pipeline file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub source: Source,
+    #[serde(default)]
+    pub card: Card,
+    pub imatrix: Option<ImatrixSpec>,
+    pub eval: Option<EvalSpec>,
+    #[serde(rename = "output")]
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// Where the model comes from.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// A hub repo id `org/name[@revision]`, or a path (relative to the pipeline file) to a Hugging Face model
+    /// directory or a GGUF.
+    pub model: String,
+    /// Precision a Hugging Face directory is converted to before quantizing: f32, f16, bf16 or auto.
+    #[serde(default = "auto")]
+    pub outtype: String,
+    /// Prefix of the artifact names (default: the repo's or directory's name).
+    pub name: Option<String>,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+/// What the model card and the Modelfiles say.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    /// `base_model` of the card (default: the source's repo id).
+    pub base_model: Option<String>,
+    /// SPDX id or the hub's licence name (default: the source GGUF's `general.license`, if any).
+    pub license: Option<String>,
+    /// `quantized_by` of the card.
+    pub quantized_by: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `pipeline_tag` of the card (default text-generation).
+    pub pipeline_tag: Option<String>,
+    /// `PARAMETER num_ctx` of the Modelfiles (default: the model's context length).
+    pub num_ctx: Option<u64>,
+}
+
+/// The importance matrix: collected once on the source (converted to F16), used by outputs with `imatrix = true`.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImatrixSpec {
+    /// Calibration text, relative to the pipeline file.
+    pub text: PathBuf,
+    #[serde(default = "ctx512")]
+    pub ctx: usize,
+    pub chunks: Option<usize>,
+}
+
+/// The evaluation of every output against the source on one text (perplexity, KL divergence, same-top).
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Evaluation text, relative to the pipeline file.
+    pub text: PathBuf,
+    #[serde(default = "ctx512")]
+    pub ctx: usize,
+    pub chunks: Option<usize>,
+}
+
+fn ctx512() -> usize {
+    512
+}
+
+/// One GGUF to publish.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// File name without `.gguf` (default `<source name>-<TYPE>`).
+    pub name: Option<String>,
+    /// llama.cpp file type, case-insensitive (F16, Q8_0, Q4_K_M, ...).
+    #[serde(rename = "type")]
+    pub ftype: Spanned<String>,
+    /// Use the pipeline's importance matrix.
+    #[serde(default)]
+    pub imatrix: bool,
+    /// PEFT LoRA adapters merged first, in order.
+    #[serde(default)]
+    pub lora: Vec<LoraSpec>,
+    #[serde(default)]
+    pub pure: bool,
+    #[serde(default)]
+    pub leave_output_tensor: bool,
+    pub output_tensor_type: Option<String>,
+    pub token_embedding_type: Option<String>,
+    /// `PATTERN=TYPE` entries, first match wins.
+    #[serde(default)]
+    pub tensor_type: Vec<String>,
+    #[serde(default)]
+    pub gates: Gates,
+}
+
+/// A LoRA adapter to merge.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    /// Adapter directory (relative to the pipeline file) or hub repo id.
+    pub path: String,
+    #[serde(default = "one")]
+    pub scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// Limits an output must meet to be published.
+#[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    /// PPL(output) - PPL(source) at most this.
+    pub max_delta_ppl: Option<f64>,
+    /// Mean KL divergence against the source at most this.
+    pub max_kld: Option<f64>,
+    /// Share of tokens whose most likely next token is the source's, at least this (0-1).
+    pub min_same_top: Option<f64>,
+    /// File size at most this: bytes, or a text such as "90M" or "1.5GiB".
+    pub max_size: Option<Size>,
+}
+
+/// A size given as a number of bytes or as a text with a unit.
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    /// The size in bytes.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => crate::quantize::parse_size(s),
+        }
+    }
+}
+
+/// A pipeline file that cannot be used, with where it says so.
+#[derive(Debug)]
+pub struct SchemaError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place in the document.
+    pub at: Option<(usize, usize)>,
+    /// The key at that place, when one can be read there.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.at {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+impl SchemaError {
+    fn at(file: &Path, text: &str, span: Option<Range<usize>>, message: String) -> SchemaError {
+        let at = span.as_ref().map(|s| line_col(text, s.start));
+        let key = span.and_then(|s| key_at(text, s.start));
+        SchemaError { file: file.into(), at, key, message }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The key of the `key = value` line holding byte `offset`, or the table name of a `[table]` line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset.min(text.len()))?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?.trim();
+    let key = match line.split_once('=') {
+        Some((k, _)) => k.trim(),
+        None => line.trim_matches(|c| c == '[' || c == ']').trim(),
+    };
+    (!key.is_empty() && !key.contains(char::is_whitespace)).then(|| key.trim_matches('"').to_string())
+}
+
+/// Read and check a pipeline file.
+pub fn parse(file: &Path, text: &str) -> Result<Pipeline, SchemaError> {
+    let p: Pipeline = toml::from_str(text).map_err(|e| SchemaError::at(file, text, e.span(), message(&e)))?;
+    check(file, text, &p)?;
+    Ok(p)
+}
+
+/// toml's message without its own rendering of the document.
+fn message(e: &toml::de::Error) -> String {
+    e.message().trim().to_string()
+}
+
+fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
+    let plain = |message: String| SchemaError { file: file.into(), at: None, key: None, message };
+    if p.outputs.is_empty() {
+        return Err(plain("no [[output]]: name at least one GGUF to write".into()));
+    }
+    if p.source.model.trim().is_empty() {
+        return Err(plain("[source] model is empty".into()));
+    }
+    let mut names = Vec::new();
+    for (i, o) in p.outputs.iter().enumerate() {
+        let ftype: FileType = o.ftype.get_ref().parse().map_err(|e: quantforge_quant::policy::PolicyError| {
+            SchemaError::at(file, text, Some(o.ftype.span()), e.to_string())
+        })?;
+        let name = output_name(p, i, ftype);
+        let bad = name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) || name.contains('\0');
+        if bad {
+            return Err(plain(format!("output {}: name '{name}' is not a plain file name", i + 1)));
+        }
+        if name.eq_ignore_ascii_case("imatrix") {
+            return Err(plain(format!("output {}: the name 'imatrix' is the importance matrix's file", i + 1)));
+        }
+        if names.contains(&name) {
+            return Err(plain(format!("two outputs are named '{name}': give each a distinct `name`")));
+        }
+        names.push(name.clone());
+        if o.imatrix && p.imatrix.is_none() {
+            return Err(plain(format!("output '{name}' asks for an imatrix but the pipeline has no [imatrix]")));
+        }
+        let g = &o.gates;
+        let needs_eval = g.max_delta_ppl.is_some() || g.max_kld.is_some() || g.min_same_top.is_some();
+        if needs_eval && p.eval.is_none() {
+            return Err(plain(format!("output '{name}' has quality gates but the pipeline has no [eval]")));
+        }
+        if let Some(size) = &g.max_size {
+            size.bytes().map_err(|e| plain(format!("output '{name}': max_size: {e}")))?;
+        }
+        if o.lora.iter().any(|l| !l.scale.is_finite()) {
+            return Err(plain(format!("output '{name}': a LoRA scale must be a finite number")));
+        }
+    }
+    for (what, ctx) in [("imatrix", p.imatrix.as_ref().map(|s| s.ctx)), ("eval", p.eval.as_ref().map(|s| s.ctx))] {
+        if ctx == Some(0) {
+            return Err(plain(format!("[{what}] ctx must be at least 1")));
+        }
+    }
+    Ok(())
+}
+
+/// The artifact name of output `i` (without `.gguf`).
+pub fn output_name(p: &Pipeline, i: usize, ftype: FileType) -> String {
+    match &p.outputs[i].name {
+        Some(n) => n.clone(),
+        None => format!("{}-{}", source_name(p), ftype.name()),
+    }
+}
+
+/// The name artifacts are prefixed with: `[source] name`, else the repo's or folder's last component.
+pub fn source_name(p: &Pipeline) -> String {
+    if let Some(n) = &p.source.name {
+        return n.clone();
+    }
+    let model = p.source.model.split('@').next().unwrap_or(&p.source.model);
+    let last = model.trim_end_matches('/').rsplit('/').next().unwrap_or(model);
+    last.strip_suffix(".gguf").unwrap_or(last).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = "[source]\nmodel = \"org/m\"\n\n[[output]]\ntype = \"q8_0\"\n";
+
+    #[test]
+    fn a_minimal_pipeline_parses() {
+        let p = parse(Path::new("p.toml"), OK).unwrap();
+        assert_eq!(output_name(&p, 0, FileType::Q8_0), "m-Q8_0");
+        assert_eq!(p.source.outtype, "auto");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_line_and_column() {
+        let e = parse(Path::new("p.toml"), &format!("{OK}colour = 1\n")).unwrap_err();
+        assert_eq!(e.at, Some((6, 1)), "{e}");
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = parse(Path::new("p.toml"), "[source]\nmodel = 3\n[[output]]\ntype = \"q8_0\"\n").unwrap_err();
+        assert_eq!(e.at, Some((2, 9)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("model"));
+        let e = parse(Path::new("p.toml"), "[source]\nmodel = \"a/b\"\n[[output]]\ntype = \"q9\"\n").unwrap_err();
+        assert_eq!(e.at, Some((4, 8)), "{e}");
+    }
+
+    #[test]
+    fn gates_need_an_eval_and_names_are_unique() {
+        let e = parse(Path::new("p.toml"), &format!("{OK}gates = {{ max_kld = 0.1 }}\n")).unwrap_err();
+        assert!(e.message.contains("[eval]"), "{e}");
+        let two = format!("{OK}[[output]]\ntype = \"Q8_0\"\n");
+        assert!(parse(Path::new("p.toml"), &two).unwrap_err().message.contains("m-Q8_0"));
+        let reserved = format!("{OK}name = \"imatrix\"\n");
+        assert!(parse(Path::new("p.toml"), &reserved).unwrap_err().message.contains("importance matrix"));
+        let path = format!("{OK}name = \"../x\"\n");
+        assert!(parse(Path::new("p.toml"), &path).unwrap_err().message.contains("plain file name"));
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(key_at("[source]\n  model = 3\n", 17).as_deref(), Some("model"));
+    }
+}
