@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh >/dev/null
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# One lint pass over every crate and target, the burn-cpu backend's code included.
+cargo clippy --workspace --all-targets --locked --features quantforge-eval/burn-cpu -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked -- --include-ignored 2>&1 | tee "$log"
 # The forward pass's matrix products on burn's CPU backend (cargo feature burn-cpu, off by default) against the
 # default gemm path; its results are counted with the rest. (The burn-wgpu feature is not built here.)
-cargo clippy -p quantforge-eval --features burn-cpu --all-targets --locked -- -D warnings
 cargo test -p quantforge-eval --features burn-cpu --locked --test burn_backend 2>&1 | tee -a "$log"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }

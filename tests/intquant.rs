@@ -172,7 +172,7 @@ fn smollm2_gptq_beats_rtn_on_every_layer() {
         "--group-size",
         "64",
         "--nsamples",
-        "8",
+        "4",
         "--seqlen",
         "256",
         "--json",
