@@ -405,3 +405,55 @@ fn a_local_source_is_named_from_the_pipeline_folder_and_out_defaults_beside_it()
     let err = s.qf(["run".as_ref(), file.as_os_str(), "--unit".as_ref(), "1".as_ref()]).fails();
     assert!(err.contains("--unit 1: the pipeline's units are numbered 0 to 0"), "{err}");
 }
+
+/// A GPTQ-coded Q4_K_M: the bytes of `quantize --type q4_k_m --method gptq` with the same calibration, its
+/// calibration text hashed in the manifest and in the step's key.
+#[test]
+fn a_gptq_output_is_the_quantize_commands_file_and_keys_its_calibration() {
+    let s = setup();
+    let gptq = |nsamples: usize| {
+        format!(
+            "[source]\nmodel = \"test/stories260K\"\n\n[eval]\ntext = \"eval.txt\"\nctx = 128\nchunks = 2\n\n\
+             [[output]]\ntype = \"Q4_K_M\"\nmethod = \"gptq\"\ncalib = \"calib.txt\"\nnsamples = {nsamples}\n\
+             seqlen = 64\ngates = {{ max_kld = 5.0 }}\n"
+        )
+    };
+    let file = s.write("pipeline.toml", &gptq(16));
+    let out = s.dir.path().join("out");
+    s.run(&file, &out, &["-q"]).ok();
+
+    let cmp = tempfile::tempdir().unwrap();
+    let want = cmp.path().join("gptq.gguf");
+    let calib = s.dir.path().join("calib.txt");
+    let st = fixture("stories260K");
+    let mut a: Vec<&OsStr> = vec!["quantize".as_ref(), st.as_os_str(), want.as_os_str()];
+    a.extend(["--type", "q4_k_m", "--method", "gptq", "--nsamples", "16", "--seqlen", "64", "-q"].map(OsStr::new));
+    a.extend(["--calib".as_ref(), calib.as_os_str()]);
+    qf(a).ok();
+    let got = read(&out.join("stories260K-Q4_K_M.gguf"));
+    assert!(got == read(&want), "the pipeline's GPTQ Q4_K_M differs from quantize --method gptq");
+
+    let m: Value = serde_json::from_slice(&read(&out.join("manifest.json"))).unwrap();
+    let art = &m["artifacts"][0];
+    assert_eq!((&art["method"], &art["type"], &art["passed"]), (&"gptq".into(), &"Q4_K_M".into(), &true.into()));
+    assert_eq!(art["sha256"], sha256_hex(&got));
+    assert!(art["eval"]["kld"].as_f64().unwrap() > 0.0, "{art}");
+    let text = m["inputs"].as_array().unwrap().iter().find(|i| i["role"] == "calibration_text").unwrap();
+    assert_eq!((&text["path"], &text["sha256"]), (&"calib.txt".into(), &sha256_hex(&read(&calib)).into()));
+    let card = String::from_utf8(read(&out.join("README.md"))).unwrap();
+    assert!(card.contains("| Q4_K_M (GPTQ) |"), "{card}");
+    assert!(out.join("stories260K-Q4_K_M.Modelfile").is_file());
+
+    // The calibration options and text are in the key; the reference's key is not touched by them.
+    let keys = |f: &Path| -> Vec<Value> {
+        let plan = s.run(f, &out, &["--plan"]).json();
+        plan["units"].as_array().unwrap().iter().map(|u| u["key"].clone()).collect()
+    };
+    let before = keys(&file);
+    let file2 = s.write("pipeline2.toml", &gptq(8));
+    let after = keys(&file2);
+    assert_eq!(before[0], after[0]);
+    assert_ne!(before[1], after[1]);
+    std::fs::write(&calib, "Once upon a time there was a different calibration text.").unwrap();
+    assert_ne!(keys(&file)[1], before[1]);
+}

@@ -18,6 +18,15 @@ use serde_json::json;
 
 use crate::report;
 
+/// Calibration windows by default.
+pub(crate) const DEFAULT_NSAMPLES: usize = 128;
+/// Tokens per calibration window by default.
+pub(crate) const DEFAULT_SEQLEN: usize = 2048;
+/// GPTQ damping by default.
+pub(crate) const DEFAULT_DAMP: f32 = 0.01;
+/// Calibration windows run through a block together by default.
+pub(crate) const DEFAULT_CALIB_BATCH: usize = 8;
+
 /// The calibrated integer methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MethodArg {
@@ -58,7 +67,7 @@ pub struct IntArgs {
     #[arg(long)]
     pub mse: bool,
     /// GPTQ damping, a fraction of the mean Hessian diagonal; raised by 0.01 while the factorization fails.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = DEFAULT_DAMP)]
     pub damp: f32,
     /// Collect each block's statistics once instead of input by input (q/k/v, o, gate/up, down).
     #[arg(long)]
@@ -67,16 +76,16 @@ pub struct IntArgs {
     #[arg(long)]
     pub calib: Vec<PathBuf>,
     /// Calibration windows.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_NSAMPLES)]
     pub nsamples: usize,
     /// Tokens per calibration window.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = DEFAULT_SEQLEN)]
     pub seqlen: usize,
     /// Seed of the window positions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Calibration windows run through a block together.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT_CALIB_BATCH)]
     pub calib_batch: usize,
     /// With --method gptq --type: also write the calibration pass's importance matrix here (llama.cpp's GGUF
     /// imatrix layout; the legacy layout for a `.dat` name), for llama-quantize or `quantize --imatrix`.

@@ -58,8 +58,9 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
         };
         outln!(
             o,
-            "| [{f}]({f}) | {} | {} | {:.2} | {ppl} | {dppl} | {kld} | {top} | `{}` |",
+            "| [{f}]({f}) | {}{} | {} | {:.2} | {ppl} | {dppl} | {kld} | {top} | `{}` |",
             r.ftype,
+            if a.method.is_some() { " (GPTQ)" } else { "" },
             bytes(r.size),
             r.bits_per_weight,
             r.sha256,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
+use quantforge_eval::intquant::WindowOptions;
 use quantforge_eval::run::{self as eval_run, ImatrixFormat, ImatrixJob, KldBase, KldJob, PerplexityJob};
 use quantforge_eval::{Device, PerplexityOptions};
 use quantforge_formats::AtomicFile;
@@ -21,8 +22,13 @@ use serde::{Deserialize, Serialize};
 use super::events::Events;
 use super::hash::sha256_file;
 use super::plan::{Context, Kind};
+use super::schema::OutputMethod;
 use crate::progress::Reporter;
 use crate::quantize::{open_model, type_options, TypeChoices};
+use crate::quantize_gptq_gguf::{write_gptq_gguf, GptqSettings};
+use crate::quantize_int::{
+    read_calibration, Lines, DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES, DEFAULT_SEQLEN,
+};
 
 /// Tokens per forward pass of the evaluations (results do not depend on it).
 const BATCH: usize = 2048;
@@ -216,11 +222,33 @@ impl Context {
         }
         let loras: Vec<(PathBuf, f32)> = self.loras[o].iter().map(|l| (l.path.clone(), l.scale)).collect();
         let input = open_model(&self.source.path, &self.p.source.outtype, &loras)?;
-        let plan = pipeline::plan(input.as_ref(), &opts)?;
         let file = format!("{}.gguf", self.units[i].name);
         let dest = self.out.join(&file);
         let _ = std::fs::remove_file(self.rejected_dir().join(&file));
-        pipeline::execute(input.as_ref(), &plan, &opts, &dest, reporter)?;
+        let plan = match spec.method {
+            None => {
+                let plan = pipeline::plan(input.as_ref(), &opts)?;
+                pipeline::execute(input.as_ref(), &plan, &opts, &dest, reporter)?;
+                plan
+            }
+            Some(OutputMethod::Gptq) => {
+                let text = read_calibration(spec.calib.as_slice())?;
+                let settings = GptqSettings {
+                    calib: text.as_deref(),
+                    windows: WindowOptions {
+                        nsamples: spec.nsamples.unwrap_or(DEFAULT_NSAMPLES),
+                        seqlen: spec.seqlen.unwrap_or(DEFAULT_SEQLEN),
+                        seed: spec.seed.unwrap_or(0),
+                    },
+                    damp: spec.damp.unwrap_or(DEFAULT_DAMP),
+                    true_sequential: true,
+                    batch_seqs: DEFAULT_CALIB_BATCH,
+                };
+                let lines = Lines { quiet: true, started: Instant::now() };
+                let source = &self.source.path;
+                write_gptq_gguf(source, input.as_ref(), opts, &settings, &dest, &lines, reporter)?.plan
+            }
+        };
         drop(input);
         let mut type_mix = BTreeMap::new();
         for t in &plan.tensors {

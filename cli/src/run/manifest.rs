@@ -13,7 +13,7 @@ use serde_json::json;
 use super::events::Events;
 use super::execute::{write_atomic, Figures, OutputResult, Record, UnitResult};
 use super::plan::{Context, InputFile, Kind, ResolvedSource, TOOL_VERSION};
-use super::schema::Gates;
+use super::schema::{Gates, OutputMethod};
 
 /// `manifest.json`.
 #[derive(Debug, Serialize)]
@@ -53,6 +53,9 @@ pub struct Artifact {
     /// `.gguf` file's Ollama Modelfile (published artifacts only).
     pub modelfile: Option<String>,
     pub imatrix: bool,
+    /// How the weights were coded beyond the plain quantizer (`gptq`); absent for the plain quantizer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<OutputMethod>,
     pub lora: Vec<LoraUse>,
     pub gates: Vec<GateResult>,
     pub passed: bool,
@@ -130,6 +133,7 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
             result: result.clone(),
             modelfile: passed.then_some(modelfile),
             imatrix: spec.imatrix,
+            method: spec.method,
             lora,
             gates,
             passed,
@@ -139,6 +143,9 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
     let texts = [("imatrix_text", &ctx.imatrix_text), ("eval_text", &ctx.eval_text)];
     for (role, f) in texts {
         inputs.extend(f.iter().map(|f| Input { role: role.into(), file: f.clone() }));
+    }
+    for f in ctx.calib_texts.iter().flatten() {
+        inputs.push(Input { role: "calibration_text".into(), file: f.clone() });
     }
     for l in ctx.loras.iter().flatten() {
         for f in &l.files {

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::hash::{key_of, sha256_file};
 use super::schema::{output_name, Pipeline};
 use crate::pull::{looks_like_repo, model_snapshot, resolve_model, Need};
+use crate::quantize_int::{DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES, DEFAULT_SEQLEN};
 
 /// The version written into manifests and keys.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -94,6 +95,8 @@ pub struct Context {
     pub eval_text: Option<InputFile>,
     /// Per output, its adapters.
     pub loras: Vec<Vec<ResolvedLora>>,
+    /// Per output, its calibration text (outputs with a `method` and a `calib`).
+    pub calib_texts: Vec<Option<InputFile>>,
     pub units: Vec<Unit>,
     /// Units this process has already run or found unchanged (each is reported once, redone once by --force).
     pub seen: std::cell::RefCell<Vec<bool>>,
@@ -120,6 +123,11 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
         }
         loras.push(list);
     }
+    let calib_texts = p
+        .outputs
+        .iter()
+        .map(|o| o.calib.as_deref().filter(|_| o.method.is_some()).map(side).transpose())
+        .collect::<Result<_>>()?;
     let mut ctx = Context {
         file_name,
         file_sha256,
@@ -130,6 +138,7 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
         imatrix_text,
         eval_text,
         loras,
+        calib_texts,
         units: Vec::new(),
         seen: Default::default(),
     };
@@ -214,6 +223,16 @@ fn units(ctx: &Context) -> Result<Vec<Unit>> {
             "output_tensor_type": o.output_tensor_type, "token_embedding_type": o.token_embedding_type,
             "tensor_type": o.tensor_type,
         });
+        let mut options = options;
+        if let Some(method) = o.method {
+            // Defaults are spelled out, so a changed default is a changed key.
+            options["method"] = json!(method);
+            options["calibration"] = json!({
+                "text": ctx.calib_texts[i], "nsamples": o.nsamples.unwrap_or(DEFAULT_NSAMPLES),
+                "seqlen": o.seqlen.unwrap_or(DEFAULT_SEQLEN), "seed": o.seed.unwrap_or(0),
+                "damp": o.damp.unwrap_or(DEFAULT_DAMP).to_bits(), "batch": DEFAULT_CALIB_BATCH,
+            });
+        }
         let key = key_of(&json!({
             "unit": "output", "name": name, "source": source, "options": options, "lora": loras,
             "imatrix": uses_imatrix.map(|u| &units[u].key),
@@ -246,6 +265,7 @@ impl Context {
         v.extend(self.loras.iter().flatten().map(|l| l.path.as_path()));
         v.extend(self.p.imatrix.iter().map(|s| s.text.as_path()));
         v.extend(self.p.eval.iter().map(|s| s.text.as_path()));
+        v.extend(self.p.outputs.iter().filter(|o| o.method.is_some()).filter_map(|o| o.calib.as_deref()));
         v
     }
 

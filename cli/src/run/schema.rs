@@ -111,8 +111,28 @@ pub struct OutputSpec {
     /// `PATTERN=TYPE` entries, first match wins.
     #[serde(default)]
     pub tensor_type: Vec<String>,
+    /// `gptq`: the type's decoder-block linear layers coded by GPTQ over a calibration text (as `quantize
+    /// --type T --method gptq`).
+    pub method: Option<OutputMethod>,
+    /// Calibration text of `method`, relative to the pipeline file (default: the bundled text).
+    pub calib: Option<PathBuf>,
+    /// Calibration windows of `method` (default 128).
+    pub nsamples: Option<usize>,
+    /// Tokens per calibration window (default 2048).
+    pub seqlen: Option<usize>,
+    /// Seed of the window positions (default 0).
+    pub seed: Option<u64>,
+    /// GPTQ damping, a fraction of the mean Hessian diagonal in [0, 1) (default 0.01).
+    pub damp: Option<f32>,
     #[serde(default)]
     pub gates: Gates,
+}
+
+/// How an output's weights are coded beyond the plain quantizer.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputMethod {
+    Gptq,
 }
 
 /// A LoRA adapter to merge.
@@ -263,6 +283,7 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
         if let Some(size) = &g.max_size {
             size.bytes().map_err(|e| plain(format!("output '{name}': max_size: {e}")))?;
         }
+        check_method(o).map_err(|e| plain(format!("output '{name}': {e}")))?;
         if o.lora.iter().any(|l| !l.scale.is_finite()) {
             return Err(plain(format!("output '{name}': a LoRA scale must be a finite number")));
         }
@@ -273,6 +294,31 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
         }
     }
     Ok(())
+}
+
+/// The calibration keys go with a `method`; GPTQ collects its own statistics and reads the source unmerged.
+fn check_method(o: &OutputSpec) -> Result<(), String> {
+    let calibration =
+        o.calib.is_some() || o.nsamples.is_some() || o.seqlen.is_some() || o.seed.is_some() || o.damp.is_some();
+    match o.method {
+        None if calibration => Err("calib, nsamples, seqlen, seed and damp need method = \"gptq\"".into()),
+        None => Ok(()),
+        Some(OutputMethod::Gptq) => {
+            if o.imatrix {
+                return Err("method = \"gptq\" collects its own statistics: drop imatrix = true".into());
+            }
+            if !o.lora.is_empty() {
+                return Err("method = \"gptq\" does not merge LoRA adapters: merge them into the source first".into());
+            }
+            if o.damp.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+                return Err("damp must be a fraction in [0, 1)".into());
+            }
+            if o.nsamples == Some(0) || o.seqlen == Some(0) {
+                return Err("nsamples and seqlen must be at least 1".into());
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The artifact name of output `i` (without `.gguf`).
@@ -328,6 +374,24 @@ mod tests {
         assert!(parse(Path::new("p.toml"), &reserved).unwrap_err().message.contains("importance matrix"));
         let path = format!("{OK}name = \"../x\"\n");
         assert!(parse(Path::new("p.toml"), &path).unwrap_err().message.contains("plain file name"));
+    }
+
+    #[test]
+    fn calibration_keys_need_a_method_and_gptq_refuses_what_it_cannot_use() {
+        let gptq = format!("{OK}method = \"gptq\"\ncalib = \"c.txt\"\nnsamples = 16\nseqlen = 64\n");
+        let p = parse(Path::new("p.toml"), &gptq).unwrap();
+        assert_eq!(p.outputs[0].method, Some(OutputMethod::Gptq));
+        assert_eq!((p.outputs[0].nsamples, p.outputs[0].seqlen), (Some(16), Some(64)));
+        let e = parse(Path::new("p.toml"), &format!("{OK}nsamples = 16\n")).unwrap_err();
+        assert!(e.message.contains("need method"), "{e}");
+        let e =
+            parse(Path::new("p.toml"), &format!("{OK}method = \"gptq\"\nimatrix = true\n[imatrix]\ntext = \"t\"\n"))
+                .unwrap_err();
+        assert!(e.message.contains("drop imatrix"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}method = \"gptq\"\ndamp = 1.5\n")).unwrap_err();
+        assert!(e.message.contains("damp"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}method = \"gptx\"\n")).unwrap_err();
+        assert_eq!(e.at, Some((6, 10)), "{e}");
     }
 
     #[test]
