@@ -457,3 +457,61 @@ fn a_gptq_output_is_the_quantize_commands_file_and_keys_its_calibration() {
     std::fs::write(&calib, "Once upon a time there was a different calibration text.").unwrap();
     assert_ne!(keys(&file)[1], before[1]);
 }
+
+/// A GPTQ checkpoint directory: the files of `quantize --method gptq` with the same choices, each hashed in the
+/// manifest, evaluated against the source like a GGUF, and no Modelfile.
+#[test]
+fn a_checkpoint_output_is_the_quantize_commands_directory_with_each_file_hashed() {
+    let s = setup();
+    let text = "[source]\nmodel = \"test/stories260K\"\n\n[eval]\ntext = \"eval.txt\"\nctx = 128\nchunks = 2\n\n\
+                [[output]]\nmethod = \"gptq\"\ngroup_size = -1\ncalib = \"calib.txt\"\nnsamples = 16\nseqlen = 64\n\
+                gates = { max_kld = 5.0 }\n";
+    let file = s.write("pipeline.toml", text);
+    let out = s.dir.path().join("out");
+    s.run(&file, &out, &["-q"]).ok();
+
+    let cmp = tempfile::tempdir().unwrap();
+    let want = cmp.path().join("ck");
+    let calib = s.dir.path().join("calib.txt");
+    let st = fixture("stories260K");
+    let mut a: Vec<&OsStr> = vec!["quantize".as_ref(), st.as_os_str(), want.as_os_str()];
+    a.extend(["--method", "gptq", "--group-size", "-1", "--nsamples", "16", "--seqlen", "64", "-q"].map(OsStr::new));
+    a.extend(["--calib".as_ref(), calib.as_os_str()]);
+    qf(a).ok();
+    let dir = out.join("stories260K-gptq-w4g-1");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&want).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(names.contains(&"model.safetensors".to_string()), "{names:?}");
+    let mut lines = String::new();
+    let mut total = 0;
+    for n in &names {
+        let bytes = read(&dir.join(n));
+        assert!(bytes == read(&want.join(n)), "{n} differs from quantize --method gptq");
+        lines += &format!("{}  {n}\n", sha256_hex(&bytes));
+        total += bytes.len() as u64;
+    }
+
+    let m: Value = serde_json::from_slice(&read(&out.join("manifest.json"))).unwrap();
+    let art = &m["artifacts"][0];
+    assert_eq!((&art["file"], &art["method"]), (&"stories260K-gptq-w4g-1".into(), &"gptq".into()));
+    assert_eq!((&art["sha256"], &art["size"]), (&sha256_hex(lines.as_bytes()).into(), &total.into()));
+    let listed: Vec<&str> = art["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(listed, names);
+    assert!(art["eval"]["kld"].as_f64().unwrap() > 0.0 && art["passed"] == true, "{art}");
+    assert!(art["modelfile"].is_null() && !out.join("stories260K-gptq-w4g-1.Modelfile").exists());
+    let card = String::from_utf8(read(&out.join("README.md"))).unwrap();
+    assert!(
+        card.contains("[stories260K-gptq-w4g-1](stories260K-gptq-w4g-1) | GPTQ-w4g-1 (compressed-tensors)"),
+        "{card}"
+    );
+
+    // Unchanged on a second run; a GGUF source is refused for a checkpoint output.
+    let events = json_lines(&s.run(&file, &out, &["--json"]).ok());
+    assert!(events.iter().filter(|e| e["event"] == "step").all(|e| e["status"] == "unchanged"), "{events:?}");
+    let gguf = s.dir.path().join("st.gguf");
+    qf(["quantize".as_ref(), st.as_os_str(), "-t".as_ref(), "f16".as_ref(), "-q".as_ref(), gguf.as_os_str()]).ok();
+    let file = s.write("gguf.toml", &text.replace("test/stories260K", "st.gguf"));
+    let err = s.run(&file, &s.dir.path().join("out3"), &[]).fails();
+    assert!(err.contains("needs a Hugging Face source"), "{err}");
+}

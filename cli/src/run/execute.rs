@@ -20,14 +20,15 @@ use quantforge_quant::pipeline::{self, ImatrixInput};
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
-use super::hash::sha256_file;
-use super::plan::{Context, Kind};
+use super::hash::{sha256_artifact, sha256_file};
+use super::plan::{Context, InputFile, Kind};
 use super::schema::OutputMethod;
 use crate::progress::Reporter;
 use crate::quantize::{open_model, type_options, TypeChoices};
 use crate::quantize_gptq_gguf::{write_gptq_gguf, GptqSettings};
 use crate::quantize_int::{
-    read_calibration, Lines, DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES, DEFAULT_SEQLEN,
+    read_calibration, write_checkpoint, IntArgs, Lines, MethodArg, DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES,
+    DEFAULT_SEQLEN,
 };
 
 /// Tokens per forward pass of the evaluations (results do not depend on it).
@@ -62,6 +63,9 @@ pub struct OutputResult {
     /// Tensors per stored type.
     pub type_mix: BTreeMap<String, usize>,
     pub eval: Option<Figures>,
+    /// A checkpoint directory's files, sorted by name; `sha256` is then that of their `sha256sum` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<InputFile>>,
 }
 
 /// An output measured against the source.
@@ -95,14 +99,14 @@ impl Context {
         let present = match &r.result {
             UnitResult::Imatrix { file, size, .. } => file_size(&self.out.join(file)) == Some(*size),
             UnitResult::Reference { .. } => self.reference_logits().is_file(),
-            UnitResult::Output(o) => self.artifact_path(&o.file).is_some_and(|p| file_size(&p) == Some(o.size)),
+            UnitResult::Output(o) => self.artifact_path(&o.file).is_some_and(|p| artifact_size(&p) == Some(o.size)),
         };
         present.then_some(r)
     }
 
     /// Where an output artifact is now: published, or rejected by a gate.
     pub fn artifact_path(&self, file: &str) -> Option<PathBuf> {
-        [self.out.join(file), self.rejected_dir().join(file)].into_iter().find(|p| p.is_file())
+        [self.out.join(file), self.rejected_dir().join(file)].into_iter().find(|p| p.exists())
     }
 
     pub fn rejected_dir(&self) -> PathBuf {
@@ -206,7 +210,7 @@ impl Context {
 
     fn run_output(&self, i: usize, o: usize, reporter: &Reporter) -> Result<UnitResult> {
         let spec = &self.p.outputs[o];
-        let ftype = self.units[i].ftype.context("output without a type")?;
+        let Some(ftype) = self.units[i].ftype else { return self.run_checkpoint(i, o, reporter) };
         let mut opts = type_options(&TypeChoices {
             ftype: ftype.name(),
             pure: spec.pure,
@@ -248,6 +252,9 @@ impl Context {
                 let source = &self.source.path;
                 write_gptq_gguf(source, input.as_ref(), opts, &settings, &dest, &lines, reporter)?.plan
             }
+            Some(m @ (OutputMethod::Awq | OutputMethod::Rtn)) => {
+                anyhow::bail!("{} writes checkpoint directories, not GGUF types", m.name())
+            }
         };
         drop(input);
         let mut type_mix = BTreeMap::new();
@@ -267,7 +274,74 @@ impl Context {
             bits_per_weight: plan.bits_per_weight(),
             type_mix,
             eval,
+            files: None,
         }))
+    }
+
+    /// A Hugging Face integer checkpoint directory, written as `quantize --method` writes it, and evaluated
+    /// like a GGUF (the evaluator dequantizes its linear layers).
+    fn run_checkpoint(&self, i: usize, o: usize, reporter: &Reporter) -> Result<UnitResult> {
+        let spec = &self.p.outputs[o];
+        let method = match spec.method.context("a checkpoint output without a method")? {
+            OutputMethod::Gptq => MethodArg::Gptq,
+            OutputMethod::Awq => MethodArg::Awq,
+            OutputMethod::Rtn => MethodArg::Rtn,
+        };
+        let args = IntArgs {
+            method: Some(method),
+            format: spec.format.clone().unwrap_or_else(|| "compressed-tensors".into()),
+            bits: spec.bits.unwrap_or(4),
+            group_size: spec.group_size.unwrap_or(128),
+            sym: false,
+            asym: false,
+            act_order: false,
+            static_groups: false,
+            mse: false,
+            damp: spec.damp.unwrap_or(DEFAULT_DAMP),
+            no_true_sequential: false,
+            calib: spec.calib.iter().cloned().collect(),
+            nsamples: spec.nsamples.unwrap_or(DEFAULT_NSAMPLES),
+            seqlen: spec.seqlen.unwrap_or(DEFAULT_SEQLEN),
+            seed: spec.seed.unwrap_or(0),
+            calib_batch: DEFAULT_CALIB_BATCH,
+            save_imatrix: None,
+        };
+        let file = self.units[i].name.clone();
+        let dest = self.out.join(&file);
+        let _ = std::fs::remove_dir_all(self.rejected_dir().join(&file));
+        let ck = write_checkpoint(&self.source.path, Some(&dest), &args, method, true)?;
+        let eval = match &self.p.eval {
+            Some(e) => Some(self.measure(&dest, e.chunks, reporter)?),
+            None => None,
+        };
+        let (size, sha256, files) = sha256_artifact(&dest)?;
+        let s = &ck.report.scheme;
+        let mut type_mix = BTreeMap::new();
+        type_mix.insert(format!("int{}", s.bits), ck.summary.quantized_modules);
+        type_mix.insert("float".into(), ck.summary.tensors.saturating_sub(ck.summary.quantized_modules));
+        let params = self.source_parameters()?;
+        Ok(UnitResult::Output(OutputResult {
+            file,
+            ftype: format!(
+                "{}-w{}g{} ({})",
+                method_name(method),
+                s.bits,
+                s.group_size.map_or("-1".into(), |g| g.to_string()),
+                ck.format
+            ),
+            size,
+            sha256,
+            bits_per_weight: if params > 0 { ck.summary.tensor_bytes as f64 * 8.0 / params as f64 } else { 0.0 },
+            type_mix,
+            eval,
+            files,
+        }))
+    }
+
+    /// Parameters of the source (elements of every tensor).
+    fn source_parameters(&self) -> Result<u64> {
+        let model = quantforge_formats::hf::HfModel::open(&self.source.path)?;
+        Ok(model.tensors().map(|(_, t)| t.shape.iter().product::<u64>()).sum())
     }
 
     /// KL divergence (and the model's perplexity) against the reference's saved log-probabilities.
@@ -304,6 +378,22 @@ fn finite(x: f64) -> Option<f64> {
 
 fn file_size(p: &Path) -> Option<u64> {
     std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len())
+}
+
+/// A file's size, or the sum of a directory's file sizes.
+fn artifact_size(p: &Path) -> Option<u64> {
+    if !p.is_dir() {
+        return file_size(p);
+    }
+    std::fs::read_dir(p).ok()?.map(|e| e.ok().and_then(|e| file_size(&e.path()))).sum()
+}
+
+fn method_name(m: MethodArg) -> &'static str {
+    match m {
+        MethodArg::Gptq => "GPTQ",
+        MethodArg::Awq => "AWQ",
+        MethodArg::Rtn => "RTN",
+    }
 }
 
 /// Write a whole file through a temporary file renamed into place.

@@ -34,9 +34,25 @@ pub fn explain(p: &Pipeline, file: &Path) -> String {
         n += 1;
     }
     for (i, out) in p.outputs.iter().enumerate() {
-        let Ok(ftype) = out.ftype.get_ref().parse::<FileType>() else { continue };
+        let ftype = match &out.ftype {
+            Some(t) => match t.get_ref().parse::<FileType>() {
+                Ok(f) => Some(f),
+                Err(_) => continue,
+            },
+            None => None,
+        };
         let name = output_name(p, i, ftype);
-        let mut how = vec![format!("quantize to {}", ftype.name())];
+        let mut how = vec![match (ftype, out.method) {
+            (Some(t), Some(m)) => format!("quantize to {} with {}", t.name(), m.name().to_uppercase()),
+            (Some(t), None) => format!("quantize to {}", t.name()),
+            (None, m) => format!(
+                "{} checkpoint directory ({}, {}-bit, group {})",
+                m.map_or("integer", |m| m.name()).to_uppercase(),
+                out.format.as_deref().unwrap_or("compressed-tensors"),
+                out.bits.unwrap_or(4),
+                out.group_size.unwrap_or(128)
+            ),
+        }];
         for l in &out.lora {
             how.push(format!("LoRA {} (scale {})", l.path, l.scale));
         }

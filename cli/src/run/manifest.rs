@@ -121,7 +121,8 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
         }
         place(ctx, &result.file, passed)?;
         let modelfile = format!("{}.Modelfile", u.name);
-        if passed {
+        let gguf = u.ftype.is_some();
+        if passed && gguf {
             let text = super::modelfile::modelfile(ctx, &ctx.out.join(&result.file))?;
             write_atomic(&ctx.out.join(&modelfile), text.as_bytes())?;
         } else {
@@ -131,7 +132,7 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
         artifacts.push(Artifact {
             name: u.name.clone(),
             result: result.clone(),
-            modelfile: passed.then_some(modelfile),
+            modelfile: (passed && gguf).then_some(modelfile),
             imatrix: spec.imatrix,
             method: spec.method,
             lora,
@@ -193,7 +194,7 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
 /// The artifact's bytes are still those its step recorded: the manifest states their sha256.
 fn verify(ctx: &Context, file: &str, sha256: &str) -> Result<()> {
     let Some(path) = ctx.artifact_path(file) else { bail!("{file}: missing from {}", ctx.out.display()) };
-    let (_, now) = super::hash::sha256_file(&path)?;
+    let (_, now, _) = super::hash::sha256_artifact(&path)?;
     if now != sha256 {
         bail!(
             "{}: changed since its step wrote it (sha256 {now}, recorded {sha256}); remove it or rerun with --force",
@@ -210,6 +211,9 @@ fn place(ctx: &Context, file: &str, passed: bool) -> Result<()> {
     if from.is_file() {
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir)?;
+        }
+        if to.is_dir() {
+            std::fs::remove_dir_all(&to)?;
         }
         std::fs::rename(&from, &to)?;
     }

@@ -212,14 +212,20 @@ fn units(ctx: &Context) -> Result<Vec<Unit>> {
         units.push(Unit { kind: Kind::Reference, name: "reference".into(), key, needs: vec![], ftype: None });
     }
     for (i, o) in p.outputs.iter().enumerate() {
-        let ftype: FileType = o.ftype.get_ref().parse()?;
+        let ftype: Option<FileType> = o.ftype.as_ref().map(|t| t.get_ref().parse()).transpose()?;
+        if ftype.is_none() && ctx.source.is_gguf {
+            anyhow::bail!(
+                "output {}: a checkpoint directory (a `method` without `type`) needs a Hugging Face source, not a GGUF",
+                i + 1
+            );
+        }
         let name = output_name(p, i, ftype);
         let uses_imatrix = if o.imatrix { imatrix } else { None };
         let needs: Vec<usize> = uses_imatrix.into_iter().chain(reference).collect();
         let loras: Vec<Value> =
             ctx.loras[i].iter().map(|l| json!({"files": l.files, "scale": l.scale.to_bits()})).collect();
         let options = json!({
-            "type": ftype.name(), "pure": o.pure, "leave_output_tensor": o.leave_output_tensor,
+            "type": ftype.map(|t| t.name()), "pure": o.pure, "leave_output_tensor": o.leave_output_tensor,
             "output_tensor_type": o.output_tensor_type, "token_embedding_type": o.token_embedding_type,
             "tensor_type": o.tensor_type,
         });
@@ -227,6 +233,9 @@ fn units(ctx: &Context) -> Result<Vec<Unit>> {
         if let Some(method) = o.method {
             // Defaults are spelled out, so a changed default is a changed key.
             options["method"] = json!(method);
+            if ftype.is_none() {
+                options["checkpoint"] = json!({"format": o.format, "bits": o.bits, "group_size": o.group_size});
+            }
             options["calibration"] = json!({
                 "text": ctx.calib_texts[i], "nsamples": o.nsamples.unwrap_or(DEFAULT_NSAMPLES),
                 "seqlen": o.seqlen.unwrap_or(DEFAULT_SEQLEN), "seed": o.seed.unwrap_or(0),
@@ -238,7 +247,7 @@ fn units(ctx: &Context) -> Result<Vec<Unit>> {
             "imatrix": uses_imatrix.map(|u| &units[u].key),
             "reference": reference.map(|u: usize| &units[u].key),
         }));
-        units.push(Unit { kind: Kind::Output(i), name, key, needs, ftype: Some(ftype) });
+        units.push(Unit { kind: Kind::Output(i), name, key, needs, ftype });
     }
     Ok(units)
 }

@@ -93,9 +93,10 @@ fn ctx512() -> usize {
 pub struct OutputSpec {
     /// File name without `.gguf` (default `<source name>-<TYPE>`).
     pub name: Option<String>,
-    /// llama.cpp file type, case-insensitive (F16, Q8_0, Q4_K_M, ...).
+    /// llama.cpp file type, case-insensitive (F16, Q8_0, Q4_K_M, ...); without it, `method` writes a Hugging
+    /// Face integer checkpoint directory.
     #[serde(rename = "type")]
-    pub ftype: Spanned<String>,
+    pub ftype: Option<Spanned<String>>,
     /// Use the pipeline's importance matrix.
     #[serde(default)]
     pub imatrix: bool,
@@ -111,9 +112,16 @@ pub struct OutputSpec {
     /// `PATTERN=TYPE` entries, first match wins.
     #[serde(default)]
     pub tensor_type: Vec<String>,
-    /// `gptq`: the type's decoder-block linear layers coded by GPTQ over a calibration text (as `quantize
-    /// --type T --method gptq`).
+    /// `gptq` with a `type`: the type's decoder-block linear layers coded by GPTQ over a calibration text (as
+    /// `quantize --type T --method gptq`); `gptq`, `awq` or `rtn` without one: an integer checkpoint directory
+    /// (as `quantize --method M`).
     pub method: Option<OutputMethod>,
+    /// Checkpoint layout: compressed-tensors (default), gptq, gptq_v2 or awq.
+    pub format: Option<String>,
+    /// Checkpoint bits per weight: 2, 3, 4 (default) or 8.
+    pub bits: Option<u8>,
+    /// Checkpoint input columns per group: 32, 64, 128 (default) or -1.
+    pub group_size: Option<i64>,
     /// Calibration text of `method`, relative to the pipeline file (default: the bundled text).
     pub calib: Option<PathBuf>,
     /// Calibration windows of `method` (default 128).
@@ -133,6 +141,18 @@ pub struct OutputSpec {
 #[serde(rename_all = "lowercase")]
 pub enum OutputMethod {
     Gptq,
+    Awq,
+    Rtn,
+}
+
+impl OutputMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputMethod::Gptq => "gptq",
+            OutputMethod::Awq => "awq",
+            OutputMethod::Rtn => "rtn",
+        }
+    }
 }
 
 /// A LoRA adapter to merge.
@@ -257,9 +277,20 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
     }
     let mut names = Vec::new();
     for (i, o) in p.outputs.iter().enumerate() {
-        let ftype: FileType = o.ftype.get_ref().parse().map_err(|e: quantforge_quant::policy::PolicyError| {
-            SchemaError::at(file, text, Some(o.ftype.span()), e.to_string())
-        })?;
+        let ftype = match &o.ftype {
+            Some(t) => Some(
+                t.get_ref()
+                    .parse::<FileType>()
+                    .map_err(|e| SchemaError::at(file, text, Some(t.span()), e.to_string()))?,
+            ),
+            None => None,
+        };
+        if ftype.is_none() && o.method.is_none() {
+            return Err(plain(format!(
+                "output {}: give a GGUF `type`, or a `method` for a checkpoint directory",
+                i + 1
+            )));
+        }
         let name = output_name(p, i, ftype);
         let bad = name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) || name.contains('\0');
         if bad {
@@ -298,17 +329,41 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
 
 /// The calibration keys go with a `method`; GPTQ collects its own statistics and reads the source unmerged.
 fn check_method(o: &OutputSpec) -> Result<(), String> {
+    let checkpoint_keys = o.format.is_some() || o.bits.is_some() || o.group_size.is_some();
+    if o.ftype.is_some() && checkpoint_keys {
+        return Err("format, bits and group_size are for checkpoint outputs (a `method` and no `type`)".into());
+    }
+    if o.ftype.is_none() {
+        if matches!(o.method, Some(OutputMethod::Awq | OutputMethod::Rtn)) && o.damp.is_some() {
+            return Err("damp is GPTQ's".into());
+        }
+        let gguf_keys = o.pure
+            || o.leave_output_tensor
+            || o.output_tensor_type.is_some()
+            || o.token_embedding_type.is_some()
+            || !o.tensor_type.is_empty();
+        if gguf_keys {
+            return Err("pure, leave_output_tensor, output_tensor_type, token_embedding_type and tensor_type are \
+                        for GGUF outputs (a `type`)"
+                .into());
+        }
+    } else if matches!(o.method, Some(OutputMethod::Awq | OutputMethod::Rtn)) {
+        return Err("awq and rtn write checkpoint directories: drop `type` (GGUF types take method = \"gptq\")".into());
+    }
     let calibration =
         o.calib.is_some() || o.nsamples.is_some() || o.seqlen.is_some() || o.seed.is_some() || o.damp.is_some();
     match o.method {
         None if calibration => Err("calib, nsamples, seqlen, seed and damp need method = \"gptq\"".into()),
         None => Ok(()),
-        Some(OutputMethod::Gptq) => {
+        Some(m) => {
             if o.imatrix {
-                return Err("method = \"gptq\" collects its own statistics: drop imatrix = true".into());
+                return Err(format!("method = \"{}\" collects its own statistics: drop imatrix = true", m.name()));
             }
             if !o.lora.is_empty() {
-                return Err("method = \"gptq\" does not merge LoRA adapters: merge them into the source first".into());
+                return Err(format!(
+                    "method = \"{}\" does not merge LoRA adapters: merge them into the source first",
+                    m.name()
+                ));
             }
             if o.damp.is_some_and(|d| !(0.0..1.0).contains(&d)) {
                 return Err("damp must be a fraction in [0, 1)".into());
@@ -321,11 +376,20 @@ fn check_method(o: &OutputSpec) -> Result<(), String> {
     }
 }
 
-/// The artifact name of output `i` (without `.gguf`).
-pub fn output_name(p: &Pipeline, i: usize, ftype: FileType) -> String {
-    match &p.outputs[i].name {
-        Some(n) => n.clone(),
-        None => format!("{}-{}", source_name(p), ftype.name()),
+/// The artifact name of output `i` (without `.gguf`): `<source>-<TYPE>` for a GGUF, `<source>-<method>-w<bits>g<group>`
+/// for a checkpoint directory.
+pub fn output_name(p: &Pipeline, i: usize, ftype: Option<FileType>) -> String {
+    let o = &p.outputs[i];
+    match (&o.name, ftype) {
+        (Some(n), _) => n.clone(),
+        (None, Some(t)) => format!("{}-{}", source_name(p), t.name()),
+        (None, None) => format!(
+            "{}-{}-w{}g{}",
+            source_name(p),
+            o.method.map_or("int", |m| m.name()),
+            o.bits.unwrap_or(4),
+            o.group_size.unwrap_or(128)
+        ),
     }
 }
 
@@ -348,7 +412,7 @@ mod tests {
     #[test]
     fn a_minimal_pipeline_parses() {
         let p = parse(Path::new("p.toml"), OK).unwrap();
-        assert_eq!(output_name(&p, 0, FileType::Q8_0), "m-Q8_0");
+        assert_eq!(output_name(&p, 0, Some(FileType::Q8_0)), "m-Q8_0");
         assert_eq!(p.source.outtype, "auto");
     }
 
@@ -392,6 +456,21 @@ mod tests {
         assert!(e.message.contains("damp"), "{e}");
         let e = parse(Path::new("p.toml"), &format!("{OK}method = \"gptx\"\n")).unwrap_err();
         assert_eq!(e.at, Some((6, 10)), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_output_has_a_method_and_no_gguf_keys() {
+        let ck = "[source]\nmodel = \"org/m\"\n\n[[output]]\nmethod = \"awq\"\nbits = 4\ngroup_size = 64\n";
+        let p = parse(Path::new("p.toml"), ck).unwrap();
+        assert_eq!(output_name(&p, 0, None), "m-awq-w4g64");
+        let e = parse(Path::new("p.toml"), "[source]\nmodel = \"org/m\"\n[[output]]\nname = \"x\"\n").unwrap_err();
+        assert!(e.message.contains("give a GGUF `type`"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{ck}pure = true\n")).unwrap_err();
+        assert!(e.message.contains("for GGUF outputs"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}method = \"awq\"\n")).unwrap_err();
+        assert!(e.message.contains("drop `type`"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}bits = 4\n")).unwrap_err();
+        assert!(e.message.contains("checkpoint outputs"), "{e}");
     }
 
     #[test]
