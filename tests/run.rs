@@ -515,3 +515,61 @@ fn a_checkpoint_output_is_the_quantize_commands_directory_with_each_file_hashed(
     let err = s.run(&file, &s.dir.path().join("out3"), &[]).fails();
     assert!(err.contains("needs a Hugging Face source"), "{err}");
 }
+
+/// MMLU on the reference and each output: the figures of `eval mmlu` with the same selection, in the manifest
+/// and the card; `min_mmlu` and `max_delta_mmlu` gate on them.
+#[test]
+fn mmlu_figures_match_eval_mmlu_and_gate_the_outputs() {
+    let s = setup();
+    let data = fixture("mmlu");
+    let text = format!(
+        "[source]\nmodel = \"test/stories260K\"\n\n[eval]\ntext = \"eval.txt\"\nctx = 128\nchunks = 1\n\
+         mmlu = {{ data = \"{}\", subjects = [\"abstract_algebra\", \"global_facts\"], limit = 2, shots = 1 }}\n\n\
+         [[output]]\ntype = \"F16\"\ngates = {{ min_mmlu = 0.0, max_delta_mmlu = 0.5 }}\n",
+        data.display()
+    );
+    let file = s.write("pipeline.toml", &text);
+    let out = s.dir.path().join("out");
+    s.run(&file, &out, &["-q"]).ok();
+
+    let st = fixture("stories260K");
+    let want = |model: &Path| -> Value {
+        let args = [
+            "eval".as_ref(),
+            "mmlu".as_ref(),
+            model.as_os_str(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--subjects".as_ref(),
+            "abstract_algebra,global_facts".as_ref(),
+            "--limit".as_ref(),
+            "2".as_ref(),
+            "--shots".as_ref(),
+            "1".as_ref(),
+            "--json".as_ref(),
+        ];
+        qf::<_, &OsStr>(args).json()["overall"].clone()
+    };
+    let m: Value = serde_json::from_slice(&read(&out.join("manifest.json"))).unwrap();
+    let (base, f16) = (want(&st), want(&out.join("stories260K-F16.gguf")));
+    let r = &m["reference"]["mmlu"];
+    assert_eq!((&r["questions"], &r["correct"], &r["accuracy"]), (&base["n"], &base["correct"], &base["accuracy"]));
+    assert_eq!(r["questions"], 4);
+    let a = &m["artifacts"][0];
+    assert_eq!((&a["eval"]["mmlu"]["correct"], &a["eval"]["mmlu"]["questions"]), (&f16["correct"], &f16["n"]));
+    let delta = base["accuracy"].as_f64().unwrap() - f16["accuracy"].as_f64().unwrap();
+    assert_eq!(a["eval"]["delta_mmlu"].as_f64().unwrap(), delta);
+    let gates: Vec<&str> = a["gates"].as_array().unwrap().iter().map(|g| g["gate"].as_str().unwrap()).collect();
+    assert_eq!(gates, ["max_delta_mmlu", "min_mmlu"]);
+    let data_files = m["inputs"].as_array().unwrap().iter().filter(|i| i["role"] == "mmlu_data").count();
+    assert_eq!(data_files, 20, "every dev and test file of the data is hashed");
+    let card = String::from_utf8(read(&out.join("README.md"))).unwrap();
+    let pct = format!("| {:.2}% |", 100.0 * f16["accuracy"].as_f64().unwrap());
+    assert!(card.contains("| Same top | MMLU | sha256 |") && card.contains(&pct), "{card}");
+    assert!(card.contains("MMLU: 1-shot, 4 questions; the source scores"), "{card}");
+
+    // An accuracy above any reachable fails the gate with the figure named.
+    let file = s.write("strict.toml", &text.replace("min_mmlu = 0.0", "min_mmlu = 1.01"));
+    let err = s.run(&file, &out, &[]).fails();
+    assert!(err.contains("stories260K-F16: min_mmlu"), "{err}");
+}

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use quantforge_eval::intquant::WindowOptions;
-use quantforge_eval::run::{self as eval_run, ImatrixFormat, ImatrixJob, KldBase, KldJob, PerplexityJob};
+use quantforge_eval::run::{
+    self as eval_run, ImatrixFormat, ImatrixJob, KldBase, KldJob, MmluJob, MmluSelection, PerplexityJob,
+};
 use quantforge_eval::{Device, PerplexityOptions};
 use quantforge_formats::AtomicFile;
 use quantforge_quant::convert::{ConvertedModel, OutType};
@@ -46,8 +48,23 @@ pub struct Record {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UnitResult {
-    Imatrix { file: String, size: u64, sha256: String, entries: usize, chunks: u32, chunk_size: u32 },
-    Reference { ppl: f64, ppl_uncertainty: Option<f64>, tokens: usize, chunks: usize, ctx: usize },
+    Imatrix {
+        file: String,
+        size: u64,
+        sha256: String,
+        entries: usize,
+        chunks: u32,
+        chunk_size: u32,
+    },
+    Reference {
+        ppl: f64,
+        ppl_uncertainty: Option<f64>,
+        tokens: usize,
+        chunks: usize,
+        ctx: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mmlu: Option<Mmlu>,
+    },
     Output(OutputResult),
 }
 
@@ -77,6 +94,20 @@ pub struct Figures {
     pub kld: f64,
     pub kld_uncertainty: Option<f64>,
     pub same_top: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmlu: Option<Mmlu>,
+    /// MMLU accuracy of the source minus the output's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_mmlu: Option<f64>,
+}
+
+/// MMLU accuracy over the questions asked.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Mmlu {
+    pub accuracy: f64,
+    pub stderr: f64,
+    pub questions: usize,
+    pub correct: usize,
 }
 
 impl Context {
@@ -205,6 +236,7 @@ impl Context {
             tokens: r.n_tokens,
             chunks: r.n_chunks,
             ctx: r.n_ctx,
+            mmlu: self.mmlu(&self.source.path, reporter)?,
         })
     }
 
@@ -344,11 +376,33 @@ impl Context {
         Ok(model.tensors().map(|(_, t)| t.shape.iter().product::<u64>()).sum())
     }
 
-    /// KL divergence (and the model's perplexity) against the reference's saved log-probabilities.
+    /// MMLU accuracy of `model` when the pipeline asks for it.
+    fn mmlu(&self, model: &Path, reporter: &Reporter) -> Result<Option<Mmlu>> {
+        let Some(m) = self.p.eval.as_ref().and_then(|e| e.mmlu.as_ref()) else { return Ok(None) };
+        let select = MmluSelection {
+            subjects: m.subjects.clone(),
+            subset: m.subset.clone(),
+            shots: m.shots,
+            limit: m.limit,
+            max_tokens: m.max_tokens,
+            chat_template: m.chat_template.clone(),
+        };
+        let job = MmluJob { model, data: &m.data, select: &select, n_batch: BATCH, device: Device::Cpu };
+        let s = eval_run::mmlu(&job, reporter)?.report.overall;
+        Ok(Some(Mmlu { accuracy: s.accuracy(), stderr: s.stderr(), questions: s.n, correct: s.correct }))
+    }
+
+    /// KL divergence (and the model's perplexity) against the reference's saved log-probabilities; MMLU.
     fn measure(&self, model: &Path, chunks: Option<usize>, reporter: &Reporter) -> Result<Figures> {
-        let base_ppl = match self.units.iter().position(|u| u.kind == Kind::Reference).and_then(|r| self.done(r)) {
-            Some(Record { result: UnitResult::Reference { ppl, .. }, .. }) => ppl,
-            _ => anyhow::bail!("the reference evaluation has not run"),
+        let (base_ppl, base_mmlu) =
+            match self.units.iter().position(|u| u.kind == Kind::Reference).and_then(|r| self.done(r)) {
+                Some(Record { result: UnitResult::Reference { ppl, mmlu, .. }, .. }) => (ppl, mmlu),
+                _ => anyhow::bail!("the reference evaluation has not run"),
+            };
+        let mmlu = self.mmlu(model, reporter)?;
+        let delta_mmlu = match (&base_mmlu, &mmlu) {
+            (Some(b), Some(m)) => Some(b.accuracy - m.accuracy),
+            _ => None,
         };
         let logits = self.reference_logits();
         let job = KldJob {
@@ -367,6 +421,8 @@ impl Context {
             kld: r.kld.value,
             kld_uncertainty: finite(r.kld.uncertainty),
             same_top: r.same_top.value,
+            mmlu,
+            delta_mmlu,
         })
     }
 }

@@ -88,8 +88,12 @@ pub fn check_gates(gates: &Gates, size: u64, eval: Option<&Figures>) -> Vec<Gate
     at_most("max_kld", gates.max_kld, eval.map(|e| e.kld));
     let max_size = gates.max_size.as_ref().and_then(|s| s.bytes().ok()).map(|b| b as f64);
     at_most("max_size", max_size, Some(size as f64));
+    at_most("max_delta_mmlu", gates.max_delta_mmlu, eval.and_then(|e| e.delta_mmlu));
     if let (Some(limit), Some(e)) = (gates.min_same_top, eval) {
         out.push(GateResult { gate: "min_same_top", limit, value: e.same_top, passed: e.same_top >= limit });
+    }
+    if let (Some(limit), Some(m)) = (gates.min_mmlu, eval.and_then(|e| e.mmlu.as_ref())) {
+        out.push(GateResult { gate: "min_mmlu", limit, value: m.accuracy, passed: m.accuracy >= limit });
     }
     out
 }
@@ -141,6 +145,9 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
         });
     }
     let mut inputs = Vec::new();
+    for f in ctx.mmlu_data.iter().flatten() {
+        inputs.push(Input { role: "mmlu_data".into(), file: f.clone() });
+    }
     let texts = [("imatrix_text", &ctx.imatrix_text), ("eval_text", &ctx.eval_text)];
     for (role, f) in texts {
         inputs.extend(f.iter().map(|f| Input { role: role.into(), file: f.clone() }));
@@ -223,6 +230,7 @@ fn place(ctx: &Context, file: &str, passed: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::execute::Mmlu;
     use crate::run::schema::Size;
 
     #[test]
@@ -234,18 +242,29 @@ mod tests {
             kld: 0.02,
             kld_uncertainty: None,
             same_top: 0.9,
+            mmlu: Some(Mmlu { accuracy: 0.25, stderr: 0.1, questions: 20, correct: 5 }),
+            delta_mmlu: Some(0.05),
         };
         let gates = Gates {
             max_delta_ppl: Some(0.5),
             max_kld: Some(0.01),
             min_same_top: Some(0.95),
             max_size: Some(Size::Text("1K".into())),
+            min_mmlu: Some(0.25),
+            max_delta_mmlu: Some(0.04),
         };
         let r = check_gates(&gates, 1001, Some(&fig));
         let verdict: Vec<(&str, bool)> = r.iter().map(|g| (g.gate, g.passed)).collect();
         assert_eq!(
             verdict,
-            [("max_delta_ppl", true), ("max_kld", false), ("max_size", false), ("min_same_top", false)]
+            [
+                ("max_delta_ppl", true),
+                ("max_kld", false),
+                ("max_size", false),
+                ("max_delta_mmlu", false),
+                ("min_same_top", false),
+                ("min_mmlu", true)
+            ]
         );
         assert!(check_gates(&Gates::default(), 5, None).is_empty());
     }

@@ -93,6 +93,8 @@ pub struct Context {
     pub source: ResolvedSource,
     pub imatrix_text: Option<InputFile>,
     pub eval_text: Option<InputFile>,
+    /// The MMLU data's files (`dev/...`, `test/...`), sorted.
+    pub mmlu_data: Option<Vec<InputFile>>,
     /// Per output, its adapters.
     pub loras: Vec<Vec<ResolvedLora>>,
     /// Per output, its calibration text (outputs with a `method` and a `calib`).
@@ -113,6 +115,7 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
     };
     let imatrix_text = p.imatrix.as_ref().map(|s| side(&s.text)).transpose()?;
     let eval_text = p.eval.as_ref().map(|s| side(&s.text)).transpose()?;
+    let mmlu_data = p.eval.as_ref().and_then(|e| e.mmlu.as_ref()).map(|m| hash_mmlu_data(&m.data)).transpose()?;
     let mut loras = Vec::new();
     for o in &p.outputs {
         let mut list = Vec::new();
@@ -137,6 +140,7 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
         source,
         imatrix_text,
         eval_text,
+        mmlu_data,
         loras,
         calib_texts,
         units: Vec::new(),
@@ -195,6 +199,26 @@ fn hash_model_files(dir: &Path) -> Result<Vec<InputFile>> {
     Ok(out)
 }
 
+/// Every file of an MMLU data directory's `dev/` and `test/`, as `dev/NAME`, sorted.
+fn hash_mmlu_data(data: &Path) -> Result<Vec<InputFile>> {
+    let mut out = Vec::new();
+    for sub in ["dev", "test"] {
+        let dir = data.join(sub);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("{}: cannot list the MMLU data", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names {
+            let (size, sha256) = sha256_file(&dir.join(&n))?;
+            out.push(InputFile { path: format!("{sub}/{n}"), size, sha256 });
+        }
+    }
+    Ok(out)
+}
+
 fn units(ctx: &Context) -> Result<Vec<Unit>> {
     let p = &ctx.p;
     let source = json!({"tool": TOOL_VERSION, "source": ctx.source.files, "outtype": p.source.outtype});
@@ -207,7 +231,11 @@ fn units(ctx: &Context) -> Result<Vec<Unit>> {
     }
     let mut reference = None;
     if let Some(spec) = &p.eval {
-        let key = key_of(&json!({"unit": "reference", "source": source, "spec": spec, "text": ctx.eval_text}));
+        let mut desc = json!({"unit": "reference", "source": source, "spec": spec, "text": ctx.eval_text});
+        if let Some(files) = &ctx.mmlu_data {
+            desc["mmlu_data"] = json!(files);
+        }
+        let key = key_of(&desc);
         reference = Some(units.len());
         units.push(Unit { kind: Kind::Reference, name: "reference".into(), key, needs: vec![], ftype: None });
     }
@@ -274,6 +302,7 @@ impl Context {
         v.extend(self.loras.iter().flatten().map(|l| l.path.as_path()));
         v.extend(self.p.imatrix.iter().map(|s| s.text.as_path()));
         v.extend(self.p.eval.iter().map(|s| s.text.as_path()));
+        v.extend(self.p.eval.iter().filter_map(|s| s.mmlu.as_ref()).map(|m| m.data.as_path()));
         v.extend(self.p.outputs.iter().filter(|o| o.method.is_some()).filter_map(|o| o.calib.as_deref()));
         v
     }

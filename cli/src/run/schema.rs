@@ -81,6 +81,36 @@ pub struct EvalSpec {
     #[serde(default = "ctx512")]
     pub ctx: usize,
     pub chunks: Option<usize>,
+    /// MMLU accuracy of the source and of every output (as `eval mmlu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmlu: Option<MmluSpec>,
+}
+
+/// The MMLU questions asked, with the options of `eval mmlu`.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MmluSpec {
+    /// Data directory in the original layout (`test/<subject>_test.csv`, `dev/<subject>_dev.csv`).
+    pub data: PathBuf,
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// quick10, stem, humanities, social_sciences, other or all.
+    pub subset: Option<String>,
+    #[serde(default = "five")]
+    pub shots: usize,
+    /// At most this many questions per subject.
+    pub limit: Option<usize>,
+    #[serde(default = "tokens2048")]
+    pub max_tokens: usize,
+    pub chat_template: Option<String>,
+}
+
+fn five() -> usize {
+    5
+}
+
+fn tokens2048() -> usize {
+    2048
 }
 
 fn ctx512() -> usize {
@@ -181,6 +211,12 @@ pub struct Gates {
     pub min_same_top: Option<f64>,
     /// File size at most this: bytes, or a text such as "90M" or "1.5GiB".
     pub max_size: Option<Size>,
+    /// MMLU accuracy at least this (0-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_mmlu: Option<f64>,
+    /// MMLU accuracy of the source minus the output's at most this (0-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delta_mmlu: Option<f64>,
 }
 
 /// A size given as a number of bytes or as a text with a unit.
@@ -310,6 +346,10 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
         let needs_eval = g.max_delta_ppl.is_some() || g.max_kld.is_some() || g.min_same_top.is_some();
         if needs_eval && p.eval.is_none() {
             return Err(plain(format!("output '{name}' has quality gates but the pipeline has no [eval]")));
+        }
+        let needs_mmlu = g.min_mmlu.is_some() || g.max_delta_mmlu.is_some();
+        if needs_mmlu && p.eval.as_ref().and_then(|e| e.mmlu.as_ref()).is_none() {
+            return Err(plain(format!("output '{name}' has an MMLU gate but [eval] has no mmlu")));
         }
         if let Some(size) = &g.max_size {
             size.bytes().map_err(|e| plain(format!("output '{name}': max_size: {e}")))?;
@@ -471,6 +511,20 @@ mod tests {
         assert!(e.message.contains("drop `type`"), "{e}");
         let e = parse(Path::new("p.toml"), &format!("{OK}bits = 4\n")).unwrap_err();
         assert!(e.message.contains("checkpoint outputs"), "{e}");
+    }
+
+    #[test]
+    fn mmlu_gates_need_an_mmlu_evaluation() {
+        let eval = "[eval]\ntext = \"t\"\n";
+        let gate = format!("{OK}gates = {{ min_mmlu = 0.3 }}\n");
+        let e = parse(Path::new("p.toml"), &format!("{gate}{eval}")).unwrap_err();
+        assert!(e.message.contains("no mmlu"), "{e}");
+        let mmlu = format!("{gate}{eval}mmlu = {{ data = \"d\", subset = \"quick10\", limit = 1 }}\n");
+        let p = parse(Path::new("p.toml"), &mmlu).unwrap();
+        let m = p.eval.unwrap().mmlu.unwrap();
+        assert_eq!((m.shots, m.limit, m.max_tokens), (5, Some(1), 2048));
+        let e = parse(Path::new("p.toml"), &format!("{gate}{eval}mmlu = {{ data = \"d\", shot = 1 }}\n")).unwrap_err();
+        assert!(e.to_string().contains("shot"), "{e}");
     }
 
     #[test]
