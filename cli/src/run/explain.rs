@@ -31,6 +31,9 @@ pub fn explain(p: &Pipeline, file: &Path) -> String {
             e.ctx,
             chunks(e.chunks)
         );
+        if let Some(m) = &e.mmlu {
+            outln!(o, "   and its MMLU accuracy ({}-shot) on {}", m.shots, m.data.display());
+        }
         n += 1;
     }
     for (i, out) in p.outputs.iter().enumerate() {
@@ -59,18 +62,32 @@ pub fn explain(p: &Pipeline, file: &Path) -> String {
         if out.imatrix {
             how.push("with the imatrix".into());
         }
-        if p.eval.is_some() {
-            how.push("KLD and PPL against the reference".into());
+        if let Some(e) = &p.eval {
+            how.push(
+                if e.mmlu.is_some() {
+                    "KLD, PPL and MMLU against the reference"
+                } else {
+                    "KLD and PPL against the reference"
+                }
+                .into(),
+            );
         }
         let g = &out.gates;
         let mut gates = Vec::new();
-        let figures = [("max_delta_ppl", g.max_delta_ppl), ("max_kld", g.max_kld), ("min_same_top", g.min_same_top)];
+        let figures = [
+            ("max_delta_ppl", g.max_delta_ppl),
+            ("max_kld", g.max_kld),
+            ("min_same_top", g.min_same_top),
+            ("min_mmlu", g.min_mmlu),
+            ("max_delta_mmlu", g.max_delta_mmlu),
+        ];
         gates.extend(figures.iter().filter_map(|(k, v)| v.map(|v| format!("{k} {v}"))));
         if let Some(s) = &g.max_size {
             gates.push(format!("max_size {}", s.bytes().unwrap_or(0)));
         }
         let gates = if gates.is_empty() { String::new() } else { format!("; gates: {}", gates.join(", ")) };
-        outln!(o, "{n}. {name}: {} -> {name}.gguf{gates}", how.join(", "));
+        let artifact = if ftype.is_some() { format!("{name}.gguf") } else { format!("{name}/") };
+        outln!(o, "{n}. {name}: {} -> {artifact}{gates}", how.join(", "));
         n += 1;
     }
     outln!(o, "then: manifest.json, README.md (model card) and a Modelfile per published GGUF");
