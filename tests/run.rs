@@ -506,9 +506,23 @@ fn a_checkpoint_output_is_the_quantize_commands_directory_with_each_file_hashed(
         "{card}"
     );
 
-    // Unchanged on a second run; a GGUF source is refused for a checkpoint output.
+    // Unchanged on a second run; the same bytes when redone over the previous directory.
     let events = json_lines(&s.run(&file, &out, &["--json"]).ok());
     assert!(events.iter().filter(|e| e["event"] == "step").all(|e| e["status"] == "unchanged"), "{events:?}");
+    let manifest = read(&out.join("manifest.json"));
+    s.run(&file, &out, &["--force", "-q"]).ok();
+    assert!(read(&out.join("manifest.json")) == manifest, "a forced run changed the manifest");
+    // A failed gate moves the directory aside; loosening it again publishes it without redoing the step.
+    let strict = s.write("strict.toml", &text.replace("max_kld = 5.0", "max_kld = 0.0"));
+    let err = s.run(&strict, &out, &[]).fails();
+    assert!(err.contains("stories260K-gptq-w4g-1: max_kld"), "{err}");
+    assert!(!dir.exists() && out.join(".quantforge/rejected/stories260K-gptq-w4g-1/model.safetensors").is_file());
+    let events = json_lines(&s.run(&file, &out, &["--json"]).ok());
+    assert!(events.iter().filter(|e| e["event"] == "step").all(|e| e["status"] == "unchanged"), "{events:?}");
+    assert!(
+        dir.join("model.safetensors").is_file() && !out.join(".quantforge/rejected/stories260K-gptq-w4g-1").exists()
+    );
+    // A GGUF source is refused for a checkpoint output.
     let gguf = s.dir.path().join("st.gguf");
     qf(["quantize".as_ref(), st.as_os_str(), "-t".as_ref(), "f16".as_ref(), "-q".as_ref(), gguf.as_os_str()]).ok();
     let file = s.write("gguf.toml", &text.replace("test/stories260K", "st.gguf"));

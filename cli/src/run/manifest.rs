@@ -215,7 +215,7 @@ fn verify(ctx: &Context, file: &str, sha256: &str) -> Result<()> {
 fn place(ctx: &Context, file: &str, passed: bool) -> Result<()> {
     let (published, rejected) = (ctx.out.join(file), ctx.rejected_dir().join(file));
     let (from, to) = if passed { (rejected, published) } else { (published, rejected) };
-    if from.is_file() {
+    if from.is_file() || from.is_dir() {
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir)?;
         }
