@@ -420,6 +420,8 @@ fn a_gptq_output_is_the_quantize_commands_file_and_keys_its_calibration() {
     };
     let file = s.write("pipeline.toml", &gptq(16));
     let out = s.dir.path().join("out");
+    let explain = s.qf(["run".as_ref(), file.as_os_str(), "--explain".as_ref()]).ok();
+    assert!(explain.contains("stories260K-Q4_K_M: quantize to Q4_K_M with GPTQ, KLD and PPL"), "{explain}");
     s.run(&file, &out, &["-q"]).ok();
 
     let cmp = tempfile::tempdir().unwrap();
@@ -468,6 +470,10 @@ fn a_checkpoint_output_is_the_quantize_commands_directory_with_each_file_hashed(
                 gates = { max_kld = 5.0 }\n";
     let file = s.write("pipeline.toml", text);
     let out = s.dir.path().join("out");
+    let explain = s.qf(["run".as_ref(), file.as_os_str(), "--explain".as_ref()]).ok();
+    let line = "GPTQ checkpoint directory (compressed-tensors, 4-bit, group -1), KLD and PPL against the reference -> \
+                stories260K-gptq-w4g-1/; gates: max_kld 5";
+    assert!(explain.contains(line), "{explain}");
     s.run(&file, &out, &["-q"]).ok();
 
     let cmp = tempfile::tempdir().unwrap();

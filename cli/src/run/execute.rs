@@ -22,15 +22,14 @@ use quantforge_quant::pipeline::{self, ImatrixInput};
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
-use super::hash::{sha256_artifact, sha256_file};
+use super::hash::sha256_file;
 use super::plan::{Context, InputFile, Kind};
 use super::schema::OutputMethod;
 use crate::progress::Reporter;
 use crate::quantize::{open_model, type_options, TypeChoices};
 use crate::quantize_gptq_gguf::{write_gptq_gguf, GptqSettings};
 use crate::quantize_int::{
-    read_calibration, write_checkpoint, IntArgs, Lines, MethodArg, DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES,
-    DEFAULT_SEQLEN,
+    read_calibration, Lines, DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES, DEFAULT_SEQLEN,
 };
 
 /// Tokens per forward pass of the evaluations (results do not depend on it).
@@ -310,72 +309,6 @@ impl Context {
         }))
     }
 
-    /// A Hugging Face integer checkpoint directory, written as `quantize --method` writes it, and evaluated
-    /// like a GGUF (the evaluator dequantizes its linear layers).
-    fn run_checkpoint(&self, i: usize, o: usize, reporter: &Reporter) -> Result<UnitResult> {
-        let spec = &self.p.outputs[o];
-        let method = match spec.method.context("a checkpoint output without a method")? {
-            OutputMethod::Gptq => MethodArg::Gptq,
-            OutputMethod::Awq => MethodArg::Awq,
-            OutputMethod::Rtn => MethodArg::Rtn,
-        };
-        let args = IntArgs {
-            method: Some(method),
-            format: spec.format.clone().unwrap_or_else(|| "compressed-tensors".into()),
-            bits: spec.bits.unwrap_or(4),
-            group_size: spec.group_size.unwrap_or(128),
-            sym: false,
-            asym: false,
-            act_order: false,
-            static_groups: false,
-            mse: false,
-            damp: spec.damp.unwrap_or(DEFAULT_DAMP),
-            no_true_sequential: false,
-            calib: spec.calib.iter().cloned().collect(),
-            nsamples: spec.nsamples.unwrap_or(DEFAULT_NSAMPLES),
-            seqlen: spec.seqlen.unwrap_or(DEFAULT_SEQLEN),
-            seed: spec.seed.unwrap_or(0),
-            calib_batch: DEFAULT_CALIB_BATCH,
-            save_imatrix: None,
-        };
-        let file = self.units[i].name.clone();
-        let dest = self.out.join(&file);
-        let _ = std::fs::remove_dir_all(self.rejected_dir().join(&file));
-        let ck = write_checkpoint(&self.source.path, Some(&dest), &args, method, true)?;
-        let eval = match &self.p.eval {
-            Some(e) => Some(self.measure(&dest, e.chunks, reporter)?),
-            None => None,
-        };
-        let (size, sha256, files) = sha256_artifact(&dest)?;
-        let s = &ck.report.scheme;
-        let mut type_mix = BTreeMap::new();
-        type_mix.insert(format!("int{}", s.bits), ck.summary.quantized_modules);
-        type_mix.insert("float".into(), ck.summary.tensors.saturating_sub(ck.summary.quantized_modules));
-        let params = self.source_parameters()?;
-        Ok(UnitResult::Output(OutputResult {
-            file,
-            ftype: format!(
-                "{}-w{}g{} ({})",
-                method_name(method),
-                s.bits,
-                s.group_size.map_or("-1".into(), |g| g.to_string()),
-                ck.format
-            ),
-            size,
-            sha256,
-            bits_per_weight: if params > 0 { ck.summary.tensor_bytes as f64 * 8.0 / params as f64 } else { 0.0 },
-            type_mix,
-            eval,
-            files,
-        }))
-    }
-
-    /// Parameters of the source (elements of every tensor).
-    fn source_parameters(&self) -> Result<u64> {
-        let model = quantforge_formats::hf::HfModel::open(&self.source.path)?;
-        Ok(model.tensors().map(|(_, t)| t.shape.iter().product::<u64>()).sum())
-    }
-
     /// MMLU accuracy of `model` when the pipeline asks for it.
     fn mmlu(&self, model: &Path, reporter: &Reporter) -> Result<Option<Mmlu>> {
         let Some(m) = self.p.eval.as_ref().and_then(|e| e.mmlu.as_ref()) else { return Ok(None) };
@@ -393,7 +326,7 @@ impl Context {
     }
 
     /// KL divergence (and the model's perplexity) against the reference's saved log-probabilities; MMLU.
-    fn measure(&self, model: &Path, chunks: Option<usize>, reporter: &Reporter) -> Result<Figures> {
+    pub(super) fn measure(&self, model: &Path, chunks: Option<usize>, reporter: &Reporter) -> Result<Figures> {
         let (base_ppl, base_mmlu) =
             match self.units.iter().position(|u| u.kind == Kind::Reference).and_then(|r| self.done(r)) {
                 Some(Record { result: UnitResult::Reference { ppl, mmlu, .. }, .. }) => (ppl, mmlu),
@@ -442,14 +375,6 @@ fn artifact_size(p: &Path) -> Option<u64> {
         return file_size(p);
     }
     std::fs::read_dir(p).ok()?.map(|e| e.ok().and_then(|e| file_size(&e.path()))).sum()
-}
-
-fn method_name(m: MethodArg) -> &'static str {
-    match m {
-        MethodArg::Gptq => "GPTQ",
-        MethodArg::Awq => "AWQ",
-        MethodArg::Rtn => "RTN",
-    }
 }
 
 /// Write a whole file through a temporary file renamed into place.

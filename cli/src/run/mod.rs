@@ -7,6 +7,7 @@
 
 mod card;
 mod chart;
+mod checkpoint;
 mod events;
 mod execute;
 mod explain;
