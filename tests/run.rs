@@ -405,3 +405,191 @@ fn a_local_source_is_named_from_the_pipeline_folder_and_out_defaults_beside_it()
     let err = s.qf(["run".as_ref(), file.as_os_str(), "--unit".as_ref(), "1".as_ref()]).fails();
     assert!(err.contains("--unit 1: the pipeline's units are numbered 0 to 0"), "{err}");
 }
+
+/// A GPTQ-coded Q4_K_M: the bytes of `quantize --type q4_k_m --method gptq` with the same calibration, its
+/// calibration text hashed in the manifest and in the step's key.
+#[test]
+fn a_gptq_output_is_the_quantize_commands_file_and_keys_its_calibration() {
+    let s = setup();
+    let gptq = |nsamples: usize| {
+        format!(
+            "[source]\nmodel = \"test/stories260K\"\n\n[eval]\ntext = \"eval.txt\"\nctx = 128\nchunks = 2\n\n\
+             [[output]]\ntype = \"Q4_K_M\"\nmethod = \"gptq\"\ncalib = \"calib.txt\"\nnsamples = {nsamples}\n\
+             seqlen = 64\ngates = {{ max_kld = 5.0 }}\n"
+        )
+    };
+    let file = s.write("pipeline.toml", &gptq(16));
+    let out = s.dir.path().join("out");
+    let explain = s.qf(["run".as_ref(), file.as_os_str(), "--explain".as_ref()]).ok();
+    assert!(explain.contains("stories260K-Q4_K_M: quantize to Q4_K_M with GPTQ, KLD and PPL"), "{explain}");
+    s.run(&file, &out, &["-q"]).ok();
+
+    let cmp = tempfile::tempdir().unwrap();
+    let want = cmp.path().join("gptq.gguf");
+    let calib = s.dir.path().join("calib.txt");
+    let st = fixture("stories260K");
+    let mut a: Vec<&OsStr> = vec!["quantize".as_ref(), st.as_os_str(), want.as_os_str()];
+    a.extend(["--type", "q4_k_m", "--method", "gptq", "--nsamples", "16", "--seqlen", "64", "-q"].map(OsStr::new));
+    a.extend(["--calib".as_ref(), calib.as_os_str()]);
+    qf(a).ok();
+    let got = read(&out.join("stories260K-Q4_K_M.gguf"));
+    assert!(got == read(&want), "the pipeline's GPTQ Q4_K_M differs from quantize --method gptq");
+
+    let m: Value = serde_json::from_slice(&read(&out.join("manifest.json"))).unwrap();
+    let art = &m["artifacts"][0];
+    assert_eq!((&art["method"], &art["type"], &art["passed"]), (&"gptq".into(), &"Q4_K_M".into(), &true.into()));
+    assert_eq!(art["sha256"], sha256_hex(&got));
+    assert!(art["eval"]["kld"].as_f64().unwrap() > 0.0, "{art}");
+    let text = m["inputs"].as_array().unwrap().iter().find(|i| i["role"] == "calibration_text").unwrap();
+    assert_eq!((&text["path"], &text["sha256"]), (&"calib.txt".into(), &sha256_hex(&read(&calib)).into()));
+    let card = String::from_utf8(read(&out.join("README.md"))).unwrap();
+    assert!(card.contains("| Q4_K_M (GPTQ) |"), "{card}");
+    assert!(out.join("stories260K-Q4_K_M.Modelfile").is_file());
+
+    // The calibration options and text are in the key; the reference's key is not touched by them.
+    let keys = |f: &Path| -> Vec<Value> {
+        let plan = s.run(f, &out, &["--plan"]).json();
+        plan["units"].as_array().unwrap().iter().map(|u| u["key"].clone()).collect()
+    };
+    let before = keys(&file);
+    let file2 = s.write("pipeline2.toml", &gptq(8));
+    let after = keys(&file2);
+    assert_eq!(before[0], after[0]);
+    assert_ne!(before[1], after[1]);
+    std::fs::write(&calib, "Once upon a time there was a different calibration text.").unwrap();
+    assert_ne!(keys(&file)[1], before[1]);
+}
+
+/// A GPTQ checkpoint directory: the files of `quantize --method gptq` with the same choices, each hashed in the
+/// manifest, evaluated against the source like a GGUF, and no Modelfile.
+#[test]
+fn a_checkpoint_output_is_the_quantize_commands_directory_with_each_file_hashed() {
+    let s = setup();
+    let text = "[source]\nmodel = \"test/stories260K\"\n\n[eval]\ntext = \"eval.txt\"\nctx = 128\nchunks = 2\n\n\
+                [[output]]\nmethod = \"gptq\"\ngroup_size = -1\ncalib = \"calib.txt\"\nnsamples = 16\nseqlen = 64\n\
+                gates = { max_kld = 5.0 }\n";
+    let file = s.write("pipeline.toml", text);
+    let out = s.dir.path().join("out");
+    let explain = s.qf(["run".as_ref(), file.as_os_str(), "--explain".as_ref()]).ok();
+    let line = "GPTQ checkpoint directory (compressed-tensors, 4-bit, group -1), KLD and PPL against the reference -> \
+                stories260K-gptq-w4g-1/; gates: max_kld 5";
+    assert!(explain.contains(line), "{explain}");
+    s.run(&file, &out, &["-q"]).ok();
+
+    let cmp = tempfile::tempdir().unwrap();
+    let want = cmp.path().join("ck");
+    let calib = s.dir.path().join("calib.txt");
+    let st = fixture("stories260K");
+    let mut a: Vec<&OsStr> = vec!["quantize".as_ref(), st.as_os_str(), want.as_os_str()];
+    a.extend(["--method", "gptq", "--group-size", "-1", "--nsamples", "16", "--seqlen", "64", "-q"].map(OsStr::new));
+    a.extend(["--calib".as_ref(), calib.as_os_str()]);
+    qf(a).ok();
+    let dir = out.join("stories260K-gptq-w4g-1");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&want).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(names.contains(&"model.safetensors".to_string()), "{names:?}");
+    let mut lines = String::new();
+    let mut total = 0;
+    for n in &names {
+        let bytes = read(&dir.join(n));
+        assert!(bytes == read(&want.join(n)), "{n} differs from quantize --method gptq");
+        lines += &format!("{}  {n}\n", sha256_hex(&bytes));
+        total += bytes.len() as u64;
+    }
+
+    let m: Value = serde_json::from_slice(&read(&out.join("manifest.json"))).unwrap();
+    let art = &m["artifacts"][0];
+    assert_eq!((&art["file"], &art["method"]), (&"stories260K-gptq-w4g-1".into(), &"gptq".into()));
+    assert_eq!((&art["sha256"], &art["size"]), (&sha256_hex(lines.as_bytes()).into(), &total.into()));
+    let listed: Vec<&str> = art["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(listed, names);
+    assert!(art["eval"]["kld"].as_f64().unwrap() > 0.0 && art["passed"] == true, "{art}");
+    assert!(art["modelfile"].is_null() && !out.join("stories260K-gptq-w4g-1.Modelfile").exists());
+    let card = String::from_utf8(read(&out.join("README.md"))).unwrap();
+    assert!(
+        card.contains("[stories260K-gptq-w4g-1](stories260K-gptq-w4g-1) | GPTQ-w4g-1 (compressed-tensors)"),
+        "{card}"
+    );
+
+    // Unchanged on a second run; the same bytes when redone over the previous directory.
+    let events = json_lines(&s.run(&file, &out, &["--json"]).ok());
+    assert!(events.iter().filter(|e| e["event"] == "step").all(|e| e["status"] == "unchanged"), "{events:?}");
+    let manifest = read(&out.join("manifest.json"));
+    s.run(&file, &out, &["--force", "-q"]).ok();
+    assert!(read(&out.join("manifest.json")) == manifest, "a forced run changed the manifest");
+    // A failed gate moves the directory aside; loosening it again publishes it without redoing the step.
+    let strict = s.write("strict.toml", &text.replace("max_kld = 5.0", "max_kld = 0.0"));
+    let err = s.run(&strict, &out, &[]).fails();
+    assert!(err.contains("stories260K-gptq-w4g-1: max_kld"), "{err}");
+    assert!(!dir.exists() && out.join(".quantforge/rejected/stories260K-gptq-w4g-1/model.safetensors").is_file());
+    let events = json_lines(&s.run(&file, &out, &["--json"]).ok());
+    assert!(events.iter().filter(|e| e["event"] == "step").all(|e| e["status"] == "unchanged"), "{events:?}");
+    assert!(
+        dir.join("model.safetensors").is_file() && !out.join(".quantforge/rejected/stories260K-gptq-w4g-1").exists()
+    );
+    // A GGUF source is refused for a checkpoint output.
+    let gguf = s.dir.path().join("st.gguf");
+    qf(["quantize".as_ref(), st.as_os_str(), "-t".as_ref(), "f16".as_ref(), "-q".as_ref(), gguf.as_os_str()]).ok();
+    let file = s.write("gguf.toml", &text.replace("test/stories260K", "st.gguf"));
+    let err = s.run(&file, &s.dir.path().join("out3"), &[]).fails();
+    assert!(err.contains("needs a Hugging Face source"), "{err}");
+}
+
+/// MMLU on the reference and each output: the figures of `eval mmlu` with the same selection, in the manifest
+/// and the card; `min_mmlu` and `max_delta_mmlu` gate on them.
+#[test]
+fn mmlu_figures_match_eval_mmlu_and_gate_the_outputs() {
+    let s = setup();
+    let data = fixture("mmlu");
+    let text = format!(
+        "[source]\nmodel = \"test/stories260K\"\n\n[eval]\ntext = \"eval.txt\"\nctx = 128\nchunks = 1\n\
+         mmlu = {{ data = \"{}\", subjects = [\"abstract_algebra\", \"global_facts\"], limit = 2, shots = 1 }}\n\n\
+         [[output]]\ntype = \"F16\"\ngates = {{ min_mmlu = 0.0, max_delta_mmlu = 0.5 }}\n",
+        data.display()
+    );
+    let file = s.write("pipeline.toml", &text);
+    let out = s.dir.path().join("out");
+    s.run(&file, &out, &["-q"]).ok();
+
+    let st = fixture("stories260K");
+    let want = |model: &Path| -> Value {
+        let args = [
+            "eval".as_ref(),
+            "mmlu".as_ref(),
+            model.as_os_str(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--subjects".as_ref(),
+            "abstract_algebra,global_facts".as_ref(),
+            "--limit".as_ref(),
+            "2".as_ref(),
+            "--shots".as_ref(),
+            "1".as_ref(),
+            "--json".as_ref(),
+        ];
+        qf::<_, &OsStr>(args).json()["overall"].clone()
+    };
+    let m: Value = serde_json::from_slice(&read(&out.join("manifest.json"))).unwrap();
+    let (base, f16) = (want(&st), want(&out.join("stories260K-F16.gguf")));
+    let r = &m["reference"]["mmlu"];
+    assert_eq!((&r["questions"], &r["correct"], &r["accuracy"]), (&base["n"], &base["correct"], &base["accuracy"]));
+    assert_eq!(r["questions"], 4);
+    let a = &m["artifacts"][0];
+    assert_eq!((&a["eval"]["mmlu"]["correct"], &a["eval"]["mmlu"]["questions"]), (&f16["correct"], &f16["n"]));
+    let delta = base["accuracy"].as_f64().unwrap() - f16["accuracy"].as_f64().unwrap();
+    assert_eq!(a["eval"]["delta_mmlu"].as_f64().unwrap(), delta);
+    let gates: Vec<&str> = a["gates"].as_array().unwrap().iter().map(|g| g["gate"].as_str().unwrap()).collect();
+    assert_eq!(gates, ["max_delta_mmlu", "min_mmlu"]);
+    let data_files = m["inputs"].as_array().unwrap().iter().filter(|i| i["role"] == "mmlu_data").count();
+    assert_eq!(data_files, 20, "every dev and test file of the data is hashed");
+    let card = String::from_utf8(read(&out.join("README.md"))).unwrap();
+    let pct = format!("| {:.2}% |", 100.0 * f16["accuracy"].as_f64().unwrap());
+    assert!(card.contains("| Same top | MMLU | sha256 |") && card.contains(&pct), "{card}");
+    assert!(card.contains("MMLU: 1-shot, 4 questions; the source scores"), "{card}");
+
+    // An accuracy above any reachable fails the gate with the figure named.
+    let file = s.write("strict.toml", &text.replace("min_mmlu = 0.0", "min_mmlu = 1.01"));
+    let err = s.run(&file, &out, &[]).fails();
+    assert!(err.contains("stories260K-F16: min_mmlu"), "{err}");
+}

@@ -134,9 +134,10 @@ pub fn pipeline_file(path: &Path) -> Result<()> {
     check_side(path)
 }
 
-/// `run`: the source, adapters and texts; the output folder and every file written in it.
-pub fn pipeline(inputs: &[&Path], out_dir: &Path, files: &[PathBuf]) -> Result<()> {
+/// `run`: the source, adapters and texts; the output folder and every file and checkpoint directory written in it.
+pub fn pipeline(inputs: &[&Path], out_dir: &Path, files: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
     let mut p = Paths { inputs: inputs.to_vec(), dirs: vec![out_dir], ..Paths::default() };
     p.files.extend(files.iter().map(PathBuf::as_path));
+    p.dirs.extend(dirs.iter().map(PathBuf::as_path));
     p.check()
 }

@@ -3,20 +3,23 @@
 //! exactly the tensor types and sizes `--type T` gives; only the codes and block scales differ.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use quantforge_eval::intquant::gguf::{gptq_gguf, GgufGptqJob, GgufLayerReport};
+use quantforge_eval::intquant::gguf::{gptq_gguf, GgufGptq, GgufGptqJob, GgufLayerReport};
 use quantforge_eval::intquant::WindowOptions;
 use quantforge_eval::Device;
 use quantforge_formats::gguf::GgufValue;
 use quantforge_formats::output_guard;
+use quantforge_quant::calibrate::CalibrationProgress;
 use quantforge_quant::gptq::GptqOptions;
-use quantforge_quant::pipeline;
+use quantforge_quant::pipeline::{self, ModelSource, QuantizeOptions, QuantizePlan};
 use quantforge_quant::GgmlType;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::progress::Reporter;
 use crate::quantize::{default_output, open_input, options, summary_json, Args};
 use crate::quantize_int::{read_calibration, Lines, MethodArg};
 use crate::report;
@@ -36,49 +39,29 @@ pub fn run(args: &Args, ftype: &str, method: MethodArg) -> Result<()> {
     if args.imatrix.is_some() {
         bail!("--method gptq collects its own statistics: drop --imatrix");
     }
-    if !(0.0..1.0).contains(&int.damp) {
-        bail!("--damp {}: use a fraction in [0, 1)", int.damp);
-    }
-    let mut opts = options(args, ftype)?;
-    opts.calibrated = true;
+    let opts = options(args, ftype)?;
     let text = read_calibration(&int.calib)?;
-    let windows = WindowOptions { nsamples: int.nsamples, seqlen: int.seqlen, seed: int.seed };
-    let text_hash = text.as_deref().map_or_else(
-        || "built-in".to_string(),
-        |t| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    );
-    opts.overrides.extend([
-        ("quantize.method".to_string(), GgufValue::String("gptq".into())),
-        ("quantize.gptq.calibration_sha256".to_string(), GgufValue::String(text_hash)),
-        ("quantize.gptq.samples".to_string(), GgufValue::U32(windows.nsamples as u32)),
-        ("quantize.gptq.sequence_length".to_string(), GgufValue::U32(windows.seqlen as u32)),
-    ]);
-    let input = open_input(args)?;
-    let input = input.as_ref();
-    let plan = pipeline::plan(input, &opts)?;
-    let types: HashMap<String, GgmlType> =
-        plan.tensors.iter().filter(|t| t.quantize).map(|t| (t.name.clone(), t.dst_type)).collect();
     let output = args.output.clone().unwrap_or_else(|| default_output(&args.input, ftype));
     if let Some(path) = &int.save_imatrix {
         if output_guard::resolve(path) == output_guard::resolve(&output) {
             bail!("--save-imatrix {}: that is the output model", path.display());
         }
     }
-    let job = GgufGptqJob {
-        model: &args.input,
-        types: &types,
-        gptq: GptqOptions { damp_percent: int.damp, ..GptqOptions::default() },
-        true_sequential: !int.no_true_sequential,
+    let settings = GptqSettings {
         calib: text.as_deref(),
-        windows,
-        batch_seqs: int.calib_batch.max(1),
-        device: Device::Cpu,
+        windows: WindowOptions { nsamples: int.nsamples, seqlen: int.seqlen, seed: int.seed },
+        damp: int.damp,
+        true_sequential: !int.no_true_sequential,
+        batch_seqs: int.calib_batch,
     };
+    let input = open_input(args)?;
+    let input = input.as_ref();
     let started = Instant::now();
     let quiet = args.quiet || args.json;
-    let coded = gptq_gguf(&job, &Lines { quiet, started })?;
     let reporter = crate::progress::Reporter::new(quiet);
-    let paths = pipeline::execute_coded(input, &plan, &opts, &output, &reporter, &coded.tensors)?;
+    let GptqOutput { plan, paths, coded } =
+        write_gptq_gguf(&args.input, input, opts, &settings, &output, &Lines { quiet, started }, &reporter)?;
+    let windows = settings.windows;
     if let Some(path) = &int.save_imatrix {
         let dataset = int.calib.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
         let dataset = if dataset.is_empty() { "built-in".to_string() } else { dataset };
@@ -109,7 +92,69 @@ pub fn run(args: &Args, ftype: &str, method: MethodArg) -> Result<()> {
     Ok(())
 }
 
-fn summary_text(layers: &[GgufLayerReport], paths: &[std::path::PathBuf], ftype: &str, secs: f64) -> String {
+/// The GPTQ settings of a GGUF output, as `quantize --type T --method gptq` and pipelines give them.
+pub(crate) struct GptqSettings<'a> {
+    /// Calibration text; `None` is the bundled text.
+    pub calib: Option<&'a str>,
+    pub windows: WindowOptions,
+    /// Damping, a fraction of the mean Hessian diagonal, in [0, 1).
+    pub damp: f32,
+    pub true_sequential: bool,
+    /// Calibration windows run through a block together (at least 1).
+    pub batch_seqs: usize,
+}
+
+/// A GGUF written with GPTQ codes.
+pub(crate) struct GptqOutput {
+    pub plan: QuantizePlan,
+    pub paths: Vec<PathBuf>,
+    pub coded: GgufGptq,
+}
+
+/// Quantize `input` (opened from `model`) to `opts`' file type with every decoder-block linear layer coded by
+/// GPTQ, and write `output`. The file records the method, the calibration text's sha256 and the windows.
+pub(crate) fn write_gptq_gguf(
+    model: &Path,
+    input: &dyn ModelSource,
+    mut opts: QuantizeOptions,
+    s: &GptqSettings<'_>,
+    output: &Path,
+    calibration: &dyn CalibrationProgress,
+    reporter: &Reporter,
+) -> Result<GptqOutput> {
+    if !(0.0..1.0).contains(&s.damp) {
+        bail!("--damp {}: use a fraction in [0, 1)", s.damp);
+    }
+    opts.calibrated = true;
+    let text_hash = s.calib.map_or_else(
+        || "built-in".to_string(),
+        |t| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    );
+    opts.overrides.extend([
+        ("quantize.method".to_string(), GgufValue::String("gptq".into())),
+        ("quantize.gptq.calibration_sha256".to_string(), GgufValue::String(text_hash)),
+        ("quantize.gptq.samples".to_string(), GgufValue::U32(s.windows.nsamples as u32)),
+        ("quantize.gptq.sequence_length".to_string(), GgufValue::U32(s.windows.seqlen as u32)),
+    ]);
+    let plan = pipeline::plan(input, &opts)?;
+    let types: HashMap<String, GgmlType> =
+        plan.tensors.iter().filter(|t| t.quantize).map(|t| (t.name.clone(), t.dst_type)).collect();
+    let job = GgufGptqJob {
+        model,
+        types: &types,
+        gptq: GptqOptions { damp_percent: s.damp, ..GptqOptions::default() },
+        true_sequential: s.true_sequential,
+        calib: s.calib,
+        windows: s.windows,
+        batch_seqs: s.batch_seqs.max(1),
+        device: Device::Cpu,
+    };
+    let coded = gptq_gguf(&job, calibration)?;
+    let paths = pipeline::execute_coded(input, &plan, &opts, output, reporter, &coded.tensors)?;
+    Ok(GptqOutput { plan, paths, coded })
+}
+
+fn summary_text(layers: &[GgufLayerReport], paths: &[PathBuf], ftype: &str, secs: f64) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let mut s =
         format!("wrote {} ({ftype}, GPTQ): {} layers calibrated in {secs:.1} s\n", names.join(", "), layers.len());

@@ -11,12 +11,21 @@ use quantforge_formats::bounded;
 use quantforge_formats::hf::HfModel;
 use quantforge_formats::safetensors::Dtype;
 use quantforge_quant::calibrate::{BlockReport, CalibrationProgress};
-use quantforge_quant::checkpoint::{CheckpointFormat, CheckpointWriter, QuantInfo};
+use quantforge_quant::checkpoint::{CheckpointFormat, CheckpointSummary, CheckpointWriter, QuantInfo};
 use quantforge_quant::gptq::GptqOptions;
 use quantforge_quant::intquant::IntScheme;
 use serde_json::json;
 
 use crate::report;
+
+/// Calibration windows by default.
+pub(crate) const DEFAULT_NSAMPLES: usize = 128;
+/// Tokens per calibration window by default.
+pub(crate) const DEFAULT_SEQLEN: usize = 2048;
+/// GPTQ damping by default.
+pub(crate) const DEFAULT_DAMP: f32 = 0.01;
+/// Calibration windows run through a block together by default.
+pub(crate) const DEFAULT_CALIB_BATCH: usize = 8;
 
 /// The calibrated integer methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -58,7 +67,7 @@ pub struct IntArgs {
     #[arg(long)]
     pub mse: bool,
     /// GPTQ damping, a fraction of the mean Hessian diagonal; raised by 0.01 while the factorization fails.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = DEFAULT_DAMP)]
     pub damp: f32,
     /// Collect each block's statistics once instead of input by input (q/k/v, o, gate/up, down).
     #[arg(long)]
@@ -67,16 +76,16 @@ pub struct IntArgs {
     #[arg(long)]
     pub calib: Vec<PathBuf>,
     /// Calibration windows.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_NSAMPLES)]
     pub nsamples: usize,
     /// Tokens per calibration window.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = DEFAULT_SEQLEN)]
     pub seqlen: usize,
     /// Seed of the window positions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Calibration windows run through a block together.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT_CALIB_BATCH)]
     pub calib_batch: usize,
     /// With --method gptq --type: also write the calibration pass's importance matrix here (llama.cpp's GGUF
     /// imatrix layout; the legacy layout for a `.dat` name), for llama-quantize or `quantize --imatrix`.
@@ -94,7 +103,36 @@ pub struct Common<'a> {
 
 /// Run `quantize --method`.
 pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()> {
-    let input = common.input;
+    let started = Instant::now();
+    let quiet = common.quiet || common.json;
+    let Checkpoint { report, summary, format } = write_checkpoint(common.input, common.output, args, method, quiet)?;
+    let secs = started.elapsed().as_secs_f64();
+    let text = if common.json {
+        let j = json!({ "output": summary, "report": report, "seconds": secs });
+        serde_json::to_string_pretty(&j)? + "\n"
+    } else {
+        summary_text(&report, &summary.out_dir, format, secs)
+    };
+    report::emit(&text)?;
+    Ok(())
+}
+
+/// A checkpoint directory written.
+pub(crate) struct Checkpoint {
+    pub report: IntQuantReport,
+    pub summary: CheckpointSummary,
+    pub format: CheckpointFormat,
+}
+
+/// Check `args`, calibrate the Hugging Face model directory `input` and write its integer checkpoint to
+/// `output` (default: beside the input, named after the method and scheme).
+pub(crate) fn write_checkpoint(
+    input: &Path,
+    output: Option<&Path>,
+    args: &IntArgs,
+    method: MethodArg,
+    quiet: bool,
+) -> Result<Checkpoint> {
     if !HfModel::is_model_dir(input) {
         bail!(
             "{}: --method needs a Hugging Face model directory (config.json and safetensors); \
@@ -136,7 +174,7 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
     info.damp_percent = f64::from(args.damp);
     info.true_sequential = !args.no_true_sequential;
     info.mse = args.mse;
-    let output = match common.output {
+    let output = match output {
         Some(o) => o.to_path_buf(),
         None => default_output(input, name, &scheme),
     };
@@ -171,7 +209,7 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
             }
         }
     }
-    let lines = Lines { quiet: common.quiet || common.json, started };
+    let lines = Lines { quiet, started };
     let mut sink = |module: &str, q: quantforge_quant::intquant::QuantizedLinear| {
         writer.add_quantized(module, &q).map_err(|e| e.to_string())
     };
@@ -194,15 +232,7 @@ pub fn run(common: &Common<'_>, args: &IntArgs, method: MethodArg) -> Result<()>
         file.release(t);
     }
     let summary = writer.finish()?;
-    let secs = started.elapsed().as_secs_f64();
-    let text = if common.json {
-        let j = json!({ "output": summary, "report": report, "seconds": secs });
-        serde_json::to_string_pretty(&j)? + "\n"
-    } else {
-        summary_text(&report, &summary.out_dir, format, secs)
-    };
-    report::emit(&text)?;
-    Ok(())
+    Ok(Checkpoint { report, summary, format })
 }
 
 /// `values` as little-endian bytes of `dtype` (a float type).

@@ -4,6 +4,7 @@
 //!
 //! Invariant: built from the manifest and the pipeline text alone, so it is byte-identical whenever they are.
 
+use super::execute::UnitResult;
 use super::manifest::Manifest;
 use super::plan::Context;
 use crate::outln;
@@ -43,8 +44,15 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
     outln!(o, "GGUF quantizations of {from}, made with quantforge {} from `{}`.", m.tool.version, ctx.file_name);
     outln!(o, "Every figure below is in `manifest.json`, with the sha256 of every input file.");
     outln!(o);
-    outln!(o, "| File | Type | Size | BPW | PPL | ΔPPL | KLD | Same top | sha256 |");
-    outln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---|");
+    // The MMLU column only where the pipeline measures it, so cards without it keep their layout.
+    let mmlu = ctx.p.eval.as_ref().is_some_and(|e| e.mmlu.is_some());
+    if mmlu {
+        outln!(o, "| File | Type | Size | BPW | PPL | ΔPPL | KLD | Same top | MMLU | sha256 |");
+        outln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    } else {
+        outln!(o, "| File | Type | Size | BPW | PPL | ΔPPL | KLD | Same top | sha256 |");
+        outln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---|");
+    }
     for a in m.artifacts.iter().filter(|a| a.passed) {
         let r = &a.result;
         let (ppl, dppl, kld, top) = match &r.eval {
@@ -56,10 +64,16 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
             ),
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
+        let top = match r.eval.as_ref().and_then(|e| e.mmlu.as_ref()) {
+            Some(m) => format!("{top} | {:.2}%", 100.0 * m.accuracy),
+            None if mmlu => format!("{top} | -"),
+            None => top,
+        };
         outln!(
             o,
-            "| [{f}]({f}) | {} | {} | {:.2} | {ppl} | {dppl} | {kld} | {top} | `{}` |",
+            "| [{f}]({f}) | {}{} | {} | {:.2} | {ppl} | {dppl} | {kld} | {top} | `{}` |",
             r.ftype,
+            if a.method.is_some() { " (GPTQ)" } else { "" },
             bytes(r.size),
             r.bits_per_weight,
             r.sha256,
@@ -70,6 +84,16 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
         outln!(o);
         let chunks = e.chunks.map_or("all chunks".to_string(), |c| format!("at most {c} chunks"));
         outln!(o, "Measured against the source on `{}` ({} tokens per chunk, {chunks}).", e.text.display(), e.ctx);
+        if let (Some(spec), Some(UnitResult::Reference { mmlu: Some(r), .. })) = (&e.mmlu, m.reference) {
+            outln!(
+                o,
+                "MMLU: {}-shot, {} questions; the source scores {:.2}% ± {:.2}.",
+                spec.shots,
+                r.questions,
+                100.0 * r.accuracy,
+                100.0 * r.stderr
+            );
+        }
     }
     if chart {
         outln!(o);

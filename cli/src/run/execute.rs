@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use quantforge_eval::run::{self as eval_run, ImatrixFormat, ImatrixJob, KldBase, KldJob, PerplexityJob};
+use quantforge_eval::intquant::WindowOptions;
+use quantforge_eval::run::{
+    self as eval_run, ImatrixFormat, ImatrixJob, KldBase, KldJob, MmluJob, MmluSelection, PerplexityJob,
+};
 use quantforge_eval::{Device, PerplexityOptions};
 use quantforge_formats::AtomicFile;
 use quantforge_quant::convert::{ConvertedModel, OutType};
@@ -20,9 +23,14 @@ use serde::{Deserialize, Serialize};
 
 use super::events::Events;
 use super::hash::sha256_file;
-use super::plan::{Context, Kind};
+use super::plan::{Context, InputFile, Kind};
+use super::schema::OutputMethod;
 use crate::progress::Reporter;
 use crate::quantize::{open_model, type_options, TypeChoices};
+use crate::quantize_gptq_gguf::{write_gptq_gguf, GptqSettings};
+use crate::quantize_int::{
+    read_calibration, Lines, DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES, DEFAULT_SEQLEN,
+};
 
 /// Tokens per forward pass of the evaluations (results do not depend on it).
 const BATCH: usize = 2048;
@@ -39,8 +47,23 @@ pub struct Record {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UnitResult {
-    Imatrix { file: String, size: u64, sha256: String, entries: usize, chunks: u32, chunk_size: u32 },
-    Reference { ppl: f64, ppl_uncertainty: Option<f64>, tokens: usize, chunks: usize, ctx: usize },
+    Imatrix {
+        file: String,
+        size: u64,
+        sha256: String,
+        entries: usize,
+        chunks: u32,
+        chunk_size: u32,
+    },
+    Reference {
+        ppl: f64,
+        ppl_uncertainty: Option<f64>,
+        tokens: usize,
+        chunks: usize,
+        ctx: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mmlu: Option<Mmlu>,
+    },
     Output(OutputResult),
 }
 
@@ -56,6 +79,9 @@ pub struct OutputResult {
     /// Tensors per stored type.
     pub type_mix: BTreeMap<String, usize>,
     pub eval: Option<Figures>,
+    /// A checkpoint directory's files, sorted by name; `sha256` is then that of their `sha256sum` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<InputFile>>,
 }
 
 /// An output measured against the source.
@@ -67,6 +93,20 @@ pub struct Figures {
     pub kld: f64,
     pub kld_uncertainty: Option<f64>,
     pub same_top: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmlu: Option<Mmlu>,
+    /// MMLU accuracy of the source minus the output's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_mmlu: Option<f64>,
+}
+
+/// MMLU accuracy over the questions asked.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Mmlu {
+    pub accuracy: f64,
+    pub stderr: f64,
+    pub questions: usize,
+    pub correct: usize,
 }
 
 impl Context {
@@ -89,14 +129,14 @@ impl Context {
         let present = match &r.result {
             UnitResult::Imatrix { file, size, .. } => file_size(&self.out.join(file)) == Some(*size),
             UnitResult::Reference { .. } => self.reference_logits().is_file(),
-            UnitResult::Output(o) => self.artifact_path(&o.file).is_some_and(|p| file_size(&p) == Some(o.size)),
+            UnitResult::Output(o) => self.artifact_path(&o.file).is_some_and(|p| artifact_size(&p) == Some(o.size)),
         };
         present.then_some(r)
     }
 
     /// Where an output artifact is now: published, or rejected by a gate.
     pub fn artifact_path(&self, file: &str) -> Option<PathBuf> {
-        [self.out.join(file), self.rejected_dir().join(file)].into_iter().find(|p| p.is_file())
+        [self.out.join(file), self.rejected_dir().join(file)].into_iter().find(|p| p.exists())
     }
 
     pub fn rejected_dir(&self) -> PathBuf {
@@ -195,12 +235,13 @@ impl Context {
             tokens: r.n_tokens,
             chunks: r.n_chunks,
             ctx: r.n_ctx,
+            mmlu: self.mmlu(&self.source.path, reporter)?,
         })
     }
 
     fn run_output(&self, i: usize, o: usize, reporter: &Reporter) -> Result<UnitResult> {
         let spec = &self.p.outputs[o];
-        let ftype = self.units[i].ftype.context("output without a type")?;
+        let Some(ftype) = self.units[i].ftype else { return self.run_checkpoint(i, o, reporter) };
         let mut opts = type_options(&TypeChoices {
             ftype: ftype.name(),
             pure: spec.pure,
@@ -216,11 +257,36 @@ impl Context {
         }
         let loras: Vec<(PathBuf, f32)> = self.loras[o].iter().map(|l| (l.path.clone(), l.scale)).collect();
         let input = open_model(&self.source.path, &self.p.source.outtype, &loras)?;
-        let plan = pipeline::plan(input.as_ref(), &opts)?;
         let file = format!("{}.gguf", self.units[i].name);
         let dest = self.out.join(&file);
         let _ = std::fs::remove_file(self.rejected_dir().join(&file));
-        pipeline::execute(input.as_ref(), &plan, &opts, &dest, reporter)?;
+        let plan = match spec.method {
+            None => {
+                let plan = pipeline::plan(input.as_ref(), &opts)?;
+                pipeline::execute(input.as_ref(), &plan, &opts, &dest, reporter)?;
+                plan
+            }
+            Some(OutputMethod::Gptq) => {
+                let text = read_calibration(spec.calib.as_slice())?;
+                let settings = GptqSettings {
+                    calib: text.as_deref(),
+                    windows: WindowOptions {
+                        nsamples: spec.nsamples.unwrap_or(DEFAULT_NSAMPLES),
+                        seqlen: spec.seqlen.unwrap_or(DEFAULT_SEQLEN),
+                        seed: spec.seed.unwrap_or(0),
+                    },
+                    damp: spec.damp.unwrap_or(DEFAULT_DAMP),
+                    true_sequential: true,
+                    batch_seqs: DEFAULT_CALIB_BATCH,
+                };
+                let lines = Lines { quiet: true, started: Instant::now() };
+                let source = &self.source.path;
+                write_gptq_gguf(source, input.as_ref(), opts, &settings, &dest, &lines, reporter)?.plan
+            }
+            Some(m @ (OutputMethod::Awq | OutputMethod::Rtn)) => {
+                anyhow::bail!("{} writes checkpoint directories, not GGUF types", m.name())
+            }
+        };
         drop(input);
         let mut type_mix = BTreeMap::new();
         for t in &plan.tensors {
@@ -239,14 +305,37 @@ impl Context {
             bits_per_weight: plan.bits_per_weight(),
             type_mix,
             eval,
+            files: None,
         }))
     }
 
-    /// KL divergence (and the model's perplexity) against the reference's saved log-probabilities.
-    fn measure(&self, model: &Path, chunks: Option<usize>, reporter: &Reporter) -> Result<Figures> {
-        let base_ppl = match self.units.iter().position(|u| u.kind == Kind::Reference).and_then(|r| self.done(r)) {
-            Some(Record { result: UnitResult::Reference { ppl, .. }, .. }) => ppl,
-            _ => anyhow::bail!("the reference evaluation has not run"),
+    /// MMLU accuracy of `model` when the pipeline asks for it.
+    fn mmlu(&self, model: &Path, reporter: &Reporter) -> Result<Option<Mmlu>> {
+        let Some(m) = self.p.eval.as_ref().and_then(|e| e.mmlu.as_ref()) else { return Ok(None) };
+        let select = MmluSelection {
+            subjects: m.subjects.clone(),
+            subset: m.subset.clone(),
+            shots: m.shots,
+            limit: m.limit,
+            max_tokens: m.max_tokens,
+            chat_template: m.chat_template.clone(),
+        };
+        let job = MmluJob { model, data: &m.data, select: &select, n_batch: BATCH, device: Device::Cpu };
+        let s = eval_run::mmlu(&job, reporter)?.report.overall;
+        Ok(Some(Mmlu { accuracy: s.accuracy(), stderr: s.stderr(), questions: s.n, correct: s.correct }))
+    }
+
+    /// KL divergence (and the model's perplexity) against the reference's saved log-probabilities; MMLU.
+    pub(super) fn measure(&self, model: &Path, chunks: Option<usize>, reporter: &Reporter) -> Result<Figures> {
+        let (base_ppl, base_mmlu) =
+            match self.units.iter().position(|u| u.kind == Kind::Reference).and_then(|r| self.done(r)) {
+                Some(Record { result: UnitResult::Reference { ppl, mmlu, .. }, .. }) => (ppl, mmlu),
+                _ => anyhow::bail!("the reference evaluation has not run"),
+            };
+        let mmlu = self.mmlu(model, reporter)?;
+        let delta_mmlu = match (&base_mmlu, &mmlu) {
+            (Some(b), Some(m)) => Some(b.accuracy - m.accuracy),
+            _ => None,
         };
         let logits = self.reference_logits();
         let job = KldJob {
@@ -265,6 +354,8 @@ impl Context {
             kld: r.kld.value,
             kld_uncertainty: finite(r.kld.uncertainty),
             same_top: r.same_top.value,
+            mmlu,
+            delta_mmlu,
         })
     }
 }
@@ -276,6 +367,14 @@ fn finite(x: f64) -> Option<f64> {
 
 fn file_size(p: &Path) -> Option<u64> {
     std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len())
+}
+
+/// A file's size, or the sum of a directory's file sizes.
+fn artifact_size(p: &Path) -> Option<u64> {
+    if !p.is_dir() {
+        return file_size(p);
+    }
+    std::fs::read_dir(p).ok()?.map(|e| e.ok().and_then(|e| file_size(&e.path()))).sum()
 }
 
 /// Write a whole file through a temporary file renamed into place.

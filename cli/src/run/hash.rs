@@ -9,6 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::plan::InputFile;
+
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -35,6 +37,29 @@ pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
     Ok((size, hex(&h.finalize())))
 }
 
+/// Size, sha256 and (for a directory) the files of an artifact. A directory's size is the sum of its files'
+/// sizes and its sha256 is that of `sha256sum`'s lines (`<sha256>  <name>\n`) for its files sorted by name.
+pub fn sha256_artifact(path: &Path) -> Result<(u64, String, Option<Vec<InputFile>>)> {
+    if !path.is_dir() {
+        let (size, sha256) = sha256_file(path)?;
+        return Ok((size, sha256, None));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .with_context(|| format!("{}: cannot list", path.display()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("{}: cannot list", path.display()))?;
+    names.sort();
+    let (mut files, mut lines, mut total) = (Vec::new(), String::new(), 0u64);
+    for name in names {
+        let (size, sha256) = sha256_file(&path.join(&name))?;
+        lines.push_str(&format!("{sha256}  {name}\n"));
+        total += size;
+        files.push(InputFile { path: name, size, sha256 });
+    }
+    Ok((total, sha256_hex(lines.as_bytes()), Some(files)))
+}
+
 /// The content key of a JSON description.
 pub fn key_of(value: &serde_json::Value) -> String {
     sha256_hex(value.to_string().as_bytes())
@@ -52,5 +77,14 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         assert_eq!(sha256_file(&p).unwrap(), (3, sha256_hex(b"abc")));
+        let d = dir.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("b"), b"").unwrap();
+        std::fs::write(d.join("a"), b"abc").unwrap();
+        let (size, sha, files) = sha256_artifact(&d).unwrap();
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let lines = format!("{}  a\n{empty}  b\n", sha256_hex(b"abc"));
+        assert_eq!((size, sha), (3, sha256_hex(lines.as_bytes())));
+        assert_eq!(files.unwrap().iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::events::Events;
 use super::execute::{write_atomic, Figures, OutputResult, Record, UnitResult};
 use super::plan::{Context, InputFile, Kind, ResolvedSource, TOOL_VERSION};
-use super::schema::Gates;
+use super::schema::{Gates, OutputMethod};
 
 /// `manifest.json`.
 #[derive(Debug, Serialize)]
@@ -53,6 +53,9 @@ pub struct Artifact {
     /// `.gguf` file's Ollama Modelfile (published artifacts only).
     pub modelfile: Option<String>,
     pub imatrix: bool,
+    /// How the weights were coded beyond the plain quantizer (`gptq`); absent for the plain quantizer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<OutputMethod>,
     pub lora: Vec<LoraUse>,
     pub gates: Vec<GateResult>,
     pub passed: bool,
@@ -85,8 +88,12 @@ pub fn check_gates(gates: &Gates, size: u64, eval: Option<&Figures>) -> Vec<Gate
     at_most("max_kld", gates.max_kld, eval.map(|e| e.kld));
     let max_size = gates.max_size.as_ref().and_then(|s| s.bytes().ok()).map(|b| b as f64);
     at_most("max_size", max_size, Some(size as f64));
+    at_most("max_delta_mmlu", gates.max_delta_mmlu, eval.and_then(|e| e.delta_mmlu));
     if let (Some(limit), Some(e)) = (gates.min_same_top, eval) {
         out.push(GateResult { gate: "min_same_top", limit, value: e.same_top, passed: e.same_top >= limit });
+    }
+    if let (Some(limit), Some(m)) = (gates.min_mmlu, eval.and_then(|e| e.mmlu.as_ref())) {
+        out.push(GateResult { gate: "min_mmlu", limit, value: m.accuracy, passed: m.accuracy >= limit });
     }
     out
 }
@@ -118,7 +125,8 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
         }
         place(ctx, &result.file, passed)?;
         let modelfile = format!("{}.Modelfile", u.name);
-        if passed {
+        let gguf = u.ftype.is_some();
+        if passed && gguf {
             let text = super::modelfile::modelfile(ctx, &ctx.out.join(&result.file))?;
             write_atomic(&ctx.out.join(&modelfile), text.as_bytes())?;
         } else {
@@ -128,17 +136,24 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
         artifacts.push(Artifact {
             name: u.name.clone(),
             result: result.clone(),
-            modelfile: passed.then_some(modelfile),
+            modelfile: (passed && gguf).then_some(modelfile),
             imatrix: spec.imatrix,
+            method: spec.method,
             lora,
             gates,
             passed,
         });
     }
     let mut inputs = Vec::new();
+    for f in ctx.mmlu_data.iter().flatten() {
+        inputs.push(Input { role: "mmlu_data".into(), file: f.clone() });
+    }
     let texts = [("imatrix_text", &ctx.imatrix_text), ("eval_text", &ctx.eval_text)];
     for (role, f) in texts {
         inputs.extend(f.iter().map(|f| Input { role: role.into(), file: f.clone() }));
+    }
+    for f in ctx.calib_texts.iter().flatten() {
+        inputs.push(Input { role: "calibration_text".into(), file: f.clone() });
     }
     for l in ctx.loras.iter().flatten() {
         for f in &l.files {
@@ -186,7 +201,7 @@ pub fn gather(ctx: &Context, events: &Events) -> Result<()> {
 /// The artifact's bytes are still those its step recorded: the manifest states their sha256.
 fn verify(ctx: &Context, file: &str, sha256: &str) -> Result<()> {
     let Some(path) = ctx.artifact_path(file) else { bail!("{file}: missing from {}", ctx.out.display()) };
-    let (_, now) = super::hash::sha256_file(&path)?;
+    let (_, now, _) = super::hash::sha256_artifact(&path)?;
     if now != sha256 {
         bail!(
             "{}: changed since its step wrote it (sha256 {now}, recorded {sha256}); remove it or rerun with --force",
@@ -200,9 +215,12 @@ fn verify(ctx: &Context, file: &str, sha256: &str) -> Result<()> {
 fn place(ctx: &Context, file: &str, passed: bool) -> Result<()> {
     let (published, rejected) = (ctx.out.join(file), ctx.rejected_dir().join(file));
     let (from, to) = if passed { (rejected, published) } else { (published, rejected) };
-    if from.is_file() {
+    if from.is_file() || from.is_dir() {
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir)?;
+        }
+        if to.is_dir() {
+            std::fs::remove_dir_all(&to)?;
         }
         std::fs::rename(&from, &to)?;
     }
@@ -212,6 +230,7 @@ fn place(ctx: &Context, file: &str, passed: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::execute::Mmlu;
     use crate::run::schema::Size;
 
     #[test]
@@ -223,18 +242,29 @@ mod tests {
             kld: 0.02,
             kld_uncertainty: None,
             same_top: 0.9,
+            mmlu: Some(Mmlu { accuracy: 0.25, stderr: 0.1, questions: 20, correct: 5 }),
+            delta_mmlu: Some(0.05),
         };
         let gates = Gates {
             max_delta_ppl: Some(0.5),
             max_kld: Some(0.01),
             min_same_top: Some(0.95),
             max_size: Some(Size::Text("1K".into())),
+            min_mmlu: Some(0.25),
+            max_delta_mmlu: Some(0.04),
         };
         let r = check_gates(&gates, 1001, Some(&fig));
         let verdict: Vec<(&str, bool)> = r.iter().map(|g| (g.gate, g.passed)).collect();
         assert_eq!(
             verdict,
-            [("max_delta_ppl", true), ("max_kld", false), ("max_size", false), ("min_same_top", false)]
+            [
+                ("max_delta_ppl", true),
+                ("max_kld", false),
+                ("max_size", false),
+                ("max_delta_mmlu", false),
+                ("min_same_top", false),
+                ("min_mmlu", true)
+            ]
         );
         assert!(check_gates(&Gates::default(), 5, None).is_empty());
     }

@@ -7,6 +7,7 @@
 
 mod card;
 mod chart;
+mod checkpoint;
 mod events;
 mod execute;
 mod explain;
@@ -96,7 +97,8 @@ pub fn run(args: &Args) -> Result<()> {
     std::env::set_current_dir(&dir).with_context(|| format!("{}: cannot enter the folder", dir.display()))?;
     let events = Events { json: args.json, quiet: args.quiet };
     let ctx = plan::resolve(pipeline, file_name, text, out, args.quiet || args.json)?;
-    crate::outputs::pipeline(&ctx.inputs(), &ctx.out, &artifact_files(&ctx))?;
+    let (files, dirs) = artifact_paths(&ctx);
+    crate::outputs::pipeline(&ctx.inputs(), &ctx.out, &files, &dirs)?;
     if args.plan {
         return Ok(report::emit(&report::json(&plan_json(&ctx))?)?);
     }
@@ -116,17 +118,22 @@ pub fn run(args: &Args) -> Result<()> {
     manifest::gather(&ctx, &events)
 }
 
-/// Every file a run may write in the output folder.
-fn artifact_files(ctx: &plan::Context) -> Vec<PathBuf> {
+/// Every file, and every checkpoint directory, a run may write in the output folder.
+fn artifact_paths(ctx: &plan::Context) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut dirs = Vec::new();
     let mut v: Vec<PathBuf> =
         ["manifest.json", "README.md", "chart.svg", ctx.imatrix_file()].iter().map(|f| ctx.out.join(f)).collect();
     for u in &ctx.units {
-        if let plan::Kind::Output(_) = u.kind {
-            v.push(ctx.out.join(format!("{}.gguf", u.name)));
-            v.push(ctx.out.join(format!("{}.Modelfile", u.name)));
+        match (u.kind, u.ftype) {
+            (plan::Kind::Output(_), Some(_)) => {
+                v.push(ctx.out.join(format!("{}.gguf", u.name)));
+                v.push(ctx.out.join(format!("{}.Modelfile", u.name)));
+            }
+            (plan::Kind::Output(_), None) => dirs.push(ctx.out.join(&u.name)),
+            _ => {}
         }
     }
-    v
+    (v, dirs)
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::hash::{key_of, sha256_file};
 use super::schema::{output_name, Pipeline};
 use crate::pull::{looks_like_repo, model_snapshot, resolve_model, Need};
+use crate::quantize_int::{DEFAULT_CALIB_BATCH, DEFAULT_DAMP, DEFAULT_NSAMPLES, DEFAULT_SEQLEN};
 
 /// The version written into manifests and keys.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -92,8 +93,12 @@ pub struct Context {
     pub source: ResolvedSource,
     pub imatrix_text: Option<InputFile>,
     pub eval_text: Option<InputFile>,
+    /// The MMLU data's files (`dev/...`, `test/...`), sorted.
+    pub mmlu_data: Option<Vec<InputFile>>,
     /// Per output, its adapters.
     pub loras: Vec<Vec<ResolvedLora>>,
+    /// Per output, its calibration text (outputs with a `method` and a `calib`).
+    pub calib_texts: Vec<Option<InputFile>>,
     pub units: Vec<Unit>,
     /// Units this process has already run or found unchanged (each is reported once, redone once by --force).
     pub seen: std::cell::RefCell<Vec<bool>>,
@@ -110,6 +115,7 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
     };
     let imatrix_text = p.imatrix.as_ref().map(|s| side(&s.text)).transpose()?;
     let eval_text = p.eval.as_ref().map(|s| side(&s.text)).transpose()?;
+    let mmlu_data = p.eval.as_ref().and_then(|e| e.mmlu.as_ref()).map(|m| hash_mmlu_data(&m.data)).transpose()?;
     let mut loras = Vec::new();
     for o in &p.outputs {
         let mut list = Vec::new();
@@ -120,6 +126,11 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
         }
         loras.push(list);
     }
+    let calib_texts = p
+        .outputs
+        .iter()
+        .map(|o| o.calib.as_deref().filter(|_| o.method.is_some()).map(side).transpose())
+        .collect::<Result<_>>()?;
     let mut ctx = Context {
         file_name,
         file_sha256,
@@ -129,7 +140,9 @@ pub fn resolve(p: Pipeline, file_name: String, text: String, out: PathBuf, quiet
         source,
         imatrix_text,
         eval_text,
+        mmlu_data,
         loras,
+        calib_texts,
         units: Vec::new(),
         seen: Default::default(),
     };
@@ -186,6 +199,26 @@ fn hash_model_files(dir: &Path) -> Result<Vec<InputFile>> {
     Ok(out)
 }
 
+/// Every file of an MMLU data directory's `dev/` and `test/`, as `dev/NAME`, sorted.
+fn hash_mmlu_data(data: &Path) -> Result<Vec<InputFile>> {
+    let mut out = Vec::new();
+    for sub in ["dev", "test"] {
+        let dir = data.join(sub);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("{}: cannot list the MMLU data", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names {
+            let (size, sha256) = sha256_file(&dir.join(&n))?;
+            out.push(InputFile { path: format!("{sub}/{n}"), size, sha256 });
+        }
+    }
+    Ok(out)
+}
+
 fn units(ctx: &Context) -> Result<Vec<Unit>> {
     let p = &ctx.p;
     let source = json!({"tool": TOOL_VERSION, "source": ctx.source.files, "outtype": p.source.outtype});
@@ -198,28 +231,51 @@ fn units(ctx: &Context) -> Result<Vec<Unit>> {
     }
     let mut reference = None;
     if let Some(spec) = &p.eval {
-        let key = key_of(&json!({"unit": "reference", "source": source, "spec": spec, "text": ctx.eval_text}));
+        let mut desc = json!({"unit": "reference", "source": source, "spec": spec, "text": ctx.eval_text});
+        if let Some(files) = &ctx.mmlu_data {
+            desc["mmlu_data"] = json!(files);
+        }
+        let key = key_of(&desc);
         reference = Some(units.len());
         units.push(Unit { kind: Kind::Reference, name: "reference".into(), key, needs: vec![], ftype: None });
     }
     for (i, o) in p.outputs.iter().enumerate() {
-        let ftype: FileType = o.ftype.get_ref().parse()?;
+        let ftype: Option<FileType> = o.ftype.as_ref().map(|t| t.get_ref().parse()).transpose()?;
+        if ftype.is_none() && ctx.source.is_gguf {
+            anyhow::bail!(
+                "output {}: a checkpoint directory (a `method` without `type`) needs a Hugging Face source, not a GGUF",
+                i + 1
+            );
+        }
         let name = output_name(p, i, ftype);
         let uses_imatrix = if o.imatrix { imatrix } else { None };
         let needs: Vec<usize> = uses_imatrix.into_iter().chain(reference).collect();
         let loras: Vec<Value> =
             ctx.loras[i].iter().map(|l| json!({"files": l.files, "scale": l.scale.to_bits()})).collect();
         let options = json!({
-            "type": ftype.name(), "pure": o.pure, "leave_output_tensor": o.leave_output_tensor,
+            "type": ftype.map(|t| t.name()), "pure": o.pure, "leave_output_tensor": o.leave_output_tensor,
             "output_tensor_type": o.output_tensor_type, "token_embedding_type": o.token_embedding_type,
             "tensor_type": o.tensor_type,
         });
+        let mut options = options;
+        if let Some(method) = o.method {
+            // Defaults are spelled out, so a changed default is a changed key.
+            options["method"] = json!(method);
+            if ftype.is_none() {
+                options["checkpoint"] = json!({"format": o.format, "bits": o.bits, "group_size": o.group_size});
+            }
+            options["calibration"] = json!({
+                "text": ctx.calib_texts[i], "nsamples": o.nsamples.unwrap_or(DEFAULT_NSAMPLES),
+                "seqlen": o.seqlen.unwrap_or(DEFAULT_SEQLEN), "seed": o.seed.unwrap_or(0),
+                "damp": o.damp.unwrap_or(DEFAULT_DAMP).to_bits(), "batch": DEFAULT_CALIB_BATCH,
+            });
+        }
         let key = key_of(&json!({
             "unit": "output", "name": name, "source": source, "options": options, "lora": loras,
             "imatrix": uses_imatrix.map(|u| &units[u].key),
             "reference": reference.map(|u: usize| &units[u].key),
         }));
-        units.push(Unit { kind: Kind::Output(i), name, key, needs, ftype: Some(ftype) });
+        units.push(Unit { kind: Kind::Output(i), name, key, needs, ftype });
     }
     Ok(units)
 }
@@ -246,6 +302,8 @@ impl Context {
         v.extend(self.loras.iter().flatten().map(|l| l.path.as_path()));
         v.extend(self.p.imatrix.iter().map(|s| s.text.as_path()));
         v.extend(self.p.eval.iter().map(|s| s.text.as_path()));
+        v.extend(self.p.eval.iter().filter_map(|s| s.mmlu.as_ref()).map(|m| m.data.as_path()));
+        v.extend(self.p.outputs.iter().filter(|o| o.method.is_some()).filter_map(|o| o.calib.as_deref()));
         v
     }
 

@@ -81,6 +81,36 @@ pub struct EvalSpec {
     #[serde(default = "ctx512")]
     pub ctx: usize,
     pub chunks: Option<usize>,
+    /// MMLU accuracy of the source and of every output (as `eval mmlu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmlu: Option<MmluSpec>,
+}
+
+/// The MMLU questions asked, with the options of `eval mmlu`.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MmluSpec {
+    /// Data directory in the original layout (`test/<subject>_test.csv`, `dev/<subject>_dev.csv`).
+    pub data: PathBuf,
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// quick10, stem, humanities, social_sciences, other or all.
+    pub subset: Option<String>,
+    #[serde(default = "five")]
+    pub shots: usize,
+    /// At most this many questions per subject.
+    pub limit: Option<usize>,
+    #[serde(default = "tokens2048")]
+    pub max_tokens: usize,
+    pub chat_template: Option<String>,
+}
+
+fn five() -> usize {
+    5
+}
+
+fn tokens2048() -> usize {
+    2048
 }
 
 fn ctx512() -> usize {
@@ -93,9 +123,10 @@ fn ctx512() -> usize {
 pub struct OutputSpec {
     /// File name without `.gguf` (default `<source name>-<TYPE>`).
     pub name: Option<String>,
-    /// llama.cpp file type, case-insensitive (F16, Q8_0, Q4_K_M, ...).
+    /// llama.cpp file type, case-insensitive (F16, Q8_0, Q4_K_M, ...); without it, `method` writes a Hugging
+    /// Face integer checkpoint directory.
     #[serde(rename = "type")]
-    pub ftype: Spanned<String>,
+    pub ftype: Option<Spanned<String>>,
     /// Use the pipeline's importance matrix.
     #[serde(default)]
     pub imatrix: bool,
@@ -111,8 +142,47 @@ pub struct OutputSpec {
     /// `PATTERN=TYPE` entries, first match wins.
     #[serde(default)]
     pub tensor_type: Vec<String>,
+    /// `gptq` with a `type`: the type's decoder-block linear layers coded by GPTQ over a calibration text (as
+    /// `quantize --type T --method gptq`); `gptq`, `awq` or `rtn` without one: an integer checkpoint directory
+    /// (as `quantize --method M`).
+    pub method: Option<OutputMethod>,
+    /// Checkpoint layout: compressed-tensors (default), gptq, gptq_v2 or awq.
+    pub format: Option<String>,
+    /// Checkpoint bits per weight: 2, 3, 4 (default) or 8.
+    pub bits: Option<u8>,
+    /// Checkpoint input columns per group: 32, 64, 128 (default) or -1.
+    pub group_size: Option<i64>,
+    /// Calibration text of `method`, relative to the pipeline file (default: the bundled text).
+    pub calib: Option<PathBuf>,
+    /// Calibration windows of `method` (default 128).
+    pub nsamples: Option<usize>,
+    /// Tokens per calibration window (default 2048).
+    pub seqlen: Option<usize>,
+    /// Seed of the window positions (default 0).
+    pub seed: Option<u64>,
+    /// GPTQ damping, a fraction of the mean Hessian diagonal in [0, 1) (default 0.01).
+    pub damp: Option<f32>,
     #[serde(default)]
     pub gates: Gates,
+}
+
+/// How an output's weights are coded beyond the plain quantizer.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputMethod {
+    Gptq,
+    Awq,
+    Rtn,
+}
+
+impl OutputMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputMethod::Gptq => "gptq",
+            OutputMethod::Awq => "awq",
+            OutputMethod::Rtn => "rtn",
+        }
+    }
 }
 
 /// A LoRA adapter to merge.
@@ -141,6 +211,12 @@ pub struct Gates {
     pub min_same_top: Option<f64>,
     /// File size at most this: bytes, or a text such as "90M" or "1.5GiB".
     pub max_size: Option<Size>,
+    /// MMLU accuracy at least this (0-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_mmlu: Option<f64>,
+    /// MMLU accuracy of the source minus the output's at most this (0-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delta_mmlu: Option<f64>,
 }
 
 /// A size given as a number of bytes or as a text with a unit.
@@ -237,9 +313,20 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
     }
     let mut names = Vec::new();
     for (i, o) in p.outputs.iter().enumerate() {
-        let ftype: FileType = o.ftype.get_ref().parse().map_err(|e: quantforge_quant::policy::PolicyError| {
-            SchemaError::at(file, text, Some(o.ftype.span()), e.to_string())
-        })?;
+        let ftype = match &o.ftype {
+            Some(t) => Some(
+                t.get_ref()
+                    .parse::<FileType>()
+                    .map_err(|e| SchemaError::at(file, text, Some(t.span()), e.to_string()))?,
+            ),
+            None => None,
+        };
+        if ftype.is_none() && o.method.is_none() {
+            return Err(plain(format!(
+                "output {}: give a GGUF `type`, or a `method` for a checkpoint directory",
+                i + 1
+            )));
+        }
         let name = output_name(p, i, ftype);
         let bad = name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) || name.contains('\0');
         if bad {
@@ -260,9 +347,14 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
         if needs_eval && p.eval.is_none() {
             return Err(plain(format!("output '{name}' has quality gates but the pipeline has no [eval]")));
         }
+        let needs_mmlu = g.min_mmlu.is_some() || g.max_delta_mmlu.is_some();
+        if needs_mmlu && p.eval.as_ref().and_then(|e| e.mmlu.as_ref()).is_none() {
+            return Err(plain(format!("output '{name}' has an MMLU gate but [eval] has no mmlu")));
+        }
         if let Some(size) = &g.max_size {
             size.bytes().map_err(|e| plain(format!("output '{name}': max_size: {e}")))?;
         }
+        check_method(o).map_err(|e| plain(format!("output '{name}': {e}")))?;
         if o.lora.iter().any(|l| !l.scale.is_finite()) {
             return Err(plain(format!("output '{name}': a LoRA scale must be a finite number")));
         }
@@ -275,11 +367,69 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
     Ok(())
 }
 
-/// The artifact name of output `i` (without `.gguf`).
-pub fn output_name(p: &Pipeline, i: usize, ftype: FileType) -> String {
-    match &p.outputs[i].name {
-        Some(n) => n.clone(),
-        None => format!("{}-{}", source_name(p), ftype.name()),
+/// The calibration keys go with a `method`; GPTQ collects its own statistics and reads the source unmerged.
+fn check_method(o: &OutputSpec) -> Result<(), String> {
+    let checkpoint_keys = o.format.is_some() || o.bits.is_some() || o.group_size.is_some();
+    if o.ftype.is_some() && checkpoint_keys {
+        return Err("format, bits and group_size are for checkpoint outputs (a `method` and no `type`)".into());
+    }
+    if o.ftype.is_none() {
+        if matches!(o.method, Some(OutputMethod::Awq | OutputMethod::Rtn)) && o.damp.is_some() {
+            return Err("damp is GPTQ's".into());
+        }
+        let gguf_keys = o.pure
+            || o.leave_output_tensor
+            || o.output_tensor_type.is_some()
+            || o.token_embedding_type.is_some()
+            || !o.tensor_type.is_empty();
+        if gguf_keys {
+            return Err("pure, leave_output_tensor, output_tensor_type, token_embedding_type and tensor_type are \
+                        for GGUF outputs (a `type`)"
+                .into());
+        }
+    } else if matches!(o.method, Some(OutputMethod::Awq | OutputMethod::Rtn)) {
+        return Err("awq and rtn write checkpoint directories: drop `type` (GGUF types take method = \"gptq\")".into());
+    }
+    let calibration =
+        o.calib.is_some() || o.nsamples.is_some() || o.seqlen.is_some() || o.seed.is_some() || o.damp.is_some();
+    match o.method {
+        None if calibration => Err("calib, nsamples, seqlen, seed and damp need method = \"gptq\"".into()),
+        None => Ok(()),
+        Some(m) => {
+            if o.imatrix {
+                return Err(format!("method = \"{}\" collects its own statistics: drop imatrix = true", m.name()));
+            }
+            if !o.lora.is_empty() {
+                return Err(format!(
+                    "method = \"{}\" does not merge LoRA adapters: merge them into the source first",
+                    m.name()
+                ));
+            }
+            if o.damp.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+                return Err("damp must be a fraction in [0, 1)".into());
+            }
+            if o.nsamples == Some(0) || o.seqlen == Some(0) {
+                return Err("nsamples and seqlen must be at least 1".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The artifact name of output `i` (without `.gguf`): `<source>-<TYPE>` for a GGUF, `<source>-<method>-w<bits>g<group>`
+/// for a checkpoint directory.
+pub fn output_name(p: &Pipeline, i: usize, ftype: Option<FileType>) -> String {
+    let o = &p.outputs[i];
+    match (&o.name, ftype) {
+        (Some(n), _) => n.clone(),
+        (None, Some(t)) => format!("{}-{}", source_name(p), t.name()),
+        (None, None) => format!(
+            "{}-{}-w{}g{}",
+            source_name(p),
+            o.method.map_or("int", |m| m.name()),
+            o.bits.unwrap_or(4),
+            o.group_size.unwrap_or(128)
+        ),
     }
 }
 
@@ -302,7 +452,7 @@ mod tests {
     #[test]
     fn a_minimal_pipeline_parses() {
         let p = parse(Path::new("p.toml"), OK).unwrap();
-        assert_eq!(output_name(&p, 0, FileType::Q8_0), "m-Q8_0");
+        assert_eq!(output_name(&p, 0, Some(FileType::Q8_0)), "m-Q8_0");
         assert_eq!(p.source.outtype, "auto");
     }
 
@@ -328,6 +478,53 @@ mod tests {
         assert!(parse(Path::new("p.toml"), &reserved).unwrap_err().message.contains("importance matrix"));
         let path = format!("{OK}name = \"../x\"\n");
         assert!(parse(Path::new("p.toml"), &path).unwrap_err().message.contains("plain file name"));
+    }
+
+    #[test]
+    fn calibration_keys_need_a_method_and_gptq_refuses_what_it_cannot_use() {
+        let gptq = format!("{OK}method = \"gptq\"\ncalib = \"c.txt\"\nnsamples = 16\nseqlen = 64\n");
+        let p = parse(Path::new("p.toml"), &gptq).unwrap();
+        assert_eq!(p.outputs[0].method, Some(OutputMethod::Gptq));
+        assert_eq!((p.outputs[0].nsamples, p.outputs[0].seqlen), (Some(16), Some(64)));
+        let e = parse(Path::new("p.toml"), &format!("{OK}nsamples = 16\n")).unwrap_err();
+        assert!(e.message.contains("need method"), "{e}");
+        let e =
+            parse(Path::new("p.toml"), &format!("{OK}method = \"gptq\"\nimatrix = true\n[imatrix]\ntext = \"t\"\n"))
+                .unwrap_err();
+        assert!(e.message.contains("drop imatrix"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}method = \"gptq\"\ndamp = 1.5\n")).unwrap_err();
+        assert!(e.message.contains("damp"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}method = \"gptx\"\n")).unwrap_err();
+        assert_eq!(e.at, Some((6, 10)), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_output_has_a_method_and_no_gguf_keys() {
+        let ck = "[source]\nmodel = \"org/m\"\n\n[[output]]\nmethod = \"awq\"\nbits = 4\ngroup_size = 64\n";
+        let p = parse(Path::new("p.toml"), ck).unwrap();
+        assert_eq!(output_name(&p, 0, None), "m-awq-w4g64");
+        let e = parse(Path::new("p.toml"), "[source]\nmodel = \"org/m\"\n[[output]]\nname = \"x\"\n").unwrap_err();
+        assert!(e.message.contains("give a GGUF `type`"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{ck}pure = true\n")).unwrap_err();
+        assert!(e.message.contains("for GGUF outputs"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}method = \"awq\"\n")).unwrap_err();
+        assert!(e.message.contains("drop `type`"), "{e}");
+        let e = parse(Path::new("p.toml"), &format!("{OK}bits = 4\n")).unwrap_err();
+        assert!(e.message.contains("checkpoint outputs"), "{e}");
+    }
+
+    #[test]
+    fn mmlu_gates_need_an_mmlu_evaluation() {
+        let eval = "[eval]\ntext = \"t\"\n";
+        let gate = format!("{OK}gates = {{ min_mmlu = 0.3 }}\n");
+        let e = parse(Path::new("p.toml"), &format!("{gate}{eval}")).unwrap_err();
+        assert!(e.message.contains("no mmlu"), "{e}");
+        let mmlu = format!("{gate}{eval}mmlu = {{ data = \"d\", subset = \"quick10\", limit = 1 }}\n");
+        let p = parse(Path::new("p.toml"), &mmlu).unwrap();
+        let m = p.eval.unwrap().mmlu.unwrap();
+        assert_eq!((m.shots, m.limit, m.max_tokens), (5, Some(1), 2048));
+        let e = parse(Path::new("p.toml"), &format!("{gate}{eval}mmlu = {{ data = \"d\", shot = 1 }}\n")).unwrap_err();
+        assert!(e.to_string().contains("shot"), "{e}");
     }
 
     #[test]
