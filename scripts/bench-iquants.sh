@@ -24,27 +24,11 @@ threads=${THREADS:-2}
 types=${TYPES:-IQ2_XXS IQ3_S IQ1_M}
 llama_dir=$cache/llama.cpp-build
 work=$cache/iquants-bench
-llama_version=0.3.36
 
 # 1. llama-quantize
+. "$root/scripts/lib/llama-cpp.sh"
 lq=$llama_dir/build/bin/llama-quantize
-if [ ! -x "$lq" ]; then
-  mkdir -p "$llama_dir"
-  if [ ! -x "$llama_dir/venv/bin/cmake" ]; then
-    python3 -m venv "$llama_dir/venv"
-    "$llama_dir/venv/bin/pip" install -q cmake ninja
-  fi
-  src=$llama_dir/llama_cpp_python-$llama_version/vendor/llama.cpp
-  if [ ! -d "$src" ]; then
-    "$llama_dir/venv/bin/pip" download -q --no-deps --no-binary llama-cpp-python \
-      "llama-cpp-python==$llama_version" -d "$llama_dir"
-    tar -xzf "$llama_dir/llama_cpp_python-$llama_version.tar.gz" -C "$llama_dir"
-  fi
-  PATH=$llama_dir/venv/bin:$PATH nice -n 10 cmake -S "$src" -B "$llama_dir/build" -G Ninja \
-    -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF \
-    -DLLAMA_USE_PREBUILT_UI=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
-  PATH=$llama_dir/venv/bin:$PATH nice -n 10 cmake --build "$llama_dir/build" -j2 --target llama-quantize >/dev/null
-fi
+llama_cpp_build "$llama_dir" llama-quantize
 
 # 2. quantforge
 cd "$root"

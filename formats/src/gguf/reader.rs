@@ -233,6 +233,21 @@ impl GgufFile {
         self.tensor_data(info)
     }
 
+    /// Like [`GgufFile::tensor_data_prefetched`] for bytes `range` of `info`'s data only (clamped to it): for a
+    /// caller that reads a large tensor a piece at a time.
+    pub fn prefetch_range(&self, info: &TensorInfo, range: std::ops::Range<u64>) {
+        let part = self.part_of(info);
+        let (start, len) = clamp_range(info, range);
+        part.bytes.prefetch((part.data_offset + info.offset + start) as usize, len as usize);
+    }
+
+    /// Like [`GgufFile::release`] for bytes `range` of `info`'s data only (clamped to it).
+    pub fn release_range(&self, info: &TensorInfo, range: std::ops::Range<u64>) {
+        let part = self.part_of(info);
+        let (start, len) = clamp_range(info, range);
+        part.bytes.release((part.data_offset + info.offset + start) as usize, len as usize);
+    }
+
     /// Hint that the caller is done with `info`'s data, so its pages can leave the resident set.
     pub fn release(&self, info: &TensorInfo) {
         let part = self.part_of(info);
@@ -253,6 +268,13 @@ impl GgufFile {
     pub fn bits_per_weight(&self) -> f64 {
         crate::ggml_type::bits_per_weight(self.tensor_bytes(), self.n_elements())
     }
+}
+
+/// Start and length of `range` within `info`'s data.
+fn clamp_range(info: &TensorInfo, range: std::ops::Range<u64>) -> (u64, u64) {
+    let end = range.end.min(info.size);
+    let start = range.start.min(end);
+    (start, end - start)
 }
 
 struct Header {

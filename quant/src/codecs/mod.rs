@@ -39,6 +39,7 @@ mod q3_k;
 mod q4_q5_k;
 mod q6_k;
 mod search;
+mod search_lanes;
 mod ternary;
 
 pub(crate) use iq4::best_index_int8;

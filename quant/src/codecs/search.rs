@@ -7,13 +7,14 @@
 //! so the results are bit-identical. Ties are broken exactly as upstream (strict `>`/`<`).
 //! Quant indices are stored with C's conversion rules: an `int` stored into a `uint8_t`/`int8_t` wraps.
 
+use super::search_lanes::{trials, Fit, Group};
 use crate::blocks::scalar::nearest_int;
 
 /// `GROUP_MAX_EPS`: groups whose largest magnitude is below this are treated as all zero.
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Longest group the searches handle (callers use 16 or 32); weights are staged in stack buffers.
-const MAX_GROUP: usize = 32;
+pub(super) const MAX_GROUP: usize = 32;
 
 /// The weights `make_qx_quants` uses: `qw` when given, else by `rmse_type` (1: x², 2: 1, 3: |x|, else √|x|).
 #[inline]
@@ -221,7 +222,7 @@ pub(crate) struct MinSearch {
 }
 
 #[inline]
-fn err_term(diff: f32, use_mad: bool) -> f32 {
+pub(super) fn err_term(diff: f32, use_mad: bool) -> f32 {
     if use_mad {
         diff.abs()
     } else {
@@ -270,7 +271,8 @@ pub(crate) fn make_qkx3_quants(
 /// (`max == min` vs `max <= min`), and how a trial index is computed — qkx2 clamps
 /// `nearest_int(v)` to `[0, nmax]`, qkx3 uses `v > 0 ? nearest_int(MIN(v, nmax)) : 0`. For finite
 /// inputs with `max > min` the two forms agree; they differ only where `v` is NaN or huge.
-/// Note that `min` moves to the best fit found so far, and later trials use the moved value.
+/// Note that `min` moves to the best fit found so far, and later trials use the moved value. The trials run
+/// eight at a time ([`super::search_lanes`]), with the same bits.
 fn qkx_search<const QKX3: bool>(
     p: MinSearch,
     x: &[f32],
@@ -304,8 +306,8 @@ fn qkx_search<const QKX3: bool>(
         l_out.fill(0);
         return (0.0, -min);
     }
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
+    let iscale = nmax as f32 / (max - min);
+    let scale = 1.0 / iscale;
     let mut best_error = 0.0f32;
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
@@ -316,49 +318,9 @@ fn qkx_search<const QKX3: bool>(
     if p.nstep < 1 {
         return (scale, -min);
     }
-    for is in 0..=p.nstep {
-        iscale = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let v = iscale * (x[i] - min);
-            let l = if QKX3 {
-                if v > 0.0 {
-                    nearest_int(v.min(nmax as f32))
-                } else {
-                    0
-                }
-            } else {
-                nearest_int(v).clamp(0, nmax)
-            };
-            laux[i] = l as u8;
-            let w = weights[i];
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += weights[i] * err_term(diff, p.use_mad);
-            }
-            if cur_error < best_error {
-                l_out.copy_from_slice(laux);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    (scale, -min)
+    let mut fit = Fit { scale, min, error: best_error };
+    trials::<QKX3>(p, Group { x, weights, sum_w, sum_x, max }, &mut fit, l_out, laux);
+    (fit.scale, -fit.min)
 }
 
 /// `make_qp_quants`: quantization of non-negative values (the sub-block scales and mins of a

@@ -1,9 +1,11 @@
 //! Running a [`QuantizePlan`] through [`crate::stream`]: the input model is the source (tensors to
-//! quantize decoded to f32, the others copied), the importance matrix gives each tensor's diagonal
+//! quantize handed over in their stored type, which the stream decodes a piece of rows at a time; the others
+//! copied), the importance matrix gives each tensor's diagonal
 //! statistics, [`CodecSolver`] quantizes rows in parallel, a [`GgufSink`] writes one file or the split files.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use quantforge_formats::gguf::TensorSpec;
@@ -13,7 +15,6 @@ use crate::imatrix::Imatrix;
 use crate::progress::Progress;
 use crate::solver::{CodecSolver, TensorStats};
 use crate::stream::sink::{GgufPart, GgufSink};
-use crate::stream::transform::decode;
 use crate::stream::{self, RunOptions, Source, StreamTensor, TensorCount, TensorData};
 
 /// A model and a plan as a pipeline source.
@@ -39,18 +40,26 @@ impl Source for QuantizeSource<'_> {
         self.input.input_paths()
     }
 
-    fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, PipelineError> {
+    fn read<'s>(&'s self, index: usize, _values: &mut Vec<f32>) -> Result<TensorData<'s>, PipelineError> {
         let t = &self.plan.tensors[index];
-        let src = self.input.bytes(t.source)?;
-        if !t.quantize {
-            return Ok(TensorData::Bytes(src));
-        }
-        if let Some(bytes) = self.coded.get(&t.name) {
+        if let Some(bytes) = self.coded.get(&t.name).filter(|_| t.quantize) {
             return Ok(TensorData::Bytes(Cow::Borrowed(bytes)));
         }
-        values.resize(t.ne.iter().product::<u64>() as usize, 0.0);
-        decode(t.src_type, &src, values).map_err(|source| PipelineError::Codec { tensor: t.name.clone(), source })?;
-        Ok(TensorData::Values)
+        let src = self.input.bytes(t.source)?;
+        if !t.quantize {
+            self.input.prefetch_range(t.source, 0..src.len());
+            return Ok(TensorData::Bytes(src));
+        }
+        // Decoded and quantized a piece of rows at a time by the stream.
+        Ok(TensorData::Encoded { ty: t.src_type, bytes: src })
+    }
+
+    fn prefetch_bytes(&self, index: usize, range: Range<usize>) {
+        self.input.prefetch_range(self.plan.tensors[index].source, range);
+    }
+
+    fn release_bytes(&self, index: usize, range: Range<usize>) {
+        self.input.release_range(self.plan.tensors[index].source, range);
     }
 
     fn stats(&self, index: usize) -> Result<TensorStats<'_>, PipelineError> {

@@ -3,9 +3,9 @@
 //! [`plan`] decides every tensor's type (the [`crate::policy`] rules), checks everything that can be checked
 //! before a byte is written (requantization, importance-matrix coverage and sizes, codec support, output
 //! paths), and computes the exact output size. [`execute`] then runs the plan through [`crate::stream`]:
-//! tensors one at a time from the memory-mapped input, dequantized to f32 when needed, quantized by the
-//! [`crate::solver::CodecSolver`] (rows in parallel; rows are independent, so the bytes do not depend on
-//! the thread count), written, the input pages released.
+//! tensors in order from the memory-mapped input, large ones a piece of whole rows at a time (decoded to f32,
+//! quantized by the [`crate::solver::CodecSolver`], written, the input pages released), solving overlapped
+//! with writing. Rows are independent, so the bytes depend neither on the pieces nor on the thread count.
 //!
 //! Mirrors `llama_model_quantize_impl` in `src/llama-quant.cpp` at llama.cpp
 //! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62.

@@ -4,6 +4,7 @@
 //! files ([`GgufFile::open`] joins them); its inputs are every file of the set.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::path::Path;
 
 use quantforge_formats::gguf::{GgufFile, GgufValue};
@@ -33,10 +34,15 @@ pub trait ModelSource: Sync {
     }
     /// Name, ggml-order dimensions and element type of tensor `i`.
     fn tensor(&self, i: usize) -> (&str, &[u64], GgmlType);
-    /// The bytes of tensor `i` in its element type.
+    /// The bytes of tensor `i` in its element type (from a file, mapped but not yet read: see
+    /// [`ModelSource::prefetch_range`]).
     fn bytes(&self, i: usize) -> Result<Cow<'_, [u8]>, PipelineError>;
     /// Hint that tensor `i` is done with.
     fn release(&self, _i: usize) {}
+    /// Hint that bytes `range` of tensor `i` are about to be read.
+    fn prefetch_range(&self, _i: usize, _range: Range<usize>) {}
+    /// Hint that bytes `range` of tensor `i` are done with.
+    fn release_range(&self, _i: usize, _range: Range<usize>) {}
 
     /// The value of metadata `key`.
     fn get(&self, key: &str) -> Option<&GgufValue> {
@@ -86,11 +92,19 @@ impl ModelSource for GgufFile {
     }
 
     fn bytes(&self, i: usize) -> Result<Cow<'_, [u8]>, PipelineError> {
-        Ok(Cow::Borrowed(self.tensor_data_prefetched(&self.tensors()[i])))
+        Ok(Cow::Borrowed(self.tensor_data(&self.tensors()[i])))
     }
 
     fn release(&self, i: usize) {
         GgufFile::release(self, &self.tensors()[i]);
+    }
+
+    fn prefetch_range(&self, i: usize, range: Range<usize>) {
+        GgufFile::prefetch_range(self, &self.tensors()[i], range.start as u64..range.end as u64);
+    }
+
+    fn release_range(&self, i: usize, range: Range<usize>) {
+        GgufFile::release_range(self, &self.tensors()[i], range.start as u64..range.end as u64);
     }
 }
 

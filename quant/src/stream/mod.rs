@@ -10,8 +10,10 @@
 //!
 //! [`run`] is the only loop. It owns: refusing outputs that are inputs, the sink's atomic temporaries (a
 //! failed or cancelled run leaves nothing), progress, cancellation between tensors, releasing the source's
-//! pages after each tensor, the output-size accounting, and the checks that the sink expects exactly the
-//! planned tensors and received every one of them at its planned size.
+//! pages after each tensor (after each piece for [`TensorData::Encoded`]), the output-size accounting, and the
+//! checks that the sink expects exactly the planned tensors and received every one of them at its planned
+//! size. Its work runs as a small bounded pipeline ([`pieces`]): solving overlaps writing, large tensors go
+//! through in pieces of rows, and the output is the same bytes at any thread count.
 //!
 //! Invariant: the output holds exactly the tensors the source plans, and, for a source that reads one input
 //! model ([`Source::tensor_count`]), the plan holds exactly the input model's tensors less those dropped on
@@ -24,12 +26,14 @@
 //! and a sink and call [`run`].
 
 mod dtype;
+pub mod pieces;
 pub mod sink;
 pub mod transform;
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use quantforge_formats::{check_not_input, FormatError, GgmlType};
 use rayon::prelude::*;
@@ -38,7 +42,7 @@ pub use dtype::FloatType;
 pub use sink::Sink;
 
 use crate::progress::Progress;
-use crate::solver::{SolveJob, Solver, SolverError, TensorStats};
+use crate::solver::{Solver, SolverError, TensorStats};
 
 /// One tensor a source produces and a sink receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +73,10 @@ pub enum TensorData<'s> {
     Bytes(Cow<'s, [u8]>),
     /// The f32 values were put in the buffer handed to [`Source::read`]; the solver encodes them.
     Values,
+    /// Stored bytes of type `ty` (the whole tensor) whose values the solver encodes. The driver decodes and
+    /// solves them a piece of whole rows at a time ([`pieces`]), so a large tensor is never all in f32; only
+    /// for solvers that solve rows independently ([`crate::solver::CodecSolver`]).
+    Encoded { ty: GgmlType, bytes: Cow<'s, [u8]> },
 }
 
 /// What a source's output must hold, counted on the input side: the input model's tensors less those the
@@ -104,6 +112,10 @@ pub trait Source: Sync {
     }
     /// Tensor `index` is done with: its pages may be released.
     fn release(&self, _index: usize) {}
+    /// Hint: `range` of the bytes of tensor `index` given as [`TensorData::Encoded`] is about to be read.
+    fn prefetch_bytes(&self, _index: usize, _range: Range<usize>) {}
+    /// Hint: `range` of the bytes of tensor `index` given as [`TensorData::Encoded`] is done with.
+    fn release_bytes(&self, _index: usize, _range: Range<usize>) {}
     /// For a source that reads one input model, how many tensors that model has and how many the source
     /// drops on purpose; [`run`] refuses a plan of any other length. `None` for sources that build their
     /// tensors from several inputs.
@@ -192,42 +204,7 @@ pub fn run<S: Source + ?Sized, K: Sink>(
     sink.open(&inputs)?;
     let total: u64 = tensors.iter().map(|t| t.size).sum();
     opts.progress.start(tensors.len(), total);
-    let mut values = Vec::new();
-    let mut out = Vec::new();
-    let mut written = 0u64;
-    for (i, t) in tensors.iter().enumerate() {
-        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(StreamError::Interrupted.into());
-        }
-        opts.progress.item(i, &t.name, &t.detail);
-        let n = match source.read(i, &mut values)? {
-            TensorData::Bytes(bytes) => {
-                check_size(t, bytes.len())?;
-                sink.write(i, &bytes)?;
-                bytes.len()
-            }
-            TensorData::Values => {
-                let ty = t.ty.ok_or_else(|| StreamError::NoType { tensor: t.name.clone() })?;
-                if opts.reject_non_finite {
-                    if let Some(index) = first_non_finite(&values) {
-                        let value = values[index];
-                        return Err(StreamError::NonFinite { tensor: t.name.clone(), index, value }.into());
-                    }
-                }
-                let job = SolveJob { name: &t.name, ne: &t.ne, ty, stats: source.stats(i)? };
-                out.clear();
-                out.resize(t.size as usize, 0);
-                solver
-                    .solve(&job, &values, &mut out)
-                    .map_err(|source| StreamError::Solve { tensor: t.name.clone(), source })?;
-                sink.write(i, &out)?;
-                out.len()
-            }
-        };
-        source.release(i);
-        written += n as u64;
-        opts.progress.item_done(i, n as u64);
-    }
+    let written = pieces::drive(source, solver, &mut sink, &opts)?;
     sink.finish()?;
     opts.progress.finish();
     Ok(RunSummary { tensors: tensors.len(), bytes: written, outputs })

@@ -22,6 +22,9 @@ pub trait Sink {
     fn open(&mut self, inputs: &[&Path]) -> Result<(), StreamError>;
     /// The bytes of tensor `index` (the next one).
     fn write(&mut self, index: usize, bytes: &[u8]) -> Result<(), StreamError>;
+    /// The next piece of the bytes of tensor `index`: a tensor's pieces come in order, one after the other,
+    /// and together are its bytes.
+    fn write_piece(&mut self, index: usize, bytes: &[u8]) -> Result<(), StreamError>;
     /// Check every tensor was received, then move the outputs into place.
     fn finish(&mut self) -> Result<(), StreamError>;
 }
@@ -100,6 +103,19 @@ impl Sink for GgufSink {
         Ok(())
     }
 
+    fn write_piece(&mut self, index: usize, bytes: &[u8]) -> Result<(), StreamError> {
+        self.advance()?;
+        let w = self.writer.as_ref().ok_or_else(|| StreamError::SinkMismatch { message: "sink not open".into() })?;
+        let expected = self.parts.iter().flat_map(|p| &p.specs).nth(index).map(|s| &s.name);
+        let next = w.next_tensor().map(|s| &s.name);
+        if next.is_none() || next != expected {
+            let message = format!("a piece of tensor {index} arrived while the file expects {next:?}");
+            return Err(StreamError::SinkMismatch { message });
+        }
+        self.writer.as_mut().map(|w| w.write_tensor_data(bytes)).transpose()?;
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), StreamError> {
         self.advance()?;
         if self.current + 1 < self.parts.len() {
@@ -139,6 +155,8 @@ pub struct SafetensorsDirSink<'a> {
     writer: Option<SafetensorsWriter>,
     /// Tensors left in the current shard.
     left: usize,
+    /// Bytes of the current tensor received so far in pieces.
+    piece_bytes: u64,
 }
 
 impl<'a> SafetensorsDirSink<'a> {
@@ -151,6 +169,7 @@ impl<'a> SafetensorsDirSink<'a> {
             current: 0,
             writer: None,
             left: 0,
+            piece_bytes: 0,
         }
     }
 
@@ -185,11 +204,7 @@ impl Sink for SafetensorsDirSink<'_> {
     }
 
     fn expected(&self) -> Vec<(String, u64)> {
-        self.shards
-            .iter()
-            .flat_map(|s| &s.tensors)
-            .map(|t| (t.name.clone(), t.shape.iter().product::<u64>() * t.dtype.bitsize() as u64 / 8))
-            .collect()
+        self.shards.iter().flat_map(|s| &s.tensors).map(|t| (t.name.clone(), st_size(t))).collect()
     }
 
     fn open(&mut self, inputs: &[&Path]) -> Result<(), StreamError> {
@@ -204,6 +219,22 @@ impl Sink for SafetensorsDirSink<'_> {
         })?;
         w.write_tensor_data(bytes)?;
         self.left -= 1;
+        Ok(())
+    }
+
+    fn write_piece(&mut self, _index: usize, bytes: &[u8]) -> Result<(), StreamError> {
+        self.advance()?;
+        let size = self.shards.get(self.current).and_then(|s| s.tensors.get(s.tensors.len() - self.left)).map(st_size);
+        let (Some(w), Some(size)) = (self.writer.as_mut(), size) else {
+            let message = format!("{} bytes written past the last tensor", bytes.len());
+            return Err(StreamError::SinkMismatch { message });
+        };
+        w.write_tensor_data(bytes)?;
+        self.piece_bytes += bytes.len() as u64;
+        if self.piece_bytes >= size {
+            self.piece_bytes = 0;
+            self.left -= 1;
+        }
         Ok(())
     }
 
@@ -223,4 +254,9 @@ impl Sink for SafetensorsDirSink<'_> {
         }
         Ok(())
     }
+}
+
+/// Bytes of a safetensors tensor.
+fn st_size(t: &StTensorSpec) -> u64 {
+    t.shape.iter().product::<u64>() * t.dtype.bitsize() as u64 / 8
 }

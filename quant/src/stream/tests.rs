@@ -232,3 +232,115 @@ fn a_plan_short_of_the_input_model_writes_nothing() {
     assert!(check_count(0, TensorCount { input: 1, dropped: 2 }).is_err());
     assert!(check_count(3, TensorCount::all(3)).is_ok());
 }
+
+/// Stored F16 tensors handed over as [`TensorData::Encoded`]: a 2-D one of several pieces, a 3-D one of two
+/// experts (pieces stop at the expert boundary) with a diagonal importance vector per expert, and a copy.
+struct Encoded {
+    tensors: Vec<StreamTensor>,
+    bytes: Vec<Vec<u8>>,
+    imatrix: Vec<f32>,
+}
+
+impl Encoded {
+    fn new(nan_at: Option<usize>) -> Encoded {
+        let shapes: [(&str, Vec<u64>, GgmlType); 3] = [
+            ("a", vec![512, 2100], GgmlType::Q8_0),
+            ("experts", vec![256, 4500, 2], GgmlType::Q4_K),
+            ("b", vec![8], GgmlType::F32),
+        ];
+        let mut tensors = Vec::new();
+        let mut bytes = Vec::new();
+        for (k, (name, ne, ty)) in shapes.into_iter().enumerate() {
+            let n: u64 = ne.iter().product();
+            let mut values: Vec<f32> = (0..n).map(|i| (((i * 7919 + k as u64) % 1013) as f32 - 506.0) / 97.0).collect();
+            if let (Some(at), 0) = (nan_at, k) {
+                values[at] = f32::NAN;
+            }
+            let stored: Vec<u8> = if k == 2 {
+                values.iter().flat_map(|v| v.to_le_bytes()).collect()
+            } else {
+                values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
+            };
+            tensors.push(StreamTensor::solved(name, ne, ty, "").unwrap());
+            bytes.push(stored);
+        }
+        let imatrix = (0..512).map(|i| 1.0 + (i % 13) as f32).collect();
+        Encoded { tensors, bytes, imatrix }
+    }
+
+    /// The expected bytes of tensor `k`: decoded whole, solved whole.
+    fn expected(&self, k: usize) -> Vec<u8> {
+        let t = &self.tensors[k];
+        if k == 2 {
+            return self.bytes[2].clone();
+        }
+        let mut values = vec![0f32; t.ne.iter().product::<u64>() as usize];
+        crate::dequant::dequantize_row_par(GgmlType::F16, &self.bytes[k], &mut values).unwrap();
+        let stats = if k == 1 { TensorStats::Diagonal(&self.imatrix) } else { TensorStats::None };
+        let job = crate::solver::SolveJob { name: &t.name, ne: &t.ne, ty: t.ty.unwrap(), stats };
+        crate::solver::solve_to_vec(&CodecSolver, &job, &values).unwrap()
+    }
+
+    fn specs(&self) -> Vec<TensorSpec> {
+        self.tensors
+            .iter()
+            .map(|t| TensorSpec { name: t.name.clone(), ggml_type: t.ty.unwrap(), ne: t.ne.clone() })
+            .collect()
+    }
+}
+
+impl Source for Encoded {
+    type Error = StreamError;
+
+    fn tensors(&self) -> &[StreamTensor] {
+        &self.tensors
+    }
+
+    fn input_paths(&self) -> Vec<&Path> {
+        Vec::new()
+    }
+
+    fn read<'s>(&'s self, index: usize, _: &mut Vec<f32>) -> Result<TensorData<'s>, StreamError> {
+        let bytes = Cow::Borrowed(&self.bytes[index][..]);
+        Ok(if index == 2 { TensorData::Bytes(bytes) } else { TensorData::Encoded { ty: GgmlType::F16, bytes } })
+    }
+
+    fn stats(&self, index: usize) -> Result<TensorStats<'_>, StreamError> {
+        Ok(if index == 1 { TensorStats::Diagonal(&self.imatrix) } else { TensorStats::None })
+    }
+}
+
+#[test]
+fn encoded_tensors_in_pieces_give_the_whole_tensor_bytes_at_any_thread_count() {
+    let src = Encoded::new(None);
+    assert!(pieces::piece_rows(2100, 2100, 512).len() > 1, "the test tensor must take several pieces");
+    let dir = tempfile::tempdir().unwrap();
+    for threads in [1, 2, 3] {
+        let out = dir.path().join(format!("enc-{threads}.gguf"));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let sink = GgufSink::single(&out, Vec::new(), src.specs());
+        // Inside the pool (the driver runs pool work while it waits) and from outside it.
+        let s = if threads == 2 {
+            run(&src, &CodecSolver, sink, RunOptions::new(&Silent)).unwrap()
+        } else {
+            pool.install(|| run(&src, &CodecSolver, sink, RunOptions::new(&Silent))).unwrap()
+        };
+        assert_eq!(s.bytes, src.tensors.iter().map(|t| t.size).sum::<u64>());
+        let g = GgufFile::open(&out).unwrap();
+        for k in 0..3 {
+            assert!(g.tensor_data(&g.tensors()[k]) == src.expected(k), "tensor {k}, {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn a_non_finite_value_in_a_later_piece_is_reported_at_its_tensor_index() {
+    let at = 2050 * 512 + 17;
+    let src = Encoded::new(Some(at));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nan.gguf");
+    let opts = RunOptions { reject_non_finite: true, ..RunOptions::new(&Silent) };
+    let err = run(&src, &CodecSolver, GgufSink::single(&out, Vec::new(), src.specs()), opts).unwrap_err();
+    assert!(matches!(err, StreamError::NonFinite { index, .. } if index == at), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
