@@ -40,6 +40,7 @@ mod q4_q5_k;
 mod q6_k;
 mod search;
 mod search_lanes;
+mod search_qx;
 mod ternary;
 
 pub(crate) use iq4::best_index_int8;

@@ -8,6 +8,7 @@
 //! Quant indices are stored with C's conversion rules: an `int` stored into a `uint8_t`/`int8_t` wraps.
 
 use super::search_lanes::{trials, Fit, Group};
+use super::search_qx::{trial_iscale, trial_sums, TRIALS};
 use crate::blocks::scalar::nearest_int;
 
 /// `GROUP_MAX_EPS`: groups whose largest magnitude is below this are treated as all zero.
@@ -85,7 +86,8 @@ pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
 }
 
 /// `make_qx_quants`: symmetric quantization of `x` to `L[i] ∈ [0, 2·nmax)` (stored with offset `nmax`)
-/// with a weighted least-squares scale, trying 18 perturbed inverse scales. Returns the scale.
+/// with a weighted least-squares scale, trying 18 perturbed inverse scales (side by side: [`super::search_qx`]).
+/// Returns the scale.
 ///
 /// `rmse_type` selects the default weights when `qw` is `None` (1: x², 2: 1, 3: |x|, else √|x|);
 /// 0 skips the search, a negative value returns early after the first fit.
@@ -123,27 +125,21 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], rmse_type: 
     if return_early {
         return if suml2 > 0.0 { 0.5 * (scale + 1.0 / iscale) } else { 1.0 / iscale };
     }
+    // The trials' sums side by side, accepted in upstream's order; the indices are those of the last accepted.
     let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for i in 0..n {
-            let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-            let w = weights[i];
-            sumlx += w * x[i] * l as f32;
-            suml2 += w * l as f32 * l as f32;
-        }
+    let mut accepted = None;
+    for (&is, (sumlx, suml2)) in TRIALS.iter().zip(trial_sums(nmax, x, weights, max)) {
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..n {
-                let l = nearest_int(iscale * x[i]);
-                l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
-            }
             scale = sumlx / suml2;
             best = scale * sumlx;
+            accepted = Some(is);
+        }
+    }
+    if let Some(is) = accepted {
+        iscale = trial_iscale(nmax, is, max);
+        for i in 0..n {
+            let l = nearest_int(iscale * x[i]);
+            l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
         }
     }
     scale
