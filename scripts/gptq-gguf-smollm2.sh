@@ -11,6 +11,10 @@
 #
 #   scripts/gptq-gguf-smollm2.sh [THREADS] [NSAMPLES] [TYPE...]     (default: 2 32 Q4_K_M Q3_K_M)
 #
+# CALIB=kjv calibrates both methods on the King James Bible instead (the first 644,806 bytes of kjv.plain.txt,
+# out of the evaluation text's domain) and writes docs/gptq-gguf-smollm2-kjv.{md,json}. DOC=docs/NAME writes the
+# tables to docs/NAME.{md,json} instead (a run over some of the types).
+#
 # Models are cached under $QUANTFORGE_CACHE (default ~/.cache/quantforge): a second run only measures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +31,17 @@ cargo build --release --locked -p quantforge-cli >&2
 qf=target/release/quantforge
 wiki=fixtures/text/wiki.test.raw
 log=docs/gptq-gguf-smollm2.log
+tag=""
+[ "${CALIB:-wiki}" = wiki ] || tag="-${CALIB}"
 
 [ -f "$work/F32.gguf" ] || $qf quantize --allow-requantize "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" "$work/F32.gguf" --type F32 -q
-calib="$work/calibration.txt"
-[ -f "$calib" ] || tail -c 644806 "$wiki" > "$calib"
-[ -f "$work/imatrix.gguf" ] ||
-  $qf eval imatrix "$work/F32.gguf" --text "$calib" --ctx 512 --chunks "$nsamples" -o "$work/imatrix.gguf" -q
-
-touch "$log"   # one line per file built; files already in the cache are not timed again
+calib="$work/calibration$tag.txt"
+case "${CALIB:-wiki}" in
+  wiki) [ -f "$calib" ] || tail -c 644806 "$wiki" > "$calib" ;;
+  kjv) [ -f "$calib" ] || head -c 644806 fixtures/text/kjv.plain.txt > "$calib" ;;
+  *) echo "CALIB=$CALIB: use wiki or kjv" >&2; exit 2 ;;
+esac
+touch "$log"   # one line per file built (the importance matrix too); files already in the cache are not timed again
 timed() {
   local name=$1
   shift
@@ -43,18 +50,22 @@ timed() {
     echo "$name done" >&2
   fi
 }
+imatrix="$work/imatrix$tag.gguf"
+timed "imatrix$tag" eval imatrix "$work/F32.gguf" --text "$calib" --ctx 512 --chunks "$nsamples" -o "$imatrix" \
+  -t "$threads"
 models=("$work/F32.gguf")
 for t in "${types[@]}"; do
   timed "$t" quantize "$work/F32.gguf" "$work/$t.gguf" --type "$t" --threads "$threads"
-  timed "$t-imatrix" quantize "$work/F32.gguf" "$work/$t-imatrix.gguf" --type "$t" --imatrix "$work/imatrix.gguf" \
+  timed "$t-imatrix$tag" quantize "$work/F32.gguf" "$work/$t-imatrix$tag.gguf" --type "$t" --imatrix "$imatrix" \
     --threads "$threads"
-  timed "$t-gptq" quantize "$work/F32.gguf" "$work/$t-gptq.gguf" --type "$t" --method gptq --calib "$calib" \
+  timed "$t-gptq$tag" quantize "$work/F32.gguf" "$work/$t-gptq$tag.gguf" --type "$t" --method gptq --calib "$calib" \
     --nsamples "$nsamples" --seqlen 512 --threads "$threads"
-  models+=("$work/$t.gguf" "$work/$t-imatrix.gguf" "$work/$t-gptq.gguf")
+  models+=("$work/$t.gguf" "$work/$t-imatrix$tag.gguf" "$work/$t-gptq$tag.gguf")
 done
 
 common=(--text "$wiki" --ctx 512 --chunks 16 -t "$threads" --cache "$work/compare-cache")
-$qf eval compare "${models[@]}" "${common[@]}" --markdown -q > docs/gptq-gguf-smollm2.md
-$qf eval compare "${models[@]}" "${common[@]}" --json -q > docs/gptq-gguf-smollm2.json
-sed -i "s#$work/##g" docs/gptq-gguf-smollm2.json docs/gptq-gguf-smollm2.md
-cat docs/gptq-gguf-smollm2.md "$log"
+out="${DOC:-docs/gptq-gguf-smollm2$tag}"
+$qf eval compare "${models[@]}" "${common[@]}" --markdown -q > "$out.md"
+$qf eval compare "${models[@]}" "${common[@]}" --json -q > "$out.json"
+sed -i "s#$work/##g" "$out.json" "$out.md"
+cat "$out.md" "$log"

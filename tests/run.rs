@@ -508,9 +508,10 @@ fn a_checkpoint_output_is_the_quantize_commands_directory_with_each_file_hashed(
     assert!(art["modelfile"].is_null() && !out.join("stories260K-gptq-w4g-1.Modelfile").exists());
     let card = String::from_utf8(read(&out.join("README.md"))).unwrap();
     assert!(
-        card.contains("[stories260K-gptq-w4g-1](stories260K-gptq-w4g-1) | GPTQ-w4g-1 (compressed-tensors)"),
+        card.contains("[stories260K-gptq-w4g-1](stories260K-gptq-w4g-1) | GPTQ-w4g-1 (compressed-tensors) |"),
         "{card}"
     );
+    assert!(card.contains("# stories260K quantized") && !card.contains("Ollama") && !card.contains("- gguf"), "{card}");
 
     // Unchanged on a second run; the same bytes when redone over the previous directory.
     let events = json_lines(&s.run(&file, &out, &["--json"]).ok());
@@ -588,8 +589,12 @@ fn mmlu_figures_match_eval_mmlu_and_gate_the_outputs() {
     assert!(card.contains("| Same top | MMLU | sha256 |") && card.contains(&pct), "{card}");
     assert!(card.contains("MMLU: 1-shot, 4 questions; the source scores"), "{card}");
 
-    // An accuracy above any reachable fails the gate with the figure named.
-    let file = s.write("strict.toml", &text.replace("min_mmlu = 0.0", "min_mmlu = 1.01"));
+    // An accuracy above the output's fails the gate with the figure named; one above 1 is refused as a limit.
+    assert!(f16["accuracy"].as_f64().unwrap() < 1.0, "{f16}");
+    let file = s.write("strict.toml", &text.replace("min_mmlu = 0.0", "min_mmlu = 1.0"));
     let err = s.run(&file, &out, &[]).fails();
     assert!(err.contains("stories260K-F16: min_mmlu"), "{err}");
+    let file = s.write("beyond.toml", &text.replace("min_mmlu = 0.0", "min_mmlu = 1.01"));
+    let err = s.run(&file, &out, &[]).fails();
+    assert!(err.contains("min_mmlu = 1.01: a fraction of 1"), "{err}");
 }

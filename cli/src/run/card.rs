@@ -15,6 +15,10 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
     let card = &ctx.p.card;
     let base_model = card.base_model.clone().or_else(|| m.source.repo.clone());
     let license = card.license.clone().or_else(|| gguf_license(ctx, m));
+    // GGUF wording, tag and the Ollama section only where GGUF files are published.
+    let published = || m.artifacts.iter().filter(|a| a.passed);
+    let any_gguf = published().any(|a| a.result.files.is_none());
+    let all_gguf = published().all(|a| a.result.files.is_none());
     let mut o = String::new();
     outln!(o, "---");
     if let Some(b) = &base_model {
@@ -26,8 +30,9 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
         outln!(o, "license: {}", yaml(l));
     }
     outln!(o, "tags:");
-    let mut tags: Vec<&str> = vec!["gguf", "quantized", "quantforge"];
-    tags.extend(card.tags.iter().map(String::as_str).filter(|t| !["gguf", "quantized", "quantforge"].contains(t)));
+    let ours: &[&str] = if any_gguf { &["gguf", "quantized", "quantforge"] } else { &["quantized", "quantforge"] };
+    let mut tags = ours.to_vec();
+    tags.extend(card.tags.iter().map(String::as_str).filter(|t| !ours.contains(t)));
     for t in tags {
         outln!(o, "- {}", yaml(t));
     }
@@ -35,13 +40,14 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
     outln!(o, "---");
     outln!(o);
     let title = super::schema::source_name(&ctx.p);
-    outln!(o, "# {title} GGUF");
+    outln!(o, "# {title} {}", if all_gguf { "GGUF" } else { "quantized" });
     outln!(o);
     let from = match (&m.source.repo, &m.source.commit) {
         (Some(repo), Some(commit)) => format!("[{repo}](https://huggingface.co/{repo}) at commit `{commit}`"),
         _ => format!("`{}`", m.source.model),
     };
-    outln!(o, "GGUF quantizations of {from}, made with quantforge {} from `{}`.", m.tool.version, ctx.file_name);
+    let what = if all_gguf { "GGUF quantizations" } else { "Quantizations" };
+    outln!(o, "{what} of {from}, made with quantforge {} from `{}`.", m.tool.version, ctx.file_name);
     outln!(o, "Every figure below is in `manifest.json`, with the sha256 of every input file.");
     outln!(o);
     // The MMLU column only where the pipeline measures it, so cards without it keep their layout.
@@ -53,7 +59,7 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
         outln!(o, "| File | Type | Size | BPW | PPL | ΔPPL | KLD | Same top | sha256 |");
         outln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---|");
     }
-    for a in m.artifacts.iter().filter(|a| a.passed) {
+    for a in published() {
         let r = &a.result;
         let (ppl, dppl, kld, top) = match &r.eval {
             Some(e) => (
@@ -73,7 +79,10 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
             o,
             "| [{f}]({f}) | {}{} | {} | {:.2} | {ppl} | {dppl} | {kld} | {top} | `{}` |",
             r.ftype,
-            if a.method.is_some() { " (GPTQ)" } else { "" },
+            match a.method.filter(|_| r.files.is_none()) {
+                Some(method) => format!(" ({})", method.name().to_uppercase()),
+                None => String::new(),
+            },
             bytes(r.size),
             r.bits_per_weight,
             r.sha256,
@@ -100,10 +109,12 @@ pub fn card(ctx: &Context, m: &Manifest, chart: bool) -> String {
         outln!(o, "![File size against mean KL divergence from the source](chart.svg)");
     }
     gates_section(&mut o, m);
-    outln!(o);
-    outln!(o, "## Use with Ollama");
-    outln!(o);
-    outln!(o, "Each GGUF has a Modelfile beside it: `ollama create NAME -f FILE.Modelfile`.");
+    if any_gguf {
+        outln!(o);
+        outln!(o, "## Use with Ollama");
+        outln!(o);
+        outln!(o, "Each GGUF has a Modelfile beside it: `ollama create NAME -f FILE.Modelfile`.");
+    }
     outln!(o);
     outln!(o, "## Recipe");
     outln!(o);

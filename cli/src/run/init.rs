@@ -92,7 +92,7 @@ pub fn starter(source: &str, text: &str, q8_f16: &[String]) -> String {
     format!(
         r#"# quantforge pipeline: `quantforge run THIS_FILE [--out DIR]`.
 # Paths are relative to this file. Steps whose inputs are unchanged are not redone; --force redoes them.
-# Reference: docs/run.md.
+# Reference: the "Using quantforge in CI" section of the quantforge README.
 
 [source]
 # A hub repo id, org/name or org/name@revision (branch, tag or commit), or a local model folder or GGUF.

@@ -354,6 +354,7 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
         if let Some(size) = &g.max_size {
             size.bytes().map_err(|e| plain(format!("output '{name}': max_size: {e}")))?;
         }
+        check_gate_ranges(g).map_err(|e| plain(format!("output '{name}': {e}")))?;
         check_method(o).map_err(|e| plain(format!("output '{name}': {e}")))?;
         if o.lora.iter().any(|l| !l.scale.is_finite()) {
             return Err(plain(format!("output '{name}': a LoRA scale must be a finite number")));
@@ -363,6 +364,23 @@ fn check(file: &Path, text: &str, p: &Pipeline) -> Result<(), SchemaError> {
         if ctx == Some(0) {
             return Err(plain(format!("[{what}] ctx must be at least 1")));
         }
+    }
+    Ok(())
+}
+
+/// Fractions (same-top, MMLU accuracy) lie in 0..=1; the other limits are finite, a KLD limit not negative.
+fn check_gate_ranges(g: &Gates) -> Result<(), String> {
+    let fractions = [("min_same_top", g.min_same_top), ("min_mmlu", g.min_mmlu), ("max_delta_mmlu", g.max_delta_mmlu)];
+    for (key, v) in fractions {
+        if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+            return Err(format!("gate {key} = {v}: a fraction of 1, between 0 and 1"));
+        }
+    }
+    if let Some(v) = g.max_kld.filter(|v| !v.is_finite() || *v < 0.0) {
+        return Err(format!("gate max_kld = {v}: must be a finite number, not negative"));
+    }
+    if let Some(v) = g.max_delta_ppl.filter(|v| !v.is_finite()) {
+        return Err(format!("gate max_delta_ppl = {v}: must be a finite number"));
     }
     Ok(())
 }
@@ -525,6 +543,21 @@ mod tests {
         assert_eq!((m.shots, m.limit, m.max_tokens), (5, Some(1), 2048));
         let e = parse(Path::new("p.toml"), &format!("{gate}{eval}mmlu = {{ data = \"d\", shot = 1 }}\n")).unwrap_err();
         assert!(e.to_string().contains("shot"), "{e}");
+    }
+
+    #[test]
+    fn gate_limits_are_checked_for_range() {
+        let eval = "[eval]\ntext = \"t\"\n";
+        for (gate, key) in [
+            ("min_same_top = 95", "min_same_top"),
+            ("max_kld = -0.1", "max_kld"),
+            ("max_delta_ppl = nan", "max_delta_ppl"),
+        ] {
+            let e = parse(Path::new("p.toml"), &format!("{OK}gates = {{ {gate} }}\n{eval}")).unwrap_err();
+            assert!(e.message.contains(key), "{gate}: {e}");
+        }
+        let ok = format!("{OK}gates = {{ min_same_top = 0.95, max_kld = 0.1, max_delta_ppl = 0.5 }}\n{eval}");
+        parse(Path::new("p.toml"), &ok).unwrap();
     }
 
     #[test]
