@@ -285,6 +285,20 @@ pub fn run_block(
     device: Device,
     observe: Option<&Observer<'_>>,
 ) -> Result<()> {
+    run_block_until(cfg, block, acts, device, observe, usize::MAX)
+}
+
+/// [`run_block`], stopping once `observe` has been shown the distinct input number `last` (0: Q/K/V's,
+/// 1: O's, 2: gate/up's, 3: down's), as a true-sequential calibration pass needs; `acts` is then left part-way
+/// through the block and must not be used further.
+pub(crate) fn run_block_until(
+    cfg: &LlamaConfig,
+    block: &Block,
+    acts: &mut Activations,
+    device: Device,
+    observe: Option<&Observer<'_>>,
+    last: usize,
+) -> Result<()> {
     let see = |w: &Matrix, input: &[f32], cols: usize| {
         if let Some(f) = observe {
             f(w.name(), input, cols);
@@ -306,6 +320,9 @@ pub fn run_block(
     for w in [&b.wq, &b.wk, &b.wv] {
         see(w, xn, d);
     }
+    if last == 0 {
+        return Ok(());
+    }
     mm.matmul_t(xn, m, d, b.wq.as_f32(scratch)?, qd, q)?;
     mm.matmul_t(xn, m, d, b.wk.as_f32(scratch)?, kvd, k)?;
     mm.matmul_t(xn, m, d, b.wv.as_f32(scratch)?, kvd, v)?;
@@ -324,6 +341,9 @@ pub fn run_block(
     k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
     attention(cfg, seq_lens, q, k, v, attn);
     see(&b.wo, attn, qd);
+    if last == 1 {
+        return Ok(());
+    }
     mm.matmul_t(attn, m, qd, b.wo.as_f32(scratch)?, d, proj)?;
     if let Some(bias) = &b.bo {
         ops::add_bias(proj, bias);
@@ -333,10 +353,16 @@ pub fn run_block(
     ops::rms_norm(x, &b.ffn_norm, cfg.rms_eps, xn);
     see(&b.w_gate, xn, d);
     see(&b.w_up, xn, d);
+    if last == 2 {
+        return Ok(());
+    }
     mm.matmul_t(xn, m, d, b.w_gate.as_f32(scratch)?, ff, gate)?;
     mm.matmul_t(xn, m, d, b.w_up.as_f32(scratch)?, ff, up)?;
     gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
     see(&b.w_down, gate, ff);
+    if last == 3 {
+        return Ok(());
+    }
     mm.matmul_t(gate, m, ff, b.w_down.as_f32(scratch)?, d, proj)?;
     ops::add_assign(x, proj);
     Ok(())
@@ -491,6 +517,26 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), block.linear_names());
         assert_eq!(block.linear_names()[0], "blk.3.attn_q.weight");
         assert_eq!(block.linear_names()[6], "blk.3.ffn_down.weight");
+    }
+
+    #[test]
+    fn a_block_run_until_an_input_shows_the_whole_runs_inputs_up_to_it() {
+        let file = ModelFile::open(&stories()).unwrap();
+        let block = file.load_block(2).unwrap();
+        let record = |last: usize| {
+            let seen = std::sync::Mutex::new(Vec::new());
+            let observe =
+                |name: &str, rows: &[f32], _: usize| seen.lock().unwrap().push((name.to_string(), rows.to_vec()));
+            let mut acts = file.embed(&[A, B]).unwrap();
+            run_block_until(file.config(), &block, &mut acts, Device::Cpu, Some(&observe), last).unwrap();
+            seen.into_inner().unwrap()
+        };
+        let whole = record(usize::MAX);
+        assert_eq!(whole.len(), 7);
+        // Q/K/V share an input, then O, gate/up (sharing one) and down.
+        for (last, shown) in [(0, 3), (1, 4), (2, 6), (3, 7)] {
+            assert!(record(last) == whole[..shown], "stopping after input {last}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use quantforge_quant::calibrate::{CalibrationSource, LinearInput, LinearWeight, SourceError};
 
-use crate::blocks::{run_block, Activations, Block, ModelFile};
+use crate::blocks::{run_block, run_block_until, Activations, Block, ModelFile};
 use crate::device::Device;
 use crate::error::Result;
 
@@ -92,6 +92,15 @@ impl CalibrationSource for BlockCalibrator<'_> {
         index: usize,
         visit: &mut dyn FnMut(LinearInput<'_>),
     ) -> std::result::Result<(), SourceError> {
+        self.block_inputs_until(index, usize::MAX, visit)
+    }
+
+    fn block_inputs_until(
+        &mut self,
+        index: usize,
+        last: usize,
+        visit: &mut dyn FnMut(LinearInput<'_>),
+    ) -> std::result::Result<(), SourceError> {
         self.block(index)?;
         let (model, device) = (self.model, self.device);
         let cfg = model.config();
@@ -107,7 +116,7 @@ impl CalibrationSource for BlockCalibrator<'_> {
                 }
             };
             let mut scratch = acts.clone();
-            run_block(cfg, block, &mut scratch, device, Some(&observe))?;
+            run_block_until(cfg, block, &mut scratch, device, Some(&observe), last)?;
             drop(scratch);
             for s in seen.into_inner().unwrap_or_else(|e| e.into_inner()) {
                 let layers: Vec<&str> = s.layers.iter().map(String::as_str).collect();

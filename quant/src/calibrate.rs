@@ -79,6 +79,19 @@ pub trait CalibrationSource {
     /// every linear layer (once per distinct input and batch of sequences, naming all layers that read it).
     fn block_inputs(&mut self, index: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError>;
 
+    /// [`CalibrationSource::block_inputs`], which may stop once the distinct input number `last` (0-based, in
+    /// forward order) has been shown: a true-sequential pass needs no more of the block. The inputs shown are
+    /// the same as those of a whole run. By default the whole block runs.
+    fn block_inputs_until(
+        &mut self,
+        index: usize,
+        last: usize,
+        visit: &mut dyn FnMut(LinearInput<'_>),
+    ) -> Result<(), SourceError> {
+        let _ = last;
+        self.block_inputs(index, visit)
+    }
+
     /// Replace some of block `index`'s linear weights (same names and shapes) without advancing the hidden
     /// states: later [`CalibrationSource::block_inputs`] calls run the block with them.
     fn update_weights(&mut self, index: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError>;
@@ -386,14 +399,15 @@ pub fn calibrate_with(
             let t0 = Instant::now();
             let only = opts.true_sequential.then_some(pass);
             let (groups, seen) = collect(source, block, &weights, kind, only, 0)?;
+            // A true-sequential pass stops at its input; no group `pass` means the block has no more inputs.
+            let exhausted = groups.len() <= pass;
             if pass == 0 {
                 tokens = seen;
             }
             collect_seconds += t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             let mut newly = Vec::new();
-            let n_groups = groups.len();
-            for (g, group) in groups.into_iter().enumerate() {
+            for group in groups {
                 let Some(acc) = group.stats else { continue };
                 let stats = acc.finish();
                 for (i, w) in weights.iter().enumerate().filter(|(_, w)| group.layers.contains(&w.name)) {
@@ -413,7 +427,7 @@ pub fn calibrate_with(
                     }
                     progress.layer_done(block, &w.name, t.elapsed().as_secs_f64());
                     let lw = LinearWeight { values, ..w.clone() };
-                    if opts.true_sequential && g + 1 < n_groups {
+                    if opts.true_sequential {
                         newly.push(lw.clone());
                     }
                     solved[i] = Some(lw);
@@ -421,7 +435,7 @@ pub fn calibrate_with(
             }
             solve_seconds += t1.elapsed().as_secs_f64();
             pass += 1;
-            if !opts.true_sequential || pass >= n_groups {
+            if !opts.true_sequential || exhausted || solved.iter().all(Option::is_some) {
                 break;
             }
             source.update_weights(block, newly).map_err(src_err)?;
@@ -459,50 +473,53 @@ fn collect(
     let mut groups: Vec<InputGroup> = Vec::new();
     let mut failure = None;
     let mut tokens = 0u64;
-    source
-        .block_inputs(block, &mut |input| {
-            if failure.is_some() {
-                return;
+    let mut visit = |input: LinearInput<'_>| {
+        if failure.is_some() {
+            return;
+        }
+        for layer in input.layers {
+            if let Some(w) = weights.iter().find(|w| w.name == *layer) {
+                if w.cols != input.cols {
+                    failure = Some(CalibrationError::InputWidth {
+                        block,
+                        layer: w.name.clone(),
+                        expected: w.cols,
+                        got: input.cols,
+                    });
+                    return;
+                }
             }
-            for layer in input.layers {
-                if let Some(w) = weights.iter().find(|w| w.name == *layer) {
-                    if w.cols != input.cols {
-                        failure = Some(CalibrationError::InputWidth {
-                            block,
-                            layer: w.name.clone(),
-                            expected: w.cols,
-                            got: input.cols,
-                        });
-                        return;
+        }
+        let key = input.layers.first().copied().unwrap_or("");
+        let pos = match groups.iter().position(|g| g.layers.first().is_some_and(|n| n == key)) {
+            Some(p) => p,
+            None => {
+                let layers = input.layers.iter().map(|s| s.to_string()).collect();
+                let wanted = only.is_none_or(|o| o == groups.len());
+                let acc = || {
+                    let a = StatsAccumulator::new(input.cols, kind);
+                    if sample_every > 0 {
+                        a.with_sample(sample_every)
+                    } else {
+                        a
                     }
-                }
+                };
+                groups.push(InputGroup { layers, stats: wanted.then(acc) });
+                groups.len() - 1
             }
-            let key = input.layers.first().copied().unwrap_or("");
-            let pos = match groups.iter().position(|g| g.layers.first().is_some_and(|n| n == key)) {
-                Some(p) => p,
-                None => {
-                    let layers = input.layers.iter().map(|s| s.to_string()).collect();
-                    let wanted = only.is_none_or(|o| o == groups.len());
-                    let acc = || {
-                        let a = StatsAccumulator::new(input.cols, kind);
-                        if sample_every > 0 {
-                            a.with_sample(sample_every)
-                        } else {
-                            a
-                        }
-                    };
-                    groups.push(InputGroup { layers, stats: wanted.then(acc) });
-                    groups.len() - 1
-                }
-            };
-            if pos == 0 {
-                tokens += (input.rows.len() / input.cols.max(1)) as u64;
-            }
-            if let Some(acc) = &mut groups[pos].stats {
-                acc.add(input.rows);
-            }
-        })
-        .map_err(|source| CalibrationError::Source { block, source })?;
+        };
+        if pos == 0 {
+            tokens += (input.rows.len() / input.cols.max(1)) as u64;
+        }
+        if let Some(acc) = &mut groups[pos].stats {
+            acc.add(input.rows);
+        }
+    };
+    match only {
+        Some(last) => source.block_inputs_until(block, last, &mut visit),
+        None => source.block_inputs(block, &mut visit),
+    }
+    .map_err(|source| CalibrationError::Source { block, source })?;
     match failure {
         Some(e) => Err(e),
         None => Ok((groups, tokens)),
