@@ -2,7 +2,7 @@
 
     python llmcompressor_gptq.py MODEL_DIR CALIB_TXT OUT_DIR NSAMPLES SEQLEN SEED GROUP THREADS
 
-The windows: the calibration text tokenized without special tokens by the model's own tokenizer, then NSAMPLES
+The windows: the calibration text tokenized without special tokens by the model's own tokenizer.json, then NSAMPLES
 windows of SEQLEN tokens at start positions drawn by SplitMix64 from SEED, as quantforge's `sample_windows` draws
 them. The scheme: 4-bit symmetric integer weights in groups of GROUP columns on every Linear but lm_head, GPTQ with
 1% damping and static act-order (llm-compressor's default: columns in descending Hessian-diagonal order, groups
@@ -18,7 +18,8 @@ from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from datasets import Dataset
 from llmcompressor import oneshot
 from llmcompressor.modifiers.quantization import GPTQModifier
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM
 
 MASK = (1 << 64) - 1
 
@@ -45,9 +46,10 @@ def main():
     model_dir, calib, out_dir = sys.argv[1:4]
     nsamples, seqlen, seed, group, threads = map(int, sys.argv[4:9])
     torch.set_num_threads(threads)
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    # The tokenizer.json as written (transformers 5's AutoTokenizer rebuilds SmolLM2's without its Digits
+    # pre-tokenizer, which gives other ids).
     with open(calib, encoding="utf-8") as f:
-        ids = tok(f.read(), add_special_tokens=False)["input_ids"]
+        ids = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json")).encode(f.read(), add_special_tokens=False).ids
     w = windows(ids, nsamples, seqlen, seed)
     ds = Dataset.from_dict({"input_ids": w, "attention_mask": [[1] * seqlen for _ in w]})
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -58,8 +60,7 @@ def main():
     recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=0.01)
     oneshot(model=model, dataset=ds, recipe=recipe, max_seq_length=seqlen, num_calibration_samples=nsamples)
     model.save_pretrained(out_dir, save_compressed=True)
-    # The source's own tokenizer files: transformers 5 re-serializes SmolLM2's tokenizer without its Digits
-    # pre-tokenizer, which would tokenize the evaluation text differently from the F32 model.
+    # The source's own tokenizer files, for the same reason.
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(Path(model_dir) / name, Path(out_dir) / name)
     print(f"{len(ids)} calibration tokens, {nsamples} windows of {seqlen}", file=sys.stderr)
