@@ -305,6 +305,12 @@ fn an_output_that_would_overwrite_an_input_is_refused() {
     assert!(err.contains("README.md"), "{err}");
     assert!(read(&s.dir.path().join("README.md")) == text);
     assert!(!s.dir.path().join(".quantforge").exists(), "work started before the check");
+    // The pipeline file itself is the card's name in the output folder.
+    let file = s.write("README.md", &pipeline(""));
+    let before = read(&file);
+    let err = s.run(&file, s.dir.path(), &[]).fails();
+    assert!(err.contains("README.md"), "{err}");
+    assert!(read(&file) == before && !s.dir.path().join(".quantforge").exists());
 }
 
 #[test]

@@ -94,11 +94,14 @@ pub fn run(args: &Args) -> Result<()> {
         None => absolute(&dir.join("out"))?,
     };
     let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let pipeline_path = absolute(file)?;
     std::env::set_current_dir(&dir).with_context(|| format!("{}: cannot enter the folder", dir.display()))?;
     let events = Events { json: args.json, quiet: args.quiet };
     let ctx = plan::resolve(pipeline, file_name, text, out, args.quiet || args.json)?;
     let (files, dirs) = artifact_paths(&ctx);
-    crate::outputs::pipeline(&ctx.inputs(), &ctx.out, &files, &dirs)?;
+    let mut inputs = ctx.inputs();
+    inputs.push(&pipeline_path);
+    crate::outputs::pipeline(&inputs, &ctx.out, &files, &dirs)?;
     if args.plan {
         return Ok(report::emit(&report::json(&plan_json(&ctx))?)?);
     }

@@ -12,8 +12,8 @@
 use super::search::{err_term, MinSearch, MAX_GROUP};
 use crate::blocks::scalar::nearest_int;
 
-/// Trials computed side by side.
-const LANES: usize = 8;
+/// Trials computed side by side (also by [`super::search_qx`]).
+pub(super) const LANES: usize = 8;
 
 /// The best fit found so far: scale, min (≤ 0) and weighted error; its indices are in `l_out`.
 #[derive(Clone, Copy, Debug, PartialEq)]

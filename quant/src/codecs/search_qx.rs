@@ -9,10 +9,8 @@
 //! the same code is chosen at run time.
 
 use super::search::MAX_GROUP;
+use super::search_lanes::LANES;
 use crate::blocks::scalar::nearest_int;
-
-/// Trials computed side by side.
-const LANES: usize = 8;
 
 /// The trials' `is`, in upstream's order.
 pub(super) const TRIALS: [i32; 18] = [-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -91,6 +89,7 @@ fn sums_lanes(nmax: i32, x: &[f32], weights: &[f32], max: f32) -> [(f32, f32); 1
 
 #[cfg(test)]
 mod tests {
+    use super::super::search::signed_max;
     use super::*;
 
     #[test]
@@ -111,12 +110,7 @@ mod tests {
                 })
                 .collect();
             let w: Vec<f32> = x.iter().map(|v| v * v + next().abs()).collect();
-            let (mut max, mut amax) = (0.0f32, 0.0f32);
-            for &v in &x {
-                if v.abs() > amax {
-                    (amax, max) = (v.abs(), v);
-                }
-            }
+            let (max, amax) = signed_max(&x);
             if amax == 0.0 {
                 continue;
             }
