@@ -47,8 +47,9 @@ def main():
     nsamples, seqlen, seed, group, threads = map(int, sys.argv[4:9])
     torch.set_num_threads(threads)
     # The tokenizer.json as written (transformers 5's AutoTokenizer rebuilds SmolLM2's without its Digits
-    # pre-tokenizer, which gives other ids).
-    with open(calib, encoding="utf-8") as f:
+    # pre-tokenizer, which gives other ids), on the text as stored (newline="": CRLF line ends stay, as quantforge
+    # reads them).
+    with open(calib, encoding="utf-8", newline="") as f:
         ids = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json")).encode(f.read(), add_special_tokens=False).ids
     w = windows(ids, nsamples, seqlen, seed)
     ds = Dataset.from_dict({"input_ids": w, "attention_mask": [[1] * seqlen for _ in w]})

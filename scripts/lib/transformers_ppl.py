@@ -22,8 +22,9 @@ def main():
     ctx = int(sys.argv[4]) if len(sys.argv) > 4 else 512
     torch.set_num_threads(2)
     # The tokenizer.json as written (transformers 5's AutoTokenizer rebuilds SmolLM2's without its Digits
-    # pre-tokenizer, which gives other ids).
-    with open(text_path, encoding="utf-8") as f:
+    # pre-tokenizer, which gives other ids), on the text as stored (newline="": CRLF line ends stay, as quantforge
+    # reads them).
+    with open(text_path, encoding="utf-8", newline="") as f:
         ids = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json")).encode(f.read(), add_special_tokens=False).ids
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
