@@ -81,6 +81,17 @@ fn phi3_longrope_choice_and_partial_rotary_matter() {
         r.insert("rope_type".into(), json!("default"));
         c["rope_parameters"] = Value::Object(r);
     });
+    // All 8 dimensions of each head rotated instead of the first 6 (the extra pair with factor 1).
+    assert_far("phi3", "partial rotary", |c| {
+        let mut r = rope(c);
+        r.insert("partial_rotary_factor".into(), json!(1.0));
+        for k in ["long_factor", "short_factor"] {
+            let mut f = r[k].as_array().unwrap().clone();
+            f.push(json!(1.0));
+            r.insert(k.into(), Value::Array(f));
+        }
+        c["rope_parameters"] = Value::Object(r);
+    });
     // The short factors where llama.cpp's context (256) exceeds the original 32 and picks the long ones.
     assert_far("phi3", "long factors", |c| {
         let mut r = rope(c);

@@ -75,3 +75,94 @@ pub(super) fn refuse_true(cfg: &HfConfig, keys: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::arch::lookup;
+
+    fn parse(arch: &str, extra: Value) -> Result<HfConfig> {
+        let mut v = json!({"architectures": [arch], "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
+            "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        HfConfig::parse(Path::new("m/config.json"), &v)
+    }
+
+    fn check(arch: &str, extra: Value) -> std::result::Result<(), String> {
+        let cfg = parse(arch, extra).map_err(|e| e.to_string())?;
+        check_config(lookup(Path::new("c"), arch).unwrap(), &cfg).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn granite_ignores_a_consistent_head_dim_and_refuses_another() {
+        let cfg = parse("GraniteForCausalLM", json!({"head_dim": 8})).unwrap();
+        assert_eq!((cfg.head_dim, cfg.head_dim()), (None, 8));
+        let e = parse("GraniteForCausalLM", json!({"head_dim": 16})).unwrap_err().to_string();
+        assert!(e.contains("m/config.json") && e.contains("head_dim"), "{e}");
+        // Other architectures keep it.
+        assert_eq!(parse("LlamaForCausalLM", json!({"head_dim": 16})).unwrap().head_dim(), 16);
+        assert!(check("GraniteForCausalLM", json!({"mlp_bias": true})).unwrap_err().contains("mlp_bias"));
+        assert!(check("GraniteForCausalLM", json!({"attention_bias": true})).is_ok());
+    }
+
+    #[test]
+    fn smollm3_accepts_only_llama_cpp_s_nope_layers() {
+        assert!(check("SmolLM3ForCausalLM", json!({})).is_ok());
+        assert!(check("SmolLM3ForCausalLM", json!({"no_rope_layers": [1, 1, 1, 0, 1, 1, 1, 0]})).is_ok());
+        assert!(check("SmolLM3ForCausalLM", json!({"no_rope_layer_interval": 4, "use_sliding_window": false})).is_ok());
+        for (extra, key) in [
+            (json!({"no_rope_layers": [1, 1, 1, 1, 1, 1, 1, 1]}), "no_rope_layers"),
+            (json!({"no_rope_layers": [1, 1, 1, 0]}), "no_rope_layers"),
+            (json!({"no_rope_layer_interval": 2}), "no_rope_layer_interval"),
+            (json!({"use_sliding_window": true, "sliding_window": 64}), "use_sliding_window"),
+            (json!({"layer_types": ["sliding_attention"]}), "layer_types"),
+            (json!({"attention_bias": true}), "attention_bias"),
+            (json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}), "rope_scaling"),
+        ] {
+            let e = check("SmolLM3ForCausalLM", extra.clone()).unwrap_err();
+            assert!(e.contains(key) && e.contains("m/config.json"), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn phi3_longrope_is_read_as_the_converter_reads_it() {
+        let rope = json!({"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 2.0, 3.0],
+            "long_factor": [4.0, 5.0, 6.0]});
+        let extra = json!({"rope_parameters": rope, "original_max_position_embeddings": 64,
+            "partial_rotary_factor": 0.75});
+        let cfg = parse("Phi3ForCausalLM", extra.clone()).unwrap();
+        let r = crate::arch::phi3_rope(&cfg).unwrap();
+        assert_eq!((r.n_rot, r.original_context), (6, 64));
+        let f = r.longrope.unwrap();
+        assert_eq!((f.long, f.short), (vec![4.0, 5.0, 6.0], vec![1.0, 2.0, 3.0]));
+        // scale 256 / 64 = 4: sqrt(1 + ln 4 / ln 64).
+        assert!((f.attn_factor - (1.0 + 4f64.ln() / 64f64.ln()).sqrt()).abs() < 1e-12);
+        // No factors: no LongRoPE; a missing original context is refused as the converter's KeyError.
+        let plain = parse("Phi3ForCausalLM", json!({"original_max_position_embeddings": 256})).unwrap();
+        assert_eq!(crate::arch::phi3_rope(&plain).unwrap().longrope, None);
+        assert!(check("Phi3ForCausalLM", json!({})).unwrap_err().contains("original_max_position_embeddings"));
+        for (edit, key) in [
+            (json!({"long_factor": [1.0, 2.0]}), "long_factor"),
+            (json!({"attention_factor": 1.2}), "attention_factor"),
+            (json!({"rope_type": "yarn"}), "rope_scaling"),
+        ] {
+            let mut e2 = extra.clone();
+            for (k, v) in edit.as_object().unwrap() {
+                e2["rope_parameters"][k] = v.clone();
+            }
+            let e = check("Phi3ForCausalLM", e2).unwrap_err();
+            assert!(e.contains(key), "{edit}: {e}");
+        }
+        let mut odd = extra.clone();
+        odd["partial_rotary_factor"] = json!(0.375);
+        odd["rope_parameters"]["partial_rotary_factor"] = json!(0.375);
+        assert!(check("Phi3ForCausalLM", odd).unwrap_err().contains("partial_rotary_factor"));
+    }
+}
