@@ -379,7 +379,7 @@ pub(crate) fn run_block_until(
         }
     }
     // SmolLM3's NoPE layers: every `step`-th layer runs without RoPE.
-    let nope = cfg.arch.forward.no_rope_layer_step.is_some_and(|s| (b.index + 1) % s as usize == 0);
+    let nope = cfg.arch.forward.no_rope_layer_step.is_some_and(|s| (b.index + 1).is_multiple_of(s as usize));
     if !nope {
         q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
         k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));

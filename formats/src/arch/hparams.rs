@@ -124,6 +124,11 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     put("num_attention_heads", uint(K::HeadCount).map(|v| json!(v)));
     put("num_key_value_heads", uint(K::HeadCountKv).map(|v| json!(v)));
     put("head_dim", uint(K::KeyLength).map(|v| json!(v)));
+    if matches!(arch.converter, Converter::Granite | Converter::Phi3) {
+        // Their converters never write key_length (the head size is n_embd / n_head) and ignore head_dim.
+        let n_head = uint(K::HeadCount).filter(|&h| h > 0);
+        put("head_dim", uint(K::EmbeddingLength).zip(n_head).map(|(e, h)| json!(e / h)));
+    }
     put("max_position_embeddings", uint(K::ContextLength).map(|v| json!(v)));
     put("rms_norm_eps", float(K::LayerNormRmsEpsilon));
     put("rope_theta", float(K::RopeFreqBase));

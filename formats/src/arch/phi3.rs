@@ -73,7 +73,9 @@ pub fn phi3_rope(cfg: &HfConfig) -> Result<Phi3Rope> {
             return Err(missing(key));
         }
     }
-    if cfg.head_dim.is_some_and(|d| d != cfg.hidden_size / cfg.head_count) || cfg.hidden_size % cfg.head_count != 0 {
+    if cfg.head_dim.is_some_and(|d| d != cfg.hidden_size / cfg.head_count)
+        || !cfg.hidden_size.is_multiple_of(cfg.head_count)
+    {
         return Err(err(
             cfg,
             "head_dim",
@@ -94,7 +96,7 @@ pub fn phi3_rope(cfg: &HfConfig) -> Result<Phi3Rope> {
     let rotated = (rot_pct * f64::from(cfg.hidden_size)).trunc();
     let n_rot =
         if rotated > 0.0 && rotated <= f64::from(cfg.hidden_size) { rotated as u32 / cfg.head_count } else { 0 };
-    if n_rot == 0 || n_rot % 2 != 0 {
+    if n_rot == 0 || !n_rot.is_multiple_of(2) {
         return Err(err(
             cfg,
             "partial_rotary_factor",
@@ -203,7 +205,7 @@ pub(super) fn hf_config_keys(gguf: &crate::gguf::GgufFile, c: &mut serde_json::M
         Some(v)
     };
     if let (Some(long), Some(short)) = (factors(GENERATED_TENSORS[0]), factors(GENERATED_TENSORS[1])) {
-        let list = |v: Vec<f32>| Value::Array(v.into_iter().map(|x| super::hparams::f32_json(x)).collect());
+        let list = |v: Vec<f32>| Value::Array(v.into_iter().map(super::hparams::f32_json).collect());
         c.insert(
             "rope_scaling".into(),
             json!({"rope_type": "longrope", "long_factor": list(long), "short_factor": list(short)}),
