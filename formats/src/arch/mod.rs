@@ -5,7 +5,9 @@
 //! Names and rules follow llama.cpp's converter at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62:
 //! `gguf-py/gguf/tensor_mapping.py`, `gguf-py/gguf/constants.py` (`MODEL_TENSORS`), `conversion/llama.py`
 //! (<https://github.com/ggml-org/llama.cpp/blob/81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62/conversion/llama.py>)
-//! and `conversion/qwen.py`. Invariant: every HF tensor of a checkpoint is either mapped by exactly one rule
+//! and `conversion/qwen.py`; the Granite, SmolLM3 and Phi-3 entries cite 0c1e57098, the converter their fixtures
+//! (`fixtures/archs/`) are checked against byte for byte. What a converter class does beyond tensor rules (its own
+//! keys, generated tensors, refused config values) is its [`Converter`]. Invariant: every HF tensor of a checkpoint is either mapped by exactly one rule
 //! or explicitly ignored; anything else is an error before any tensor data is read.
 
 mod config;
