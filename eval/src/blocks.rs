@@ -68,12 +68,29 @@ impl Block {
             }
         };
         let norm = |s: &str| if facts.qk_norm { src.vector(cfg, &n(s), hd).map(Some) } else { Ok(None) };
+        // Fused projections (Phi-3) are split by rows: Q, K, V of `attn_qkv`, gate and up of `ffn_up`. The
+        // first part keeps the tensor's name, the others are marked as parts of it (see [`FUSED_PART`]).
+        let (wq, wk, wv, w_gate, w_up) = if facts.fused_qkv_gate_up {
+            let qkv = src.matrix(cfg, &n("attn_qkv"), q + 2 * kv, d)?;
+            let [wq, wk, wv] = split_rows(qkv, [q, kv, kv]);
+            let gate_up = src.matrix(cfg, &n("ffn_up"), 2 * ff, d)?;
+            let [w_gate, w_up] = split_rows(gate_up, [ff, ff]);
+            (wq, wk, wv, w_gate, w_up)
+        } else {
+            (
+                src.matrix(cfg, &n("attn_q"), q, d)?,
+                src.matrix(cfg, &n("attn_k"), kv, d)?,
+                src.matrix(cfg, &n("attn_v"), kv, d)?,
+                src.matrix(cfg, &n("ffn_gate"), ff, d)?,
+                src.matrix(cfg, &n("ffn_up"), ff, d)?,
+            )
+        };
         Ok(Block {
             index: i,
             attn_norm: src.vector(cfg, &n("attn_norm"), d)?,
-            wq: src.matrix(cfg, &n("attn_q"), q, d)?,
-            wk: src.matrix(cfg, &n("attn_k"), kv, d)?,
-            wv: src.matrix(cfg, &n("attn_v"), kv, d)?,
+            wq,
+            wk,
+            wv,
             bq: bias("attn_q", q, facts.qkv_bias)?,
             bk: bias("attn_k", kv, facts.qkv_bias)?,
             bv: bias("attn_v", kv, facts.qkv_bias)?,
@@ -82,8 +99,8 @@ impl Block {
             k_norm: norm("attn_k_norm")?,
             wo: src.matrix(cfg, &n("attn_output"), d, q)?,
             ffn_norm: src.vector(cfg, &n("ffn_norm"), d)?,
-            w_gate: src.matrix(cfg, &n("ffn_gate"), ff, d)?,
-            w_up: src.matrix(cfg, &n("ffn_up"), ff, d)?,
+            w_gate,
+            w_up,
             w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
         })
     }
@@ -112,10 +129,10 @@ impl Block {
     }
 
     /// The block's weight matrices in forward order, by GGUF name (`blk.N.attn_q.weight`,
-    /// `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`, `blk.N.ffn_down.weight`): the names
-    /// [`Observer`] sees their inputs under.
+    /// `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`, `blk.N.ffn_down.weight`; a fused model's
+    /// `attn_qkv`, `attn_output`, `ffn_up`, `ffn_down`): the names [`Observer`] sees their inputs under.
     pub fn linear_names(&self) -> Vec<&str> {
-        self.linears().into_iter().map(Matrix::name).collect()
+        self.linears().into_iter().map(Matrix::name).filter(|n| !n.ends_with(FUSED_PART)).collect()
     }
 
     /// A weight matrix as `f32` rows: `(rows, cols, values)` with `cols` the input dimension, dequantized
@@ -160,6 +177,24 @@ impl Block {
     pub fn weight_bytes(&self) -> usize {
         self.linears().iter().map(|m| m.bytes()).sum()
     }
+}
+
+/// Marks the rows of a fused tensor after its first part (`blk.N.attn_qkv.weight#part`): the inputs of a fused
+/// tensor are shown to an [`Observer`] once, under the tensor's own name.
+pub const FUSED_PART: &str = "#part";
+
+/// `m` cut into consecutive row ranges of `rows` rows; the first keeps `m`'s name.
+fn split_rows<const N: usize>(m: Matrix, rows: [usize; N]) -> [Matrix; N] {
+    let name = m.name().to_string();
+    let mut parts = m.split_rows(&rows).into_iter();
+    std::array::from_fn(|i| {
+        let part = parts.next().expect("one part per row count");
+        if i == 0 {
+            part
+        } else {
+            part.renamed(format!("{name}{FUSED_PART}"))
+        }
+    })
 }
 
 /// Buffers of one pass, reused from block to block.
@@ -226,12 +261,18 @@ impl Activations {
         }
         let mut hidden = vec![0.0f32; tokens.len() * cfg.n_embd];
         fill(&tokens, &mut hidden)?;
+        if cfg.extras.embedding_scale != 0.0 {
+            // Granite: `ggml_scale(inpL, f_embedding_scale)`.
+            let s = cfg.extras.embedding_scale;
+            hidden.par_iter_mut().for_each(|v| *v *= s);
+        }
+        let freq_factors = cfg.extras.longrope_for(max_len, cfg.rope.n_ctx_orig).or(cfg.rope_freqs.as_deref());
         Ok(Activations {
             hidden,
             width: cfg.n_embd,
             seq_lens: seqs.iter().map(|s| s.len()).collect(),
             positions: seqs.iter().flat_map(|s| 0..s.len()).collect(),
-            rope: RopeCache::new(max_len, &cfg.rope, cfg.rope_freqs.as_deref()),
+            rope: RopeCache::new(max_len, &cfg.rope, freq_factors),
             buffers: Buffers::default(),
         })
     }
@@ -300,7 +341,7 @@ pub(crate) fn run_block_until(
     last: usize,
 ) -> Result<()> {
     let see = |w: &Matrix, input: &[f32], cols: usize| {
-        if let Some(f) = observe {
+        if let Some(f) = observe.filter(|_| !w.name().ends_with(FUSED_PART)) {
             f(w.name(), input, cols);
         }
     };
@@ -337,8 +378,12 @@ pub(crate) fn run_block_until(
             buf.par_chunks_mut(width).for_each(|row| ops::rms_norm_inplace(row, w, cfg.rms_eps));
         }
     }
-    q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
-    k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+    // SmolLM3's NoPE layers: every `step`-th layer runs without RoPE.
+    let nope = cfg.arch.forward.no_rope_layer_step.is_some_and(|s| (b.index + 1).is_multiple_of(s as usize));
+    if !nope {
+        q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+        k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+    }
     attention(cfg, seq_lens, q, k, v, attn);
     see(&b.wo, attn, qd);
     if last == 1 {
@@ -348,6 +393,7 @@ pub(crate) fn run_block_until(
     if let Some(bias) = &b.bo {
         ops::add_bias(proj, bias);
     }
+    residual_scale(cfg, proj);
     ops::add_assign(x, proj);
 
     ops::rms_norm(x, &b.ffn_norm, cfg.rms_eps, xn);
@@ -364,8 +410,17 @@ pub(crate) fn run_block_until(
         return Ok(());
     }
     mm.matmul_t(gate, m, ff, b.w_down.as_f32(scratch)?, d, proj)?;
+    residual_scale(cfg, proj);
     ops::add_assign(x, proj);
     Ok(())
+}
+
+/// Granite: a block output is multiplied by `residual_scale` (when non-zero) before its residual add.
+fn residual_scale(cfg: &LlamaConfig, out: &mut [f32]) {
+    let s = cfg.extras.residual_scale;
+    if s != 0.0 {
+        out.par_iter_mut().for_each(|v| *v *= s);
+    }
 }
 
 /// Causal multi-head attention with grouped KV heads over sequences of `seq_lens` tokens stacked in the
@@ -375,7 +430,7 @@ fn attention(cfg: &LlamaConfig, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f
     const BLOCK: usize = 128;
     let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
     let group = cfg.n_head / cfg.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = if cfg.extras.attention_scale != 0.0 { cfg.extras.attention_scale } else { 1.0 / (hd as f32).sqrt() };
     let mut starts = Vec::with_capacity(seq_lens.len());
     let mut acc = 0;
     for &len in seq_lens {

@@ -20,6 +20,7 @@ use quantforge_formats::gguf::GgufFile;
 use quantforge_quant::convert::llama3_rope_factors;
 use serde_json::Value;
 
+use crate::arch_extras::ArchExtras;
 use crate::error::{EvalError, Result};
 use crate::gguf_tensors::gguf_vector;
 use crate::rope::{RopeParams, RopeScalingType, SUPPORTED_ROPE_SCALING};
@@ -52,6 +53,8 @@ pub struct LlamaConfig {
     /// Llama 3 per-pair frequency factors (`n_rot / 2`): GGUF `rope_freqs.weight`, or computed from a HF
     /// config.json's `rope_scaling` exactly as convert generates that tensor.
     pub rope_freqs: Option<Vec<f32>>,
+    /// Architecture-specific values (Granite's multipliers, Phi-3's LongRoPE factors).
+    pub extras: ArchExtras,
 }
 
 impl LlamaConfig {
@@ -153,13 +156,15 @@ impl LlamaConfig {
             rms_eps: float(K::LayerNormRmsEpsilon)?.ok_or_else(|| missing(K::LayerNormRmsEpsilon))? as f32,
             rope,
             rope_freqs: None,
+            extras: ArchExtras::default(),
         };
         cfg.validate(path)?;
         let rope_freqs = match (arch.llama3_rope_freqs, file.tensor("rope_freqs.weight")) {
             (true, Some(_)) => Some(gguf_vector(file, "rope_freqs.weight", n_rot / 2)?),
             _ => None,
         };
-        Ok(LlamaConfig { rope_freqs, ..cfg })
+        let extras = ArchExtras::from_gguf(file, &arch.forward, n_rot)?;
+        Ok(LlamaConfig { rope_freqs, extras, ..cfg })
     }
 
     /// Read a HF `config.json` (`config`, found in the model directory `path`) of a supported architecture.
@@ -173,13 +178,32 @@ impl LlamaConfig {
         })?;
         check_implemented(path, arch)?;
         let hf = HfConfig::parse(&path.join("config.json"), config)?;
+        arch::check_config(arch, &hf)?;
         let missing = |k: &str| EvalError::MissingKey { path: path.into(), key: k.into() };
         let usize_of = |v: u32| v as usize;
         let head_dim = usize_of(hf.head_dim());
         let n_ctx_train = hf.context_length.map(usize_of).ok_or_else(|| missing("max_position_embeddings"))?;
-        let theta = hf.rope_theta.unwrap_or(10000.0);
+        let mut theta = hf.rope_theta.unwrap_or(10000.0);
+        let (mut n_rot, mut rope_attn_factor) = (head_dim, 1.0f32);
+        let phi3 = match arch.converter {
+            arch::Converter::Phi3 => Some(arch::phi3_rope(&hf)?),
+            _ => None,
+        };
+        if let Some(r) = &phi3 {
+            // Phi3MiniModel's keys: no scaling type (llama.cpp: linear, no factor), the original context, the
+            // rotated dimensions and, with LongRoPE, the attention factor (all narrowed to what GGUF stores).
+            n_rot = r.n_rot as usize;
+            theta = f64::from(r.rope_theta as f32);
+            rope_attn_factor = r.longrope.as_ref().map_or(1.0, |f| f.attn_factor as f32);
+        }
         // The keys convert writes for each scaling (`arch_metadata`), then llama.cpp's reading of them.
         let (scaling, factor, n_ctx_orig, rope_freqs) = match &hf.rope_scaling {
+            _ if phi3.is_some() => (
+                RopeScalingType::Linear,
+                None,
+                phi3.as_ref().map_or(n_ctx_train, |r| r.original_context as usize),
+                None,
+            ),
             RopeScaling::None | RopeScaling::Ignored(_) => (RopeScalingType::Linear, None, n_ctx_train, None),
             RopeScaling::Linear { factor } => (RopeScalingType::Linear, Some(*factor as f32), n_ctx_train, None),
             RopeScaling::Yarn { factor, original_context, .. } => {
@@ -219,14 +243,15 @@ impl LlamaConfig {
             rms_eps: hf.rms_norm_eps.ok_or_else(|| missing("rms_norm_eps"))? as f32,
             rope: RopeParams::new(
                 arch.forward.rope,
-                head_dim,
+                n_rot,
                 theta as f32,
                 scaling,
                 checked_factor(path, factor)?,
                 n_ctx_orig,
-                1.0,
+                rope_attn_factor,
             ),
             rope_freqs,
+            extras: ArchExtras::from_hf(path, &hf, arch)?,
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -240,8 +265,13 @@ impl LlamaConfig {
         if !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!("{} heads are not a multiple of {} KV heads", self.n_head, self.n_head_kv));
         }
-        // llama.cpp requires n_rot == head size for all three architectures.
-        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.rope.n_rot != self.head_dim {
+        // llama.cpp requires n_rot == head size, except where RoPE may rotate only part of each head (Phi-3).
+        let n_rot_ok = if self.arch.forward.partial_rotary {
+            self.rope.n_rot > 0 && self.rope.n_rot.is_multiple_of(2) && self.rope.n_rot <= self.head_dim
+        } else {
+            self.rope.n_rot == self.head_dim
+        };
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || !n_rot_ok {
             return bad(format!("head size {} / rotated dims {} are not usable", self.head_dim, self.rope.n_rot));
         }
         if self.n_vocab == 0 || self.n_ctx_train == 0 || self.rope.n_ctx_orig == 0 {

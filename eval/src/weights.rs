@@ -123,6 +123,32 @@ impl Matrix {
         Ok(())
     }
 
+    /// The same matrix under another name.
+    pub fn renamed(self, name: impl Into<String>) -> Matrix {
+        Matrix { name: name.into(), ..self }
+    }
+
+    /// Consecutive row ranges of `rows` rows each (summing to [`Matrix::rows`]), each with this matrix's name and
+    /// storage type (quantized rows stay quantized: a row's blocks are contiguous).
+    pub fn split_rows(self, rows: &[usize]) -> Vec<Matrix> {
+        assert_eq!(rows.iter().sum::<usize>(), self.rows, "row split of {}", self.name);
+        let mut start = 0;
+        rows.iter()
+            .map(|&n| {
+                let storage = match &self.storage {
+                    Storage::Dense(d) => Storage::Dense(d[start * self.cols..(start + n) * self.cols].to_vec()),
+                    Storage::Blocks { ty, data, row_bytes } => Storage::Blocks {
+                        ty: *ty,
+                        data: data[start * row_bytes..(start + n) * row_bytes].to_vec(),
+                        row_bytes: *row_bytes,
+                    },
+                };
+                start += n;
+                Matrix { name: self.name.clone(), rows: n, cols: self.cols, storage }
+            })
+            .collect()
+    }
+
     /// Row `r` as `f32` into `out` (`cols` values).
     pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
         match &self.storage {

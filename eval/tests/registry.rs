@@ -61,7 +61,11 @@ fn config(hf_name: &str) -> serde_json::Value {
         "architectures": [hf_name], "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": N_LAYER,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 256,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": 512, "tie_word_embeddings": false,
-        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+        // Keys some converters require and real checkpoints of those architectures always have (transformers
+        // saves them): Granite's logit divisor (llama.cpp's loader requires `logit_scale`), Phi-3's original
+        // context (`Phi3MiniModel` reads it unconditionally). Other architectures ignore them.
+        "logits_scaling": 1.0, "original_max_position_embeddings": 256
     })
 }
 

@@ -93,7 +93,18 @@ impl HfConfig {
             return Err(err(path, "num_key_value_heads", "must be positive and divide num_attention_heads"));
         }
         let hidden_size = c.req_capped(&["hidden_size", "n_embd", "dim"], limits::HIDDEN)?;
-        let head_dim = c.opt_capped(&["head_dim"], limits::HEAD_DIM)?;
+        let mut head_dim = c.opt_capped(&["head_dim"], limits::HEAD_DIM)?;
+        if super::converter::drops_head_dim(&architecture) {
+            // GraniteModel.set_gguf_parameters pops head_dim: the head size is hidden_size / num_attention_heads.
+            if head_dim.is_some_and(|d| Some(d) != hidden_size.checked_div(head_count)) {
+                return Err(err(
+                    path,
+                    "head_dim",
+                    "differs from hidden_size / num_attention_heads, which llama.cpp's Granite conversion uses instead",
+                ));
+            }
+            head_dim = None;
+        }
         if head_dim.is_none() && !hidden_size.is_multiple_of(head_count) {
             return Err(err(path, "hidden_size", "is not a multiple of num_attention_heads and head_dim is not given"));
         }
@@ -157,7 +168,7 @@ impl HfConfig {
 }
 
 /// `TextModel.__init__`: `rope_parameters` or `rope_scaling`, with `rope_theta` and `rope_type` mirrored in.
-fn rope_params(raw: &Map<String, Value>) -> Map<String, Value> {
+pub(super) fn rope_params(raw: &Map<String, Value>) -> Map<String, Value> {
     let mut p = raw
         .get("rope_parameters")
         .or_else(|| raw.get("rope_scaling"))
@@ -177,6 +188,15 @@ fn rope_params(raw: &Map<String, Value>) -> Map<String, Value> {
     if !p.contains_key("rope_type") {
         if let Some(t) = p.get("type").cloned() {
             p.insert("rope_type".into(), t);
+        }
+    }
+    // Mirrored too at 0c1e57098 (read by Phi3MiniModel).
+    for (keys, to) in [
+        (&["partial_rotary_factor", "rope_pct", "rope_percent"][..], "partial_rotary_factor"),
+        (&["original_max_position_embeddings"][..], "original_max_position_embeddings"),
+    ] {
+        if let (false, Some(v)) = (p.contains_key(to), keys.iter().find_map(|k| raw.get(*k).filter(|v| !v.is_null()))) {
+            p.insert(to.into(), v.clone());
         }
     }
     p

@@ -90,6 +90,18 @@ pub enum EmbeddingScale {
     None,
     /// Multiplied by `sqrt(n_embd)`.
     SqrtHidden,
+    /// Multiplied by `{arch}.embedding_scale` when that key is present and non-zero (Granite,
+    /// `llm_graph_context::build_inp_embd`).
+    FromKey,
+}
+
+/// The scale of the attention scores `q·k`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionScale {
+    /// `1 / sqrt(head_dim)`.
+    InvSqrtHeadDim,
+    /// `{arch}.attention.scale` when present and non-zero, else `1 / sqrt(head_dim)` (Granite).
+    FromKey,
 }
 
 /// The forward-pass facts of one architecture.
@@ -117,6 +129,26 @@ pub struct ForwardFacts {
     pub post_norms: bool,
     /// Token embedding scale.
     pub embedding_scale: EmbeddingScale,
+    /// Attention score scale.
+    pub attention_scale: AttentionScale,
+    /// The attention and FFN outputs are multiplied by `{arch}.residual_scale` (when non-zero) before each
+    /// residual add (Granite).
+    pub residual_scale: bool,
+    /// The logits are multiplied by `1 / {arch}.logit_scale`, a required key (Granite).
+    pub logit_scale: bool,
+    /// Layers `il` with `(il + 1) % step == 0` run without RoPE (SmolLM3's NoPE layers, llama.cpp
+    /// `n_no_rope_layer_step`).
+    pub no_rope_layer_step: Option<u32>,
+    /// Q/K/V are one `attn_qkv` projection (rows Q, then K, then V) and gate/up one `ffn_up` projection of
+    /// `2 * n_ff` rows (gate first, llama.cpp `LLM_FFN_SWIGLU`), as Phi-3 stores them.
+    pub fused_qkv_gate_up: bool,
+    /// RoPE rotates only the first `{arch}.rope.dimension_count` values of each head (Phi-3's
+    /// `partial_rotary_factor`); otherwise that count must equal the head size.
+    pub partial_rotary: bool,
+    /// `rope_factors_long.weight`/`rope_factors_short.weight` divide the RoPE frequencies, the long ones when
+    /// the context is longer than `{arch}.rope.scaling.original_context_length` (Phi-3 LongRoPE,
+    /// `llama_model::get_rope_factors`).
+    pub longrope_factors: bool,
 }
 
 impl ForwardFacts {
@@ -133,6 +165,13 @@ impl ForwardFacts {
         logit_softcap: LogitSoftcap::None,
         post_norms: false,
         embedding_scale: EmbeddingScale::None,
+        attention_scale: AttentionScale::InvSqrtHeadDim,
+        residual_scale: false,
+        logit_scale: false,
+        no_rope_layer_step: None,
+        fused_qkv_gate_up: false,
+        partial_rotary: false,
+        longrope_factors: false,
     };
 
     /// The first fact the forward pass does not implement, named for an error message (`None`: all are).

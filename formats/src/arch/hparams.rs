@@ -5,13 +5,20 @@
 use serde_json::{json, Map, Value};
 
 use super::keys::{GgufHparams, HparamKey, HparamKey as K};
-use super::{Architecture, ExtraKey, HfConfig, RopeScaling};
+use super::{Architecture, Converter, ExtraKey, HfConfig, RopeScaling};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::kv::KvList;
 
 /// Write the hyperparameter keys and `general.file_type` for `cfg`.
 pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
     let a = arch.gguf_name;
+    if arch.converter == Converter::Phi3 {
+        // Phi3MiniModel writes its own keys instead of TextModel's (a config `check_config` refused writes none).
+        if let Ok(rope) = super::phi3::phi3_rope(cfg) {
+            super::phi3::write_hparams(kv, cfg, &rope, file_type);
+        }
+        return;
+    }
     kv.u32(K::BlockCount.key(a), cfg.block_count);
     if let Some(n) = cfg.context_length {
         kv.u32(K::ContextLength.key(a), n);
@@ -67,12 +74,25 @@ pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_
         match key {
             ExtraKey::VocabSize => kv.u32(K::VocabSize.key(a), cfg.vocab_size),
             ExtraKey::RopeDimensionCount => kv.u32(K::RopeDimensionCount.key(a), cfg.head_dim()),
+            ExtraKey::GraniteScales => {
+                for (src, key) in [
+                    ("attention_multiplier", K::AttentionScale),
+                    ("embedding_multiplier", K::EmbeddingScale),
+                    ("residual_multiplier", K::ResidualScale),
+                    ("logits_scaling", K::LogitScale),
+                ] {
+                    // Python truthiness: absent, null and 0 write nothing.
+                    if let Some(v) = cfg.raw.get(src).and_then(Value::as_f64).filter(|v| *v != 0.0) {
+                        kv.f32(key.key(a), v);
+                    }
+                }
+            }
         }
     }
 }
 
 /// An f32 as the shortest decimal that reads back as the same f32 (so 1e-5 stays 1e-05, not 9.99999974e-06).
-fn f32_json(v: f32) -> Value {
+pub(super) fn f32_json(v: f32) -> Value {
     format!("{v}").parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }
 
@@ -104,6 +124,11 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     put("num_attention_heads", uint(K::HeadCount).map(|v| json!(v)));
     put("num_key_value_heads", uint(K::HeadCountKv).map(|v| json!(v)));
     put("head_dim", uint(K::KeyLength).map(|v| json!(v)));
+    if matches!(arch.converter, Converter::Granite | Converter::Phi3) {
+        // Their converters never write key_length (the head size is n_embd / n_head) and ignore head_dim.
+        let n_head = uint(K::HeadCount).filter(|&h| h > 0);
+        put("head_dim", uint(K::EmbeddingLength).zip(n_head).map(|(e, h)| json!(e / h)));
+    }
     put("max_position_embeddings", uint(K::ContextLength).map(|v| json!(v)));
     put("rms_norm_eps", float(K::LayerNormRmsEpsilon));
     put("rope_theta", float(K::RopeFreqBase));
@@ -123,11 +148,21 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
         _ => Value::Null,
     };
     put("rope_scaling", Some(scaling));
+    if arch.extra_keys.contains(&ExtraKey::GraniteScales) {
+        put("attention_multiplier", float(K::AttentionScale));
+        put("embedding_multiplier", float(K::EmbeddingScale));
+        put("residual_multiplier", float(K::ResidualScale));
+        put("logits_scaling", float(K::LogitScale));
+    }
+
     put("tie_word_embeddings", Some(json!(gguf.tensor("output.weight").is_none())));
     for (typ, key) in crate::vocab::SPECIAL_KEYS {
         let v = gguf.get(&format!("tokenizer.ggml.{key}")).and_then(GgufValue::as_u64);
         put(&format!("{typ}_token_id"), v.map(|v| json!(v)));
     }
     put("torch_dtype", Some(json!(torch_dtype)));
+    if arch.converter == Converter::Phi3 {
+        super::phi3::hf_config_keys(gguf, &mut c);
+    }
     Value::Object(c)
 }

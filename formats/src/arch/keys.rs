@@ -39,6 +39,11 @@ pub enum HparamKey {
     RopeScalingYarnAttnFactor,
     RopeScalingYarnBetaFast,
     RopeScalingYarnBetaSlow,
+    /// Granite's multipliers.
+    AttentionScale,
+    EmbeddingScale,
+    ResidualScale,
+    LogitScale,
 }
 
 impl HparamKey {
@@ -71,6 +76,10 @@ impl HparamKey {
             HparamKey::RopeScalingYarnAttnFactor => "rope.scaling.yarn_attn_factor",
             HparamKey::RopeScalingYarnBetaFast => "rope.scaling.yarn_beta_fast",
             HparamKey::RopeScalingYarnBetaSlow => "rope.scaling.yarn_beta_slow",
+            HparamKey::AttentionScale => "attention.scale",
+            HparamKey::EmbeddingScale => "embedding_scale",
+            HparamKey::ResidualScale => "residual_scale",
+            HparamKey::LogitScale => "logit_scale",
         }
     }
 

@@ -1,7 +1,9 @@
 //! `LlamaForCausalLM` -> `llama` (llama.cpp `conversion/llama.py` `LlamaModel`, `undo_permute = True`):
 //! Q and K rows (and biases) are permuted from HF's rotate-half RoPE layout to llama.cpp's.
 
-use super::{Architecture, Dim::*, ExtraKey, ForwardFacts, Presence, RopeStyle, TensorRule, Transform, VocabStyle};
+use super::{
+    Architecture, Converter, Dim::*, ExtraKey, ForwardFacts, Presence, RopeStyle, TensorRule, Transform, VocabStyle,
+};
 
 /// The Llama tensor rules (shared by Mistral).
 pub(super) const RULES: &[TensorRule] = &[
@@ -43,4 +45,5 @@ pub(super) static LLAMA: Architecture = Architecture {
         attn_out_bias: Presence::Optional,
         ..ForwardFacts::DENSE
     },
+    converter: Converter::Text,
 };

@@ -5,29 +5,39 @@
 //! Names and rules follow llama.cpp's converter at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62:
 //! `gguf-py/gguf/tensor_mapping.py`, `gguf-py/gguf/constants.py` (`MODEL_TENSORS`), `conversion/llama.py`
 //! (<https://github.com/ggml-org/llama.cpp/blob/81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62/conversion/llama.py>)
-//! and `conversion/qwen.py`. Invariant: every HF tensor of a checkpoint is either mapped by exactly one rule
+//! and `conversion/qwen.py`; the Granite, SmolLM3 and Phi-3 entries cite 0c1e57098, the converter their fixtures
+//! (`fixtures/archs/`) are checked against byte for byte. What a converter class does beyond tensor rules (its own
+//! keys, generated tensors, refused config values) is its [`Converter`]. Invariant: every HF tensor of a checkpoint is either mapped by exactly one rule
 //! or explicitly ignored; anything else is an error before any tensor data is read.
 
 mod config;
+mod converter;
 mod facts;
 mod general;
+mod granite;
 mod hparams;
 mod keys;
 pub mod limits;
 mod llama;
 mod mistral;
+mod phi3;
 mod plan;
 mod qwen2;
 mod qwen3;
+mod smollm3;
 
 pub use config::{HfConfig, RopeScaling};
+pub use converter::{check_config, longrope_factors, Converter, LongRopeFactors};
 pub use facts::{
-    EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, RopeStyle, SlidingWindow,
+    AttentionScale, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, RopeStyle,
+    SlidingWindow,
 };
 pub use general::general_metadata;
 pub use hparams::{arch_metadata, hf_config_from_gguf};
 pub use keys::{GgufHparams, HparamKey};
+pub use phi3::{phi3_rope, Phi3Rope, GENERATED_TENSORS};
 pub use plan::{plan_tensors, PlannedTensor};
+pub use smollm3::NO_ROPE_LAYER_STEP;
 
 use std::path::Path;
 
@@ -48,6 +58,10 @@ pub enum Dim {
     KvOut,
     /// `head_dim` (or `hidden_size / num_attention_heads`).
     HeadDim,
+    /// `(num_attention_heads + 2 * num_key_value_heads) * head_dim`: a fused Q/K/V projection (Phi-3).
+    QkvOut,
+    /// `2 * intermediate_size`: a fused gate/up projection (Phi-3).
+    FfnPair,
 }
 
 /// What happens to a tensor's values on the way to GGUF (the inverse is applied on the way back).
@@ -112,6 +126,10 @@ impl TensorRule {
 pub enum ExtraKey {
     VocabSize,
     RopeDimensionCount,
+    /// `GraniteModel`: `attention.scale`, `embedding_scale`, `residual_scale`, `logit_scale` from config.json's
+    /// `attention_multiplier`, `embedding_multiplier`, `residual_multiplier`, `logits_scaling` (each only when
+    /// present and non-zero).
+    GraniteScales,
 }
 
 /// How the tokenizer is chosen (`set_vocab` of the converter class).
@@ -122,6 +140,9 @@ pub enum VocabStyle {
     Llama,
     /// `Qwen2Model.set_vocab`: SentencePiece if `tokenizer.model` exists, else BPE.
     Plain,
+    /// `Phi3MiniModel.set_vocab`: BPE for a `GPT2Tokenizer` (tokenizer_config.json `tokenizer_class`), else
+    /// SentencePiece (required) with every added token as is, score -1000, CONTROL if special.
+    Phi3,
 }
 
 /// A supported architecture.
@@ -139,10 +160,20 @@ pub struct Architecture {
     pub llama3_rope_freqs: bool,
     /// What the forward pass builds for it.
     pub forward: ForwardFacts,
+    /// The converter class's own handling of config.json ([`Converter`]).
+    pub converter: Converter,
 }
 
 /// Every supported architecture.
-pub static ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &mistral::MISTRAL, &qwen2::QWEN2, &qwen3::QWEN3];
+pub static ARCHITECTURES: &[&Architecture] = &[
+    &llama::LLAMA,
+    &mistral::MISTRAL,
+    &qwen2::QWEN2,
+    &qwen3::QWEN3,
+    &granite::GRANITE,
+    &smollm3::SMOLLM3,
+    &phi3::PHI3,
+];
 
 /// HF tensors every converter drops (`ModelBase.prepare_tensors`).
 pub const IGNORED_SUFFIXES: &[&str] = &[".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq"];
@@ -270,12 +301,35 @@ mod tests {
             assert_eq!(a.requires_kv_heads(), a.permutes_hf_qk(), "{name}");
             // rope_freqs.weight only makes sense for RoPE the factors were made for (Llama 3: NORM).
             assert!(!a.llama3_rope_freqs || f.rope == RopeStyle::Norm, "{name}: rope_freqs");
-            // Every block tensor the forward pass reads has a rule.
-            for t in
-                ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
-            {
+            // Every block tensor the forward pass reads has a rule (fused Q/K/V and gate/up where the facts say).
+            let (block, absent): (&[&str], &[&str]) = if f.fused_qkv_gate_up {
+                (&["attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"], &["attn_q", "ffn_gate"])
+            } else {
+                (
+                    &[
+                        "attn_norm",
+                        "attn_q",
+                        "attn_k",
+                        "attn_v",
+                        "attn_output",
+                        "ffn_norm",
+                        "ffn_gate",
+                        "ffn_up",
+                        "ffn_down",
+                    ],
+                    &["attn_qkv"],
+                )
+            };
+            for t in block {
                 assert_eq!(rule_presence(a, &format!("blk.{{bid}}.{t}.weight")), Presence::Required, "{name}: {t}");
             }
+            for t in absent {
+                assert_eq!(rule_presence(a, &format!("blk.{{bid}}.{t}.weight")), Presence::Absent, "{name}: {t}");
+            }
+            // Fused projections and LongRoPE factors are Phi-3's; NoPE layers need RoPE to skip.
+            assert_eq!(f.fused_qkv_gate_up, a.converter == Converter::Phi3, "{name}: fused");
+            assert_eq!(f.longrope_factors, a.converter == Converter::Phi3, "{name}: LongRoPE");
+            assert!(f.no_rope_layer_step.is_none_or(|s| s > 1), "{name}: NoPE step");
             for t in ["token_embd.weight", "output_norm.weight"] {
                 assert_eq!(rule_presence(a, t), Presence::Required, "{name}: {t}");
             }
@@ -291,8 +345,8 @@ mod tests {
 
     #[test]
     fn supported_name_lists() {
-        assert_eq!(supported_gguf_names(), "llama, qwen2, qwen3");
-        assert!(supported_names().starts_with("LlamaForCausalLM, MistralForCausalLM"));
+        assert_eq!(supported_gguf_names(), "granite, llama, phi3, qwen2, qwen3, smollm3");
+        assert!(supported_names().starts_with("GraniteForCausalLM, LlamaForCausalLM, MistralForCausalLM"));
     }
 
     #[test]

@@ -48,6 +48,8 @@ impl Dim {
             Dim::QOut => heads * head_dim,
             Dim::KvOut => kv_heads * head_dim,
             Dim::HeadDim => head_dim,
+            Dim::QkvOut => (heads + 2 * kv_heads) * head_dim,
+            Dim::FfnPair => 2 * u64::from(cfg.ffn_length),
         }
     }
 }
@@ -56,6 +58,7 @@ impl Dim {
 pub fn plan_tensors(model: &HfModel, arch: &Architecture, cfg: &HfConfig) -> Result<Vec<PlannedTensor>> {
     let config_err =
         |key: &str, message: String| FormatError::Config { path: cfg.path.clone(), key: key.into(), message };
+    super::check_config(arch, cfg)?;
     if arch.requires_kv_heads() && cfg.head_count_kv.is_none() {
         return Err(config_err("num_key_value_heads", "missing (needed for the Q/K RoPE permutation)".into()));
     }

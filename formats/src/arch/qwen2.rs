@@ -1,7 +1,7 @@
 //! `Qwen2ForCausalLM` -> `qwen2` (llama.cpp `conversion/qwen.py` `Qwen2Model`): Llama's layout with Q/K/V
 //! biases and no Q/K permutation (llama.cpp runs Qwen2 with NeoX RoPE, HF's own layout).
 
-use super::{Architecture, Dim::*, ForwardFacts, Presence, RopeStyle, TensorRule, VocabStyle};
+use super::{Architecture, Converter, Dim::*, ForwardFacts, Presence, RopeStyle, TensorRule, VocabStyle};
 
 /// The Qwen tensor rules, with `$attn` (the rules beside the Q/K/V projections) after the V projection:
 /// Qwen2's biases here, Qwen3's Q/K norms in [`super::qwen3`]. Expects `TensorRule` and `Dim::*` in scope.
@@ -49,4 +49,5 @@ pub(super) static QWEN2: Architecture = Architecture {
     llama3_rope_freqs: false,
     // llama.cpp `src/models/qwen2.cpp`: NEOX RoPE, required `bq`/`bk`/`bv`, no output bias.
     forward: ForwardFacts { rope: RopeStyle::Neox, qkv_bias: Presence::Required, ..ForwardFacts::DENSE },
+    converter: Converter::Text,
 };

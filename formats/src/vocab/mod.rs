@@ -60,7 +60,22 @@ pub fn tokenizer_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, style: Vo
             kv.bool("tokenizer.ggml.add_space_prefix", b);
         }
     }
-    if dir.join("tokenizer.model").is_file() {
+    let gpt2_class = tokenizer_config.as_ref().and_then(|c| c.get("tokenizer_class")).and_then(|c| c.as_str())
+        == Some("GPT2Tokenizer");
+    if style == VocabStyle::Phi3 && !gpt2_class {
+        if !dir.join("tokenizer.model").is_file() {
+            return Err(FormatError::Tokenizer {
+                path: dir.into(),
+                message: "no tokenizer.model (Phi-3's converter needs it unless tokenizer_class is GPT2Tokenizer)"
+                    .into(),
+            });
+        }
+        let v = spm::phi3_vocab(dir, cfg.vocab_size)?;
+        kv.string("tokenizer.ggml.model", "llama");
+        kv.string("tokenizer.ggml.pre", "default");
+        write_vocab(kv, &v);
+        SpecialVocab::load(dir, Some(v.tokens.len()), false)?.add_to(kv);
+    } else if style != VocabStyle::Phi3 && dir.join("tokenizer.model").is_file() {
         let v = spm::sentencepiece_vocab(dir, cfg.vocab_size)?;
         kv.string("tokenizer.ggml.model", "llama");
         kv.string("tokenizer.ggml.pre", "default");

@@ -101,6 +101,77 @@ impl<'a> Reader<'a> {
 
 /// Tokens, scores and types as `_create_vocab_sentencepiece` builds them for a `vocab_size` model.
 pub fn sentencepiece_vocab(dir: &Path, vocab_size: u32) -> Result<Vocab> {
+    let mut v = pieces_and_added_tokens(dir, vocab_size)?;
+    let n = v.tokens.len();
+    let tc = dir.join("tokenizer_config.json");
+    if tc.is_file() {
+        let cfg = crate::hf::read_json(&tc)?;
+        if let Some(dec) = cfg.get("added_tokens_decoder").and_then(serde_json::Value::as_object) {
+            let scores = v.scores.as_mut().expect("set by pieces_and_added_tokens");
+            for (id, data) in dec {
+                let (Ok(id), Some(content)) = (id.parse::<usize>(), data.get("content").and_then(|c| c.as_str()))
+                else {
+                    continue;
+                };
+                if id >= n {
+                    continue;
+                }
+                let special = data.get("special").and_then(serde_json::Value::as_bool).unwrap_or(false);
+                if special || super::looks_special(content) {
+                    v.types[id] = TokenType::Control;
+                    v.tokens[id] = content.to_string();
+                } else {
+                    v.types[id] = TokenType::UserDefined;
+                    v.tokens[id] = content.replace('\u{2581}', " ");
+                }
+                scores[id] = -1000.0;
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// `Phi3MiniModel.set_vocab` for a SentencePiece model (llama.cpp `conversion/phi.py` at 0c1e57098): the pieces
+/// and added_tokens.json as [`sentencepiece_vocab`], then every token of tokenizer_config.json's
+/// `added_tokens_decoder` and of tokenizer.json's `added_tokens` written as is with score -1000, CONTROL if
+/// `special`, else USER_DEFINED.
+pub fn phi3_vocab(dir: &Path, vocab_size: u32) -> Result<Vocab> {
+    let mut v = pieces_and_added_tokens(dir, vocab_size)?;
+    let n = v.tokens.len();
+    let mut apply = |id: usize, data: &serde_json::Value| {
+        let Some(content) = data.get("content").and_then(serde_json::Value::as_str) else { return };
+        if id >= n {
+            return;
+        }
+        v.tokens[id] = content.to_string();
+        v.scores.as_mut().expect("set by pieces_and_added_tokens")[id] = -1000.0;
+        let special = data.get("special").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        v.types[id] = if special { TokenType::Control } else { TokenType::UserDefined };
+    };
+    let tc = dir.join("tokenizer_config.json");
+    if tc.is_file() {
+        let cfg = crate::hf::read_json(&tc)?;
+        for (id, data) in cfg.get("added_tokens_decoder").and_then(serde_json::Value::as_object).into_iter().flatten() {
+            if let Ok(id) = id.parse::<usize>() {
+                apply(id, data);
+            }
+        }
+    }
+    let tj = dir.join("tokenizer.json");
+    if tj.is_file() {
+        let json = crate::hf::read_json(&tj)?;
+        for data in json.get("added_tokens").and_then(serde_json::Value::as_array).into_iter().flatten() {
+            if let Some(id) = data.get("id").and_then(serde_json::Value::as_u64) {
+                apply(id as usize, data);
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The pieces of tokenizer.model (at most `vocab_size`), padded to `vocab_size` with `[PADi]`, then
+/// added_tokens.json.
+fn pieces_and_added_tokens(dir: &Path, vocab_size: u32) -> Result<Vocab> {
     let path = dir.join("tokenizer.model");
     let data = crate::bounded::read_capped(&path, MAX_MODEL_BYTES, "tokenizer.model")?;
     let pieces = parse_pieces(&path, &data)?;
@@ -132,30 +203,6 @@ pub fn sentencepiece_vocab(dir: &Path, vocab_size: u32) -> Result<Vocab> {
                     scores[id] = -1000.0;
                     v.types[id] = TokenType::UserDefined;
                 }
-            }
-        }
-    }
-    let tc = dir.join("tokenizer_config.json");
-    if tc.is_file() {
-        let cfg = crate::hf::read_json(&tc)?;
-        if let Some(dec) = cfg.get("added_tokens_decoder").and_then(serde_json::Value::as_object) {
-            for (id, data) in dec {
-                let (Ok(id), Some(content)) = (id.parse::<usize>(), data.get("content").and_then(|c| c.as_str()))
-                else {
-                    continue;
-                };
-                if id >= n {
-                    continue;
-                }
-                let special = data.get("special").and_then(serde_json::Value::as_bool).unwrap_or(false);
-                if special || super::looks_special(content) {
-                    v.types[id] = TokenType::Control;
-                    v.tokens[id] = content.to_string();
-                } else {
-                    v.types[id] = TokenType::UserDefined;
-                    v.tokens[id] = content.replace('\u{2581}', " ");
-                }
-                scores[id] = -1000.0;
             }
         }
     }

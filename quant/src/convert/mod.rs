@@ -193,7 +193,20 @@ impl ConvertedModel {
                 .unwrap_or(OutType::F16),
             o => o,
         };
-        let mut tensors = Vec::with_capacity(planned.len() + 1);
+        let mut tensors = Vec::with_capacity(planned.len() + 2);
+        // Phi3MiniModel.generate_extra_tensors: the LongRoPE factors come first, and their attention factor key
+        // is written before every key but general.architecture.
+        let longrope = arch::longrope_factors(arch, &config)?;
+        if let Some(f) = &longrope {
+            for (name, values) in [("rope_factors_long.weight", &f.long), ("rope_factors_short.weight", &f.short)] {
+                tensors.push(SourceTensor {
+                    name: name.into(),
+                    ne: vec![values.len() as u64],
+                    ggml_type: GgmlType::F32,
+                    source: TensorSource::Generated(values.clone()),
+                });
+            }
+        }
         if let (true, RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context }) =
             (arch.llama3_rope_freqs, &config.rope_scaling)
         {
@@ -224,6 +237,9 @@ impl ConvertedModel {
         let total_params: u64 = tensors.iter().map(SourceTensor::n_elements).sum();
         let mut kv = KvList::new();
         kv.string("general.architecture", arch.gguf_name);
+        if let Some(f) = &longrope {
+            kv.f32(arch::HparamKey::RopeScalingAttnFactor.key(arch.gguf_name), f.attn_factor);
+        }
         arch::general_metadata(&mut kv, dir, &config, total_params);
         arch::arch_metadata(&mut kv, arch, &config, outtype.file_type());
         kv.u32("general.quantization_version", 2);

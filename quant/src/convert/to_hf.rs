@@ -33,6 +33,8 @@ struct ToHfSource<'g> {
     /// Per output tensor: the GGUF tensor index and the heads to unpermute.
     mapped: Vec<(usize, Option<usize>)>,
     tensors: Vec<StreamTensor>,
+    /// GGUF tensors generated from config.json, not written.
+    dropped: u64,
 }
 
 impl Source for ToHfSource<'_> {
@@ -68,7 +70,7 @@ impl Source for ToHfSource<'_> {
     }
 
     fn tensor_count(&self) -> Option<TensorCount> {
-        Some(TensorCount::all(self.gguf.model_tensor_count()))
+        Some(TensorCount { input: self.gguf.model_tensor_count(), dropped: self.dropped })
     }
 }
 
@@ -89,7 +91,13 @@ pub fn gguf_to_hf(
     let mut mapped = Vec::new();
     let mut tensors = Vec::new();
     let mut specs = Vec::new();
+    let mut dropped = 0;
     for (index, t) in gguf.tensors().iter().enumerate() {
+        if arch::GENERATED_TENSORS.contains(&t.name.as_str()) {
+            // Made from config.json by the converter; config.json gets them back (`hf_config_from_gguf`).
+            dropped += 1;
+            continue;
+        }
         let (rule, bid) = arch.rule_for_gguf(&t.name).ok_or_else(|| FormatError::UnmappedTensor {
             path: path.into(),
             name: t.name.clone(),
@@ -134,7 +142,7 @@ pub fn gguf_to_hf(
         write_tokenizer_files(dir, &tokenizer)
     });
     let sink = SafetensorsDirSink::new(out_dir, vec![shard], side_files);
-    let source = ToHfSource { gguf, mapped, tensors };
+    let source = ToHfSource { gguf, mapped, tensors, dropped };
     stream::run(&source, &CodecSolver, sink, RunOptions::new(progress))?;
     Ok(())
 }

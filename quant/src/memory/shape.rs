@@ -179,6 +179,8 @@ impl ModelShape {
             },
             _ => vec![false; n_layer],
         };
+        // `n_swa` is 0 without SWA layers (llama.cpp zeroes it where it disables the window, e.g. Phi-3).
+        let n_swa = if swa.iter().any(|&s| s) { n_swa } else { 0 };
         let layers = (0..n_layer)
             .map(|il| {
                 Ok(LayerAttention {
@@ -316,8 +318,14 @@ fn converted_type(ne: &[u64]) -> GgmlType {
 }
 
 /// Tensors the converter generates rather than maps: `rope_freqs.weight` (`head_dim / 2` F32 values) for
-/// Llama 3 RoPE scaling (`LlamaModel.generate_extra_tensors`).
+/// Llama 3 RoPE scaling (`LlamaModel.generate_extra_tensors`), Phi-3's LongRoPE factors (`n_rot / 2` each).
 fn generated_tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<TensorShape> {
+    if let Ok(Some(f)) = arch::longrope_factors(arch, cfg) {
+        return ["rope_factors_long.weight", "rope_factors_short.weight"]
+            .iter()
+            .map(|name| TensorShape { name: (*name).into(), ne: vec![f.long.len() as u64], src_type: GgmlType::F32 })
+            .collect();
+    }
     match cfg.rope_scaling {
         RopeScaling::Llama3 { .. } if arch.llama3_rope_freqs => vec![TensorShape {
             name: "rope_freqs.weight".into(),
@@ -367,6 +375,31 @@ mod tests {
         assert_eq!(swa_pattern(7, 6, false), [true, true, true, true, true, false, true]);
         assert_eq!(swa_pattern(5, 4, true), [false, true, true, true, false]);
         assert_eq!(swa_pattern(3, 0, false), [true, true, true]);
+    }
+
+    /// The planner sizes Granite, SmolLM3 and Phi-3 the same from llama.cpp's GGUF, the HF directory and the bare
+    /// config.json: every layer with a full-context KV cache (llama.cpp disables Phi-3's sliding window, and
+    /// SmolLM3's NoPE layers keep their cache), the same tensors (Phi-3's fused ones and LongRoPE factors).
+    #[test]
+    fn new_architectures_plan_alike_from_gguf_hf_and_config() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs");
+        for name in ["granite", "smollm3", "phi3"] {
+            let dir = root.join(name);
+            let gguf = ModelShape::open(&dir.join("llama.cpp-f32.gguf")).unwrap();
+            assert!(gguf.layers.iter().all(|l| !l.swa && l.head_dim_k == 8 && l.n_head_kv == 2), "{name}");
+            let sorted = |m: &ModelShape| {
+                let mut t: Vec<(String, Vec<u64>)> = m.tensors.iter().map(|t| (t.name.clone(), t.ne.clone())).collect();
+                t.sort();
+                t
+            };
+            for other in [ModelShape::open(&dir).unwrap(), ModelShape::open(&dir.join("config.json")).unwrap()] {
+                assert_eq!(other.layers, gguf.layers, "{name}");
+                assert_eq!((other.n_embd, other.n_ff, other.n_vocab), (gguf.n_embd, gguf.n_ff, gguf.n_vocab), "{name}");
+                assert_eq!(sorted(&other), sorted(&gguf), "{name}");
+            }
+        }
+        // Phi-3's `sliding_window` (2047 in the fixture) is recorded in GGUF but disabled by llama.cpp.
+        assert_eq!(ModelShape::open(&root.join("phi3/llama.cpp-f32.gguf")).unwrap().n_swa, 0);
     }
 
     #[test]

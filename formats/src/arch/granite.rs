@@ -1,0 +1,31 @@
+//! `GraniteForCausalLM` -> `granite` (llama.cpp `conversion/granite.py` `GraniteModel`, a `LlamaModel`, at
+//! 0c1e57098): Llama's tensors and Q/K permutation, `head_dim` ignored, and four multipliers written as
+//! `attention.scale`, `embedding_scale`, `residual_scale` and `logit_scale`, which `src/models/granite.cpp`
+//! applies: embeddings times `embedding_scale`, attention scores times `attention.scale` (instead of
+//! `1/sqrt(head_dim)`), each block's attention and FFN outputs times `residual_scale` before their residual
+//! add, logits divided by `logit_scale`.
+
+use super::facts::{AttentionScale, EmbeddingScale};
+use super::{llama, Architecture, Converter, ExtraKey, ForwardFacts, Presence, RopeStyle, VocabStyle};
+
+pub(super) static GRANITE: Architecture = Architecture {
+    hf_names: &["GraniteForCausalLM"],
+    gguf_name: "granite",
+    rules: llama::RULES,
+    extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount, ExtraKey::GraniteScales],
+    vocab: VocabStyle::Llama,
+    llama3_rope_freqs: true,
+    // `create_tensor_qkv` makes Q/K/V biases optional, `wo_b` is TENSOR_NOT_REQUIRED; MLP biases are refused
+    // (`mlp_bias`) by `check_config`.
+    forward: ForwardFacts {
+        rope: RopeStyle::Norm,
+        qkv_bias: Presence::Optional,
+        attn_out_bias: Presence::Optional,
+        embedding_scale: EmbeddingScale::FromKey,
+        attention_scale: AttentionScale::FromKey,
+        residual_scale: true,
+        logit_scale: true,
+        ..ForwardFacts::DENSE
+    },
+    converter: Converter::Granite,
+};
