@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::arch::Presence;
+use quantforge_formats::arch::{FfnKind, Presence};
 use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
@@ -44,6 +44,10 @@ pub struct Block {
     w_gate: Matrix,
     w_up: Matrix,
     w_down: Matrix,
+    /// RMSNorm of the attention and FFN outputs before their residual adds (Gemma's sandwich norms), where
+    /// the facts ask for them.
+    post_attn_norm: Option<Vec<f32>>,
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Block {
@@ -68,6 +72,7 @@ impl Block {
             }
         };
         let norm = |s: &str| if facts.qk_norm { src.vector(cfg, &n(s), hd).map(Some) } else { Ok(None) };
+        let post = |s: &str| if facts.post_norms { src.vector(cfg, &n(s), d).map(Some) } else { Ok(None) };
         Ok(Block {
             index: i,
             attn_norm: src.vector(cfg, &n("attn_norm"), d)?,
@@ -85,6 +90,8 @@ impl Block {
             w_gate: src.matrix(cfg, &n("ffn_gate"), ff, d)?,
             w_up: src.matrix(cfg, &n("ffn_up"), ff, d)?,
             w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
+            post_attn_norm: post("post_attention_norm")?,
+            post_ffn_norm: post("post_ffw_norm")?,
         })
     }
 
@@ -185,6 +192,8 @@ pub struct Activations {
     seq_lens: Vec<usize>,
     positions: Vec<usize>,
     rope: RopeCache,
+    /// The RoPE of sliding-window layers, where it differs from `rope`.
+    rope_swa: Option<RopeCache>,
     buffers: Buffers,
 }
 
@@ -197,6 +206,7 @@ impl Clone for Activations {
             seq_lens: self.seq_lens.clone(),
             positions: self.positions.clone(),
             rope: self.rope.clone(),
+            rope_swa: self.rope_swa.clone(),
             buffers: Buffers::default(),
         }
     }
@@ -226,12 +236,16 @@ impl Activations {
         }
         let mut hidden = vec![0.0f32; tokens.len() * cfg.n_embd];
         fill(&tokens, &mut hidden)?;
+        if let Some(s) = cfg.extras.embd_scale {
+            hidden.iter_mut().for_each(|x| *x *= s);
+        }
         Ok(Activations {
             hidden,
             width: cfg.n_embd,
             seq_lens: seqs.iter().map(|s| s.len()).collect(),
             positions: seqs.iter().flat_map(|s| 0..s.len()).collect(),
             rope: RopeCache::new(max_len, &cfg.rope, cfg.rope_freqs.as_deref()),
+            rope_swa: cfg.extras.rope_swa.as_ref().map(|r| RopeCache::new(max_len, r, cfg.rope_freqs.as_deref())),
             buffers: Buffers::default(),
         })
     }
@@ -307,7 +321,11 @@ pub(crate) fn run_block_until(
     let mm = Matmul::new(device)?;
     let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
     let m = acts.n_tokens();
-    let Activations { hidden: x, seq_lens, positions, rope, buffers, .. } = acts;
+    let Activations { hidden: x, seq_lens, positions, rope, rope_swa, buffers, .. } = acts;
+    let rope = match (cfg.extras.window(block.index), rope_swa) {
+        (Some(_), Some(swa)) => &*swa,
+        _ => &*rope,
+    };
     let Buffers { xn, q, k, v, attn, gate, up, proj, scratch } = buffers;
     for (buf, n) in [(&mut *xn, m * d), (&mut *q, m * qd), (&mut *k, m * kvd), (&mut *v, m * kvd)] {
         sized(buf, n);
@@ -339,7 +357,7 @@ pub(crate) fn run_block_until(
     }
     q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
     k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
-    attention(cfg, seq_lens, q, k, v, attn);
+    attention(cfg, block.index, seq_lens, q, k, v, attn);
     see(&b.wo, attn, qd);
     if last == 1 {
         return Ok(());
@@ -347,6 +365,9 @@ pub(crate) fn run_block_until(
     mm.matmul_t(attn, m, qd, b.wo.as_f32(scratch)?, d, proj)?;
     if let Some(bias) = &b.bo {
         ops::add_bias(proj, bias);
+    }
+    if let Some(w) = &b.post_attn_norm {
+        ops::rms_norm_inplace(proj, w, cfg.rms_eps);
     }
     ops::add_assign(x, proj);
 
@@ -358,24 +379,33 @@ pub(crate) fn run_block_until(
     }
     mm.matmul_t(xn, m, d, b.w_gate.as_f32(scratch)?, ff, gate)?;
     mm.matmul_t(xn, m, d, b.w_up.as_f32(scratch)?, ff, up)?;
-    gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
+    let act = match cfg.arch.forward.ffn {
+        FfnKind::SwiGlu => ops::silu_mul,
+        FfnKind::GeGlu => ops::gelu_mul,
+    };
+    gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| act(g, u));
     see(&b.w_down, gate, ff);
     if last == 3 {
         return Ok(());
     }
     mm.matmul_t(gate, m, ff, b.w_down.as_f32(scratch)?, d, proj)?;
+    if let Some(w) = &b.post_ffn_norm {
+        ops::rms_norm_inplace(proj, w, cfg.rms_eps);
+    }
     ops::add_assign(x, proj);
     Ok(())
 }
 
-/// Causal multi-head attention with grouped KV heads over sequences of `seq_lens` tokens stacked in the
-/// rows; `out` gets each head's result at its columns.
-fn attention(cfg: &LlamaConfig, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+/// Causal multi-head attention of layer `il` with grouped KV heads over sequences of `seq_lens` tokens stacked
+/// in the rows (through the layer's sliding window, soft-capped and scaled as the config's extras say); `out`
+/// gets each head's result at its columns.
+fn attention(cfg: &LlamaConfig, il: usize, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     /// Query rows per block: a block only attends to keys up to its last row.
     const BLOCK: usize = 128;
     let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
     let group = cfg.n_head / cfg.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = cfg.extras.query_scale.unwrap_or(1.0 / (hd as f32).sqrt());
+    let (window, cap) = (cfg.extras.window(il), cfg.extras.attn_softcap);
     let mut starts = Vec::with_capacity(seq_lens.len());
     let mut acc = 0;
     for &len in seq_lens {
@@ -397,7 +427,12 @@ fn attention(cfg: &LlamaConfig, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f
                 let kt = View { data: &k[off * kvd + kvh * hd..], rows: hd, cols: nk, rs: 1, cs: kvd };
                 ops::matmul_strided(qv, kt, &mut scores[..nr * nk]);
                 for (i, row) in scores[..nr * nk].chunks_exact_mut(nk).enumerate() {
-                    ops::softmax_masked(row, r0 + i + 1, scale);
+                    let hi = r0 + i + 1;
+                    match (window, cap) {
+                        (None, None) => ops::softmax_masked(row, hi, scale),
+                        // A window of `w` tokens: the query's own and the `w - 1` before it.
+                        (w, cap) => ops::softmax_window(row, w.map_or(0, |w| hi.saturating_sub(w)), hi, scale, cap),
+                    }
                 }
                 let p = View { data: &scores[..nr * nk], rows: nr, cols: nk, rs: nk, cs: 1 };
                 let vv = View { data: &v[off * kvd + kvh * hd..], rows: nk, cols: hd, rs: kvd, cs: 1 };

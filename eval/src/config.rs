@@ -21,6 +21,7 @@ use quantforge_quant::convert::llama3_rope_factors;
 use serde_json::Value;
 
 use crate::error::{EvalError, Result};
+use crate::extras::{ForwardExtras, Shape};
 use crate::gguf_tensors::gguf_vector;
 use crate::rope::{RopeParams, RopeScalingType, SUPPORTED_ROPE_SCALING};
 
@@ -52,6 +53,8 @@ pub struct LlamaConfig {
     /// Llama 3 per-pair frequency factors (`n_rot / 2`): GGUF `rope_freqs.weight`, or computed from a HF
     /// config.json's `rope_scaling` exactly as convert generates that tensor.
     pub rope_freqs: Option<Vec<f32>>,
+    /// Sliding windows, soft-caps and scales beyond a Llama block's (Gemma 2/3).
+    pub extras: ForwardExtras,
 }
 
 impl LlamaConfig {
@@ -153,13 +156,15 @@ impl LlamaConfig {
             rms_eps: float(K::LayerNormRmsEpsilon)?.ok_or_else(|| missing(K::LayerNormRmsEpsilon))? as f32,
             rope,
             rope_freqs: None,
+            extras: ForwardExtras::default(),
         };
         cfg.validate(path)?;
+        let extras = cfg.resolve_extras(path, |k| hp.get(k))?;
         let rope_freqs = match (arch.llama3_rope_freqs, file.tensor("rope_freqs.weight")) {
             (true, Some(_)) => Some(gguf_vector(file, "rope_freqs.weight", n_rot / 2)?),
             _ => None,
         };
-        Ok(LlamaConfig { rope_freqs, ..cfg })
+        Ok(LlamaConfig { rope_freqs, extras, ..cfg })
     }
 
     /// Read a HF `config.json` (`config`, found in the model directory `path`) of a supported architecture.
@@ -173,6 +178,7 @@ impl LlamaConfig {
         })?;
         check_implemented(path, arch)?;
         let hf = HfConfig::parse(&path.join("config.json"), config)?;
+        arch.check_config(&hf)?;
         let missing = |k: &str| EvalError::MissingKey { path: path.into(), key: k.into() };
         let usize_of = |v: u32| v as usize;
         let head_dim = usize_of(hf.head_dim());
@@ -227,9 +233,27 @@ impl LlamaConfig {
                 1.0,
             ),
             rope_freqs,
+            extras: ForwardExtras::default(),
         };
         cfg.validate(path)?;
-        Ok(cfg)
+        // The keys convert writes for this config, read as a GGUF's.
+        let mut kv = quantforge_formats::kv::KvList::new();
+        arch::arch_metadata(&mut kv, arch, &hf, 0);
+        let extras = cfg.resolve_extras(path, |k| kv.get(&k.key(arch.gguf_name)))?;
+        Ok(LlamaConfig { extras, ..cfg })
+    }
+
+    /// [`ForwardExtras`] from the metadata `get` looks up.
+    fn resolve_extras<'a>(
+        &self,
+        path: &Path,
+        get: impl Fn(K) -> Option<&'a quantforge_formats::gguf::GgufValue>,
+    ) -> Result<ForwardExtras> {
+        let shape = Shape { n_layer: self.n_layer, n_embd: self.n_embd, n_head: self.n_head, head_dim: self.head_dim };
+        ForwardExtras::resolve(self.arch, &shape, &self.rope, get).map_err(|(k, message)| EvalError::BadConfig {
+            path: path.into(),
+            message: format!("metadata key '{}' {message}", k.key(self.arch.gguf_name)),
+        })
     }
 
     fn validate(&self, path: &Path) -> Result<()> {

@@ -166,6 +166,10 @@ impl LlamaModel {
         let head = self.output.as_ref().unwrap_or(&self.tok_embd);
         let mut logits = vec![0.0f32; n_out * cfg.n_vocab];
         mm.matmul_t(&normed, n_out, d, head.as_f32(&mut scratch)?, cfg.n_vocab, &mut logits)?;
+        if let Some(cap) = cfg.extras.final_softcap {
+            // llama.cpp: scale by 1/cap, tanh, scale by cap.
+            logits.iter_mut().for_each(|x| *x = (*x * (1.0 / cap)).tanh() * cap);
+        }
         Ok(logits)
     }
 }

@@ -236,7 +236,7 @@ fn to_hf(cfg: &LlamaConfig, name: &str, q: QuantizedLinear) -> Result<(String, Q
     let hf = arch::fill(rule.hf, bid);
     let module = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
     let heads = match rule.transform {
-        Transform::None => None,
+        Transform::None | Transform::NormShift => None,
         Transform::RopePermuteQ => Some(cfg.n_head),
         Transform::RopePermuteK => Some(cfg.n_head_kv),
     };

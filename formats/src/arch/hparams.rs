@@ -5,12 +5,21 @@
 use serde_json::{json, Map, Value};
 
 use super::keys::{GgufHparams, HparamKey, HparamKey as K};
-use super::{Architecture, ExtraKey, HfConfig, RopeScaling};
+use super::{gemma, Architecture, ConverterClass, ExtraKey, HfConfig, RopeScaling};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::kv::KvList;
 
-/// Write the hyperparameter keys and `general.file_type` for `cfg`.
+/// Write the hyperparameter keys and `general.file_type` for `cfg`, as the architecture's converter class does.
 pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
+    match arch.converter {
+        ConverterClass::Text => text_metadata(kv, arch, cfg, file_type),
+        ConverterClass::Gemma2 => gemma::gemma2_metadata(kv, arch, cfg, file_type),
+        ConverterClass::Gemma3 => gemma::gemma3_metadata(kv, arch, cfg, file_type),
+    }
+}
+
+/// `TextModel.set_gguf_parameters` and the [`ExtraKey`]s.
+pub(super) fn text_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
     let a = arch.gguf_name;
     kv.u32(K::BlockCount.key(a), cfg.block_count);
     if let Some(n) = cfg.context_length {
@@ -72,7 +81,7 @@ pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_
 }
 
 /// An f32 as the shortest decimal that reads back as the same f32 (so 1e-5 stays 1e-05, not 9.99999974e-06).
-fn f32_json(v: f32) -> Value {
+pub(super) fn f32_json(v: f32) -> Value {
     format!("{v}").parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }
 
@@ -129,5 +138,8 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
         put(&format!("{typ}_token_id"), v.map(|v| json!(v)));
     }
     put("torch_dtype", Some(json!(torch_dtype)));
+    if arch.converter != ConverterClass::Text {
+        gemma::config_from_gguf(&mut c, gguf, arch);
+    }
     Value::Object(c)
 }

@@ -39,6 +39,10 @@ pub enum HparamKey {
     RopeScalingYarnAttnFactor,
     RopeScalingYarnBetaFast,
     RopeScalingYarnBetaSlow,
+    /// RoPE base of sliding-window layers.
+    RopeFreqBaseSwa,
+    AttnLogitSoftcapping,
+    FinalLogitSoftcapping,
 }
 
 impl HparamKey {
@@ -71,6 +75,9 @@ impl HparamKey {
             HparamKey::RopeScalingYarnAttnFactor => "rope.scaling.yarn_attn_factor",
             HparamKey::RopeScalingYarnBetaFast => "rope.scaling.yarn_beta_fast",
             HparamKey::RopeScalingYarnBetaSlow => "rope.scaling.yarn_beta_slow",
+            HparamKey::RopeFreqBaseSwa => "rope.freq_base_swa",
+            HparamKey::AttnLogitSoftcapping => "attn_logit_softcapping",
+            HparamKey::FinalLogitSoftcapping => "final_logit_softcapping",
         }
     }
 

@@ -43,4 +43,5 @@ pub(super) static LLAMA: Architecture = Architecture {
         attn_out_bias: Presence::Optional,
         ..ForwardFacts::DENSE
     },
+    converter: super::ConverterClass::Text,
 };

@@ -49,4 +49,5 @@ pub(super) static QWEN2: Architecture = Architecture {
     llama3_rope_freqs: false,
     // llama.cpp `src/models/qwen2.cpp`: NEOX RoPE, required `bq`/`bk`/`bv`, no output bias.
     forward: ForwardFacts { rope: RopeStyle::Neox, qkv_bias: Presence::Required, ..ForwardFacts::DENSE },
+    converter: super::ConverterClass::Text,
 };

@@ -21,6 +21,9 @@ pub enum Transform<'a> {
     Lora { adapter: &'a Adapter, action: &'a Action, scale: f32 },
     /// Every value multiplied by this factor (computed in f64, as PEFT's scales are).
     Scale(f64),
+    /// `delta` added to every value (Gemma's norm weights: + 1 to GGUF, - 1 back). With `round_f16` the sum is
+    /// rounded to f16, as torch adds in an f16 tensor's own dtype.
+    Offset { delta: f32, round_f16: bool },
 }
 
 impl Transform<'_> {
@@ -35,6 +38,16 @@ impl Transform<'_> {
                 let mut values = values;
                 if *f != 1.0 {
                     values.iter_mut().for_each(|x| *x = (f64::from(*x) * f) as f32);
+                }
+                values
+            }
+            Transform::Offset { delta, round_f16 } => {
+                let mut values = values;
+                for x in &mut values {
+                    *x += delta;
+                    if *round_f16 {
+                        *x = half::f16::from_f32(*x).to_f32();
+                    }
                 }
                 values
             }
