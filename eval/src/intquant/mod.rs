@@ -197,7 +197,7 @@ pub fn quantize_int(
                 let (cal, vectors) = calibrate_blocks(&mut source, &solver, progress)?;
                 report.layers = solver.into_reports();
                 for (name, values) in vectors {
-                    report.vectors.push((hf_vector_name(&cfg, &name)?, values));
+                    report.vectors.push(hf_vector(&cfg, &name, values)?);
                 }
                 cal
             };
@@ -219,12 +219,16 @@ fn check_scheme(model: &ModelFile, scheme: &IntScheme) -> Result<()> {
     Ok(())
 }
 
-/// The HF name of GGUF vector `name` (a norm weight: no transform).
-fn hf_vector_name(cfg: &LlamaConfig, name: &str) -> Result<String> {
+/// The HF name of GGUF vector `name` (a norm weight) and `values` as HF stores them: Gemma's zero-centred norms
+/// get their + 1 back off.
+fn hf_vector(cfg: &LlamaConfig, name: &str, mut values: Vec<f32>) -> Result<(String, Vec<f32>)> {
     let (rule, bid) = cfg.arch.rule_for_gguf(name).ok_or_else(|| {
         EvalError::Calibration(format!("tensor '{name}' has no Hugging Face name in the {} rules", cfg.arch.gguf_name))
     })?;
-    Ok(arch::fill(rule.hf, bid))
+    if rule.transform == Transform::NormShift {
+        values.iter_mut().for_each(|v| *v -= 1.0);
+    }
+    Ok((arch::fill(rule.hf, bid), values))
 }
 
 /// The HF module of GGUF weight `name`, and the layer with its rows back in HF order (the evaluator holds

@@ -99,6 +99,21 @@ mod tests {
     }
 
     #[test]
+    fn norm_offsets_round_trip_where_f32_allows() {
+        let add = Transform::Offset { delta: 1.0, round_f16: false };
+        let sub = Transform::Offset { delta: -1.0, round_f16: false };
+        // Gemma's + 1 and its inverse: exact while 1 + w >= 0.5 (Sterbenz), as for every fixture norm.
+        let w: Vec<f32> = (0..2000).map(|i| (i as f32 * 0.37).sin() * 0.499_9).collect();
+        let shifted = add.apply(w.clone(), 1, "n").unwrap();
+        let back = sub.apply(shifted.clone(), 1, "n").unwrap();
+        assert_eq!(add.apply(back, 1, "n").unwrap(), shifted);
+        // An f16 tensor adds in f16: 1 + 2^-12 rounds to 1.
+        let f16 = Transform::Offset { delta: 1.0, round_f16: true };
+        assert_eq!(f16.apply(vec![2f32.powi(-12), 0.5], 1, "n").unwrap(), [1.0, 1.5]);
+        assert_eq!(add.apply(vec![2f32.powi(-12)], 1, "n").unwrap(), [1.0 + 2f32.powi(-12)]);
+    }
+
+    #[test]
     fn decode_checks_the_f32_length() {
         let mut out = [0f32; 2];
         decode(GgmlType::F32, &[0u8; 8], &mut out).unwrap();
