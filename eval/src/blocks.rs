@@ -6,7 +6,9 @@
 //! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): RMSNorm -> Q/K/V (+ biases where the facts allow them) ->
 //! per-head Q/K RMSNorm (where the facts say so) -> RoPE (the facts' pairing, scaled as [`crate::rope`]
 //! describes) -> causal GQA attention -> output projection (+ optional bias) -> residual, RMSNorm -> SwiGLU
-//! FFN -> residual. Invariant: the operations and their order are those of the whole-model pass of before
+//! FFN -> residual. Gemma 2/3 (`src/models/gemma2.cpp`, `gemma3.cpp` at 0c1e57098) add, through the facts and
+//! [`crate::extras`]: the query scale, a sliding window and their own RoPE on some layers, soft-capped scores,
+//! an RMSNorm on the attention and FFN outputs before each residual add, and GeGLU instead of SwiGLU. Invariant: the operations and their order are those of the whole-model pass of before
 //! (same gemm calls on the same buffers), so results are bit-identical however the blocks are driven.
 
 use std::path::{Path, PathBuf};

@@ -2,8 +2,9 @@
 //! `qwen2.cpp`, `qwen3.cpp`, `src/llama-graph.cpp` at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): token
 //! embedding, the decoder blocks of [`crate::blocks`] (composed from the architecture registry's facts), final
 //! RMSNorm and the output head (tied to the embedding when `output.weight` is absent). Attention is fully
-//! causal: Mistral's `sliding_window` is not applied, as llama.cpp does not apply it to `llama`-architecture
-//! GGUFs (see [`crate::config`]).
+//! causal except on Gemma's sliding-window layers: Mistral's `sliding_window` is not applied, as llama.cpp
+//! does not apply it to `llama`-architecture GGUFs (see [`crate::config`]). Gemma's embeddings are scaled by
+//! `sqrt(n_embd)` and its logits soft-capped ([`crate::extras`]).
 //!
 //! One model definition, one execution path: [`LlamaModel`] is a [`ModelFile`] with every block loaded, and
 //! its forward pass is embed -> [`run_block`] for each block -> head, the same function block-by-block
@@ -224,7 +225,7 @@ mod tests {
     #[test]
     fn every_gemma_feature_matters_on_its_fixture() {
         for name in ["gemma2", "gemma3"] {
-            let file = GgufFile::open(&fixture(name).join("llama.cpp-f32.gguf")).unwrap();
+            let file = GgufFile::open(fixture(name).join("llama.cpp-f32.gguf")).unwrap();
             let src = Source::Gguf(&file);
             let cfg = src.config().unwrap();
             let run = |c: &LlamaConfig| kld(&LlamaModel::from_source(src, c.clone()).unwrap(), name);

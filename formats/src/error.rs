@@ -83,8 +83,9 @@ pub enum FormatError {
     #[error("{path}: config key '{key}': {message}")]
     Config { path: PathBuf, key: String, message: String },
     /// A config.json value the architecture's GGUF cannot record or the forward pass does not implement.
-    #[error("{path}: config key '{key}' = {value} is not supported for {arch}: {reason}")]
-    UnsupportedConfig { path: PathBuf, key: String, value: String, arch: String, reason: String },
+    /// `reason` names the architecture.
+    #[error("{path}: config key '{key}' = {value} is not supported: {reason}")]
+    UnsupportedConfig { path: PathBuf, key: String, value: String, reason: String },
     #[error("{path}: architecture '{name}' is not supported; supported: {supported}")]
     UnknownArchitecture { path: PathBuf, name: String, supported: String },
     #[error("{path}: tensor '{name}' is not mapped by any rule of architecture {arch}")]

@@ -114,8 +114,7 @@ fn unsupported(arch: &Architecture, cfg: &HfConfig, key: &str, value: &Value, re
         path: cfg.path.clone(),
         key: key.into(),
         value: value.to_string(),
-        arch: format!("{} ({})", cfg.architecture, arch.gguf_name),
-        reason: reason.into(),
+        reason: format!("{} ({}): {reason}", cfg.architecture, arch.gguf_name),
     }
 }
 

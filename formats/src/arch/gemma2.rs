@@ -1,6 +1,6 @@
-//! `Gemma2ForCausalLM` -> `gemma2` (llama.cpp `conversion/gemma.py` `Gemma2Model` at 0c1e57098): norm weights
-//! + 1, no `lm_head` (llama.cpp ties the head to `token_embd`; a checkpoint with one is refused), sandwich
-//! norms, GeGLU, every other layer sliding, attention and final logit soft-capping.
+//! `Gemma2ForCausalLM` -> `gemma2` (llama.cpp `conversion/gemma.py` `Gemma2Model` at 0c1e57098): 1 added to
+//! the norm weights, no `lm_head` (llama.cpp ties the head to `token_embd`; a checkpoint with one is refused),
+//! sandwich norms, GeGLU, every other layer sliding, attention and final logit soft-capping.
 
 use super::gemma::gemma_rules;
 use super::{
