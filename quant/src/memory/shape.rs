@@ -161,23 +161,33 @@ impl ModelShape {
             limits::ATTENTION_WIDTH.check(&path, &what, n_head0 * hd)?;
         }
         let to_u32 = |v: u64, k: K| u32::try_from(v).map_err(|_| bad(&key(k), "is too large"));
-        let n_swa = to_u32(scalar(K::SlidingWindow)?.unwrap_or(0), K::SlidingWindow)?;
-        let swa = match SWA_PATTERNS.iter().find(|(a, _, _)| *a == arch) {
-            Some(&(_, n_pattern, dense_first)) if n_swa > 0 => match hp.get(K::SlidingWindowPattern) {
-                Some(GgufValue::Array(values)) => {
-                    let flags: Vec<Option<bool>> = values.iter().map(|v| v.as_bool()).collect();
-                    if flags.len() != n_layer || flags.iter().any(Option::is_none) {
-                        return Err(bad(&key(K::SlidingWindowPattern), "must hold one bool per layer"));
+        let mut n_swa = to_u32(scalar(K::SlidingWindow)?.unwrap_or(0), K::SlidingWindow)?;
+        // A registered architecture's loader facts (window default, pattern) come from the registry.
+        let registered = arch::ARCHITECTURES.iter().find(|a| a.gguf_name == arch);
+        let sliding = registered.map(|a| a.forward.sliding_window).filter(|s| *s != arch::SlidingWindow::None);
+        let swa = if let Some(sliding) = sliding {
+            let layers = arch::swa_layers(sliding, n_layer, |k| hp.get(k))
+                .map_err(|k| bad(&key(k), "is not a window size or layer pattern"))?;
+            n_swa = layers.as_ref().map_or(0, |s| s.window);
+            layers.map_or_else(|| vec![false; n_layer], |s| s.layers)
+        } else {
+            match SWA_PATTERNS.iter().find(|(a, _, _)| *a == arch) {
+                Some(&(_, n_pattern, dense_first)) if n_swa > 0 => match hp.get(K::SlidingWindowPattern) {
+                    Some(GgufValue::Array(values)) => {
+                        let flags: Vec<Option<bool>> = values.iter().map(|v| v.as_bool()).collect();
+                        if flags.len() != n_layer || flags.iter().any(Option::is_none) {
+                            return Err(bad(&key(K::SlidingWindowPattern), "must hold one bool per layer"));
+                        }
+                        flags.into_iter().flatten().collect()
                     }
-                    flags.into_iter().flatten().collect()
-                }
-                Some(v) => {
-                    let n = v.as_u64().ok_or_else(|| bad(&key(K::SlidingWindowPattern), "is not a count"))?;
-                    swa_pattern(n_layer, to_u32(n, K::SlidingWindowPattern)?, dense_first)
-                }
-                None => swa_pattern(n_layer, n_pattern, dense_first),
-            },
-            _ => vec![false; n_layer],
+                    Some(v) => {
+                        let n = v.as_u64().ok_or_else(|| bad(&key(K::SlidingWindowPattern), "is not a count"))?;
+                        swa_pattern(n_layer, to_u32(n, K::SlidingWindowPattern)?, dense_first)
+                    }
+                    None => swa_pattern(n_layer, n_pattern, dense_first),
+                },
+                _ => vec![false; n_layer],
+            }
         };
         let layers = (0..n_layer)
             .map(|il| {
@@ -434,5 +444,17 @@ mod tests {
             "vocab_size": 100, "max_position_embeddings": 8192, "rms_norm_eps": 1e-6});
         let e = ModelShape::from_config_value(Path::new("config.json"), &v).unwrap_err().to_string();
         assert!(e.contains("query_pre_attn_scalar"), "{e}");
+    }
+
+    #[test]
+    fn gemma_ggufs_read_their_sliding_layers_through_the_registry() {
+        let fixture = |n: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(n);
+        let m = ModelShape::open(&fixture("gemma2").join("llama.cpp-f32.gguf")).unwrap();
+        assert_eq!((m.n_swa, m.layers.iter().map(|l| l.swa).collect::<Vec<_>>()), (8, vec![true, false]));
+        let m = ModelShape::open(&fixture("gemma3").join("llama.cpp-f32.gguf")).unwrap();
+        assert_eq!(m.layers.iter().filter(|l| l.swa).count(), 5);
+        // The HF directory gives the same layers.
+        let h = ModelShape::open(&fixture("gemma3")).unwrap();
+        assert_eq!((h.n_swa, h.layers), (m.n_swa, m.layers));
     }
 }
