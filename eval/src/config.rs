@@ -368,4 +368,28 @@ mod tests {
         let e = LlamaConfig::from_hf(Path::new("m"), &bad).unwrap_err().to_string();
         assert!(e.contains("factor -2"), "{e}");
     }
+
+    #[test]
+    fn gemma_configs_resolve_their_extras_and_refuse_what_gguf_cannot_hold() {
+        let g = |extra: Value| {
+            let mut c = hf(json!({"architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 7,
+                "query_pre_attn_scalar": 16, "sliding_window": 4, "rope_local_base_freq": 100.0,
+                "rope_scaling": {"rope_type": "linear", "factor": 2.0}}));
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            LlamaConfig::from_hf(Path::new("m"), &c)
+        };
+        let c = g(json!({})).unwrap();
+        let swa = c.extras.swa.as_ref().unwrap();
+        assert_eq!((swa.window, c.extras.window(5), c.extras.window(6)), (4, None, Some(4)));
+        let local = c.extras.rope_swa.as_ref().unwrap();
+        assert_eq!((c.rope.freq_scale, local.freq_scale, local.freq_base), (0.5, 1.0, 100.0));
+        assert_eq!((c.extras.query_scale, c.extras.embd_scale), (Some(0.25), Some(32f32.sqrt())));
+        assert_eq!((c.extras.attn_softcap, c.extras.final_softcap), (None, None));
+        let e = g(json!({"attn_logit_softcapping": 50.0})).unwrap_err().to_string();
+        assert!(e.contains("'attn_logit_softcapping'") && e.contains("Gemma3ForCausalLM"), "{e}");
+        let e = g(json!({"query_pre_attn_scalar": 32})).unwrap_err().to_string();
+        assert!(e.contains("'query_pre_attn_scalar'"), "{e}");
+    }
 }

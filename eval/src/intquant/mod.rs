@@ -253,3 +253,19 @@ fn to_hf(cfg: &LlamaConfig, name: &str, q: QuantizedLinear) -> Result<(String, Q
     };
     Ok((module, q))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_gemma_norms_go_back_zero_centred() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs/gemma2");
+        let cfg = ModelFile::open(&dir).unwrap().config().clone();
+        let (name, v) = hf_vector(&cfg, "blk.1.ffn_norm.weight", vec![1.25, 0.5]).unwrap();
+        assert_eq!((name.as_str(), v), ("model.layers.1.pre_feedforward_layernorm.weight", vec![0.25, -0.5]));
+        let stories = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/stories260K");
+        let cfg = ModelFile::open(&stories).unwrap().config().clone();
+        assert_eq!(hf_vector(&cfg, "blk.0.attn_norm.weight", vec![1.25]).unwrap().1, [1.25]);
+    }
+}
