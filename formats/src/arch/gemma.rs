@@ -199,10 +199,14 @@ pub(super) fn check_config(arch: &Architecture, cfg: &HfConfig) -> Result<()> {
             let v = raw.get("rope_scaling").or_else(|| raw.get("rope_parameters")).cloned().unwrap_or_default();
             return Err(unsupported(arch, cfg, "rope_scaling", &v, "Gemma 2's GGUF records no RoPE scaling"));
         }
-        for key in ["attn_logit_softcapping", "final_logit_softcapping", "sliding_window"] {
-            if let Some(v) = raw.get(key).filter(|v| !(v.is_number() && v.as_f64().is_some_and(|f| f > 0.0))) {
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if let Some(v) = raw.get(key).filter(|v| !v.as_f64().is_some_and(|f| f > 0.0)) {
                 return Err(unsupported(arch, cfg, key, v, "llama.cpp always applies it: a positive number is needed"));
             }
+        }
+        if window(cfg).is_none_or(|w| w == 0 || w > u64::from(u32::MAX)) {
+            let v = raw.get("sliding_window").cloned().unwrap_or_default();
+            return Err(unsupported(arch, cfg, "sliding_window", &v, "llama.cpp always applies it: a positive count"));
         }
     } else {
         if let Some(v) = raw.get("attn_logit_softcapping").filter(|v| !v.is_null()) {
@@ -221,7 +225,7 @@ pub(super) fn check_config(arch: &Architecture, cfg: &HfConfig) -> Result<()> {
         if let Some(v) = raw.get("final_logit_softcapping").filter(|v| !v.is_null() && !v.is_number()) {
             return Err(unsupported(arch, cfg, "final_logit_softcapping", v, "not a number"));
         }
-        if gemma3_slides(cfg) && window(cfg).is_none_or(|w| w == 0) {
+        if gemma3_slides(cfg) && window(cfg).is_none_or(|w| w == 0 || w > u64::from(u32::MAX)) {
             let v = raw.get("sliding_window").cloned().unwrap_or_default();
             return Err(unsupported(arch, cfg, "sliding_window", &v, "a positive window is needed"));
         }
@@ -398,6 +402,7 @@ mod tests {
             ("Gemma2ForCausalLM", "rope_scaling", json!({"rope_type": "linear", "factor": 2.0})),
             ("Gemma2ForCausalLM", "attn_logit_softcapping", Value::Null),
             ("Gemma2ForCausalLM", "final_logit_softcapping", json!(0.0)),
+            ("Gemma2ForCausalLM", "sliding_window", json!(8.5)),
             ("Gemma2ForCausalLM", "layer_types", json!(vec!["full_attention"; 6])),
             ("Gemma2ForCausalLM", "hidden_activation", json!("gelu")),
             ("Gemma2ForCausalLM", "attention_bias", json!(true)),
