@@ -6,12 +6,14 @@
 //! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): RMSNorm -> Q/K/V (+ biases where the facts allow them) ->
 //! per-head Q/K RMSNorm (where the facts say so) -> RoPE (the facts' pairing, scaled as [`crate::rope`]
 //! describes) -> causal GQA attention -> output projection (+ optional bias) -> residual, RMSNorm -> SwiGLU
-//! FFN -> residual. Invariant: the operations and their order are those of the whole-model pass of before
+//! FFN -> residual. Gemma 2/3 (`src/models/gemma2.cpp`, `gemma3.cpp` at 0c1e57098) add, through the facts and
+//! [`crate::extras`]: the query scale, a sliding window and their own RoPE on some layers, soft-capped scores,
+//! an RMSNorm on the attention and FFN outputs before each residual add, and GeGLU instead of SwiGLU. Invariant: the operations and their order are those of the whole-model pass of before
 //! (same gemm calls on the same buffers), so results are bit-identical however the blocks are driven.
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::arch::Presence;
+use quantforge_formats::arch::{FfnKind, Presence};
 use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
@@ -44,6 +46,10 @@ pub struct Block {
     w_gate: Matrix,
     w_up: Matrix,
     w_down: Matrix,
+    /// RMSNorm of the attention and FFN outputs before their residual adds (Gemma's sandwich norms), where
+    /// the facts ask for them.
+    post_attn_norm: Option<Vec<f32>>,
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Block {
@@ -85,6 +91,7 @@ impl Block {
                 src.matrix(cfg, &n("ffn_up"), ff, d)?,
             )
         };
+        let post = |s: &str| if facts.post_norms { src.vector(cfg, &n(s), d).map(Some) } else { Ok(None) };
         Ok(Block {
             index: i,
             attn_norm: src.vector(cfg, &n("attn_norm"), d)?,
@@ -102,6 +109,8 @@ impl Block {
             w_gate,
             w_up,
             w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
+            post_attn_norm: post("post_attention_norm")?,
+            post_ffn_norm: post("post_ffw_norm")?,
         })
     }
 
@@ -220,6 +229,8 @@ pub struct Activations {
     seq_lens: Vec<usize>,
     positions: Vec<usize>,
     rope: RopeCache,
+    /// The RoPE of sliding-window layers, where it differs from `rope`.
+    rope_swa: Option<RopeCache>,
     buffers: Buffers,
 }
 
@@ -232,6 +243,7 @@ impl Clone for Activations {
             seq_lens: self.seq_lens.clone(),
             positions: self.positions.clone(),
             rope: self.rope.clone(),
+            rope_swa: self.rope_swa.clone(),
             buffers: Buffers::default(),
         }
     }
@@ -261,18 +273,22 @@ impl Activations {
         }
         let mut hidden = vec![0.0f32; tokens.len() * cfg.n_embd];
         fill(&tokens, &mut hidden)?;
-        if cfg.extras.embedding_scale != 0.0 {
+        if cfg.scales.embedding_scale != 0.0 {
             // Granite: `ggml_scale(inpL, f_embedding_scale)`.
-            let s = cfg.extras.embedding_scale;
+            let s = cfg.scales.embedding_scale;
             hidden.par_iter_mut().for_each(|v| *v *= s);
         }
-        let freq_factors = cfg.extras.longrope_for(max_len, cfg.rope.n_ctx_orig).or(cfg.rope_freqs.as_deref());
+        let freq_factors = cfg.scales.longrope_for(max_len, cfg.rope.n_ctx_orig).or(cfg.rope_freqs.as_deref());
+        if let Some(s) = cfg.extras.embd_scale {
+            hidden.iter_mut().for_each(|x| *x *= s);
+        }
         Ok(Activations {
             hidden,
             width: cfg.n_embd,
             seq_lens: seqs.iter().map(|s| s.len()).collect(),
             positions: seqs.iter().flat_map(|s| 0..s.len()).collect(),
             rope: RopeCache::new(max_len, &cfg.rope, freq_factors),
+            rope_swa: cfg.extras.rope_swa.as_ref().map(|r| RopeCache::new(max_len, r, cfg.rope_freqs.as_deref())),
             buffers: Buffers::default(),
         })
     }
@@ -348,7 +364,11 @@ pub(crate) fn run_block_until(
     let mm = Matmul::new(device)?;
     let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
     let m = acts.n_tokens();
-    let Activations { hidden: x, seq_lens, positions, rope, buffers, .. } = acts;
+    let Activations { hidden: x, seq_lens, positions, rope, rope_swa, buffers, .. } = acts;
+    let rope = match (cfg.extras.window(block.index), rope_swa) {
+        (Some(_), Some(swa)) => &*swa,
+        _ => &*rope,
+    };
     let Buffers { xn, q, k, v, attn, gate, up, proj, scratch } = buffers;
     for (buf, n) in [(&mut *xn, m * d), (&mut *q, m * qd), (&mut *k, m * kvd), (&mut *v, m * kvd)] {
         sized(buf, n);
@@ -384,7 +404,7 @@ pub(crate) fn run_block_until(
         q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
         k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
     }
-    attention(cfg, seq_lens, q, k, v, attn);
+    attention(cfg, b.index, seq_lens, q, k, v, attn);
     see(&b.wo, attn, qd);
     if last == 1 {
         return Ok(());
@@ -394,6 +414,9 @@ pub(crate) fn run_block_until(
         ops::add_bias(proj, bias);
     }
     residual_scale(cfg, proj);
+    if let Some(w) = &b.post_attn_norm {
+        ops::rms_norm_inplace(proj, w, cfg.rms_eps);
+    }
     ops::add_assign(x, proj);
 
     ops::rms_norm(x, &b.ffn_norm, cfg.rms_eps, xn);
@@ -404,33 +427,46 @@ pub(crate) fn run_block_until(
     }
     mm.matmul_t(xn, m, d, b.w_gate.as_f32(scratch)?, ff, gate)?;
     mm.matmul_t(xn, m, d, b.w_up.as_f32(scratch)?, ff, up)?;
-    gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
+    let act = match cfg.arch.forward.ffn {
+        FfnKind::SwiGlu => ops::silu_mul,
+        FfnKind::GeGlu => ops::gelu_mul,
+    };
+    gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| act(g, u));
     see(&b.w_down, gate, ff);
     if last == 3 {
         return Ok(());
     }
     mm.matmul_t(gate, m, ff, b.w_down.as_f32(scratch)?, d, proj)?;
     residual_scale(cfg, proj);
+    if let Some(w) = &b.post_ffn_norm {
+        ops::rms_norm_inplace(proj, w, cfg.rms_eps);
+    }
     ops::add_assign(x, proj);
     Ok(())
 }
 
 /// Granite: a block output is multiplied by `residual_scale` (when non-zero) before its residual add.
 fn residual_scale(cfg: &LlamaConfig, out: &mut [f32]) {
-    let s = cfg.extras.residual_scale;
+    let s = cfg.scales.residual_scale;
     if s != 0.0 {
         out.par_iter_mut().for_each(|v| *v *= s);
     }
 }
 
-/// Causal multi-head attention with grouped KV heads over sequences of `seq_lens` tokens stacked in the
-/// rows; `out` gets each head's result at its columns.
-fn attention(cfg: &LlamaConfig, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+/// Causal multi-head attention of layer `il` with grouped KV heads over sequences of `seq_lens` tokens stacked
+/// in the rows (through the layer's sliding window, soft-capped and scaled as the config's extras say); `out`
+/// gets each head's result at its columns.
+fn attention(cfg: &LlamaConfig, il: usize, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     /// Query rows per block: a block only attends to keys up to its last row.
     const BLOCK: usize = 128;
     let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
     let group = cfg.n_head / cfg.n_head_kv;
-    let scale = if cfg.extras.attention_scale != 0.0 { cfg.extras.attention_scale } else { 1.0 / (hd as f32).sqrt() };
+    let scale = if cfg.scales.attention_scale != 0.0 {
+        cfg.scales.attention_scale
+    } else {
+        cfg.extras.query_scale.unwrap_or(1.0 / (hd as f32).sqrt())
+    };
+    let (window, cap) = (cfg.extras.window(il), cfg.extras.attn_softcap);
     let mut starts = Vec::with_capacity(seq_lens.len());
     let mut acc = 0;
     for &len in seq_lens {
@@ -452,7 +488,12 @@ fn attention(cfg: &LlamaConfig, seq_lens: &[usize], q: &[f32], k: &[f32], v: &[f
                 let kt = View { data: &k[off * kvd + kvh * hd..], rows: hd, cols: nk, rs: 1, cs: kvd };
                 ops::matmul_strided(qv, kt, &mut scores[..nr * nk]);
                 for (i, row) in scores[..nr * nk].chunks_exact_mut(nk).enumerate() {
-                    ops::softmax_masked(row, r0 + i + 1, scale);
+                    let hi = r0 + i + 1;
+                    match (window, cap) {
+                        (None, None) => ops::softmax_masked(row, hi, scale),
+                        // A window of `w` tokens: the query's own and the `w - 1` before it.
+                        (w, cap) => ops::softmax_window(row, w.map_or(0, |w| hi.saturating_sub(w)), hi, scale, cap),
+                    }
                 }
                 let p = View { data: &scores[..nr * nk], rows: nr, cols: nk, rs: nk, cs: 1 };
                 let vv = View { data: &v[off * kvd + kvh * hd..], rows: nk, cols: hd, rs: kvd, cs: 1 };

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::arch_extras::ArchExtras;
 use crate::error::{EvalError, Result};
+use crate::extras::{ForwardExtras, Shape};
 use crate::gguf_tensors::gguf_vector;
 use crate::rope::{RopeParams, RopeScalingType, SUPPORTED_ROPE_SCALING};
 
@@ -54,7 +55,9 @@ pub struct LlamaConfig {
     /// config.json's `rope_scaling` exactly as convert generates that tensor.
     pub rope_freqs: Option<Vec<f32>>,
     /// Architecture-specific values (Granite's multipliers, Phi-3's LongRoPE factors).
-    pub extras: ArchExtras,
+    pub scales: ArchExtras,
+    /// Sliding windows, soft-caps and scales beyond a Llama block's (Gemma 2/3).
+    pub extras: ForwardExtras,
 }
 
 impl LlamaConfig {
@@ -156,15 +159,17 @@ impl LlamaConfig {
             rms_eps: float(K::LayerNormRmsEpsilon)?.ok_or_else(|| missing(K::LayerNormRmsEpsilon))? as f32,
             rope,
             rope_freqs: None,
-            extras: ArchExtras::default(),
+            scales: ArchExtras::default(),
+            extras: ForwardExtras::default(),
         };
         cfg.validate(path)?;
+        let extras = cfg.resolve_extras(path, |k| hp.get(k))?;
         let rope_freqs = match (arch.llama3_rope_freqs, file.tensor("rope_freqs.weight")) {
             (true, Some(_)) => Some(gguf_vector(file, "rope_freqs.weight", n_rot / 2)?),
             _ => None,
         };
-        let extras = ArchExtras::from_gguf(file, &arch.forward, n_rot)?;
-        Ok(LlamaConfig { rope_freqs, extras, ..cfg })
+        let scales = ArchExtras::from_gguf(file, &arch.forward, n_rot)?;
+        Ok(LlamaConfig { rope_freqs, extras, scales, ..cfg })
     }
 
     /// Read a HF `config.json` (`config`, found in the model directory `path`) of a supported architecture.
@@ -251,10 +256,28 @@ impl LlamaConfig {
                 rope_attn_factor,
             ),
             rope_freqs,
-            extras: ArchExtras::from_hf(path, &hf, arch)?,
+            scales: ArchExtras::from_hf(path, &hf, arch)?,
+            extras: ForwardExtras::default(),
         };
         cfg.validate(path)?;
-        Ok(cfg)
+        // The keys convert writes for this config, read as a GGUF's.
+        let mut kv = quantforge_formats::kv::KvList::new();
+        arch::arch_metadata(&mut kv, arch, &hf, 0);
+        let extras = cfg.resolve_extras(path, |k| kv.get(&k.key(arch.gguf_name)))?;
+        Ok(LlamaConfig { extras, ..cfg })
+    }
+
+    /// [`ForwardExtras`] from the metadata `get` looks up.
+    fn resolve_extras<'a>(
+        &self,
+        path: &Path,
+        get: impl Fn(K) -> Option<&'a quantforge_formats::gguf::GgufValue>,
+    ) -> Result<ForwardExtras> {
+        let shape = Shape { n_layer: self.n_layer, n_embd: self.n_embd, n_head: self.n_head, head_dim: self.head_dim };
+        ForwardExtras::resolve(self.arch, &shape, &self.rope, get).map_err(|(k, message)| EvalError::BadConfig {
+            path: path.into(),
+            message: format!("metadata key '{}' {message}", k.key(self.arch.gguf_name)),
+        })
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -373,5 +396,29 @@ mod tests {
         let bad = hf(json!({"rope_scaling": {"rope_type": "linear", "factor": -2.0}}));
         let e = LlamaConfig::from_hf(Path::new("m"), &bad).unwrap_err().to_string();
         assert!(e.contains("factor -2"), "{e}");
+    }
+
+    #[test]
+    fn gemma_configs_resolve_their_extras_and_refuse_what_gguf_cannot_hold() {
+        let g = |extra: Value| {
+            let mut c = hf(json!({"architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 7,
+                "query_pre_attn_scalar": 16, "sliding_window": 4, "rope_local_base_freq": 100.0,
+                "rope_scaling": {"rope_type": "linear", "factor": 2.0}}));
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            LlamaConfig::from_hf(Path::new("m"), &c)
+        };
+        let c = g(json!({})).unwrap();
+        let swa = c.extras.swa.as_ref().unwrap();
+        assert_eq!((swa.window, c.extras.window(5), c.extras.window(6)), (4, None, Some(4)));
+        let local = c.extras.rope_swa.as_ref().unwrap();
+        assert_eq!((c.rope.freq_scale, local.freq_scale, local.freq_base), (0.5, 1.0, 100.0));
+        assert_eq!((c.extras.query_scale, c.extras.embd_scale), (Some(0.25), Some(32f32.sqrt())));
+        assert_eq!((c.extras.attn_softcap, c.extras.final_softcap), (None, None));
+        let e = g(json!({"attn_logit_softcapping": 50.0})).unwrap_err().to_string();
+        assert!(e.contains("'attn_logit_softcapping'") && e.contains("Gemma3ForCausalLM"), "{e}");
+        let e = g(json!({"query_pre_attn_scalar": 32})).unwrap_err().to_string();
+        assert!(e.contains("'query_pre_attn_scalar'"), "{e}");
     }
 }

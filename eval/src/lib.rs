@@ -32,6 +32,7 @@ pub mod compare;
 pub mod config;
 pub mod device;
 mod error;
+pub mod extras;
 mod gguf_tensors;
 mod hf_quantized;
 pub mod imatrix;

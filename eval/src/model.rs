@@ -2,8 +2,9 @@
 //! `qwen2.cpp`, `qwen3.cpp`, `src/llama-graph.cpp` at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): token
 //! embedding, the decoder blocks of [`crate::blocks`] (composed from the architecture registry's facts), final
 //! RMSNorm and the output head (tied to the embedding when `output.weight` is absent). Attention is fully
-//! causal: Mistral's `sliding_window` is not applied, as llama.cpp does not apply it to `llama`-architecture
-//! GGUFs (see [`crate::config`]).
+//! causal except on Gemma's sliding-window layers: Mistral's `sliding_window` is not applied, as llama.cpp
+//! does not apply it to `llama`-architecture GGUFs (see [`crate::config`]). Gemma's embeddings are scaled by
+//! `sqrt(n_embd)` and its logits soft-capped ([`crate::extras`]).
 //!
 //! One model definition, one execution path: [`LlamaModel`] is a [`ModelFile`] with every block loaded, and
 //! its forward pass is embed -> [`run_block`] for each block -> head, the same function block-by-block
@@ -166,11 +167,100 @@ impl LlamaModel {
         let head = self.output.as_ref().unwrap_or(&self.tok_embd);
         let mut logits = vec![0.0f32; n_out * cfg.n_vocab];
         mm.matmul_t(&normed, n_out, d, head.as_f32(&mut scratch)?, cfg.n_vocab, &mut logits)?;
-        if let Some(s) = cfg.extras.logit_scale {
+        if let Some(s) = cfg.scales.logit_scale {
             // Granite: `ggml_scale(cur, 1.0f / f_logit_scale)`.
             let inv = 1.0 / s;
             logits.iter_mut().for_each(|v| *v *= inv);
         }
+        if let Some(cap) = cfg.extras.final_softcap {
+            // llama.cpp: scale by 1/cap, tanh, scale by cap.
+            logits.iter_mut().for_each(|x| *x = (*x * (1.0 / cap)).tanh() * cap);
+        }
         Ok(logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use quantforge_formats::arch::{Architecture, FfnKind, ForwardFacts};
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(name)
+    }
+
+    /// Mean KL(transformers || model) over the fixture's positions.
+    fn kld(model: &LlamaModel, name: &str) -> f64 {
+        let dir = fixture(name);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+        let tokens: Vec<u32> = meta["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+        let bytes = std::fs::read(dir.join("reference-logprobs.f32")).unwrap();
+        let want: Vec<f64> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect();
+        let logits = model.forward(&[&tokens], 0).unwrap();
+        let vocab = model.config().n_vocab;
+        let mut sum = 0.0;
+        for (row, lp) in logits.chunks(vocab).zip(want.chunks(vocab)) {
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+            let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+            sum += lp.iter().zip(row).map(|(&p, &x)| p.exp() * (p - (x as f64 - lse))).sum::<f64>();
+        }
+        sum / tokens.len() as f64
+    }
+
+    /// `arch` with other forward facts (leaked: a test-only `'static` registry entry).
+    fn with_facts(arch: &Architecture, forward: ForwardFacts) -> &'static Architecture {
+        Box::leak(Box::new(Architecture {
+            hf_names: arch.hf_names,
+            gguf_name: arch.gguf_name,
+            rules: arch.rules,
+            extra_keys: arch.extra_keys,
+            vocab: arch.vocab,
+            llama3_rope_freqs: arch.llama3_rope_freqs,
+            forward,
+            converter: arch.converter,
+        }))
+    }
+
+    /// Each Gemma feature, taken away from the config the fixture's GGUF gives, moves the next-token
+    /// distributions at least 5 times the fixture test's bound (1e-4) from transformers': none is inert there.
+    #[test]
+    fn every_gemma_feature_matters_on_its_fixture() {
+        for name in ["gemma2", "gemma3"] {
+            let file = GgufFile::open(fixture(name).join("llama.cpp-f32.gguf")).unwrap();
+            let src = Source::Gguf(&file);
+            let cfg = src.config().unwrap();
+            let run = |c: &LlamaConfig| kld(&LlamaModel::from_source(src, c.clone()).unwrap(), name);
+            assert!(run(&cfg) < 1e-6, "{name}: as loaded");
+            let f = cfg.arch.forward;
+            let mut variants: Vec<(&str, LlamaConfig)> = Vec::new();
+            let mut edit = |what, change: &dyn Fn(&mut LlamaConfig)| {
+                let mut c = cfg.clone();
+                change(&mut c);
+                assert_ne!(c, cfg, "{name}: {what} changes nothing");
+                variants.push((what, c));
+            };
+            edit("sliding window", &|c| c.extras.swa = None);
+            edit("embedding scale", &|c| c.extras.embd_scale = None);
+            edit("query scale", &|c| c.extras.query_scale = Some(1.0 / 8f32.sqrt()));
+            edit("GeGLU", &|c| c.arch = with_facts(c.arch, ForwardFacts { ffn: FfnKind::SwiGlu, ..f }));
+            edit("post norms", &|c| c.arch = with_facts(c.arch, ForwardFacts { post_norms: false, ..f }));
+            if name == "gemma2" {
+                edit("attention soft-cap", &|c| c.extras.attn_softcap = None);
+                edit("final soft-cap", &|c| c.extras.final_softcap = None);
+            } else {
+                edit("local RoPE base", &|c| c.extras.rope_swa = None);
+                edit("Q/K norms", &|c| c.arch = with_facts(c.arch, ForwardFacts { qk_norm: false, ..f }));
+                edit("RoPE scaling of global layers", &|c| c.rope.freq_scale = 1.0);
+            }
+            for (what, c) in variants {
+                let k = run(&c);
+                eprintln!("{name} without {what}: mean KLD {k:.3e}");
+                assert!(k > 5e-4, "{name}: without {what} the mean KLD is only {k:e}");
+            }
+        }
     }
 }

@@ -70,6 +70,64 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// ggml's CPU GELU (tanh approximation, `GGML_GELU_FP16`): the input rounded to f16 and looked up in a table of
+/// f16 results, 0 below -10 and the identity above 10 (`ggml/src/ggml-cpu/vec.h`, `ggml_vec_geglu_f32`).
+pub fn gelu(x: f32) -> f32 {
+    use half::f16;
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let table = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let v = f16::from_bits(bits).to_f32();
+                f16::from_f32(0.5 * v * (1.0 + (SQRT_2_OVER_PI * v * (1.0 + GELU_COEF_A * v * v)).tanh()))
+            })
+            .collect()
+    });
+    table[usize::from(f16::from_f32(x).to_bits())].to_f32()
+}
+
+/// GeGLU: `gate[i] = gelu(gate[i]) * up[i]` (ggml's `geglu_split`).
+pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu(*g) * u;
+    }
+}
+
+/// [`softmax_masked`] over the live keys `lo..hi` of `row` (a sliding window), each score first multiplied by
+/// `scale` and, with a `cap`, soft-capped to `cap * tanh(score / cap)` (llama.cpp's `attn_soft_cap`); the
+/// other entries are set to 0.
+pub fn softmax_window(row: &mut [f32], lo: usize, hi: usize, scale: f32, cap: Option<f32>) {
+    row[..lo].fill(0.0);
+    row[hi..].fill(0.0);
+    let live = &mut row[lo..hi];
+    let mut max = f32::NEG_INFINITY;
+    for v in live.iter_mut() {
+        *v *= scale;
+        if let Some(c) = cap {
+            *v = (*v * (1.0 / c)).tanh() * c;
+        }
+        max = max.max(*v);
+    }
+    let mut sum = 0.0f64;
+    for v in live.iter_mut() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in live.iter_mut() {
+        *v *= inv;
+    }
+}
+
 /// `x += y`.
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
@@ -94,6 +152,20 @@ mod tests {
                 assert!((out[i * n + j] - want).abs() < 1e-5);
             }
         }
+    }
+
+    #[test]
+    fn gelu_is_ggmls_f16_table() {
+        // gelu(1) = 0.8411920; the f16 table rounds it to 0.84130859375.
+        assert_eq!(gelu(1.0), 0.841_308_6);
+        assert_eq!((gelu(-11.0), gelu(12.5)), (0.0, 12.5));
+        assert!(gelu(-3.0).abs() < 5e-3 && gelu(0.0) == 0.0);
+        let mut row = vec![9.0, 1.0, 2.0, 3.0, 9.0];
+        softmax_window(&mut row, 1, 4, 1.0, Some(1.0));
+        assert_eq!((row[0], row[4]), (0.0, 0.0));
+        assert!((row[1..4].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        // Capped at 1, scores 1, 2 and 3 become tanh(1), tanh(2), tanh(3): far closer than uncapped.
+        assert!(row[3] / row[1] < (3.0f32.tanh() - 1.0f32.tanh()).exp() * 1.0001);
     }
 
     #[test]

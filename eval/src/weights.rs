@@ -335,10 +335,12 @@ fn unsupported_dtype(file: &SafetensorsFile, t: &StTensor) -> EvalError {
 /// GGUF tensor `name` of a HF directory as `f32` in GGUF row order: `shape` is the torch shape (rows first),
 /// and the rule's RoPE permutation is applied with the query or key head count.
 fn hf_values(model: &HfModel, cfg: &LlamaConfig, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let mut f16_source = false;
     let (values, transform) = match hf_tensor(model, cfg, name, shape) {
         Ok((file, t, transform)) => {
             let values = file.to_f32(t)?;
             file.release(t);
+            f16_source = t.dtype == safetensors::Dtype::F16;
             (values, transform)
         }
         // A quantized checkpoint stores the module's packed tensors instead of its float weight.
@@ -357,6 +359,11 @@ fn hf_values(model: &HfModel, cfg: &LlamaConfig, name: &str, shape: &[usize]) ->
         Transform::None => values,
         Transform::RopePermuteQ => rope_permute(&values, rows, cfg.n_head, row_len),
         Transform::RopePermuteK => rope_permute(&values, rows, cfg.n_head_kv, row_len),
+        // As convert: + 1, in f16 for an f16 tensor.
+        Transform::NormShift => values
+            .into_iter()
+            .map(|v| if f16_source { half::f16::from_f32(v + 1.0).to_f32() } else { v + 1.0 })
+            .collect(),
     })
 }
 

@@ -82,6 +82,10 @@ pub enum FormatError {
     OutputExists { path: PathBuf },
     #[error("{path}: config key '{key}': {message}")]
     Config { path: PathBuf, key: String, message: String },
+    /// A config.json value the architecture's GGUF cannot record or the forward pass does not implement.
+    /// `reason` names the architecture.
+    #[error("{path}: config key '{key}' = {value} is not supported: {reason}")]
+    UnsupportedConfig { path: PathBuf, key: String, value: String, reason: String },
     #[error("{path}: architecture '{name}' is not supported; supported: {supported}")]
     UnknownArchitecture { path: PathBuf, name: String, supported: String },
     #[error("{path}: tensor '{name}' is not mapped by any rule of architecture {arch}")]

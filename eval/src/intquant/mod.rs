@@ -197,7 +197,7 @@ pub fn quantize_int(
                 let (cal, vectors) = calibrate_blocks(&mut source, &solver, progress)?;
                 report.layers = solver.into_reports();
                 for (name, values) in vectors {
-                    report.vectors.push((hf_vector_name(&cfg, &name)?, values));
+                    report.vectors.push(hf_vector(&cfg, &name, values)?);
                 }
                 cal
             };
@@ -219,12 +219,16 @@ fn check_scheme(model: &ModelFile, scheme: &IntScheme) -> Result<()> {
     Ok(())
 }
 
-/// The HF name of GGUF vector `name` (a norm weight: no transform).
-fn hf_vector_name(cfg: &LlamaConfig, name: &str) -> Result<String> {
+/// The HF name of GGUF vector `name` (a norm weight) and `values` as HF stores them: Gemma's zero-centred norms
+/// get their + 1 back off.
+fn hf_vector(cfg: &LlamaConfig, name: &str, mut values: Vec<f32>) -> Result<(String, Vec<f32>)> {
     let (rule, bid) = cfg.arch.rule_for_gguf(name).ok_or_else(|| {
         EvalError::Calibration(format!("tensor '{name}' has no Hugging Face name in the {} rules", cfg.arch.gguf_name))
     })?;
-    Ok(arch::fill(rule.hf, bid))
+    if rule.transform == Transform::NormShift {
+        values.iter_mut().for_each(|v| *v -= 1.0);
+    }
+    Ok((arch::fill(rule.hf, bid), values))
 }
 
 /// The HF module of GGUF weight `name`, and the layer with its rows back in HF order (the evaluator holds
@@ -236,7 +240,7 @@ fn to_hf(cfg: &LlamaConfig, name: &str, q: QuantizedLinear) -> Result<(String, Q
     let hf = arch::fill(rule.hf, bid);
     let module = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
     let heads = match rule.transform {
-        Transform::None => None,
+        Transform::None | Transform::NormShift => None,
         Transform::RopePermuteQ => Some(cfg.n_head),
         Transform::RopePermuteK => Some(cfg.n_head_kv),
     };
@@ -248,4 +252,20 @@ fn to_hf(cfg: &LlamaConfig, name: &str, q: QuantizedLinear) -> Result<(String, Q
         None => q,
     };
     Ok((module, q))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_gemma_norms_go_back_zero_centred() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs/gemma2");
+        let cfg = ModelFile::open(&dir).unwrap().config().clone();
+        let (name, v) = hf_vector(&cfg, "blk.1.ffn_norm.weight", vec![1.25, 0.5]).unwrap();
+        assert_eq!((name.as_str(), v), ("model.layers.1.pre_feedforward_layernorm.weight", vec![0.25, -0.5]));
+        let stories = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/stories260K");
+        let cfg = ModelFile::open(&stories).unwrap().config().clone();
+        assert_eq!(hf_vector(&cfg, "blk.0.attn_norm.weight", vec![1.25]).unwrap().1, [1.25]);
+    }
 }

@@ -1,14 +1,14 @@
 //! What an architecture's converter class does with config.json beyond the shared `TextModel` path: its own
 //! hyper-parameter layout, the tensors it generates, and the config values this port refuses because
 //! llama.cpp's converter or graph would not honour them (llama.cpp `conversion/granite.py`, `llama.py`,
-//! `phi.py` at 0c1e57098, the commit whose converter the architecture fixtures are checked against).
+//! `phi.py`, `gemma.py` at 0c1e57098, the commit whose converter the architecture fixtures are checked against).
 //!
 //! Invariant: [`check_config`] runs on config.json alone, before any tensor is read, and names the key it
 //! refuses; everything it accepts converts byte-identically and evaluates as llama.cpp's graph does.
 
 use serde_json::Value;
 
-use super::{phi3, smollm3, Architecture, HfConfig};
+use super::{gemma, phi3, smollm3, Architecture, HfConfig};
 use crate::error::{FormatError, Result};
 
 /// The llama.cpp converter class behind an architecture, where it matters beyond tensor rules and extra keys.
@@ -25,6 +25,10 @@ pub enum Converter {
     /// `Phi3MiniModel`: its own `set_gguf_parameters` (no `TextModel` keys), LongRoPE factor tensors and
     /// `rope.scaling.attn_factor` from `generate_extra_tensors`, fused `qkv_proj`/`gate_up_proj` kept fused.
     Phi3,
+    /// `Gemma2Model.set_gguf_parameters` (its own key list, [`super::gemma`]).
+    Gemma2,
+    /// `Gemma3Model.set_gguf_parameters` (`TextModel`'s keys, then its own, [`super::gemma`]).
+    Gemma3,
 }
 
 /// Whether the converter class of HF architecture `hf_arch` ignores `head_dim` (Granite).
@@ -39,6 +43,7 @@ pub fn check_config(arch: &Architecture, cfg: &HfConfig) -> Result<()> {
         Converter::Granite => refuse_true(cfg, &["mlp_bias"]),
         Converter::SmolLM3 => smollm3::check_config(cfg),
         Converter::Phi3 => phi3::check_config(cfg).map(|_| ()),
+        Converter::Gemma2 | Converter::Gemma3 => gemma::check_config(arch, cfg),
     }
 }
 

@@ -8,9 +8,9 @@
 //! [`super::Architecture::tied_output_allowed`]); the facts stated here are checked against the rules by the
 //! registry's consistency test (a required bias has a non-optional rule, a Q/K norm has its rules, ...).
 //!
-//! Fields whose only value today is "none" ([`ForwardFacts::moe`], [`ForwardFacts::sliding_window`],
-//! [`ForwardFacts::logit_softcap`], [`ForwardFacts::post_norms`], [`ForwardFacts::embedding_scale`]) are
-//! where the next architectures (Mixtral/Qwen-MoE, Gemma 2/3, ...) state what they bring.
+//! [`ForwardFacts::moe`] has no implemented value yet: it is where the mixture-of-experts architectures state
+//! what they bring. Gemma 2/3 (`src/models/gemma2.cpp`, `gemma3.cpp` at 0c1e57098) state GeGLU, sliding-window
+//! layers, soft-capping, post norms, embedding and query scaling.
 
 /// How the rotated dimensions of a head pair up (llama.cpp's `llama_rope_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,9 @@ pub enum NormKind {
 pub enum FfnKind {
     /// `down(silu(gate(x)) * up(x))`.
     SwiGlu,
+    /// `down(gelu(gate(x)) * up(x))` with GELU's tanh approximation (llama.cpp `LLM_FFN_GELU` with a parallel
+    /// gate: `ggml_geglu_split`; Gemma's `gelu_pytorch_tanh`).
+    GeGlu,
 }
 
 /// Mixture-of-experts routing (Mixtral, Qwen2-MoE, ...). No registered architecture has experts yet; the
@@ -70,17 +73,44 @@ pub enum SlidingWindow {
     /// GGUF by convert nor applied by llama.cpp's Llama graph, so it is `None` too.
     None,
     /// Layer `il` uses a window of `{arch}.attention.sliding_window` tokens unless `il % period ==
-    /// period - 1` (llama.cpp `set_swa_pattern(period)`).
-    Pattern { period: u32 },
+    /// period - 1` (llama.cpp `set_swa_pattern(period)`; a `{arch}.attention.sliding_window_pattern` key
+    /// overrides the period or lists the layers). Without the window key the window is `default_window`, and
+    /// 0 means no layer slides (Gemma 2 defaults to 4096, Gemma 3 to none).
+    Pattern { period: u32, default_window: u32 },
 }
 
-/// Soft-capping of the final logits (Gemma 2: `final_logit_softcapping`).
+/// The RoPE of sliding-window layers (llama.cpp `rope_freq_base_train_swa`/`rope_freq_scale_train_swa`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwaRope {
+    /// The base and scaling of the global layers (Gemma 2, and every architecture without SWA layers).
+    Global,
+    /// Their own base, `{arch}.rope.freq_base_swa` (10000 when absent), and no scaling (Gemma 3).
+    OwnBase,
+}
+
+/// The scale of the queries before attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryScale {
+    /// `1 / sqrt(head_dim)`.
+    HeadDim,
+    /// Gemma (llama.cpp `f_attention_scale`): `1 / sqrt(n_embd / n_head)` for a model of `layers` blocks (the
+    /// 27B sizes, whose `query_pre_attn_scalar` is `hidden_size / num_attention_heads`), else
+    /// `1 / sqrt(head_dim)`. GGUF does not record `query_pre_attn_scalar`; convert refuses a config whose
+    /// value differs from the one this rule gives.
+    GemmaByLayers { layers: u32 },
+}
+
+/// Soft-capping of the final logits (Gemma 2: `final_logit_softcapping`), or of the attention scores
+/// ([`ForwardFacts::attn_softcap`], Gemma 2: `attn_logit_softcapping`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogitSoftcap {
     /// Logits are used as the head computes them.
     None,
-    /// `cap * tanh(logits / cap)` with `cap` from `{arch}.final_logit_softcapping`.
+    /// `cap * tanh(logits / cap)` with `cap` from `{arch}.final_logit_softcapping` (or
+    /// `{arch}.attn_logit_softcapping`), llama.cpp's default (30, or 50 for attention) when the key is absent.
     Tanh,
+    /// The same, applied only when the GGUF has the key with a non-zero value (Gemma 3).
+    TanhIfPresent,
 }
 
 /// Scaling of the token embeddings before the first block (Gemma: `sqrt(n_embd)`).
@@ -149,6 +179,12 @@ pub struct ForwardFacts {
     /// the context is longer than `{arch}.rope.scaling.original_context_length` (Phi-3 LongRoPE,
     /// `llama_model::get_rope_factors`).
     pub longrope_factors: bool,
+    /// Soft-capping of the attention scores (after the query scale, before the mask and softmax).
+    pub attn_softcap: LogitSoftcap,
+    /// Query scaling before attention.
+    pub query_scale: QueryScale,
+    /// RoPE of the sliding-window layers.
+    pub swa_rope: SwaRope,
 }
 
 impl ForwardFacts {
@@ -172,6 +208,9 @@ impl ForwardFacts {
         fused_qkv_gate_up: false,
         partial_rotary: false,
         longrope_factors: false,
+        attn_softcap: LogitSoftcap::None,
+        query_scale: QueryScale::HeadDim,
+        swa_rope: SwaRope::Global,
     };
 
     /// The first fact the forward pass does not implement, named for an error message (`None`: all are).
@@ -181,23 +220,13 @@ impl ForwardFacts {
             NormKind::Rms => {}
         }
         match self.ffn {
-            FfnKind::SwiGlu => {}
+            FfnKind::SwiGlu | FfnKind::GeGlu => {}
         }
         if let Some(MoeRouting::SoftmaxTopK) = self.moe {
             return Some("mixture-of-experts routing");
         }
-        if let SlidingWindow::Pattern { .. } = self.sliding_window {
-            return Some("sliding-window attention layers");
-        }
-        if let LogitSoftcap::Tanh = self.logit_softcap {
-            return Some("logit soft-capping");
-        }
-        if self.post_norms {
-            return Some("post-attention/post-FFN norms");
-        }
-        if let EmbeddingScale::SqrtHidden = self.embedding_scale {
-            return Some("embedding scaling");
-        }
+        // Implemented (Gemma 2/3): sliding-window layers with their own RoPE, soft-capping of scores and
+        // logits, post norms, embedding and query scaling.
         None
     }
 }

@@ -5,20 +5,28 @@
 use serde_json::{json, Map, Value};
 
 use super::keys::{GgufHparams, HparamKey, HparamKey as K};
-use super::{Architecture, Converter, ExtraKey, HfConfig, RopeScaling};
+use super::{gemma, Architecture, Converter, ExtraKey, HfConfig, RopeScaling};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::kv::KvList;
 
-/// Write the hyperparameter keys and `general.file_type` for `cfg`.
+/// Write the hyperparameter keys and `general.file_type` for `cfg`, as the architecture's converter class does.
 pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
-    let a = arch.gguf_name;
-    if arch.converter == Converter::Phi3 {
-        // Phi3MiniModel writes its own keys instead of TextModel's (a config `check_config` refused writes none).
-        if let Ok(rope) = super::phi3::phi3_rope(cfg) {
-            super::phi3::write_hparams(kv, cfg, &rope, file_type);
+    match arch.converter {
+        Converter::Text | Converter::Granite | Converter::SmolLM3 => text_metadata(kv, arch, cfg, file_type),
+        Converter::Phi3 => {
+            // Phi3MiniModel writes its own keys instead of TextModel's (a config `check_config` refused writes none).
+            if let Ok(rope) = super::phi3::phi3_rope(cfg) {
+                super::phi3::write_hparams(kv, cfg, &rope, file_type);
+            }
         }
-        return;
+        Converter::Gemma2 => gemma::gemma2_metadata(kv, arch, cfg, file_type),
+        Converter::Gemma3 => gemma::gemma3_metadata(kv, arch, cfg, file_type),
     }
+}
+
+/// `TextModel.set_gguf_parameters` and the [`ExtraKey`]s.
+pub(super) fn text_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
+    let a = arch.gguf_name;
     kv.u32(K::BlockCount.key(a), cfg.block_count);
     if let Some(n) = cfg.context_length {
         kv.u32(K::ContextLength.key(a), n);
@@ -161,8 +169,10 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
         put(&format!("{typ}_token_id"), v.map(|v| json!(v)));
     }
     put("torch_dtype", Some(json!(torch_dtype)));
-    if arch.converter == Converter::Phi3 {
-        super::phi3::hf_config_keys(gguf, &mut c);
+    match arch.converter {
+        Converter::Phi3 => super::phi3::hf_config_keys(gguf, &mut c),
+        Converter::Gemma2 | Converter::Gemma3 => gemma::config_from_gguf(&mut c, gguf, arch),
+        Converter::Text | Converter::Granite | Converter::SmolLM3 => {}
     }
     Value::Object(c)
 }

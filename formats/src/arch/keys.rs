@@ -44,6 +44,10 @@ pub enum HparamKey {
     EmbeddingScale,
     ResidualScale,
     LogitScale,
+    /// RoPE base of sliding-window layers.
+    RopeFreqBaseSwa,
+    AttnLogitSoftcapping,
+    FinalLogitSoftcapping,
 }
 
 impl HparamKey {
@@ -80,6 +84,9 @@ impl HparamKey {
             HparamKey::EmbeddingScale => "embedding_scale",
             HparamKey::ResidualScale => "residual_scale",
             HparamKey::LogitScale => "logit_scale",
+            HparamKey::RopeFreqBaseSwa => "rope.freq_base_swa",
+            HparamKey::AttnLogitSoftcapping => "attn_logit_softcapping",
+            HparamKey::FinalLogitSoftcapping => "final_logit_softcapping",
         }
     }
 

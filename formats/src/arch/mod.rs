@@ -13,6 +13,9 @@
 mod config;
 mod converter;
 mod facts;
+mod gemma;
+mod gemma2;
+mod gemma3;
 mod general;
 mod granite;
 mod hparams;
@@ -29,9 +32,10 @@ mod smollm3;
 pub use config::{HfConfig, RopeScaling};
 pub use converter::{check_config, longrope_factors, Converter, LongRopeFactors};
 pub use facts::{
-    AttentionScale, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, RopeStyle,
-    SlidingWindow,
+    AttentionScale, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, QueryScale,
+    RopeStyle, SlidingWindow, SwaRope,
 };
+pub use gemma::{swa_layers, SwaLayers};
 pub use general::general_metadata;
 pub use hparams::{arch_metadata, hf_config_from_gguf};
 pub use keys::{GgufHparams, HparamKey};
@@ -74,6 +78,16 @@ pub enum Transform {
     RopePermuteQ,
     /// The same with `num_key_value_heads` heads (K).
     RopePermuteK,
+    /// 1 added to every value (Gemma's RMSNorm weights, which HF stores centred on 0 and applies as
+    /// `1 + w`); subtracted on the way back.
+    NormShift,
+}
+
+impl Transform {
+    /// Whether this is one of the Q/K RoPE row permutations.
+    pub fn is_rope_permute(self) -> bool {
+        matches!(self, Transform::RopePermuteQ | Transform::RopePermuteK)
+    }
 }
 
 /// One HF tensor name pattern and what it becomes. `{bid}` stands for a layer index.
@@ -143,7 +157,11 @@ pub enum VocabStyle {
     /// `Phi3MiniModel.set_vocab`: BPE for a `GPT2Tokenizer` (tokenizer_config.json `tokenizer_class`), else
     /// SentencePiece (required) with every added token as is, score -1000, CONTROL if special.
     Phi3,
+    /// `Gemma2Model.set_vocab`/`Gemma3Model.set_vocab`: SentencePiece (`tokenizer.model` required here: Gemma 3's
+    /// BPE fallback also trims the embedding rows), then `tokenizer.ggml.add_space_prefix = false`.
+    Gemma,
 }
+
 
 /// A supported architecture.
 #[derive(Debug, PartialEq, Eq)]
@@ -173,6 +191,8 @@ pub static ARCHITECTURES: &[&Architecture] = &[
     &granite::GRANITE,
     &smollm3::SMOLLM3,
     &phi3::PHI3,
+    &gemma2::GEMMA2,
+    &gemma3::GEMMA3,
 ];
 
 /// HF tensors every converter drops (`ModelBase.prepare_tensors`).
@@ -213,7 +233,7 @@ impl Architecture {
     /// HF q/k rows (and biases) are permuted on convert (the rules carry [`Transform::RopePermuteQ`]/`K`),
     /// from HF's rotate-half layout to the adjacent pairs of [`RopeStyle::Norm`].
     pub fn permutes_hf_qk(&self) -> bool {
-        self.rules.iter().any(|r| r.transform != Transform::None)
+        self.rules.iter().any(|r| r.transform.is_rope_permute())
     }
 
     /// `num_key_value_heads` must be stated in config.json: the K permutation needs it.
@@ -333,20 +353,39 @@ mod tests {
             for t in ["token_embd.weight", "output_norm.weight"] {
                 assert_eq!(rule_presence(a, t), Presence::Required, "{name}: {t}");
             }
-            assert!(a.tied_output_allowed(), "{name}: output.weight optional");
+            // The head is optional (tied when absent), or never converted (Gemma 2: always tied).
+            assert_ne!(rule_presence(a, "output.weight"), Presence::Required, "{name}: output.weight");
+            assert!(a.tied_output_allowed() || a.converter == Converter::Gemma2, "{name}: output.weight");
+            // Post norms exactly when the facts say so; Gemma's zero-centred norms are shifted, and only norms.
+            for t in ["post_attention_norm", "post_ffw_norm"] {
+                let p = rule_presence(a, &format!("blk.{{bid}}.{t}.weight"));
+                assert_eq!(p == Presence::Required, f.post_norms, "{name}: {t}");
+                assert_ne!(p, Presence::Optional, "{name}: {t}");
+            }
+            for r in a.rules.iter().filter(|r| r.transform == Transform::NormShift) {
+                assert!(r.gguf.ends_with("norm.weight") && r.shape.len() == 1, "{name}: {} shifted", r.gguf);
+            }
+            // A sliding pattern has a period; soft-caps, query scale and SWA RoPE only with the Gemma converters.
+            if let SlidingWindow::Pattern { period, .. } = f.sliding_window {
+                assert!(period > 0, "{name}: SWA period");
+            }
+            let gemma = matches!(a.converter, Converter::Gemma2 | Converter::Gemma3);
+            assert_eq!(gemma, f.query_scale != QueryScale::HeadDim, "{name}: query scale");
+            assert_eq!(gemma, a.vocab == VocabStyle::Gemma, "{name}: vocab");
+            assert!(gemma || (f.swa_rope == SwaRope::Global && f.attn_softcap == LogitSoftcap::None), "{name}");
             // What the forward pass implements today: everything registered.
             assert_eq!(f.unimplemented(), None, "{name}");
         }
         let moe = ForwardFacts { moe: Some(MoeRouting::SoftmaxTopK), ..ForwardFacts::DENSE };
         assert_eq!(moe.unimplemented(), Some("mixture-of-experts routing"));
         let gemma = ForwardFacts { embedding_scale: EmbeddingScale::SqrtHidden, ..ForwardFacts::DENSE };
-        assert!(gemma.unimplemented().is_some());
+        assert_eq!(gemma.unimplemented(), None);
     }
 
     #[test]
     fn supported_name_lists() {
-        assert_eq!(supported_gguf_names(), "granite, llama, phi3, qwen2, qwen3, smollm3");
-        assert!(supported_names().starts_with("GraniteForCausalLM, LlamaForCausalLM, MistralForCausalLM"));
+        assert_eq!(supported_gguf_names(), "gemma2, gemma3, granite, llama, phi3, qwen2, qwen3, smollm3");
+        assert!(supported_names().starts_with("Gemma2ForCausalLM, Gemma3ForCausalLM, GraniteForCausalLM"));
     }
 
     #[test]
@@ -360,5 +399,10 @@ mod tests {
         assert_eq!((r.hf, bid), ("model.layers.{bid}.mlp.down_proj.weight", Some(3)));
         let e = lookup(Path::new("c.json"), "GPT2LMHeadModel").unwrap_err().to_string();
         assert!(e.contains("GPT2LMHeadModel") && e.contains("LlamaForCausalLM, MistralForCausalLM"), "{e}");
+        let g = lookup(Path::new("x"), "Gemma2ForCausalLM").unwrap();
+        let (r, _) = g.rule_for("model.layers.1.pre_feedforward_layernorm.weight").unwrap();
+        assert_eq!((r.gguf, r.transform), ("blk.{bid}.ffn_norm.weight", Transform::NormShift));
+        assert!(g.rule_for("lm_head.weight").is_none(), "Gemma 2's head is tied");
+        assert!(!g.permutes_hf_qk() && !g.requires_kv_heads());
     }
 }

@@ -29,7 +29,7 @@ impl PlannedTensor {
     /// Number of heads the RoPE permutation groups rows into, if it applies.
     pub fn permute_heads(&self, cfg: &HfConfig) -> Option<u32> {
         match self.transform {
-            Transform::None => None,
+            Transform::None | Transform::NormShift => None,
             Transform::RopePermuteQ => Some(cfg.head_count),
             Transform::RopePermuteK => Some(cfg.kv_heads()),
         }
@@ -62,7 +62,7 @@ pub fn plan_tensors(model: &HfModel, arch: &Architecture, cfg: &HfConfig) -> Res
     if arch.requires_kv_heads() && cfg.head_count_kv.is_none() {
         return Err(config_err("num_key_value_heads", "missing (needed for the Q/K RoPE permutation)".into()));
     }
-    let permutes = arch.rules.iter().any(|r| r.transform != Transform::None);
+    let permutes = arch.permutes_hf_qk();
     if permutes && !cfg.head_dim().is_multiple_of(2) {
         return Err(config_err("head_dim", format!("{} is odd; the RoPE permutation needs pairs", cfg.head_dim())));
     }

@@ -60,6 +60,14 @@ pub fn tokenizer_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, style: Vo
             kv.bool("tokenizer.ggml.add_space_prefix", b);
         }
     }
+    if style == VocabStyle::Gemma && !dir.join("tokenizer.model").is_file() {
+        return Err(FormatError::Tokenizer {
+            path: dir.into(),
+            message: "Gemma needs tokenizer.model (the BPE fallback of Gemma 3's converter, which also trims the \
+                      embedding rows, is not supported)"
+                .into(),
+        });
+    }
     let gpt2_class = tokenizer_config.as_ref().and_then(|c| c.get("tokenizer_class")).and_then(|c| c.as_str())
         == Some("GPT2Tokenizer");
     if style == VocabStyle::Phi3 && !gpt2_class {
@@ -96,6 +104,9 @@ pub fn tokenizer_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, style: Vo
     if style == VocabStyle::Llama && cfg.vocab_size == 49152 {
         // LlamaModel.set_vocab: "Apply to granite small models only" (also hits SmolLM).
         kv.bool("tokenizer.ggml.add_bos_token", false);
+    }
+    if style == VocabStyle::Gemma {
+        kv.bool("tokenizer.ggml.add_space_prefix", false);
     }
     Ok(())
 }

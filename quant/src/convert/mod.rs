@@ -270,6 +270,10 @@ impl ConvertedModel {
                 if let Some(h) = permute_heads {
                     transforms.push(Transform::RopePermute { heads: *h as usize });
                 }
+                if self.arch.rule_for(hf_name).is_some_and(|(r, _)| r.transform == arch::Transform::NormShift) {
+                    // `modify_tensors` adds 1 after F64/BF16 became F32; an F16 tensor stays F16 for the sum.
+                    transforms.push(Transform::Offset { delta: 1.0, round_f16: st.dtype == Dtype::F16 });
+                }
                 let n_rows = st.shape.first().copied().unwrap_or(1) as usize;
                 apply_all(values, n_rows, hf_name, &transforms).map_err(|e| ConvertError::Lora(Box::new(e)))
             }

@@ -30,8 +30,9 @@ pub fn parse_hf_dtype(s: &str) -> Result<HfDtype, ConvertError> {
 /// A GGUF's tensors in HF layout: dequantized, RoPE permutation undone, solved to the output dtype.
 struct ToHfSource<'g> {
     gguf: &'g GgufFile,
-    /// Per output tensor: the GGUF tensor index and the heads to unpermute.
-    mapped: Vec<(usize, Option<usize>)>,
+    /// Per output tensor: the GGUF tensor index, the heads to unpermute, and whether 1 is subtracted (Gemma's
+    /// norm weights).
+    mapped: Vec<(usize, Option<usize>, bool)>,
     tensors: Vec<StreamTensor>,
     /// GGUF tensors generated from config.json, not written.
     dropped: u64,
@@ -49,7 +50,7 @@ impl Source for ToHfSource<'_> {
     }
 
     fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, ConvertError> {
-        let (gi, heads) = self.mapped[index];
+        let (gi, heads, shifted) = self.mapped[index];
         let t = &self.gguf.tensors()[gi];
         let mut v = vec![0f32; t.n_elements() as usize];
         decode(t.ggml_type, self.gguf.tensor_data(t), &mut v)
@@ -59,6 +60,11 @@ impl Source for ToHfSource<'_> {
             let n_rows = t.ne.last().copied().unwrap_or(1) as usize;
             v = Transform::RopeUnpermute { heads }
                 .apply(v, n_rows, &t.name)
+                .map_err(|e| ConvertError::Lora(Box::new(e)))?;
+        }
+        if shifted {
+            v = Transform::Offset { delta: -1.0, round_f16: false }
+                .apply(v, 1, &t.name)
                 .map_err(|e| ConvertError::Lora(Box::new(e)))?;
         }
         *values = v;
@@ -113,7 +119,7 @@ pub fn gguf_to_hf(
             .into());
         }
         let heads = match rule.transform {
-            ArchTransform::None => None,
+            ArchTransform::None | ArchTransform::NormShift => None,
             ArchTransform::RopePermuteQ => Some(n_head),
             ArchTransform::RopePermuteK => Some(n_head_kv),
         };
@@ -126,7 +132,7 @@ pub fn gguf_to_hf(
             })?;
         tensors.push(st);
         specs.push(StTensorSpec { name: hf_name, dtype: dtype.dtype(), shape: t.shape() });
-        mapped.push((index, heads));
+        mapped.push((index, heads, rule.transform == ArchTransform::NormShift));
     }
     let config = arch::hf_config_from_gguf(gguf, arch, dtype.torch_name());
     let tokenizer = hf_tokenizer_files(gguf)?;

@@ -117,7 +117,7 @@ pub fn export_gguf(
             message: format!("base tensor '{weight}' has no GGUF name in architecture {}", arch.gguf_name),
         })?;
         let permute_heads = match rule.transform {
-            ArchTransform::None => None,
+            ArchTransform::None | ArchTransform::NormShift => None,
             ArchTransform::RopePermuteQ => Some(cfg.head_count),
             ArchTransform::RopePermuteK => Some(cfg.kv_heads()),
         };

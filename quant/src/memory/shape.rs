@@ -161,23 +161,33 @@ impl ModelShape {
             limits::ATTENTION_WIDTH.check(&path, &what, n_head0 * hd)?;
         }
         let to_u32 = |v: u64, k: K| u32::try_from(v).map_err(|_| bad(&key(k), "is too large"));
-        let n_swa = to_u32(scalar(K::SlidingWindow)?.unwrap_or(0), K::SlidingWindow)?;
-        let swa = match SWA_PATTERNS.iter().find(|(a, _, _)| *a == arch) {
-            Some(&(_, n_pattern, dense_first)) if n_swa > 0 => match hp.get(K::SlidingWindowPattern) {
-                Some(GgufValue::Array(values)) => {
-                    let flags: Vec<Option<bool>> = values.iter().map(|v| v.as_bool()).collect();
-                    if flags.len() != n_layer || flags.iter().any(Option::is_none) {
-                        return Err(bad(&key(K::SlidingWindowPattern), "must hold one bool per layer"));
+        let mut n_swa = to_u32(scalar(K::SlidingWindow)?.unwrap_or(0), K::SlidingWindow)?;
+        // A registered architecture's loader facts (window default, pattern) come from the registry.
+        let registered = arch::ARCHITECTURES.iter().find(|a| a.gguf_name == arch);
+        let sliding = registered.map(|a| a.forward.sliding_window).filter(|s| *s != arch::SlidingWindow::None);
+        let swa = if let Some(sliding) = sliding {
+            let layers = arch::swa_layers(sliding, n_layer, |k| hp.get(k))
+                .map_err(|k| bad(&key(k), "is not a window size or layer pattern"))?;
+            n_swa = layers.as_ref().map_or(0, |s| s.window);
+            layers.map_or_else(|| vec![false; n_layer], |s| s.layers)
+        } else {
+            match SWA_PATTERNS.iter().find(|(a, _, _)| *a == arch) {
+                Some(&(_, n_pattern, dense_first)) if n_swa > 0 => match hp.get(K::SlidingWindowPattern) {
+                    Some(GgufValue::Array(values)) => {
+                        let flags: Vec<Option<bool>> = values.iter().map(|v| v.as_bool()).collect();
+                        if flags.len() != n_layer || flags.iter().any(Option::is_none) {
+                            return Err(bad(&key(K::SlidingWindowPattern), "must hold one bool per layer"));
+                        }
+                        flags.into_iter().flatten().collect()
                     }
-                    flags.into_iter().flatten().collect()
-                }
-                Some(v) => {
-                    let n = v.as_u64().ok_or_else(|| bad(&key(K::SlidingWindowPattern), "is not a count"))?;
-                    swa_pattern(n_layer, to_u32(n, K::SlidingWindowPattern)?, dense_first)
-                }
-                None => swa_pattern(n_layer, n_pattern, dense_first),
-            },
-            _ => vec![false; n_layer],
+                    Some(v) => {
+                        let n = v.as_u64().ok_or_else(|| bad(&key(K::SlidingWindowPattern), "is not a count"))?;
+                        swa_pattern(n_layer, to_u32(n, K::SlidingWindowPattern)?, dense_first)
+                    }
+                    None => swa_pattern(n_layer, n_pattern, dense_first),
+                },
+                _ => vec![false; n_layer],
+            }
         };
         // `n_swa` is 0 without SWA layers (llama.cpp zeroes it where it disables the window, e.g. Phi-3).
         let n_swa = if swa.iter().any(|&s| s) { n_swa } else { 0 };
@@ -256,6 +266,7 @@ impl ModelShape {
     pub fn from_config_value(path: &Path, json: &serde_json::Value) -> Result<ModelShape, MemoryError> {
         let cfg = HfConfig::parse(path, json)?;
         let arch = arch::lookup(path, &cfg.architecture)?;
+        arch::check_config(arch, &cfg)?;
         ModelShape::from_config(arch, &cfg, config_tensors(arch, &cfg))
     }
 
@@ -267,10 +278,23 @@ impl ModelShape {
             n_head_kv: cfg.kv_heads(),
             head_dim_k: cfg.head_dim(),
             head_dim_v: cfg.head_dim(),
-            // The registry's architectures (Llama, Mistral, Qwen2, Qwen3) run without SWA in llama.cpp;
-            // Mistral's `sliding_window` is not even written to GGUF.
+            // Llama, Mistral and Qwen run without SWA in llama.cpp (Mistral's `sliding_window` is not even
+            // written to GGUF); Gemma's sliding layers are read below from the keys convert writes.
             swa: false,
         };
+        let mut kv = quantforge_formats::kv::KvList::new();
+        arch::arch_metadata(&mut kv, arch, cfg, 0);
+        let n_layer = cfg.block_count as usize;
+        let swa = arch::swa_layers(arch.forward.sliding_window, n_layer, |k| kv.get(&k.key(arch.gguf_name))).map_err(
+            |k| MemoryError::BadKey {
+                path: cfg.path.clone(),
+                key: k.key(arch.gguf_name),
+                message: "is not a window size or layer pattern".into(),
+            },
+        )?;
+        let layers = (0..n_layer)
+            .map(|il| LayerAttention { swa: swa.as_ref().is_some_and(|s| s.layers[il]), ..layer })
+            .collect();
         Ok(ModelShape {
             path: cfg.path.clone(),
             info: ModelInfo {
@@ -284,8 +308,8 @@ impl ModelShape {
             n_head: cfg.head_count,
             n_vocab: u64::from(cfg.vocab_size),
             n_ff: u64::from(cfg.ffn_length),
-            layers: vec![layer; cfg.block_count as usize],
-            n_swa: 0,
+            layers,
+            n_swa: swa.map_or(0, |s| s.window),
             n_ctx_train: cfg.context_length,
             tensors,
             file_type: None,
@@ -419,5 +443,51 @@ mod tests {
         assert_eq!((q.ne.clone(), q.src_type), (vec![64, 128], GgmlType::F16));
         let k = t.iter().find(|t| t.name == "blk.0.attn_k.weight").unwrap();
         assert_eq!(k.ne, [64, 64]);
+    }
+
+    #[test]
+    fn gemma_configs_count_their_sliding_layers_at_the_window() {
+        use crate::memory::{kv_cache, KvLayout};
+        let gemma = |arch: &str, layers: u32, extra: serde_json::Value| {
+            let mut v = serde_json::json!({"architectures": [arch], "hidden_size": 64, "intermediate_size": 96,
+                "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                "vocab_size": 100, "max_position_embeddings": 8192, "rms_norm_eps": 1e-6,
+                "query_pre_attn_scalar": 32, "sliding_window": 1024});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            ModelShape::from_config_value(Path::new("config.json"), &v).unwrap()
+        };
+        // Gemma 3: five sliding layers in six (llama.cpp's fixed pattern), window 1024.
+        let m = gemma("Gemma3ForCausalLM", 7, serde_json::json!({}));
+        assert_eq!(m.n_swa, 1024);
+        assert_eq!(m.layers.iter().map(|l| l.swa).collect::<Vec<_>>(), [true, true, true, true, true, false, true]);
+        let kv = kv_cache(&m, &KvLayout::new(8192)).unwrap();
+        // One full layer of 8192 cells, six sliding ones of pad(1024 + 512, 256) = 1536 cells; 2 x 2 x 32 x 2 bytes each.
+        assert_eq!(kv.bytes(), 256 * (8192 + 6 * 1536));
+        // Pattern 1: no window key, every layer global.
+        let m = gemma("Gemma3ForCausalLM", 7, serde_json::json!({"sliding_window_pattern": 1}));
+        assert!(m.n_swa == 0 && m.layers.iter().all(|l| !l.swa));
+        // Gemma 2: every other layer.
+        let m = gemma("Gemma2ForCausalLM", 4, serde_json::json!({}));
+        assert_eq!((m.n_swa, m.layers.iter().filter(|l| l.swa).count()), (1024, 2));
+        // A config llama.cpp cannot run is refused by key.
+        let v = serde_json::json!({"architectures": ["Gemma2ForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+            "vocab_size": 100, "max_position_embeddings": 8192, "rms_norm_eps": 1e-6});
+        let e = ModelShape::from_config_value(Path::new("config.json"), &v).unwrap_err().to_string();
+        assert!(e.contains("query_pre_attn_scalar"), "{e}");
+    }
+
+    #[test]
+    fn gemma_ggufs_read_their_sliding_layers_through_the_registry() {
+        let fixture = |n: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(n);
+        let m = ModelShape::open(&fixture("gemma2").join("llama.cpp-f32.gguf")).unwrap();
+        assert_eq!((m.n_swa, m.layers.iter().map(|l| l.swa).collect::<Vec<_>>()), (8, vec![true, false]));
+        let m = ModelShape::open(&fixture("gemma3").join("llama.cpp-f32.gguf")).unwrap();
+        assert_eq!(m.layers.iter().filter(|l| l.swa).count(), 5);
+        // The HF directory gives the same layers.
+        let h = ModelShape::open(&fixture("gemma3")).unwrap();
+        assert_eq!((h.n_swa, h.layers), (m.n_swa, m.layers));
     }
 }

@@ -21,6 +21,9 @@ pub enum Transform<'a> {
     Lora { adapter: &'a Adapter, action: &'a Action, scale: f32 },
     /// Every value multiplied by this factor (computed in f64, as PEFT's scales are).
     Scale(f64),
+    /// `delta` added to every value (Gemma's norm weights: + 1 to GGUF, - 1 back). With `round_f16` the sum is
+    /// rounded to f16, as torch adds in an f16 tensor's own dtype.
+    Offset { delta: f32, round_f16: bool },
 }
 
 impl Transform<'_> {
@@ -35,6 +38,16 @@ impl Transform<'_> {
                 let mut values = values;
                 if *f != 1.0 {
                     values.iter_mut().for_each(|x| *x = (f64::from(*x) * f) as f32);
+                }
+                values
+            }
+            Transform::Offset { delta, round_f16 } => {
+                let mut values = values;
+                for x in &mut values {
+                    *x += delta;
+                    if *round_f16 {
+                        *x = half::f16::from_f32(*x).to_f32();
+                    }
                 }
                 values
             }
@@ -83,6 +96,21 @@ mod tests {
         assert_eq!(apply_all(values.clone(), 8, "q", &t).unwrap(), values);
         assert_ne!(Transform::RopePermute { heads: 2 }.apply(values.clone(), 8, "q").unwrap(), values);
         assert_eq!(Transform::Scale(2.0).apply(vec![1.5, -1.0], 1, "s").unwrap(), [3.0, -2.0]);
+    }
+
+    #[test]
+    fn norm_offsets_round_trip_where_f32_allows() {
+        let add = Transform::Offset { delta: 1.0, round_f16: false };
+        let sub = Transform::Offset { delta: -1.0, round_f16: false };
+        // Gemma's + 1 and its inverse: exact while 1 + w >= 0.5 (Sterbenz), as for every fixture norm.
+        let w: Vec<f32> = (0..2000).map(|i| (i as f32 * 0.37).sin() * 0.499_9).collect();
+        let shifted = add.apply(w.clone(), 1, "n").unwrap();
+        let back = sub.apply(shifted.clone(), 1, "n").unwrap();
+        assert_eq!(add.apply(back, 1, "n").unwrap(), shifted);
+        // An f16 tensor adds in f16: 1 + 2^-12 rounds to 1.
+        let f16 = Transform::Offset { delta: 1.0, round_f16: true };
+        assert_eq!(f16.apply(vec![2f32.powi(-12), 0.5], 1, "n").unwrap(), [1.0, 1.5]);
+        assert_eq!(add.apply(vec![2f32.powi(-12)], 1, "n").unwrap(), [1.0 + 2f32.powi(-12)]);
     }
 
     #[test]
