@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use crate::config::LlamaConfig;
 use crate::device::{Device, Matmul};
 use crate::error::{EvalError, Result};
+use crate::moe::MoeFfn;
 use crate::ops::{self, View};
 use crate::rope::RopeCache;
 use crate::weights::{Matrix, Opened, Source};
@@ -41,9 +42,13 @@ pub struct Block {
     k_norm: Option<Vec<f32>>,
     wo: Matrix,
     ffn_norm: Vec<f32>,
-    w_gate: Matrix,
-    w_up: Matrix,
-    w_down: Matrix,
+    ffn: Ffn,
+}
+
+/// A block's feed-forward network: dense SwiGLU, or routed experts ([`crate::moe`]).
+enum Ffn {
+    Dense { w_gate: Matrix, w_up: Matrix, w_down: Matrix },
+    Moe(Box<MoeFfn>),
 }
 
 impl std::fmt::Debug for Block {
@@ -68,6 +73,14 @@ impl Block {
             }
         };
         let norm = |s: &str| if facts.qk_norm { src.vector(cfg, &n(s), hd).map(Some) } else { Ok(None) };
+        let ffn = match &cfg.moe {
+            Some(moe) => Ffn::Moe(Box::new(MoeFfn::load(src, cfg, moe, i)?)),
+            None => Ffn::Dense {
+                w_gate: src.matrix(cfg, &n("ffn_gate"), ff, d)?,
+                w_up: src.matrix(cfg, &n("ffn_up"), ff, d)?,
+                w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
+            },
+        };
         Ok(Block {
             index: i,
             attn_norm: src.vector(cfg, &n("attn_norm"), d)?,
@@ -82,9 +95,7 @@ impl Block {
             k_norm: norm("attn_k_norm")?,
             wo: src.matrix(cfg, &n("attn_output"), d, q)?,
             ffn_norm: src.vector(cfg, &n("ffn_norm"), d)?,
-            w_gate: src.matrix(cfg, &n("ffn_gate"), ff, d)?,
-            w_up: src.matrix(cfg, &n("ffn_up"), ff, d)?,
-            w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
+            ffn,
         })
     }
 
@@ -93,15 +104,24 @@ impl Block {
         self.index
     }
 
-    /// The weight matrices in forward order.
-    fn linears(&self) -> [&Matrix; 7] {
-        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
+    /// The weight matrices in forward order (an MoE block: its router, then every expert's, then the shared
+    /// expert's).
+    fn linears(&self) -> Vec<&Matrix> {
+        let mut all = vec![&self.wq, &self.wk, &self.wv, &self.wo];
+        match &self.ffn {
+            Ffn::Dense { w_gate, w_up, w_down } => all.extend([w_gate, w_up, w_down]),
+            Ffn::Moe(moe) => all.extend(moe.matrices()),
+        }
+        all
     }
 
     fn linear_mut(&mut self, name: &str) -> Option<&mut Matrix> {
-        [&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wo, &mut self.w_gate, &mut self.w_up, &mut self.w_down]
-            .into_iter()
-            .find(|m| m.name() == name)
+        let mut all = vec![&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wo];
+        match &mut self.ffn {
+            Ffn::Dense { w_gate, w_up, w_down } => all.extend([w_gate, w_up, w_down]),
+            Ffn::Moe(moe) => all.extend(moe.matrices_mut()),
+        }
+        all.into_iter().find(|m| m.name() == name)
     }
 
     fn linear(&self, name: &str) -> Result<&Matrix> {
@@ -351,19 +371,31 @@ pub(crate) fn run_block_until(
     ops::add_assign(x, proj);
 
     ops::rms_norm(x, &b.ffn_norm, cfg.rms_eps, xn);
-    see(&b.w_gate, xn, d);
-    see(&b.w_up, xn, d);
+    let (w_gate, w_up, w_down) = match &b.ffn {
+        Ffn::Dense { w_gate, w_up, w_down } => (w_gate, w_up, w_down),
+        // Experts are not shown to `observe` (calibration refuses MoE models before running a block).
+        Ffn::Moe(moe) => {
+            if last <= 3 {
+                return Ok(());
+            }
+            moe.forward(&mm, xn, m, d, scratch, proj)?;
+            ops::add_assign(x, proj);
+            return Ok(());
+        }
+    };
+    see(w_gate, xn, d);
+    see(w_up, xn, d);
     if last == 2 {
         return Ok(());
     }
-    mm.matmul_t(xn, m, d, b.w_gate.as_f32(scratch)?, ff, gate)?;
-    mm.matmul_t(xn, m, d, b.w_up.as_f32(scratch)?, ff, up)?;
+    mm.matmul_t(xn, m, d, w_gate.as_f32(scratch)?, ff, gate)?;
+    mm.matmul_t(xn, m, d, w_up.as_f32(scratch)?, ff, up)?;
     gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
-    see(&b.w_down, gate, ff);
+    see(w_down, gate, ff);
     if last == 3 {
         return Ok(());
     }
-    mm.matmul_t(gate, m, ff, b.w_down.as_f32(scratch)?, d, proj)?;
+    mm.matmul_t(gate, m, ff, w_down.as_f32(scratch)?, d, proj)?;
     ops::add_assign(x, proj);
     Ok(())
 }

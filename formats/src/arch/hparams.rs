@@ -58,6 +58,13 @@ pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_
     if let Some(e) = cfg.layer_norm_eps {
         kv.f32(K::LayerNormEpsilon.key(a), e);
     }
+    // `TextModel.set_gguf_parameters` writes these for every architecture whose config.json has them.
+    if let Some(n) = cfg.expert_count {
+        kv.u32(K::ExpertCount.key(a), n);
+    }
+    if let Some(n) = cfg.expert_used_count {
+        kv.u32(K::ExpertUsedCount.key(a), n);
+    }
     if let Some(d) = cfg.head_dim {
         kv.u32(K::KeyLength.key(a), d);
         kv.u32(K::ValueLength.key(a), d);
@@ -67,6 +74,16 @@ pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_
         match key {
             ExtraKey::VocabSize => kv.u32(K::VocabSize.key(a), cfg.vocab_size),
             ExtraKey::RopeDimensionCount => kv.u32(K::RopeDimensionCount.key(a), cfg.head_dim()),
+            ExtraKey::ExpertFeedForwardLength => {
+                if let Some(n) = cfg.expert_ffn_length {
+                    kv.u32(K::ExpertFeedForwardLength.key(a), n);
+                }
+            }
+            ExtraKey::ExpertSharedFeedForwardLength => {
+                if let Some(n) = cfg.shared_expert_ffn_length {
+                    kv.u32(K::ExpertSharedFeedForwardLength.key(a), n);
+                }
+            }
         }
     }
 }
@@ -100,6 +117,16 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     };
     put("hidden_size", uint(K::EmbeddingLength).map(|v| json!(v)));
     put("intermediate_size", uint(K::FeedForwardLength).map(|v| json!(v)));
+    // The expert count under both names in use: Mixtral's config reads `num_local_experts`, Qwen2-MoE's
+    // `num_experts` (each ignores the other; convert reads the first present, and both are the same).
+    put("num_local_experts", uint(K::ExpertCount).map(|v| json!(v)));
+    put("num_experts", uint(K::ExpertCount).map(|v| json!(v)));
+    put("num_experts_per_tok", uint(K::ExpertUsedCount).map(|v| json!(v)));
+    put("moe_intermediate_size", uint(K::ExpertFeedForwardLength).map(|v| json!(v)));
+    put("shared_expert_intermediate_size", uint(K::ExpertSharedFeedForwardLength).map(|v| json!(v)));
+    for (k, v) in arch.forward.config_requirements.iter().filter_map(|r| r.hf_value().map(|v| (r.key, v))) {
+        put(k, Some(v));
+    }
     put("num_hidden_layers", uint(K::BlockCount).map(|v| json!(v)));
     put("num_attention_heads", uint(K::HeadCount).map(|v| json!(v)));
     put("num_key_value_heads", uint(K::HeadCountKv).map(|v| json!(v)));

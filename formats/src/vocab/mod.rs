@@ -60,7 +60,8 @@ pub fn tokenizer_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, style: Vo
             kv.bool("tokenizer.ggml.add_space_prefix", b);
         }
     }
-    if dir.join("tokenizer.model").is_file() {
+    // `TextModel.set_vocab` (VocabStyle::Gpt2) reads tokenizer.json even where a tokenizer.model exists.
+    if style != VocabStyle::Gpt2 && dir.join("tokenizer.model").is_file() {
         let v = spm::sentencepiece_vocab(dir, cfg.vocab_size)?;
         kv.string("tokenizer.ggml.model", "llama");
         kv.string("tokenizer.ggml.pre", "default");
