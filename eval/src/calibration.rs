@@ -36,6 +36,10 @@ impl std::fmt::Debug for BlockCalibrator<'_> {
 impl<'a> BlockCalibrator<'a> {
     /// Embed `seqs` (token ids, each run from position 0) in batches of `batch_seqs` sequences.
     pub fn new(model: &'a ModelFile, seqs: &[Vec<u32>], batch_seqs: usize, device: Device) -> Result<Self> {
+        let cfg = model.config();
+        if cfg.moe.is_some() {
+            return Err(crate::EvalError::MoeCalibration { arch: cfg.arch.gguf_name, what: "GPTQ/AWQ calibration" });
+        }
         let device = device.check()?;
         let batches = seqs
             .chunks(batch_seqs.max(1))

@@ -71,7 +71,7 @@ impl LlamaModel {
         LlamaModel::from_source(file.source(), file.config().clone())
     }
 
-    fn from_source(src: Source<'_>, cfg: LlamaConfig) -> Result<LlamaModel> {
+    pub(crate) fn from_source(src: Source<'_>, cfg: LlamaConfig) -> Result<LlamaModel> {
         let d = cfg.n_embd;
         let blocks = (0..cfg.n_layer).map(|i| Block::load(src, &cfg, i)).collect::<Result<Vec<_>>>()?;
         let output = if src.has(&cfg, "output.weight") {

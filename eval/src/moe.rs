@@ -202,4 +202,63 @@ mod tests {
         let all = route(&logits, 5, true);
         assert!((all.iter().map(|p| p.1).sum::<f32>() - 1.0).abs() < 1e-6);
     }
+
+    /// Mean KL(transformers || ours) over the positions of fixture `name`, its config changed by `change`.
+    fn fixture_kld(name: &str, change: impl Fn(&mut MoeConfig)) -> f64 {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(name);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+        let tokens: Vec<u32> = meta["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+        let want: Vec<f32> = std::fs::read(dir.join("reference-logprobs.f32"))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let file = crate::ModelFile::open(&dir).unwrap();
+        let mut cfg = file.config().clone();
+        change(cfg.moe.as_mut().unwrap());
+        let model = crate::LlamaModel::from_source(file.source(), cfg).unwrap();
+        let logits = model.forward(&[&tokens], 0).unwrap();
+        let vocab = want.len() / tokens.len();
+        let total: f64 = logits
+            .chunks(vocab)
+            .zip(want.chunks(vocab))
+            .map(|(row, lp)| {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+                let lse = max + row.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln();
+                lp.iter()
+                    .zip(row)
+                    .map(|(&l, &x)| f64::from(l).exp() * (f64::from(l) - (f64::from(x) - lse)))
+                    .sum::<f64>()
+            })
+            .sum();
+        total / tokens.len() as f64
+    }
+
+    #[test]
+    fn routing_is_what_matches_the_reference() {
+        // The fixtures' routers are decisive: sending every token through every expert (or through one) is far
+        // from transformers, so the MoE fixtures cannot pass with routing ignored.
+        for name in ["mixtral", "qwen2moe", "qwen3moe"] {
+            let exact = fixture_kld(name, |_| {});
+            assert!(exact < 1e-6, "{name}: {exact}");
+            let all = fixture_kld(name, |m| m.n_expert_used = m.n_expert);
+            let one = fixture_kld(name, |m| m.n_expert_used = 1);
+            eprintln!("{name}: mean KLD {exact:.2e} as routed, {all:.3} through all experts, {one:.3} top-1");
+            assert!(all > 1e-2 && one > 1e-2, "{name}: all experts {all}, top-1 {one}");
+        }
+    }
+
+    #[test]
+    fn calibration_refuses_models_with_experts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs/qwen2moe");
+        let file = crate::ModelFile::open(&dir).unwrap();
+        let seqs = [vec![1u32, 5, 9, 30]];
+        let e = crate::calibration::BlockCalibrator::new(&file, &seqs, 1, crate::Device::Cpu).unwrap_err();
+        assert!(matches!(e, crate::EvalError::MoeCalibration { arch: "qwen2moe", .. }), "{e}");
+        let model = crate::LlamaModel::load(&dir).unwrap();
+        let silent = quantforge_quant::progress::Silent;
+        let e = crate::imatrix::collect(&model, &[1, 5, 9, 30, 7, 8, 9, 10], None, 4, None, &silent).unwrap_err();
+        assert!(e.to_string().contains("importance matrix") && e.to_string().contains("qwen2moe"), "{e}");
+    }
 }

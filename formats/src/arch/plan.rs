@@ -201,3 +201,157 @@ pub fn check_config(arch: &Architecture, cfg: &HfConfig) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::arch::lookup;
+    use crate::hf::read_json;
+
+    fn mixtral() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs/mixtral")
+    }
+
+    fn config(dir: &Path) -> HfConfig {
+        HfConfig::parse(&dir.join("config.json"), &read_json(&dir.join("config.json")).unwrap()).unwrap()
+    }
+
+    fn plan(dir: &Path) -> Result<Vec<PlannedTensor>> {
+        let cfg = config(dir);
+        plan_tensors(&HfModel::open(dir)?, lookup(dir, &cfg.architecture).unwrap(), &cfg)
+    }
+
+    /// A copy of the Mixtral fixture's config.json and a model.safetensors of F32 zeros holding `tensors`.
+    fn checkpoint(tensors: &[(String, Vec<u64>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(mixtral().join("config.json"), dir.path().join("config.json")).unwrap();
+        let mut header = serde_json::Map::new();
+        let mut offset = 0u64;
+        for (name, shape) in tensors {
+            let n = shape.iter().product::<u64>() * 4;
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}),
+            );
+            offset += n;
+        }
+        let mut text = serde_json::to_vec(&header).unwrap();
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&text);
+        bytes.resize(bytes.len() + offset as usize, 0);
+        std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
+        dir
+    }
+
+    /// The fixture's tensors (names and shapes), from its safetensors header.
+    fn fixture_tensors() -> Vec<(String, Vec<u64>)> {
+        let model = HfModel::open(mixtral()).unwrap();
+        model.tensors().map(|(_, t)| (t.name.clone(), t.shape.clone())).collect()
+    }
+
+    #[test]
+    fn experts_are_stacked_after_a_layers_last_expert_in_rule_order() {
+        let planned = plan(&mixtral()).unwrap();
+        let names: Vec<&str> = planned.iter().map(|p| p.gguf_name.as_str()).collect();
+        // Reading order is by name: experts.3.w3 is layer 0's last expert tensor, then block_sparse_moe.gate.
+        let at = names.iter().position(|n| *n == "blk.0.ffn_gate_exps.weight").unwrap();
+        assert_eq!(
+            names[at..at + 4],
+            [
+                "blk.0.ffn_gate_exps.weight",
+                "blk.0.ffn_down_exps.weight",
+                "blk.0.ffn_up_exps.weight",
+                "blk.0.ffn_gate_inp.weight"
+            ]
+        );
+        let arch = lookup(&mixtral(), "MixtralForCausalLM").unwrap();
+        for p in planned.iter().filter(|p| !p.experts.is_empty()) {
+            assert_eq!(p.shape[0], 4, "{}", p.gguf_name);
+            assert_eq!(p.experts.len(), 4);
+            // The way back: the GGUF name's rule names the same expert tensors.
+            let (rule, bid) = arch.rule_for_gguf(&p.gguf_name).unwrap();
+            let back: Vec<String> = (0..4).map(|x| fill_expert(rule.hf, bid, x)).collect();
+            assert_eq!(back, p.experts);
+            assert_eq!(p.hf_name, p.experts[0]);
+        }
+        let down = planned.iter().find(|p| p.gguf_name == "blk.1.ffn_down_exps.weight").unwrap();
+        assert_eq!((down.shape.clone(), down.ne()), (vec![4, 32, 24], vec![24, 32, 4]));
+        assert_eq!(down.experts[3], "model.layers.1.block_sparse_moe.experts.3.w2.weight");
+    }
+
+    #[test]
+    fn a_bad_expert_is_named_before_any_data_is_read() {
+        let all = fixture_tensors();
+        // A wrong shape.
+        let mut t = all.clone();
+        t.iter_mut().find(|(n, _)| n.ends_with("layers.1.block_sparse_moe.experts.2.w1.weight")).unwrap().1 =
+            vec![24, 31];
+        let e = plan(checkpoint(&t).path()).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::ShapeMismatch { name, expected, .. }
+                if name == "model.layers.1.block_sparse_moe.experts.2.w1.weight" && expected == &[24, 32]),
+            "{e}"
+        );
+        // An expert beyond num_local_experts.
+        let mut t = all.clone();
+        t.push(("model.layers.0.block_sparse_moe.experts.4.w1.weight".into(), vec![24, 32]));
+        let e = plan(checkpoint(&t).path()).unwrap_err().to_string();
+        assert!(e.contains("num_local_experts") && e.contains("experts.4.w1") && e.contains("expert 4"), "{e}");
+        // A missing expert: the first one missing is named.
+        let t: Vec<_> = all
+            .iter()
+            .filter(|(n, _)| !n.ends_with("layers.1.block_sparse_moe.experts.3.w2.weight"))
+            .cloned()
+            .collect();
+        let e = plan(checkpoint(&t).path()).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::MissingTensor { name, .. } if name == "model.layers.1.block_sparse_moe.experts.3.w2.weight"),
+            "{e}"
+        );
+        // The complete copy plans.
+        assert_eq!(plan(checkpoint(&all).path()).unwrap().len(), plan(&mixtral()).unwrap().len());
+    }
+
+    #[test]
+    fn unsupported_config_values_are_refused_by_key() {
+        let base = read_json(&mixtral().join("../qwen2moe/config.json")).unwrap();
+        let q2 = lookup(Path::new("c"), "Qwen2MoeForCausalLM").unwrap();
+        let q3 = lookup(Path::new("c"), "Qwen3MoeForCausalLM").unwrap();
+        let check = |arch, edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = base.clone();
+            edit(&mut v);
+            check_config(arch, &HfConfig::parse(Path::new("m/config.json"), &v).unwrap()).map_err(|e| e.to_string())
+        };
+        assert!(check(q2, &|_| {}).is_ok());
+        for (arch, key, value) in [
+            (q2, "decoder_sparse_step", serde_json::json!(2)),
+            (q2, "mlp_only_layers", serde_json::json!([1])),
+            (q2, "norm_topk_prob", serde_json::json!(true)),
+            (q3, "norm_topk_prob", serde_json::json!(false)),
+            (q2, "num_experts_per_tok", serde_json::json!(5)),
+            (q2, "num_experts_per_tok", serde_json::json!(0)),
+        ] {
+            let e = check(arch, &|v| v[key] = value.clone()).unwrap_err();
+            assert!(e.contains("m/config.json") && e.contains(key), "{key}={value}: {e}");
+        }
+        // Absent: transformers' default, which for Qwen3-MoE's norm_topk_prob is false (refused).
+        let e = check(q3, &|v| {
+            v.as_object_mut().unwrap().remove("norm_topk_prob");
+        })
+        .unwrap_err();
+        assert!(e.contains("norm_topk_prob") && e.contains("absent"), "{e}");
+        assert!(check(q2, &|v| {
+            v.as_object_mut().unwrap().remove("decoder_sparse_step");
+            v["mlp_only_layers"] = serde_json::Value::Null;
+        })
+        .is_ok());
+        let e = check(q2, &|v| {
+            v.as_object_mut().unwrap().remove("num_experts");
+        })
+        .unwrap_err();
+        assert!(e.contains("num_local_experts"), "{e}");
+    }
+}
