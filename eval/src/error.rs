@@ -24,8 +24,8 @@ pub enum EvalError {
     /// Calibration (GPTQ, AWQ, the importance matrix) of a model with routed experts: each expert would need its
     /// own statistics, which are not collected yet.
     #[error(
-        "architecture '{arch}' has routed experts: {what} does not cover mixture-of-experts models yet (each \
-         expert would need its own statistics); use a plain llama.cpp file type without it"
+        "architecture '{arch}' has routed experts: {what} does not cover mixture-of-experts models yet (experts \
+         are neither calibrated nor packed one by one); quantize to a llama.cpp file type without it"
     )]
     MoeCalibration { arch: &'static str, what: &'static str },
     /// The architecture's registry entry states a forward-pass feature the forward pass does not implement.
