@@ -48,7 +48,7 @@ pub struct Block {
 /// A block's feed-forward network: dense SwiGLU, or routed experts ([`crate::moe`]).
 enum Ffn {
     Dense { w_gate: Matrix, w_up: Matrix, w_down: Matrix },
-    Moe(Box<MoeFfn>),
+    Moe(MoeFfn),
 }
 
 impl std::fmt::Debug for Block {
@@ -74,7 +74,7 @@ impl Block {
         };
         let norm = |s: &str| if facts.qk_norm { src.vector(cfg, &n(s), hd).map(Some) } else { Ok(None) };
         let ffn = match &cfg.moe {
-            Some(moe) => Ffn::Moe(Box::new(MoeFfn::load(src, cfg, moe, i)?)),
+            Some(moe) => Ffn::Moe(MoeFfn::load(src, cfg, moe, i)?),
             None => Ffn::Dense {
                 w_gate: src.matrix(cfg, &n("ffn_gate"), ff, d)?,
                 w_up: src.matrix(cfg, &n("ffn_up"), ff, d)?,

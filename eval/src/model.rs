@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::ops;
 use crate::weights::{Matrix, Source};
 
-/// A loaded model of any supported architecture (Llama, Mistral, Qwen2, Qwen3).
+/// A loaded model of any supported architecture (Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE).
 pub struct LlamaModel {
     cfg: LlamaConfig,
     tok_embd: Matrix,

@@ -39,7 +39,7 @@ pub(crate) struct MoeFfn {
     gate: Vec<Matrix>,
     up: Vec<Matrix>,
     down: Vec<Matrix>,
-    shared: Option<Shared>,
+    shared: Option<Box<Shared>>,
     routing: MoeRouting,
     n_used: usize,
 }
@@ -52,12 +52,12 @@ impl MoeFfn {
         let facts = &cfg.arch.forward;
         let shared = match facts.shared_expert {
             SharedExpert::None => None,
-            SharedExpert::SigmoidGated => Some(Shared {
+            SharedExpert::SigmoidGated => Some(Box::new(Shared {
                 gate_inp: src.matrix(cfg, &n("ffn_gate_inp_shexp"), 1, d)?,
                 gate: src.matrix(cfg, &n("ffn_gate_shexp"), sff, d)?,
                 up: src.matrix(cfg, &n("ffn_up_shexp"), sff, d)?,
                 down: src.matrix(cfg, &n("ffn_down_shexp"), d, sff)?,
-            }),
+            })),
         };
         Ok(MoeFfn {
             router: src.matrix(cfg, &n("ffn_gate_inp"), ne, d)?,

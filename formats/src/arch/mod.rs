@@ -7,6 +7,10 @@
 //! (<https://github.com/ggml-org/llama.cpp/blob/81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62/conversion/llama.py>)
 //! and `conversion/qwen.py`. Invariant: every HF tensor of a checkpoint is either mapped by exactly one rule
 //! or explicitly ignored; anything else is an error before any tensor data is read.
+//!
+//! The mixture-of-experts entries (`mixtral`, `qwen2moe`, `qwen3moe`) follow the converter at 0c1e57098 (the
+//! copy vendored by llama-cpp-python 0.3.36 that the fixtures are checked against). Their per-expert HF tensors
+//! are stacked by one shared rule transform, an `{xid}` expert index in the HF pattern ([`TensorRule`], [`plan`]).
 
 mod config;
 mod facts;
