@@ -483,7 +483,7 @@ fn gguf_rope_keys_and_unsupported_values() {
     assert!(e.to_string().contains("'longrope'"), "{e}");
     rewrite_gguf(&gguf, &bad, |kv| set(kv, "general.architecture", GgufValue::String("gemma3".into())), all);
     let e = LlamaModel::load(&bad).unwrap_err().to_string();
-    assert!(e.contains("'gemma3'") && e.contains("llama, qwen2, qwen3"), "{e}");
+    assert!(e.contains("'gemma3'") && e.contains("llama, qwen2, qwen2moe, qwen3, qwen3moe"), "{e}");
     // Qwen2 needs its Q/K/V biases.
     rewrite_gguf(&gguf, &bad, |_| {}, |name| name != "blk.1.attn_k.bias");
     let e = LlamaModel::load(&bad).unwrap_err().to_string();
