@@ -93,6 +93,17 @@ fn f32_json(v: f32) -> Value {
     format!("{v}").parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }
 
+/// transformers' `model_type` for `arch`: the GGUF name, except where transformers spells it otherwise (it
+/// picks the checkpoint layout by it: with the wrong one, per-expert tensors are not fused on load).
+fn hf_model_type(arch: &Architecture) -> &'static str {
+    match arch.hf_names[0] {
+        "MixtralForCausalLM" => "mixtral",
+        "Qwen2MoeForCausalLM" => "qwen2_moe",
+        "Qwen3MoeForCausalLM" => "qwen3_moe",
+        _ => arch.gguf_name,
+    }
+}
+
 /// config.json for the model in `gguf` (architecture `arch`): the keys `arch_metadata` reads, so that
 /// converting the result back gives the same hyperparameters. `torch_dtype` is the dtype being written.
 pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &str) -> Value {
@@ -107,7 +118,7 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     };
     let mut c = Map::new();
     c.insert("architectures".into(), json!([arch.hf_names[0]]));
-    c.insert("model_type".into(), json!(a));
+    c.insert("model_type".into(), json!(hf_model_type(arch)));
     let n_vocab = uint(K::VocabSize)
         .or_else(|| gguf.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(|t| t.len() as u64));
     let mut put = |k: &str, v: Option<Value>| {
