@@ -6,7 +6,7 @@
 //! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): RMSNorm -> Q/K/V (+ biases where the facts allow them) ->
 //! per-head Q/K RMSNorm (where the facts say so) -> RoPE (the facts' pairing, scaled as [`crate::rope`]
 //! describes) -> causal GQA attention -> output projection (+ optional bias) -> residual, RMSNorm -> SwiGLU
-//! FFN -> residual. Invariant: the operations and their order are those of the whole-model pass of before
+//! FFN, or routed experts where the facts have them ([`crate::moe`]) -> residual. Invariant: the operations and their order are those of the whole-model pass of before
 //! (same gemm calls on the same buffers), so results are bit-identical however the blocks are driven.
 
 use std::path::{Path, PathBuf};

@@ -22,6 +22,10 @@ use crate::error::Result;
 use crate::ops;
 use crate::weights::{Matrix, Source};
 
+/// Values of router logits and weighted expert outputs held at once (64 MiB of f32): the tokens of a batch
+/// go through the experts in chunks of this size, whatever the expert counts a file states.
+const CHUNK_VALUES: usize = 1 << 24;
+
 /// The shared expert of a layer (Qwen2-MoE).
 struct Shared {
     /// `ffn_gate_inp_shexp`: one row of `n_embd`.
@@ -90,8 +94,27 @@ impl MoeFfn {
         all
     }
 
-    /// The FFN output of the `m` normalized rows `xn` (`d` values each) into `out` (`m * d`, overwritten).
+    /// The FFN output of the `m` normalized rows `xn` (`d` values each) into `out` (`m * d`, overwritten), in
+    /// chunks of tokens whose router logits and weighted expert outputs fit [`CHUNK_VALUES`].
     pub(crate) fn forward(
+        &self,
+        mm: &Matmul,
+        xn: &[f32],
+        m: usize,
+        d: usize,
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let per_token = (self.n_used * d).max(self.router.rows()).max(1);
+        let chunk = (CHUNK_VALUES / per_token).max(1);
+        for c0 in (0..m).step_by(chunk) {
+            let c1 = (c0 + chunk).min(m);
+            self.forward_chunk(mm, &xn[c0 * d..c1 * d], c1 - c0, d, scratch, &mut out[c0 * d..c1 * d])?;
+        }
+        Ok(())
+    }
+
+    fn forward_chunk(
         &self,
         mm: &Matmul,
         xn: &[f32],
