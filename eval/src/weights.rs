@@ -220,6 +220,15 @@ impl<'a> Source<'a> {
                 }
                 let row_bytes = (cols as u64 / ty.block_size() * ty.type_size()) as usize;
                 let bytes = file.tensor_data(info);
+                if rows * row_bytes == 0 || bytes.len() != n_expert * rows * row_bytes {
+                    let expected = vec![cols as u64, rows as u64, n_expert as u64];
+                    return Err(EvalError::BadShape {
+                        path: file.path().into(),
+                        name: name.into(),
+                        found: info.ne.clone(),
+                        expected,
+                    });
+                }
                 let out = bytes
                     .chunks_exact(rows * row_bytes)
                     .take(n_expert)
