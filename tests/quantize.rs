@@ -295,6 +295,13 @@ fn moe_fixtures_match_llama_quantize_hashes() {
         let out = dir.path().join(file);
         qf(args(&[&"quantize", &"--quiet", &input, &out, &"--type", &ftype])).ok();
         assert_eq!(sha256(&out), hash, "{file}");
+        if ftype == "Q4_K_M" {
+            // The quantized file evaluates (its 1-D shared-expert gate included).
+            let text = fixture("text/tinystories-valid-sample.txt");
+            let ppl =
+                qf(args(&[&"eval", &"perplexity", &out, &"-f", &text, &"-c", &"64", &"--chunks", &"1", &"-q"])).ok();
+            assert!(ppl.contains("PPL"), "{file}: {ppl}");
+        }
         checked += 1;
     }
     assert_eq!(checked, 24);
