@@ -235,7 +235,11 @@ fn bad_inputs_fail_with_clear_errors_and_no_output() {
     let d = broken_copy(work.path(), |c| c["intermediate_size"] = 128.into());
     fails_cleanly(&d, out.path(), &["model.safetensors", "mlp.down_proj.weight", "[64, 172]", "[64, 128]"]);
     let d = broken_copy(work.path(), |c| c["architectures"] = serde_json::json!(["GPT2LMHeadModel"]));
-    fails_cleanly(&d, out.path(), &["GPT2LMHeadModel", "LlamaForCausalLM, MistralForCausalLM"]);
+    fails_cleanly(
+        &d,
+        out.path(),
+        &["GPT2LMHeadModel", "GraniteForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM"],
+    );
     // A tensor no rule maps.
     let d = broken_copy(work.path(), |_| {});
     let st = SafetensorsFile::open(fixture("stories260K/model.safetensors")).unwrap();
@@ -660,4 +664,23 @@ fn every_writer_gives_the_recorded_bytes() {
         .collect();
     expected.sort();
     assert_eq!(got, expected);
+}
+
+/// A MoE config value the forward pass does not compute (Qwen3-MoE without renormalized routing weights, dense
+/// layers between the sparse ones) is refused by key before any tensor is read, and nothing is written.
+#[test]
+fn unsupported_moe_config_values_are_refused_by_key() {
+    for (key, value) in [("norm_topk_prob", serde_json::json!(false)), ("mlp_only_layers", serde_json::json!([0]))] {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("qwen3moe");
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(fixture("archs/qwen3moe").join(f), d.join(f)).unwrap();
+        }
+        let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+        c[key] = value;
+        std::fs::write(d.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        fails_cleanly(&d, out.path(), &["config.json", key]);
+    }
 }

@@ -279,3 +279,30 @@ fn hf_directory_in_one_pass_equals_convert_then_quantize() {
         assert!(std::fs::read(&one_pass).unwrap() == std::fs::read(&two_step).unwrap(), "outtype {outtype}");
     }
 }
+
+/// The mixture-of-experts fixtures (stacked 3-D expert tensors, F32 routers, Qwen2-MoE's shared expert and its
+/// `[n_embd, 1]` gate written back as `[n_embd]`) quantized exactly as `llama-quantize` (llama.cpp 0c1e57098)
+/// quantizes them: the hashes of its outputs are in `fixtures/archs/llama-quantize/SHA256SUMS`.
+#[test]
+fn moe_fixtures_match_llama_quantize_hashes() {
+    let sums = std::fs::read_to_string(fixture("archs/llama-quantize/SHA256SUMS")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for line in sums.lines() {
+        let (hash, file) = line.split_once("  ").unwrap();
+        let (arch, ftype) = file.strip_suffix(".gguf").unwrap().split_once('-').unwrap();
+        let input = fixture(&format!("archs/{arch}/llama.cpp-f32.gguf"));
+        let out = dir.path().join(file);
+        qf(args(&[&"quantize", &"--quiet", &input, &out, &"--type", &ftype])).ok();
+        assert_eq!(sha256(&out), hash, "{file}");
+        if ftype == "Q4_K_M" {
+            // The quantized file evaluates (its 1-D shared-expert gate included).
+            let text = fixture("text/tinystories-valid-sample.txt");
+            let ppl =
+                qf(args(&[&"eval", &"perplexity", &out, &"-f", &text, &"-c", &"64", &"--chunks", &"1", &"-q"])).ok();
+            assert!(ppl.contains("PPL"), "{file}: {ppl}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 24);
+}

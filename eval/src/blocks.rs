@@ -6,9 +6,10 @@
 //! 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62): RMSNorm -> Q/K/V (+ biases where the facts allow them) ->
 //! per-head Q/K RMSNorm (where the facts say so) -> RoPE (the facts' pairing, scaled as [`crate::rope`]
 //! describes) -> causal GQA attention -> output projection (+ optional bias) -> residual, RMSNorm -> SwiGLU
-//! FFN -> residual. Gemma 2/3 (`src/models/gemma2.cpp`, `gemma3.cpp` at 0c1e57098) add, through the facts and
-//! [`crate::extras`]: the query scale, a sliding window and their own RoPE on some layers, soft-capped scores,
-//! an RMSNorm on the attention and FFN outputs before each residual add, and GeGLU instead of SwiGLU. Invariant: the operations and their order are those of the whole-model pass of before
+//! FFN, or routed experts where the facts have them ([`crate::moe`]) -> residual. Gemma 2/3 (`src/models/gemma2.cpp`,
+//! `gemma3.cpp` at 0c1e57098) add, through the facts and [`crate::extras`]: the query scale, a sliding window and
+//! their own RoPE on some layers, soft-capped scores, an RMSNorm on the attention and FFN outputs before each
+//! residual add, and GeGLU instead of SwiGLU. Invariant: the operations and their order are those of the whole-model pass of before
 //! (same gemm calls on the same buffers), so results are bit-identical however the blocks are driven.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use rayon::prelude::*;
 use crate::config::LlamaConfig;
 use crate::device::{Device, Matmul};
 use crate::error::{EvalError, Result};
+use crate::moe::MoeFfn;
 use crate::ops::{self, View};
 use crate::rope::RopeCache;
 use crate::weights::{Matrix, Opened, Source};
@@ -43,13 +45,17 @@ pub struct Block {
     k_norm: Option<Vec<f32>>,
     wo: Matrix,
     ffn_norm: Vec<f32>,
-    w_gate: Matrix,
-    w_up: Matrix,
-    w_down: Matrix,
+    ffn: Ffn,
     /// RMSNorm of the attention and FFN outputs before their residual adds (Gemma's sandwich norms), where
     /// the facts ask for them.
     post_attn_norm: Option<Vec<f32>>,
     post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A block's feed-forward network: dense SwiGLU/GeGLU, or routed experts ([`crate::moe`]).
+enum Ffn {
+    Dense { w_gate: Matrix, w_up: Matrix, w_down: Matrix },
+    Moe(MoeFfn),
 }
 
 impl std::fmt::Debug for Block {
@@ -76,20 +82,29 @@ impl Block {
         let norm = |s: &str| if facts.qk_norm { src.vector(cfg, &n(s), hd).map(Some) } else { Ok(None) };
         // Fused projections (Phi-3) are split by rows: Q, K, V of `attn_qkv`, gate and up of `ffn_up`. The
         // first part keeps the tensor's name, the others are marked as parts of it (see [`FUSED_PART`]).
-        let (wq, wk, wv, w_gate, w_up) = if facts.fused_qkv_gate_up {
+        let (wq, wk, wv) = if facts.fused_qkv_gate_up {
             let qkv = src.matrix(cfg, &n("attn_qkv"), q + 2 * kv, d)?;
             let [wq, wk, wv] = split_rows(qkv, [q, kv, kv]);
-            let gate_up = src.matrix(cfg, &n("ffn_up"), 2 * ff, d)?;
-            let [w_gate, w_up] = split_rows(gate_up, [ff, ff]);
-            (wq, wk, wv, w_gate, w_up)
+            (wq, wk, wv)
         } else {
             (
                 src.matrix(cfg, &n("attn_q"), q, d)?,
                 src.matrix(cfg, &n("attn_k"), kv, d)?,
                 src.matrix(cfg, &n("attn_v"), kv, d)?,
-                src.matrix(cfg, &n("ffn_gate"), ff, d)?,
-                src.matrix(cfg, &n("ffn_up"), ff, d)?,
             )
+        };
+        let ffn = match &cfg.moe {
+            Some(moe) => Ffn::Moe(MoeFfn::load(src, cfg, moe, i)?),
+            None if facts.fused_qkv_gate_up => {
+                let gate_up = src.matrix(cfg, &n("ffn_up"), 2 * ff, d)?;
+                let [w_gate, w_up] = split_rows(gate_up, [ff, ff]);
+                Ffn::Dense { w_gate, w_up, w_down: src.matrix(cfg, &n("ffn_down"), d, ff)? }
+            }
+            None => Ffn::Dense {
+                w_gate: src.matrix(cfg, &n("ffn_gate"), ff, d)?,
+                w_up: src.matrix(cfg, &n("ffn_up"), ff, d)?,
+                w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
+            },
         };
         let post = |s: &str| if facts.post_norms { src.vector(cfg, &n(s), d).map(Some) } else { Ok(None) };
         Ok(Block {
@@ -106,9 +121,7 @@ impl Block {
             k_norm: norm("attn_k_norm")?,
             wo: src.matrix(cfg, &n("attn_output"), d, q)?,
             ffn_norm: src.vector(cfg, &n("ffn_norm"), d)?,
-            w_gate,
-            w_up,
-            w_down: src.matrix(cfg, &n("ffn_down"), d, ff)?,
+            ffn,
             post_attn_norm: post("post_attention_norm")?,
             post_ffn_norm: post("post_ffw_norm")?,
         })
@@ -119,15 +132,24 @@ impl Block {
         self.index
     }
 
-    /// The weight matrices in forward order.
-    fn linears(&self) -> [&Matrix; 7] {
-        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
+    /// The weight matrices in forward order (an MoE block: its router, then every expert's, then the shared
+    /// expert's).
+    fn linears(&self) -> Vec<&Matrix> {
+        let mut all = vec![&self.wq, &self.wk, &self.wv, &self.wo];
+        match &self.ffn {
+            Ffn::Dense { w_gate, w_up, w_down } => all.extend([w_gate, w_up, w_down]),
+            Ffn::Moe(moe) => all.extend(moe.matrices()),
+        }
+        all
     }
 
     fn linear_mut(&mut self, name: &str) -> Option<&mut Matrix> {
-        [&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wo, &mut self.w_gate, &mut self.w_up, &mut self.w_down]
-            .into_iter()
-            .find(|m| m.name() == name)
+        let mut all = vec![&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wo];
+        match &mut self.ffn {
+            Ffn::Dense { w_gate, w_up, w_down } => all.extend([w_gate, w_up, w_down]),
+            Ffn::Moe(moe) => all.extend(moe.matrices_mut()),
+        }
+        all.into_iter().find(|m| m.name() == name)
     }
 
     fn linear(&self, name: &str) -> Result<&Matrix> {
@@ -420,23 +442,35 @@ pub(crate) fn run_block_until(
     ops::add_assign(x, proj);
 
     ops::rms_norm(x, &b.ffn_norm, cfg.rms_eps, xn);
-    see(&b.w_gate, xn, d);
-    see(&b.w_up, xn, d);
+    let (w_gate, w_up, w_down) = match &b.ffn {
+        Ffn::Dense { w_gate, w_up, w_down } => (w_gate, w_up, w_down),
+        // Experts are not shown to `observe` (calibration refuses MoE models before running a block).
+        Ffn::Moe(moe) => {
+            if last <= 3 {
+                return Ok(());
+            }
+            moe.forward(&mm, xn, m, d, scratch, proj)?;
+            ops::add_assign(x, proj);
+            return Ok(());
+        }
+    };
+    see(w_gate, xn, d);
+    see(w_up, xn, d);
     if last == 2 {
         return Ok(());
     }
-    mm.matmul_t(xn, m, d, b.w_gate.as_f32(scratch)?, ff, gate)?;
-    mm.matmul_t(xn, m, d, b.w_up.as_f32(scratch)?, ff, up)?;
+    mm.matmul_t(xn, m, d, w_gate.as_f32(scratch)?, ff, gate)?;
+    mm.matmul_t(xn, m, d, w_up.as_f32(scratch)?, ff, up)?;
     let act = match cfg.arch.forward.ffn {
         FfnKind::SwiGlu => ops::silu_mul,
         FfnKind::GeGlu => ops::gelu_mul,
     };
     gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| act(g, u));
-    see(&b.w_down, gate, ff);
+    see(w_down, gate, ff);
     if last == 3 {
         return Ok(());
     }
-    mm.matmul_t(gate, m, ff, b.w_down.as_f32(scratch)?, d, proj)?;
+    mm.matmul_t(gate, m, ff, w_down.as_f32(scratch)?, d, proj)?;
     residual_scale(cfg, proj);
     if let Some(w) = &b.post_ffn_norm {
         ops::rms_norm_inplace(proj, w, cfg.rms_eps);

@@ -35,14 +35,18 @@ impl std::fmt::Debug for BlockCalibrator<'_> {
 
 impl<'a> BlockCalibrator<'a> {
     /// Embed `seqs` (token ids, each run from position 0) in batches of `batch_seqs` sequences.
-    /// Refused for fused Q/K/V and gate/up projections (Phi-3): the calibration seam hands out one weight per
-    /// linear layer, and a fused tensor is three (two) of the forward pass's linears.
+    /// Refused for experts (no per-expert statistics yet) and for fused Q/K/V and gate/up projections (Phi-3):
+    /// the calibration seam hands out one weight per linear layer, and a fused tensor is three (two) of the
+    /// forward pass's linears.
     pub fn new(model: &'a ModelFile, seqs: &[Vec<u32>], batch_seqs: usize, device: Device) -> Result<Self> {
-        let arch = model.config().arch;
-        if arch.forward.fused_qkv_gate_up {
+        let cfg = model.config();
+        if cfg.moe.is_some() {
+            return Err(crate::EvalError::MoeCalibration { arch: cfg.arch.gguf_name, what: "GPTQ/AWQ calibration" });
+        }
+        if cfg.arch.forward.fused_qkv_gate_up {
             return Err(crate::EvalError::UnsupportedFeature {
                 path: model.path().into(),
-                arch: arch.gguf_name,
+                arch: cfg.arch.gguf_name,
                 feature: "GPTQ/AWQ calibration of fused Q/K/V and gate/up projections",
             });
         }

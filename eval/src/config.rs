@@ -58,6 +58,44 @@ pub struct LlamaConfig {
     pub scales: ArchExtras,
     /// Sliding windows, soft-caps and scales beyond a Llama block's (Gemma 2/3).
     pub extras: ForwardExtras,
+    /// The mixture-of-experts sizes, for an architecture with expert routing.
+    pub moe: Option<MoeConfig>,
+}
+
+/// The sizes of a mixture-of-experts FFN (llama.cpp `hparams.n_expert`, `n_expert_used`, `n_ff_exp`,
+/// `n_ff_shexp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoeConfig {
+    /// Routed experts per layer (`{arch}.expert_count`).
+    pub n_expert: usize,
+    /// Experts each token goes to (`{arch}.expert_used_count`).
+    pub n_expert_used: usize,
+    /// One expert's feed-forward size: `{arch}.expert_feed_forward_length`, else `feed_forward_length`.
+    pub n_ff_exp: usize,
+    /// The shared expert's: `{arch}.expert_shared_feed_forward_length`, else `feed_forward_length`.
+    pub n_ff_shexp: usize,
+}
+
+impl MoeConfig {
+    /// Refuse counts llama.cpp would refuse (`n_expert` 0, `n_expert_used` 0 or above it) or that are above
+    /// the registry's limit, naming the key.
+    fn check(self, path: &Path, arch: &str) -> Result<MoeConfig> {
+        let bad = |message: String| Err(EvalError::BadConfig { path: path.into(), message });
+        let limit = quantforge_formats::arch::limits::EXPERTS.max as usize;
+        if self.n_expert == 0 || self.n_expert > limit {
+            return bad(format!("{arch}.expert_count is {}; must be in 1..={limit}", self.n_expert));
+        }
+        if self.n_expert_used == 0 || self.n_expert_used > self.n_expert {
+            return bad(format!(
+                "{arch}.expert_used_count is {}; must be in 1..={}",
+                self.n_expert_used, self.n_expert
+            ));
+        }
+        if self.n_ff_exp == 0 || self.n_ff_shexp == 0 {
+            return bad("zero expert feed-forward size".into());
+        }
+        Ok(self)
+    }
 }
 
 impl LlamaConfig {
@@ -65,7 +103,7 @@ impl LlamaConfig {
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         let path = file.path();
         let name = GgufHparams::new(file).map_or("", |h| h.arch());
-        let arch = arch::lookup_gguf(path, name).map_err(|_| EvalError::UnsupportedArchitecture {
+        let arch = arch::lookup_gguf_file(file).map_err(|_| EvalError::UnsupportedArchitecture {
             path: path.into(),
             arch: name.into(),
             supported: arch::supported_gguf_names(),
@@ -146,11 +184,24 @@ impl LlamaConfig {
             .and_then(|t| t.ne.get(1).copied())
             .and_then(|v| usize::try_from(v).ok())
             .ok_or_else(|| EvalError::MissingTensor { path: path.into(), name: "token_embd.weight".into() })?;
+        let n_ff = uint(K::FeedForwardLength)?;
+        let moe = match arch.forward.moe {
+            None => None,
+            Some(_) => Some(
+                MoeConfig {
+                    n_expert: uint(K::ExpertCount)?,
+                    n_expert_used: uint(K::ExpertUsedCount)?,
+                    n_ff_exp: uint_opt(K::ExpertFeedForwardLength)?.unwrap_or(n_ff),
+                    n_ff_shexp: uint_opt(K::ExpertSharedFeedForwardLength)?.unwrap_or(n_ff),
+                }
+                .check(path, name)?,
+            ),
+        };
         let cfg = LlamaConfig {
             arch,
             n_layer: uint(K::BlockCount)?,
             n_embd,
-            n_ff: uint(K::FeedForwardLength)?,
+            n_ff,
             n_head,
             n_head_kv: uint_opt(K::HeadCountKv)?.unwrap_or(n_head),
             head_dim,
@@ -161,6 +212,7 @@ impl LlamaConfig {
             rope_freqs: None,
             scales: ArchExtras::default(),
             extras: ForwardExtras::default(),
+            moe,
         };
         cfg.validate(path)?;
         let extras = cfg.resolve_extras(path, |k| hp.get(k))?;
@@ -258,6 +310,18 @@ impl LlamaConfig {
             rope_freqs,
             scales: ArchExtras::from_hf(path, &hf, arch)?,
             extras: ForwardExtras::default(),
+            moe: match (arch.forward.moe, hf.expert_count, hf.expert_used_count) {
+                (Some(_), Some(n), Some(k)) => Some(
+                    MoeConfig {
+                        n_expert: usize_of(n),
+                        n_expert_used: usize_of(k),
+                        n_ff_exp: usize_of(hf.expert_ffn_length.unwrap_or(hf.ffn_length)),
+                        n_ff_shexp: usize_of(hf.shared_expert_ffn_length.unwrap_or(hf.ffn_length)),
+                    }
+                    .check(path, arch.gguf_name)?,
+                ),
+                _ => None,
+            },
         };
         cfg.validate(path)?;
         // The keys convert writes for this config, read as a GGUF's.

@@ -22,10 +22,15 @@ pub(crate) fn gguf_info<'a>(file: &'a GgufFile, name: &str) -> Result<&'a Tensor
 }
 
 pub(crate) fn check_gguf_shape(file: &GgufFile, info: &TensorInfo, ne: &[usize]) -> Result<()> {
-    let expected: Vec<u64> = ne.iter().map(|&v| v as u64).collect();
+    // Shapes are compared as ggml compares them: trailing 1s do not count (llama-quantize writes Qwen2-MoE's
+    // `[n_embd, 1]` shared-expert gate as `[n_embd]`).
+    let mut expected: Vec<u64> = ne.iter().map(|&v| v as u64).collect();
     let mut found = info.ne.clone();
     while found.len() > expected.len() && found.last() == Some(&1) {
         found.pop();
+    }
+    while expected.len() > found.len() && expected.last() == Some(&1) {
+        expected.pop();
     }
     if found != expected {
         return Err(EvalError::BadShape {

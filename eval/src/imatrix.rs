@@ -42,6 +42,10 @@ pub fn collect(
     max_chunks: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Collected> {
+    let cfg = model.config();
+    if cfg.moe.is_some() {
+        return Err(crate::EvalError::MoeCalibration { arch: cfg.arch.gguf_name, what: "the importance matrix" });
+    }
     check_ctx(model, n_ctx)?;
     let chunks = chunks(tokens, bos, n_ctx, max_chunks)?;
     let entries: Mutex<BTreeMap<String, Stats>> = Mutex::new(BTreeMap::new());

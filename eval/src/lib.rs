@@ -42,6 +42,7 @@ pub mod load;
 pub mod logits_file;
 pub mod mmlu;
 pub mod model;
+mod moe;
 pub mod ops;
 pub mod perplexity;
 pub mod rope;

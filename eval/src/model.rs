@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::ops;
 use crate::weights::{Matrix, Source};
 
-/// A loaded model of any supported architecture (Llama, Mistral, Qwen2, Qwen3).
+/// A loaded model of any supported architecture (Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE).
 pub struct LlamaModel {
     cfg: LlamaConfig,
     tok_embd: Matrix,
@@ -72,7 +72,7 @@ impl LlamaModel {
         LlamaModel::from_source(file.source(), file.config().clone())
     }
 
-    fn from_source(src: Source<'_>, cfg: LlamaConfig) -> Result<LlamaModel> {
+    pub(crate) fn from_source(src: Source<'_>, cfg: LlamaConfig) -> Result<LlamaModel> {
         let d = cfg.n_embd;
         let blocks = (0..cfg.n_layer).map(|i| Block::load(src, &cfg, i)).collect::<Result<Vec<_>>>()?;
         let output = if src.has(&cfg, "output.weight") {

@@ -226,6 +226,71 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// Stacked expert tensor `name` (GGUF `ne = [cols, rows, n_expert]`) as one matrix per expert, kept in
+    /// its stored type (GGUF) or read expert by expert from the HF tensors the rule stacks (HF).
+    pub fn experts(
+        &self,
+        cfg: &LlamaConfig,
+        name: &str,
+        n_expert: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Matrix>> {
+        match *self {
+            Source::Gguf(file) => {
+                let info = gguf_info(file, name)?;
+                check_gguf_shape(file, info, &[cols, rows, n_expert])?;
+                let ty = info.ggml_type;
+                if !can_dequantize(ty) {
+                    return Err(EvalError::UnsupportedType { path: file.path().into(), name: name.into(), ty });
+                }
+                let row_bytes = (cols as u64 / ty.block_size() * ty.type_size()) as usize;
+                let bytes = file.tensor_data(info);
+                if rows * row_bytes == 0 || bytes.len() != n_expert * rows * row_bytes {
+                    let expected = vec![cols as u64, rows as u64, n_expert as u64];
+                    return Err(EvalError::BadShape {
+                        path: file.path().into(),
+                        name: name.into(),
+                        found: info.ne.clone(),
+                        expected,
+                    });
+                }
+                let out = bytes
+                    .chunks_exact(rows * row_bytes)
+                    .take(n_expert)
+                    .map(|b| {
+                        let storage = if ty == GgmlType::F32 {
+                            Storage::Dense(f32_from_le(b))
+                        } else {
+                            Storage::Blocks { ty, data: b.to_vec(), row_bytes }
+                        };
+                        Matrix { name: name.into(), rows, cols, storage }
+                    })
+                    .collect();
+                file.release(info);
+                Ok(out)
+            }
+            Source::Hf(model) => {
+                let missing = |n: &str| EvalError::MissingTensor { path: model.dir().into(), name: n.into() };
+                let (rule, bid) = cfg.arch.rule_for_gguf(name).ok_or_else(|| missing(name))?;
+                let mut out = Vec::new();
+                for x in 0..n_expert {
+                    let hf = arch::fill_expert(rule.hf, bid, x as u32);
+                    let (file, t) = model.tensor(&hf).ok_or_else(|| missing(&hf))?;
+                    let expected = vec![rows as u64, cols as u64];
+                    if t.shape != expected {
+                        let path = file.path().into();
+                        return Err(EvalError::BadShape { path, name: hf, found: t.shape.clone(), expected });
+                    }
+                    let values = file.to_f32(t)?;
+                    file.release(t);
+                    out.push(Matrix::dense(name, rows, cols, values));
+                }
+                Ok(out)
+            }
+        }
+    }
+
     /// GGUF tensor `name`, a vector of `n` values, as `f32`.
     pub fn vector(&self, cfg: &LlamaConfig, name: &str, n: usize) -> Result<Vec<f32>> {
         match *self {

@@ -483,7 +483,11 @@ fn gguf_rope_keys_and_unsupported_values() {
     assert!(e.to_string().contains("'longrope'"), "{e}");
     rewrite_gguf(&gguf, &bad, |kv| set(kv, "general.architecture", GgufValue::String("gemma".into())), all);
     let e = LlamaModel::load(&bad).unwrap_err().to_string();
-    assert!(e.contains("'gemma'") && e.contains("gemma2, gemma3, granite, llama, phi3, qwen2, qwen3, smollm3"), "{e}");
+    assert!(
+        e.contains("'gemma'")
+            && e.contains("gemma2, gemma3, granite, llama, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"),
+        "{e}"
+    );
     // Qwen2 needs its Q/K/V biases.
     rewrite_gguf(&gguf, &bad, |_| {}, |name| name != "blk.1.attn_k.bias");
     let e = LlamaModel::load(&bad).unwrap_err().to_string();

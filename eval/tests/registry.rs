@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use quantforge_eval::LlamaModel;
-use quantforge_formats::arch::{fill, Architecture, HfConfig, Transform, ARCHITECTURES};
+use quantforge_formats::arch::{
+    fill, fill_expert, Architecture, ExtraKey, HfConfig, Transform, VocabStyle, ARCHITECTURES,
+};
 use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::safetensors::{Dtype, SafetensorsFile, SafetensorsWriter, StTensorSpec};
 use quantforge_quant::convert::to_hf::{gguf_to_hf, HfDtype};
@@ -55,10 +57,11 @@ fn values(name: &str, shape: &[u64]) -> Vec<f32> {
         .collect()
 }
 
-/// The checkpoint's config.json for `hf_name`.
-fn config(hf_name: &str) -> serde_json::Value {
-    json!({
-        "architectures": [hf_name], "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": N_LAYER,
+/// The checkpoint's config.json for `arch`: with experts, 4 of them, 2 per token, the expert sizes the
+/// architecture writes, and the config values its forward pass requires.
+fn config(arch: &Architecture) -> serde_json::Value {
+    let mut c = json!({
+        "architectures": [arch.hf_names[0]], "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": N_LAYER,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 256,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": 512, "tie_word_embeddings": false,
         "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
@@ -67,7 +70,21 @@ fn config(hf_name: &str) -> serde_json::Value {
         // context (`Phi3MiniModel` reads it unconditionally), Gemma's query scale (whose GGUF cannot record
         // another value than head_dim here). Other architectures ignore them.
         "logits_scaling": 1.0, "original_max_position_embeddings": 256, "query_pre_attn_scalar": 16
-    })
+    });
+    if arch.has_experts() {
+        c["num_local_experts"] = json!(4);
+        c["num_experts_per_tok"] = json!(2);
+        if arch.extra_keys.contains(&ExtraKey::ExpertFeedForwardLength) {
+            c["moe_intermediate_size"] = json!(32);
+        }
+        if arch.extra_keys.contains(&ExtraKey::ExpertSharedFeedForwardLength) {
+            c["shared_expert_intermediate_size"] = json!(48);
+        }
+    }
+    for r in arch.forward.config_requirements {
+        c[r.key] = r.value.to_json();
+    }
+    c
 }
 
 /// Every HF tensor the architecture's rules name, optional ones included, with its shape.
@@ -77,8 +94,14 @@ fn tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<(String, Vec<u64>)> {
         let shape: Vec<u64> = rule.shape.iter().map(|d| d.resolve(cfg)).collect();
         let bids: Vec<Option<u32>> =
             if rule.hf.contains("{bid}") { (0..cfg.block_count).map(Some).collect() } else { vec![None] };
+        // One tensor per expert where the rule stacks them.
+        let xids: Vec<Option<u32>> =
+            if rule.stacks_experts() { (0..cfg.expert_count.unwrap()).map(Some).collect() } else { vec![None] };
         for bid in bids {
-            out.push((fill(rule.hf, bid), shape.clone()));
+            for &xid in &xids {
+                let name = xid.map_or_else(|| fill(rule.hf, bid), |x| fill_expert(rule.hf, bid, x));
+                out.push((name, shape.clone()));
+            }
         }
     }
     out.sort();
@@ -87,10 +110,15 @@ fn tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<(String, Vec<u64>)> {
 
 fn write_checkpoint(dir: &Path, arch: &Architecture) -> Vec<(String, Vec<u64>, Vec<f32>)> {
     std::fs::create_dir_all(dir).unwrap();
-    for f in ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"] {
-        std::fs::copy(fixture("stories260K").join(f), dir.join(f)).unwrap();
+    // A byte-level BPE vocabulary where the architecture reads nothing else.
+    let (tokenizer, files) = match arch.vocab {
+        VocabStyle::Gpt2 => ("archs/qwen2moe", &["tokenizer.json", "tokenizer_config.json"][..]),
+        _ => ("stories260K", &["tokenizer.json", "tokenizer.model", "tokenizer_config.json"][..]),
+    };
+    for f in files {
+        std::fs::copy(fixture(tokenizer).join(f), dir.join(f)).unwrap();
     }
-    let cfg_json = config(arch.hf_names[0]);
+    let cfg_json = config(arch);
     let cfg_path = dir.join("config.json");
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg_json).unwrap()).unwrap();
     let cfg = HfConfig::parse(&cfg_path, &cfg_json).unwrap();
@@ -163,11 +191,15 @@ fn every_registered_architecture_converts_evaluates_and_converts_back() {
         }
         let cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(back.join("config.json")).unwrap()).unwrap();
-        // GGUF -> HF names the first architecture registered under the GGUF name (Mistral comes back as Llama).
-        let first = ARCHITECTURES.iter().find(|a| a.gguf_name == arch.gguf_name).unwrap();
+        // GGUF -> HF names the first architecture registered under the GGUF name (Mistral comes back as Llama),
+        // with experts exactly when it has them (Mixtral comes back as Mixtral).
+        let first = ARCHITECTURES
+            .iter()
+            .find(|a| a.gguf_name == arch.gguf_name && a.has_experts() == arch.has_experts())
+            .unwrap();
         assert_eq!(cfg["architectures"][0], first.hf_names[0], "{name}");
         for key in ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "head_dim"] {
-            assert_eq!(cfg[key], config(name)[key], "{name}: {key}");
+            assert_eq!(cfg[key], config(arch)[key], "{name}: {key}");
         }
         // And the model read back evaluates to the same logits.
         assert_eq!(logits(&back), from_hf, "{name}: logits after the round trip");

@@ -87,6 +87,9 @@ pub struct GgufGptq {
 pub fn gptq_gguf(job: &GgufGptqJob<'_>, progress: &dyn CalibrationProgress) -> Result<GgufGptq> {
     let t0 = Instant::now();
     let model = ModelFile::open(job.model)?;
+    if let Some(arch) = model.config().moe.map(|_| model.config().arch.gguf_name) {
+        return Err(crate::EvalError::MoeCalibration { arch, what: "GPTQ calibration" });
+    }
     let tokenizer = Tokenizer::load(job.model)?;
     let text: &str = match job.calib {
         Some(t) => t,

@@ -128,6 +128,9 @@ pub fn quantize_int(
     }
     let model = ModelFile::open(job.model)?;
     let cfg = model.config().clone();
+    if cfg.moe.is_some() {
+        return Err(EvalError::MoeCalibration { arch: cfg.arch.gguf_name, what: "--method (gptq, awq, rtn)" });
+    }
     check_scheme(&model, &job.scheme)?;
     let mut report = IntQuantReport {
         method: job.method,

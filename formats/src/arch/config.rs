@@ -59,6 +59,15 @@ pub struct HfConfig {
     pub head_dim: Option<u32>,
     pub vocab_size: u32,
     pub tie_word_embeddings: bool,
+    /// Routed experts per MoE layer (`num_local_experts`, `num_experts`, `n_routed_experts`).
+    pub expert_count: Option<u32>,
+    /// Experts each token is routed to (`num_experts_per_tok`, `num_experts_per_token`, `top_k_experts`).
+    pub expert_used_count: Option<u32>,
+    /// `moe_intermediate_size`: the feed-forward size of one routed expert, when it differs from
+    /// `intermediate_size`.
+    pub expert_ffn_length: Option<u32>,
+    /// `shared_expert_intermediate_size`.
+    pub shared_expert_ffn_length: Option<u32>,
     /// `_name_or_path`, used for `general.name` heuristics.
     pub name_or_path: Option<String>,
     /// The whole document, for special token ids.
@@ -145,6 +154,11 @@ impl HfConfig {
             head_dim,
             vocab_size: c.req_capped(&["vocab_size"], limits::VOCAB)?,
             tie_word_embeddings: raw.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            expert_count: c.opt_capped(&["num_local_experts", "num_experts", "n_routed_experts"], limits::EXPERTS)?,
+            expert_used_count: c
+                .opt_capped(&["num_experts_per_tok", "num_experts_per_token", "top_k_experts"], limits::EXPERTS)?,
+            expert_ffn_length: c.opt_capped(&["moe_intermediate_size"], limits::FFN)?,
+            shared_expert_ffn_length: c.opt_capped(&["shared_expert_intermediate_size"], limits::FFN)?,
             name_or_path: raw.get("_name_or_path").and_then(Value::as_str).map(str::to_string),
             architecture,
             raw,

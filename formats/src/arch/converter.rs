@@ -38,6 +38,7 @@ pub(super) fn drops_head_dim(hf_arch: &str) -> bool {
 
 /// Refuse config.json values the architecture's converter class or llama.cpp's graph would not honour.
 pub fn check_config(arch: &Architecture, cfg: &HfConfig) -> Result<()> {
+    super::plan::check_requirements(arch, cfg)?;
     match arch.converter {
         Converter::Text => Ok(()),
         Converter::Granite => refuse_true(cfg, &["mlp_bias"]),

@@ -8,9 +8,10 @@
 //! [`super::Architecture::tied_output_allowed`]); the facts stated here are checked against the rules by the
 //! registry's consistency test (a required bias has a non-optional rule, a Q/K norm has its rules, ...).
 //!
-//! [`ForwardFacts::moe`] has no implemented value yet: it is where the mixture-of-experts architectures state
-//! what they bring. Gemma 2/3 (`src/models/gemma2.cpp`, `gemma3.cpp` at 0c1e57098) state GeGLU, sliding-window
-//! layers, soft-capping, post norms, embedding and query scaling.
+//! The architectures added at llama.cpp 0c1e57098 state what they bring here: Gemma 2/3 (`src/models/gemma2.cpp`,
+//! `gemma3.cpp`) GeGLU, sliding-window layers, soft-capping, post norms, embedding and query scaling; Granite,
+//! SmolLM3 and Phi-3 their multipliers, NoPE layers, fused projections and LongRoPE; the mixture-of-experts
+//! architectures ([`MoeRouting`], [`SharedExpert`], `src/models/{llama,qwen2moe,qwen3moe}.cpp`) their routing.
 
 /// How the rotated dimensions of a head pair up (llama.cpp's `llama_rope_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +59,99 @@ pub enum FfnKind {
     GeGlu,
 }
 
-/// Mixture-of-experts routing (Mixtral, Qwen2-MoE, ...). No registered architecture has experts yet; the
-/// evaluator refuses any value.
+/// Mixture-of-experts routing (llama.cpp `build_moe_ffn` in `src/llama-graph.cpp` at 0c1e57098 with
+/// `LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX`): the router `blk.N.ffn_gate_inp` gives `{arch}.expert_count`
+/// logits per token, a softmax turns them into probabilities, the `{arch}.expert_used_count` largest are
+/// selected (ties to the lower expert index), and each token's output is the weighted sum of its experts'
+/// SwiGLU outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MoeRouting {
-    /// Softmax over `{arch}.expert_count` router logits, then the top `{arch}.expert_used_count` experts.
+    /// The selected probabilities are the weights as they are (`norm_w = false`: Qwen2-MoE).
     SoftmaxTopK,
+    /// The selected probabilities are divided by their sum (`norm_w = true`: Mixtral, Qwen3-MoE).
+    SoftmaxTopKNormalized,
+}
+
+impl MoeRouting {
+    /// Whether the selected weights are renormalized to sum to one.
+    pub fn normalizes(self) -> bool {
+        self == MoeRouting::SoftmaxTopKNormalized
+    }
+}
+
+/// An expert every token goes through beside the routed ones (Qwen2-MoE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedExpert {
+    /// No shared expert.
+    None,
+    /// `ffn_{gate,up,down}_shexp` SwiGLU, scaled per token by `sigmoid(ffn_gate_inp_shexp · x)` and added
+    /// to the routed experts' output (`src/models/qwen2moe.cpp`).
+    SigmoidGated,
+}
+
+/// A config.json value the forward pass assumes (what llama.cpp's graph computes), refused otherwise by key
+/// before any tensor is read. An absent key stands for `absent` (transformers' default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigRequirement {
+    pub key: &'static str,
+    /// The only value accepted.
+    pub value: ConfigValue,
+    /// The value transformers uses when the key is absent (`None`: absent is accepted).
+    pub absent: Option<ConfigValue>,
+}
+
+/// A JSON value of a [`ConfigRequirement`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigValue {
+    Int(u64),
+    Bool(bool),
+    /// An empty list (or `null`).
+    EmptyList,
+}
+
+impl ConfigValue {
+    /// Whether the JSON value `v` is this value.
+    pub fn matches(self, v: &serde_json::Value) -> bool {
+        match self {
+            ConfigValue::Int(n) => v.as_u64() == Some(n),
+            ConfigValue::Bool(b) => v.as_bool() == Some(b),
+            ConfigValue::EmptyList => v.is_null() || v.as_array().is_some_and(Vec::is_empty),
+        }
+    }
+
+    /// As JSON.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            ConfigValue::Int(n) => n.into(),
+            ConfigValue::Bool(b) => b.into(),
+            ConfigValue::EmptyList => serde_json::Value::Array(Vec::new()),
+        }
+    }
+}
+
+impl ConfigRequirement {
+    /// The value to write into a config.json rebuilt from GGUF: the required value where absence would mean
+    /// something else.
+    pub fn hf_value(&self) -> Option<serde_json::Value> {
+        (self.absent != Some(self.value)).then(|| self.value.to_json())
+    }
+
+    /// A description of what is wrong with `raw`'s value of this key, if anything.
+    pub fn violation(&self, raw: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+        match (raw.get(self.key), self.absent) {
+            (None, None) => None,
+            (None, Some(d)) if d == self.value => None,
+            (None, Some(d)) => Some(format!(
+                "is absent, which means {}; only {} is supported (what llama.cpp computes)",
+                d.to_json(),
+                self.value.to_json()
+            )),
+            (Some(v), _) if self.value.matches(v) => None,
+            (Some(v), _) => {
+                Some(format!("is {v}; only {} is supported (what llama.cpp computes)", self.value.to_json()))
+            }
+        }
+    }
 }
 
 /// Which layers attend through a sliding window (Gemma 2/3, Cohere 2, ...).
@@ -185,6 +273,10 @@ pub struct ForwardFacts {
     pub query_scale: QueryScale,
     /// RoPE of the sliding-window layers.
     pub swa_rope: SwaRope,
+    /// The shared expert beside the routed ones (with `moe`).
+    pub shared_expert: SharedExpert,
+    /// config.json values the graph assumes, refused otherwise (by convert and the evaluator alike).
+    pub config_requirements: &'static [ConfigRequirement],
 }
 
 impl ForwardFacts {
@@ -211,6 +303,8 @@ impl ForwardFacts {
         attn_softcap: LogitSoftcap::None,
         query_scale: QueryScale::HeadDim,
         swa_rope: SwaRope::Global,
+        shared_expert: SharedExpert::None,
+        config_requirements: &[],
     };
 
     /// The first fact the forward pass does not implement, named for an error message (`None`: all are).
@@ -222,8 +316,11 @@ impl ForwardFacts {
         match self.ffn {
             FfnKind::SwiGlu | FfnKind::GeGlu => {}
         }
-        if let Some(MoeRouting::SoftmaxTopK) = self.moe {
-            return Some("mixture-of-experts routing");
+        match self.moe {
+            None | Some(MoeRouting::SoftmaxTopK | MoeRouting::SoftmaxTopKNormalized) => {}
+        }
+        match self.shared_expert {
+            SharedExpert::None | SharedExpert::SigmoidGated => {}
         }
         // Implemented (Gemma 2/3): sliding-window layers with their own RoPE, soft-capping of scores and
         // logits, post norms, embedding and query scaling.

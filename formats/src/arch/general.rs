@@ -38,6 +38,19 @@ struct Meta {
 /// Write `general.type`, sampling keys and `general.*` authorship keys for the model in `dir`.
 /// `total_params` counts the elements of the tensors being written.
 pub fn general_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, total_params: u64) {
+    general_metadata_with_experts(kv, dir, cfg, total_params, None);
+}
+
+/// [`general_metadata`] for a model with stacked experts: `experts` is `(shared + one expert's parameters,
+/// expert count)` as gguf-py's `get_total_parameter_count` counts them (tensors named `*_exps.*`), and the
+/// default size label is `{count}x{size}` (`gguf.utility.size_label`).
+pub fn general_metadata_with_experts(
+    kv: &mut KvList,
+    dir: &Path,
+    cfg: &HfConfig,
+    total_params: u64,
+    experts: Option<(u64, u64)>,
+) {
     kv.string("general.type", "model");
     sampling(kv, dir);
     let card = model_card(dir);
@@ -74,7 +87,10 @@ pub fn general_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, total_param
         apply_id(&mut m, &dir_name, total_params);
     }
     if m.size_label.is_none() && total_params > 0 {
-        m.size_label = Some(size_label(total_params));
+        m.size_label = Some(match experts {
+            Some((active, count)) if count > 0 => format!("{count}x{}", size_label(active)),
+            _ => size_label(total_params),
+        });
     }
     kv.string("general.name", m.name.unwrap_or_default());
     for (key, v) in [

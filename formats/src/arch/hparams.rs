@@ -73,6 +73,13 @@ pub(super) fn text_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig
     if let Some(e) = cfg.layer_norm_eps {
         kv.f32(K::LayerNormEpsilon.key(a), e);
     }
+    // `TextModel.set_gguf_parameters` writes these for every architecture whose config.json has them.
+    if let Some(n) = cfg.expert_count {
+        kv.u32(K::ExpertCount.key(a), n);
+    }
+    if let Some(n) = cfg.expert_used_count {
+        kv.u32(K::ExpertUsedCount.key(a), n);
+    }
     if let Some(d) = cfg.head_dim {
         kv.u32(K::KeyLength.key(a), d);
         kv.u32(K::ValueLength.key(a), d);
@@ -95,6 +102,16 @@ pub(super) fn text_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig
                     }
                 }
             }
+            ExtraKey::ExpertFeedForwardLength => {
+                if let Some(n) = cfg.expert_ffn_length {
+                    kv.u32(K::ExpertFeedForwardLength.key(a), n);
+                }
+            }
+            ExtraKey::ExpertSharedFeedForwardLength => {
+                if let Some(n) = cfg.shared_expert_ffn_length {
+                    kv.u32(K::ExpertSharedFeedForwardLength.key(a), n);
+                }
+            }
         }
     }
 }
@@ -102,6 +119,17 @@ pub(super) fn text_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig
 /// An f32 as the shortest decimal that reads back as the same f32 (so 1e-5 stays 1e-05, not 9.99999974e-06).
 pub(super) fn f32_json(v: f32) -> Value {
     format!("{v}").parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+}
+
+/// transformers' `model_type` for `arch`: the GGUF name, except where transformers spells it otherwise (it
+/// picks the checkpoint layout by it: with the wrong one, per-expert tensors are not fused on load).
+fn hf_model_type(arch: &Architecture) -> &'static str {
+    match arch.hf_names[0] {
+        "MixtralForCausalLM" => "mixtral",
+        "Qwen2MoeForCausalLM" => "qwen2_moe",
+        "Qwen3MoeForCausalLM" => "qwen3_moe",
+        _ => arch.gguf_name,
+    }
 }
 
 /// config.json for the model in `gguf` (architecture `arch`): the keys `arch_metadata` reads, so that
@@ -118,7 +146,7 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     };
     let mut c = Map::new();
     c.insert("architectures".into(), json!([arch.hf_names[0]]));
-    c.insert("model_type".into(), json!(a));
+    c.insert("model_type".into(), json!(hf_model_type(arch)));
     let n_vocab = uint(K::VocabSize)
         .or_else(|| gguf.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(|t| t.len() as u64));
     let mut put = |k: &str, v: Option<Value>| {
@@ -128,6 +156,16 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     };
     put("hidden_size", uint(K::EmbeddingLength).map(|v| json!(v)));
     put("intermediate_size", uint(K::FeedForwardLength).map(|v| json!(v)));
+    // The expert count under both names in use: Mixtral's config reads `num_local_experts`, Qwen2-MoE's
+    // `num_experts` (each ignores the other; convert reads the first present, and both are the same).
+    put("num_local_experts", uint(K::ExpertCount).map(|v| json!(v)));
+    put("num_experts", uint(K::ExpertCount).map(|v| json!(v)));
+    put("num_experts_per_tok", uint(K::ExpertUsedCount).map(|v| json!(v)));
+    put("moe_intermediate_size", uint(K::ExpertFeedForwardLength).map(|v| json!(v)));
+    put("shared_expert_intermediate_size", uint(K::ExpertSharedFeedForwardLength).map(|v| json!(v)));
+    for (k, v) in arch.forward.config_requirements.iter().filter_map(|r| r.hf_value().map(|v| (r.key, v))) {
+        put(k, Some(v));
+    }
     put("num_hidden_layers", uint(K::BlockCount).map(|v| json!(v)));
     put("num_attention_heads", uint(K::HeadCount).map(|v| json!(v)));
     put("num_key_value_heads", uint(K::HeadCountKv).map(|v| json!(v)));

@@ -9,6 +9,10 @@
 //! (`fixtures/archs/`) are checked against byte for byte. What a converter class does beyond tensor rules (its own
 //! keys, generated tensors, refused config values) is its [`Converter`]. Invariant: every HF tensor of a checkpoint is either mapped by exactly one rule
 //! or explicitly ignored; anything else is an error before any tensor data is read.
+//!
+//! The mixture-of-experts entries (`mixtral`, `qwen2moe`, `qwen3moe`) follow the converter at 0c1e57098 (the
+//! copy vendored by llama-cpp-python 0.3.36 that the fixtures are checked against). Their per-expert HF tensors
+//! are stacked by one shared rule transform, an `{xid}` expert index in the HF pattern ([`TensorRule`], [`plan`]).
 
 mod config;
 mod converter;
@@ -23,10 +27,13 @@ mod keys;
 pub mod limits;
 mod llama;
 mod mistral;
+mod mixtral;
 mod phi3;
 mod plan;
 mod qwen2;
+mod qwen2moe;
 mod qwen3;
+mod qwen3moe;
 mod smollm3;
 
 pub use config::{HfConfig, RopeScaling};
@@ -35,8 +42,9 @@ pub use facts::{
     AttentionScale, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, QueryScale,
     RopeStyle, SlidingWindow, SwaRope,
 };
+pub use facts::{ConfigRequirement, ConfigValue, SharedExpert};
 pub use gemma::{swa_layers, SwaLayers};
-pub use general::general_metadata;
+pub use general::{general_metadata, general_metadata_with_experts};
 pub use hparams::{arch_metadata, hf_config_from_gguf};
 pub use keys::{GgufHparams, HparamKey};
 pub use phi3::{phi3_rope, Phi3Rope, GENERATED_TENSORS};
@@ -66,6 +74,15 @@ pub enum Dim {
     QkvOut,
     /// `2 * intermediate_size`: a fused gate/up projection (Phi-3).
     FfnPair,
+    /// The feed-forward size of one routed expert: `moe_intermediate_size`, else `intermediate_size`
+    /// (Mixtral's experts are `intermediate_size` wide).
+    ExpertFfn,
+    /// `shared_expert_intermediate_size` (Qwen2-MoE's shared expert).
+    SharedFfn,
+    /// The number of routed experts (`num_local_experts`, `num_experts`): router rows.
+    Experts,
+    /// A dimension of size one (Qwen2-MoE's `shared_expert_gate`, one output).
+    One,
 }
 
 /// What happens to a tensor's values on the way to GGUF (the inverse is applied on the way back).
@@ -91,6 +108,11 @@ impl Transform {
 }
 
 /// One HF tensor name pattern and what it becomes. `{bid}` stands for a layer index.
+///
+/// Expert stacking: an HF pattern with `{xid}` (an expert index) names one tensor per expert, each of
+/// [`TensorRule::shape`]; together they become the one GGUF tensor of the rule, stacked along a new outer
+/// dimension (torch shape `[n_expert, ..shape]`, expert `x` at index `x`), as llama.cpp's converter does
+/// with `torch.stack`. See [`plan`] for when the stacked tensors are emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorRule {
     pub hf: &'static str,
@@ -118,19 +140,39 @@ impl TensorRule {
         TensorRule { transform, ..self }
     }
 
+    /// Whether the rule stacks one HF tensor per expert (its HF pattern has `{xid}`).
+    pub fn stacks_experts(&self) -> bool {
+        self.hf.contains("{xid}")
+    }
+
     /// The layer index if `name` matches this rule (`Some(None)` for a rule without `{bid}`).
     fn matches(&self, name: &str) -> Option<Option<u32>> {
-        match self.hf.split_once("{bid}") {
-            None => (name == self.hf).then_some(None),
-            Some((pre, post)) => {
-                let mid = name.strip_prefix(pre)?.strip_suffix(post)?;
-                if mid.is_empty() || !mid.bytes().all(|b| b.is_ascii_digit()) || (mid.len() > 1 && mid.starts_with('0'))
-                {
-                    return None;
-                }
-                mid.parse().ok().map(Some)
-            }
+        match_indices(self.hf, name).map(|(bid, _)| bid)
+    }
+}
+
+/// The `{bid}` and `{xid}` values if `name` matches `pattern` (each `None` where the pattern lacks it).
+/// Indices are decimal without leading zeros, as the checkpoints spell them.
+fn match_indices(pattern: &str, name: &str) -> Option<(Option<u32>, Option<u32>)> {
+    let (mut bid, mut xid) = (None, None);
+    let (mut pat, mut rest) = (pattern, name);
+    loop {
+        let next = ["{bid}", "{xid}"].iter().filter_map(|p| pat.find(p).map(|i| (i, *p))).min();
+        let Some((i, which)) = next else { return (rest == pat).then_some((bid, xid)) };
+        rest = rest.strip_prefix(&pat[..i])?;
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let mid = &rest[..digits];
+        if mid.is_empty() || (mid.len() > 1 && mid.starts_with('0')) {
+            return None;
         }
+        let v: u32 = mid.parse().ok()?;
+        if which == "{bid}" {
+            bid = Some(v);
+        } else {
+            xid = Some(v);
+        }
+        rest = &rest[digits..];
+        pat = &pat[i + which.len()..];
     }
 }
 
@@ -144,6 +186,11 @@ pub enum ExtraKey {
     /// `attention_multiplier`, `embedding_multiplier`, `residual_multiplier`, `logits_scaling` (each only when
     /// present and non-zero).
     GraniteScales,
+    /// `{arch}.expert_feed_forward_length` from `moe_intermediate_size`, when config.json has it
+    /// (`Qwen2MoeModel.set_gguf_parameters`).
+    ExpertFeedForwardLength,
+    /// `{arch}.expert_shared_feed_forward_length` from `shared_expert_intermediate_size`, when present.
+    ExpertSharedFeedForwardLength,
 }
 
 /// How the tokenizer is chosen (`set_vocab` of the converter class).
@@ -160,8 +207,10 @@ pub enum VocabStyle {
     /// `Gemma2Model.set_vocab`/`Gemma3Model.set_vocab`: SentencePiece (`tokenizer.model` required here: Gemma 3's
     /// BPE fallback also trims the embedding rows), then `tokenizer.ggml.add_space_prefix = false`.
     Gemma,
+    /// `TextModel.set_vocab` (`_set_vocab_gpt2`): byte-level BPE from tokenizer.json, whatever else is there
+    /// (Qwen2-MoE, Qwen3-MoE).
+    Gpt2,
 }
-
 
 /// A supported architecture.
 #[derive(Debug, PartialEq, Eq)]
@@ -193,6 +242,9 @@ pub static ARCHITECTURES: &[&Architecture] = &[
     &phi3::PHI3,
     &gemma2::GEMMA2,
     &gemma3::GEMMA3,
+    &mixtral::MIXTRAL,
+    &qwen2moe::QWEN2MOE,
+    &qwen3moe::QWEN3MOE,
 ];
 
 /// HF tensors every converter drops (`ModelBase.prepare_tensors`).
@@ -229,6 +281,17 @@ pub fn lookup_gguf(path: &Path, gguf_name: &str) -> Result<&'static Architecture
     })
 }
 
+/// The architecture of a GGUF file: its `general.architecture`, and among the entries of that name (`llama` is
+/// Llama and Mixtral) the one with experts exactly when `{arch}.expert_count` is above zero, as llama.cpp
+/// decides whether a `llama` model has a mixture-of-experts FFN.
+pub fn lookup_gguf_file(file: &crate::gguf::GgufFile) -> Result<&'static Architecture> {
+    let hp = GgufHparams::new(file);
+    let name = hp.map_or("", |h| h.arch());
+    let first = lookup_gguf(file.path(), name)?;
+    let experts = hp.and_then(|h| h.u64(HparamKey::ExpertCount)).is_some_and(|n| n > 0);
+    Ok(ARCHITECTURES.iter().copied().find(|a| a.gguf_name == name && a.has_experts() == experts).unwrap_or(first))
+}
+
 impl Architecture {
     /// HF q/k rows (and biases) are permuted on convert (the rules carry [`Transform::RopePermuteQ`]/`K`),
     /// from HF's rotate-half layout to the adjacent pairs of [`RopeStyle::Norm`].
@@ -251,6 +314,16 @@ impl Architecture {
         self.rules.iter().find_map(|r| r.matches(name).map(|bid| (r, bid)))
     }
 
+    /// The rule mapping HF tensor `name`, with the layer and expert indices it matched.
+    pub fn rule_for_indexed(&self, name: &str) -> Option<(&TensorRule, Option<u32>, Option<u32>)> {
+        self.rules.iter().find_map(|r| match_indices(r.hf, name).map(|(bid, xid)| (r, bid, xid)))
+    }
+
+    /// Whether any rule stacks experts (a mixture-of-experts architecture).
+    pub fn has_experts(&self) -> bool {
+        self.rules.iter().any(TensorRule::stacks_experts)
+    }
+
     /// The rule producing GGUF tensor `name`, with the layer index.
     pub fn rule_for_gguf(&self, name: &str) -> Option<(&TensorRule, Option<u32>)> {
         self.rules.iter().find_map(|r| {
@@ -266,6 +339,11 @@ pub fn fill(pattern: &str, bid: Option<u32>) -> String {
         Some(b) => pattern.replace("{bid}", &b.to_string()),
         None => pattern.to_string(),
     }
+}
+
+/// Replace `{bid}` and `{xid}` in a pattern (the HF name of one expert's tensor).
+pub fn fill_expert(pattern: &str, bid: Option<u32>, xid: u32) -> String {
+    fill(pattern, bid).replace("{xid}", &xid.to_string())
 }
 
 #[cfg(test)]
@@ -287,6 +365,8 @@ mod tests {
                 assert!(src.insert(r.hf), "{}: HF pattern {} twice", a.gguf_name, r.hf);
                 assert!(dst.insert(r.gguf), "{}: GGUF name {} twice", a.gguf_name, r.gguf);
                 assert_eq!(r.hf.contains("{bid}"), r.gguf.contains("{bid}"), "{}", r.hf);
+                // An expert index only on the HF side, and only within a layer.
+                assert!(!r.gguf.contains("{xid}") && (!r.stacks_experts() || r.hf.contains("{bid}")), "{}", r.hf);
                 assert!(fill(r.gguf, Some(999)).len() < crate::gguf::MAX_NAME_LENGTH);
             }
         }
@@ -321,26 +401,19 @@ mod tests {
             assert_eq!(a.requires_kv_heads(), a.permutes_hf_qk(), "{name}");
             // rope_freqs.weight only makes sense for RoPE the factors were made for (Llama 3: NORM).
             assert!(!a.llama3_rope_freqs || f.rope == RopeStyle::Norm, "{name}: rope_freqs");
-            // Every block tensor the forward pass reads has a rule (fused Q/K/V and gate/up where the facts say).
-            let (block, absent): (&[&str], &[&str]) = if f.fused_qkv_gate_up {
-                (&["attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"], &["attn_q", "ffn_gate"])
+            // Every block tensor the forward pass reads has a rule: fused Q/K/V and gate/up where the facts say,
+            // the router and stacked experts with routing, the dense FFN otherwise.
+            let (attn, absent): (&[&str], &[&str]) = if f.fused_qkv_gate_up {
+                (&["attn_norm", "attn_qkv", "attn_output", "ffn_norm"], &["attn_q", "ffn_gate"])
             } else {
-                (
-                    &[
-                        "attn_norm",
-                        "attn_q",
-                        "attn_k",
-                        "attn_v",
-                        "attn_output",
-                        "ffn_norm",
-                        "ffn_gate",
-                        "ffn_up",
-                        "ffn_down",
-                    ],
-                    &["attn_qkv"],
-                )
+                (&["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"], &["attn_qkv"])
             };
-            for t in block {
+            let ffn: &[&str] = match (f.moe, f.fused_qkv_gate_up) {
+                (None, false) => &["ffn_gate", "ffn_up", "ffn_down"],
+                (None, true) => &["ffn_up", "ffn_down"],
+                (Some(_), _) => &["ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"],
+            };
+            for t in attn.iter().chain(ffn) {
                 assert_eq!(rule_presence(a, &format!("blk.{{bid}}.{t}.weight")), Presence::Required, "{name}: {t}");
             }
             for t in absent {
@@ -350,6 +423,16 @@ mod tests {
             assert_eq!(f.fused_qkv_gate_up, a.converter == Converter::Phi3, "{name}: fused");
             assert_eq!(f.longrope_factors, a.converter == Converter::Phi3, "{name}: LongRoPE");
             assert!(f.no_rope_layer_step.is_none_or(|s| s > 1), "{name}: NoPE step");
+            // Experts are stacked exactly for the `*_exps` tensors, which exist exactly with routing.
+            for r in a.rules {
+                assert_eq!(r.stacks_experts(), r.gguf.ends_with("_exps.weight"), "{name}: {}", r.hf);
+            }
+            assert_eq!(a.has_experts(), f.moe.is_some(), "{name}: experts");
+            // The shared expert's tensors exist exactly when the facts gate one in.
+            for t in ["ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp", "ffn_gate_inp_shexp"] {
+                let p = rule_presence(a, &format!("blk.{{bid}}.{t}.weight"));
+                assert_eq!(p.allowed(), f.shared_expert == SharedExpert::SigmoidGated, "{name}: {t}");
+            }
             for t in ["token_embd.weight", "output_norm.weight"] {
                 assert_eq!(rule_presence(a, t), Presence::Required, "{name}: {t}");
             }
@@ -376,15 +459,16 @@ mod tests {
             // What the forward pass implements today: everything registered.
             assert_eq!(f.unimplemented(), None, "{name}");
         }
-        let moe = ForwardFacts { moe: Some(MoeRouting::SoftmaxTopK), ..ForwardFacts::DENSE };
-        assert_eq!(moe.unimplemented(), Some("mixture-of-experts routing"));
         let gemma = ForwardFacts { embedding_scale: EmbeddingScale::SqrtHidden, ..ForwardFacts::DENSE };
         assert_eq!(gemma.unimplemented(), None);
     }
 
     #[test]
     fn supported_name_lists() {
-        assert_eq!(supported_gguf_names(), "gemma2, gemma3, granite, llama, phi3, qwen2, qwen3, smollm3");
+        assert_eq!(
+            supported_gguf_names(),
+            "gemma2, gemma3, granite, llama, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"
+        );
         assert!(supported_names().starts_with("Gemma2ForCausalLM, Gemma3ForCausalLM, GraniteForCausalLM"));
     }
 
@@ -397,6 +481,13 @@ mod tests {
         assert!(a.rule_for("model.layers.01.self_attn.q_proj.weight").is_none());
         let (r, bid) = a.rule_for_gguf("blk.3.ffn_down.weight").unwrap();
         assert_eq!((r.hf, bid), ("model.layers.{bid}.mlp.down_proj.weight", Some(3)));
+        let a = lookup(Path::new("x"), "MixtralForCausalLM").unwrap();
+        let (r, bid, xid) = a.rule_for_indexed("model.layers.1.block_sparse_moe.experts.12.w2.weight").unwrap();
+        assert_eq!((r.gguf, bid, xid), ("blk.{bid}.ffn_down_exps.weight", Some(1), Some(12)));
+        assert!(a.rule_for_indexed("model.layers.1.block_sparse_moe.experts.012.w2.weight").is_none());
+        assert!(a.rule_for_indexed("model.layers.1.block_sparse_moe.experts..w2.weight").is_none());
+        assert!(a.rule_for_indexed("model.layers.1.block_sparse_moe.experts.99999999999.w2.weight").is_none());
+        assert_eq!(fill_expert("l.{bid}.e.{xid}.w", Some(3), 7), "l.3.e.7.w");
         let e = lookup(Path::new("c.json"), "GPT2LMHeadModel").unwrap_err().to_string();
         assert!(e.contains("GPT2LMHeadModel") && e.contains("LlamaForCausalLM, MistralForCausalLM"), "{e}");
         let g = lookup(Path::new("x"), "Gemma2ForCausalLM").unwrap();

@@ -4,9 +4,11 @@
 use super::{Architecture, Converter, Dim::*, ForwardFacts, Presence, RopeStyle, TensorRule, VocabStyle};
 
 /// The Qwen tensor rules, with `$attn` (the rules beside the Q/K/V projections) after the V projection:
-/// Qwen2's biases here, Qwen3's Q/K norms in [`super::qwen3`]. Expects `TensorRule` and `Dim::*` in scope.
+/// Qwen2's biases here, Qwen3's Q/K norms in [`super::qwen3`]; and after a `;`, `$ffn` (the rules after
+/// `ffn_norm`) instead of the dense SwiGLU (the MoE Qwens' router and experts). Expects `TensorRule` and
+/// `Dim::*` in scope.
 macro_rules! qwen_rules {
-    ($($attn:expr),* $(,)?) => {
+    ($($attn:expr),* $(,)? ; $($ffn:expr),* $(,)?) => {
         &[
             TensorRule::copy("model.embed_tokens.weight", "token_embd.weight", &[Vocab, Hidden]),
             TensorRule::copy("lm_head.weight", "output.weight", &[Vocab, Hidden]).optional(),
@@ -26,6 +28,12 @@ macro_rules! qwen_rules {
                 "blk.{bid}.ffn_norm.weight",
                 &[Hidden],
             ),
+            $($ffn,)*
+        ]
+    };
+    ($($attn:expr),* $(,)?) => {
+        qwen_rules![
+            $($attn),* ;
             TensorRule::copy("model.layers.{bid}.mlp.gate_proj.weight", "blk.{bid}.ffn_gate.weight", &[Ffn, Hidden]),
             TensorRule::copy("model.layers.{bid}.mlp.up_proj.weight", "blk.{bid}.ffn_up.weight", &[Ffn, Hidden]),
             TensorRule::copy("model.layers.{bid}.mlp.down_proj.weight", "blk.{bid}.ffn_down.weight", &[Hidden, Ffn]),

@@ -83,7 +83,8 @@ pub fn tokenizer_metadata(kv: &mut KvList, dir: &Path, cfg: &HfConfig, style: Vo
         kv.string("tokenizer.ggml.pre", "default");
         write_vocab(kv, &v);
         SpecialVocab::load(dir, Some(v.tokens.len()), false)?.add_to(kv);
-    } else if style != VocabStyle::Phi3 && dir.join("tokenizer.model").is_file() {
+    } else if !matches!(style, VocabStyle::Phi3 | VocabStyle::Gpt2) && dir.join("tokenizer.model").is_file() {
+        // `TextModel.set_vocab` (VocabStyle::Gpt2) reads tokenizer.json even where a tokenizer.model exists.
         let v = spm::sentencepiece_vocab(dir, cfg.vocab_size)?;
         kv.string("tokenizer.ggml.model", "llama");
         kv.string("tokenizer.ggml.pre", "default");

@@ -93,6 +93,8 @@ pub enum TensorSource {
     Hf { hf_name: String, permute_heads: Option<u32> },
     /// Values the converter computes (e.g. `rope_freqs.weight`).
     Generated(Vec<f32>),
+    /// One HF tensor per expert, stacked along a new outer dimension (expert 0 first), read one at a time.
+    Experts { hf_names: Vec<String> },
 }
 
 /// One tensor of the GGUF being produced.
@@ -150,9 +152,11 @@ fn check_no_pickle(dir: &Path) -> Result<(), FormatError> {
     }
 }
 
-/// The output type of one tensor (see the module docs).
+/// The output type of one tensor (see the module docs). Routers (`ffn_gate_inp`, `ffn_gate_inp_shexp`)
+/// stay F32 like norms (`FFN_GATE_INP`/`FFN_GATE_INP_SHEXP` in `prepare_tensors`' F32 list).
 fn tensor_type(name: &str, ne: &[u64], outtype: OutType) -> GgmlType {
-    if ne.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") {
+    let router = name.ends_with(".ffn_gate_inp.weight") || name.ends_with(".ffn_gate_inp_shexp.weight");
+    if ne.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") || router {
         return GgmlType::F32;
     }
     let ty = outtype.ggml_type();
@@ -160,6 +164,23 @@ fn tensor_type(name: &str, ne: &[u64], outtype: OutType) -> GgmlType {
         return GgmlType::F16;
     }
     ty
+}
+
+/// `(shared + one expert's parameters, expert count)` as gguf-py's `get_total_parameter_count` counts them:
+/// a 3-D tensor named `*_exps.*` contributes its size over its experts (`ne[2]`); `None` without experts.
+fn expert_params(tensors: &[SourceTensor]) -> Option<(u64, u64)> {
+    let (mut shared, mut expert, mut expert_sum, mut n) = (0u64, 0u64, 0u64, 0u64);
+    for t in tensors {
+        match t.ne.get(2).copied().filter(|&c| c > 0 && t.name.contains("_exps.")) {
+            Some(count) => {
+                expert += t.n_elements() / count;
+                expert_sum += count;
+                n += 1;
+            }
+            None => shared += t.n_elements(),
+        }
+    }
+    (n > 0).then(|| (shared + expert, expert_sum / n))
 }
 
 impl ConvertedModel {
@@ -230,7 +251,11 @@ impl ConvertedModel {
             tensors.push(SourceTensor {
                 ggml_type: tensor_type(&p.gguf_name, &ne, outtype),
                 ne,
-                source: TensorSource::Hf { permute_heads: p.permute_heads(&config), hf_name: p.hf_name },
+                source: if p.experts.is_empty() {
+                    TensorSource::Hf { permute_heads: p.permute_heads(&config), hf_name: p.hf_name }
+                } else {
+                    TensorSource::Experts { hf_names: p.experts }
+                },
                 name: p.gguf_name,
             });
         }
@@ -240,7 +265,7 @@ impl ConvertedModel {
         if let Some(f) = &longrope {
             kv.f32(arch::HparamKey::RopeScalingAttnFactor.key(arch.gguf_name), f.attn_factor);
         }
-        arch::general_metadata(&mut kv, dir, &config, total_params);
+        arch::general_metadata_with_experts(&mut kv, dir, &config, total_params, expert_params(&tensors));
         arch::arch_metadata(&mut kv, arch, &config, outtype.file_type());
         kv.u32("general.quantization_version", 2);
         tokenizer_metadata(&mut kv, dir, &config, arch.vocab)?;
@@ -252,32 +277,42 @@ impl ConvertedModel {
         let t = &self.tensors[index];
         match &t.source {
             TensorSource::Generated(v) => Ok(v.clone()),
-            TensorSource::Hf { hf_name, permute_heads } => {
-                let (shard, st) = self.model.tensor(hf_name).ok_or_else(|| FormatError::MissingTensor {
-                    path: self.model.dir().into(),
-                    name: hf_name.clone(),
-                })?;
-                let values = shard.to_f32(st)?;
-                shard.release(st);
-                let mut transforms: Vec<Transform<'_>> = self
-                    .loras
-                    .iter()
-                    .filter_map(|l| {
-                        let action = l.actions.get(hf_name)?;
-                        Some(Transform::Lora { adapter: &l.adapter, action, scale: l.scale })
-                    })
-                    .collect();
-                if let Some(h) = permute_heads {
-                    transforms.push(Transform::RopePermute { heads: *h as usize });
+            TensorSource::Hf { hf_name, permute_heads } => self.hf_f32(hf_name, *permute_heads),
+            TensorSource::Experts { hf_names } => {
+                let mut out = Vec::new();
+                for name in hf_names {
+                    out.extend_from_slice(&self.hf_f32(name, None)?);
                 }
-                if self.arch.rule_for(hf_name).is_some_and(|(r, _)| r.transform == arch::Transform::NormShift) {
-                    // `modify_tensors` adds 1 after F64/BF16 became F32; an F16 tensor stays F16 for the sum.
-                    transforms.push(Transform::Offset { delta: 1.0, round_f16: st.dtype == Dtype::F16 });
-                }
-                let n_rows = st.shape.first().copied().unwrap_or(1) as usize;
-                apply_all(values, n_rows, hf_name, &transforms).map_err(|e| ConvertError::Lora(Box::new(e)))
+                Ok(out)
             }
         }
+    }
+
+    /// HF tensor `hf_name` as f32 with the adapters merged and its rows permuted into `permute_heads`.
+    fn hf_f32(&self, hf_name: &str, permute_heads: Option<u32>) -> Result<Vec<f32>, ConvertError> {
+        let (shard, st) = self
+            .model
+            .tensor(hf_name)
+            .ok_or_else(|| FormatError::MissingTensor { path: self.model.dir().into(), name: hf_name.into() })?;
+        let values = shard.to_f32(st)?;
+        shard.release(st);
+        let mut transforms: Vec<Transform<'_>> = self
+            .loras
+            .iter()
+            .filter_map(|l| {
+                let action = l.actions.get(hf_name)?;
+                Some(Transform::Lora { adapter: &l.adapter, action, scale: l.scale })
+            })
+            .collect();
+        if let Some(h) = permute_heads {
+            transforms.push(Transform::RopePermute { heads: h as usize });
+        }
+        if self.arch.rule_for(hf_name).is_some_and(|(r, _)| r.transform == arch::Transform::NormShift) {
+            // `modify_tensors` adds 1 after F64/BF16 became F32; an F16 tensor stays F16 for the sum.
+            transforms.push(Transform::Offset { delta: 1.0, round_f16: st.dtype == Dtype::F16 });
+        }
+        let n_rows = st.shape.first().copied().unwrap_or(1) as usize;
+        apply_all(values, n_rows, hf_name, &transforms).map_err(|e| ConvertError::Lora(Box::new(e)))
     }
 
     /// Merge PEFT adapters into the tensors as they are read, in order, each at its user scale (1.0 = the

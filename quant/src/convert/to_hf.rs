@@ -30,12 +30,14 @@ pub fn parse_hf_dtype(s: &str) -> Result<HfDtype, ConvertError> {
 /// A GGUF's tensors in HF layout: dequantized, RoPE permutation undone, solved to the output dtype.
 struct ToHfSource<'g> {
     gguf: &'g GgufFile,
-    /// Per output tensor: the GGUF tensor index, the heads to unpermute, and whether 1 is subtracted (Gemma's
-    /// norm weights).
-    mapped: Vec<(usize, Option<usize>, bool)>,
+    /// Per output tensor: the GGUF tensor index, the heads to unpermute, whether 1 is subtracted (Gemma's
+    /// norm weights), and for a stacked expert tensor the expert it is the slice of.
+    mapped: Vec<(usize, Option<usize>, bool, Option<u64>)>,
     tensors: Vec<StreamTensor>,
     /// GGUF tensors generated from config.json, not written.
     dropped: u64,
+    /// Outputs beyond one per input tensor: a stacked tensor of `n` experts comes out as `n` tensors.
+    extra_outputs: u64,
 }
 
 impl Source for ToHfSource<'_> {
@@ -50,11 +52,20 @@ impl Source for ToHfSource<'_> {
     }
 
     fn read<'s>(&'s self, index: usize, values: &mut Vec<f32>) -> Result<TensorData<'s>, ConvertError> {
-        let (gi, heads, shifted) = self.mapped[index];
+        let (gi, heads, shifted, expert) = self.mapped[index];
         let t = &self.gguf.tensors()[gi];
-        let mut v = vec![0f32; t.n_elements() as usize];
-        decode(t.ggml_type, self.gguf.tensor_data(t), &mut v)
-            .map_err(|source| ConvertError::Codec { tensor: t.name.clone(), source })?;
+        let data = self.gguf.tensor_data(t);
+        // One expert of a stacked tensor is a contiguous `1 / ne[2]` of its bytes (whole rows).
+        let (data, n) = match expert {
+            None => (data, t.n_elements()),
+            Some(x) => {
+                let n_expert = t.ne.get(2).copied().unwrap_or(1).max(1);
+                let len = data.len() as u64 / n_expert;
+                (&data[(x * len) as usize..((x + 1) * len) as usize], t.n_elements() / n_expert)
+            }
+        };
+        let mut v = vec![0f32; n as usize];
+        decode(t.ggml_type, data, &mut v).map_err(|source| ConvertError::Codec { tensor: t.name.clone(), source })?;
         self.gguf.release(t);
         if let Some(heads) = heads {
             let n_rows = t.ne.last().copied().unwrap_or(1) as usize;
@@ -76,7 +87,8 @@ impl Source for ToHfSource<'_> {
     }
 
     fn tensor_count(&self) -> Option<TensorCount> {
-        Some(TensorCount { input: self.gguf.model_tensor_count(), dropped: self.dropped })
+        // Counted as if each stacked tensor were its experts, so a partial input is still refused.
+        Some(TensorCount { input: self.gguf.model_tensor_count() + self.extra_outputs, dropped: self.dropped })
     }
 }
 
@@ -89,7 +101,7 @@ pub fn gguf_to_hf(
 ) -> Result<(), ConvertError> {
     let path = gguf.path();
     let arch_name = gguf.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
-    let arch = arch::lookup_gguf(path, arch_name)?;
+    let arch = arch::lookup_gguf_file(gguf)?;
     let key = |k: &str| gguf.get(&format!("{arch_name}.{k}")).and_then(GgufValue::as_u64);
     let n_head = key("attention.head_count").unwrap_or(1) as usize;
     let n_head_kv = key("attention.head_count_kv").map_or(n_head, |v| v as usize);
@@ -98,6 +110,7 @@ pub fn gguf_to_hf(
     let mut tensors = Vec::new();
     let mut specs = Vec::new();
     let mut dropped = 0;
+    let mut extra_outputs = 0;
     for (index, t) in gguf.tensors().iter().enumerate() {
         if arch::GENERATED_TENSORS.contains(&t.name.as_str()) {
             // Made from config.json by the converter; config.json gets them back (`hf_config_from_gguf`).
@@ -123,16 +136,38 @@ pub fn gguf_to_hf(
             ArchTransform::RopePermuteQ => Some(n_head),
             ArchTransform::RopePermuteK => Some(n_head_kv),
         };
-        let hf_name = fill(rule.hf, bid);
-        let detail = format!("<- {} {}", t.name, ggml.name());
-        let st =
-            StreamTensor::solved(hf_name.clone(), t.ne.clone(), ggml, detail).ok_or_else(|| ConvertError::Codec {
-                tensor: t.name.clone(),
-                source: crate::QuantError::Unsupported { ty: ggml, op: "row size" },
-            })?;
-        tensors.push(st);
-        specs.push(StTensorSpec { name: hf_name, dtype: dtype.dtype(), shape: t.shape() });
-        mapped.push((index, heads, rule.transform == ArchTransform::NormShift));
+        // A stacked expert tensor (`ne = [cols, rows, n_expert]`) goes back as one HF tensor per expert.
+        let experts = if rule.stacks_experts() {
+            if t.ne.len() != 3 {
+                return Err(FormatError::ShapeMismatch {
+                    path: path.into(),
+                    name: t.name.clone(),
+                    expected: vec![0, 0, 0],
+                    found: t.shape(),
+                }
+                .into());
+            }
+            arch::limits::EXPERTS.check(path, &format!("{} (experts)", t.name), t.ne[2])?;
+            (0..t.ne[2]).map(Some).collect()
+        } else {
+            vec![None]
+        };
+        extra_outputs += experts.len() as u64 - 1;
+        for x in experts {
+            let (hf_name, ne) = match x {
+                None => (fill(rule.hf, bid), t.ne.clone()),
+                Some(x) => (arch::fill_expert(rule.hf, bid, x as u32), t.ne[..2].to_vec()),
+            };
+            let detail = format!("<- {} {}", t.name, ggml.name());
+            let st =
+                StreamTensor::solved(hf_name.clone(), ne.clone(), ggml, detail).ok_or_else(|| ConvertError::Codec {
+                    tensor: t.name.clone(),
+                    source: crate::QuantError::Unsupported { ty: ggml, op: "row size" },
+                })?;
+            tensors.push(st);
+            specs.push(StTensorSpec { name: hf_name, dtype: dtype.dtype(), shape: ne.iter().rev().copied().collect() });
+            mapped.push((index, heads, rule.transform == ArchTransform::NormShift, x));
+        }
     }
     let config = arch::hf_config_from_gguf(gguf, arch, dtype.torch_name());
     let tokenizer = hf_tokenizer_files(gguf)?;
@@ -148,7 +183,7 @@ pub fn gguf_to_hf(
         write_tokenizer_files(dir, &tokenizer)
     });
     let sink = SafetensorsDirSink::new(out_dir, vec![shard], side_files);
-    let source = ToHfSource { gguf, mapped, tensors, dropped };
+    let source = ToHfSource { gguf, mapped, tensors, dropped, extra_outputs };
     stream::run(&source, &CodecSolver, sink, RunOptions::new(progress))?;
     Ok(())
 }

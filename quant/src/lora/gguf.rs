@@ -116,6 +116,17 @@ pub fn export_gguf(
             name: m.a.clone(),
             message: format!("base tensor '{weight}' has no GGUF name in architecture {}", arch.gguf_name),
         })?;
+        if rule.stacks_experts() {
+            return Err(LoraError::UnexpectedTensor {
+                path: adapter.tensor_path().into(),
+                name: m.a.clone(),
+                message: format!(
+                    "base tensor '{weight}' is one expert of the stacked '{}': LoRA adapters of experts are not \
+                     exported (merge them with `convert --lora` instead)",
+                    fill(rule.gguf, bid)
+                ),
+            });
+        }
         let permute_heads = match rule.transform {
             ArchTransform::None | ArchTransform::NormShift => None,
             ArchTransform::RopePermuteQ => Some(cfg.head_count),

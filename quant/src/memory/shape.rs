@@ -250,7 +250,7 @@ impl ModelShape {
             .into_iter()
             .map(|t| {
                 let ne = t.ne();
-                TensorShape { name: t.gguf_name, src_type: converted_type(&ne), ne }
+                TensorShape { src_type: converted_type(&t.gguf_name, &ne), name: t.gguf_name, ne }
             })
             .collect();
         tensors.extend(generated_tensors(arch, &cfg));
@@ -302,7 +302,8 @@ impl ModelShape {
                 n_layer: cfg.block_count,
                 n_head: cfg.head_count,
                 n_head_kv: cfg.kv_heads(),
-                n_expert: 0,
+                // Convert writes `{arch}.expert_count` whenever config.json states it.
+                n_expert: cfg.expert_count.unwrap_or(0),
             },
             n_embd: u64::from(cfg.hidden_size),
             n_head: cfg.head_count,
@@ -333,8 +334,9 @@ impl ModelShape {
 }
 
 /// The type `convert --outtype f16` gives a tensor: F32 for 1-D tensors, F16 otherwise.
-fn converted_type(ne: &[u64]) -> GgmlType {
-    if ne.len() <= 1 {
+fn converted_type(name: &str, ne: &[u64]) -> GgmlType {
+    // Expert routers stay F32 (`prepare_tensors`' F32 list), like 1-D tensors.
+    if ne.len() <= 1 || name.contains(".ffn_gate_inp") {
         GgmlType::F32
     } else {
         GgmlType::F16
@@ -371,17 +373,24 @@ pub fn config_tensors(arch: &Architecture, cfg: &HfConfig) -> Vec<TensorShape> {
             || match rule.gguf {
                 "output.weight" => !cfg.tie_word_embeddings,
                 g if g.ends_with(".bias") && g.contains(".ffn_") => flag("mlp_bias"),
-                g if g.ends_with(".bias") => flag("attention_bias"),
+                g if g.ends_with(".bias") => flag("attention_bias") || flag("qkv_bias"),
+                // Qwen2-MoE's shared expert, present with its size.
+                g if g.contains("_shexp.") => cfg.shared_expert_ffn_length.is_some(),
                 _ => false,
             };
         if !present {
             continue;
         }
-        let ne: Vec<u64> = rule.shape.iter().rev().map(|&d| d.resolve(cfg)).collect();
+        let mut ne: Vec<u64> = rule.shape.iter().rev().map(|&d| d.resolve(cfg)).collect();
+        if rule.stacks_experts() {
+            // Stacked experts: `[.., n_expert]` in ggml order.
+            ne.push(u64::from(cfg.expert_count.unwrap_or(0)));
+        }
         let bids: Vec<Option<u32>> =
             if rule.gguf.contains("{bid}") { (0..cfg.block_count).map(Some).collect() } else { vec![None] };
         for bid in bids {
-            out.push(TensorShape { name: arch::fill(rule.gguf, bid), src_type: converted_type(&ne), ne: ne.clone() });
+            let name = arch::fill(rule.gguf, bid);
+            out.push(TensorShape { src_type: converted_type(&name, &ne), name, ne: ne.clone() });
         }
     }
     out.extend(generated_tensors(arch, cfg));
@@ -489,5 +498,27 @@ mod tests {
         // The HF directory gives the same layers.
         let h = ModelShape::open(&fixture("gemma3")).unwrap();
         assert_eq!((h.n_swa, h.layers), (m.n_swa, m.layers));
+    }
+
+    #[test]
+    fn moe_config_tensors_are_the_converted_ggufs() {
+        // Every expert stacked and resident: the tensors a bare config.json implies are those llama.cpp's
+        // converter wrote for the fixture (names and shapes), and the policy sees the expert count.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs");
+        for name in ["mixtral", "qwen2moe", "qwen3moe"] {
+            let from_config = ModelShape::open(&root.join(name).join("config.json")).unwrap();
+            let gguf = ModelShape::open(&root.join(name).join("llama.cpp-f32.gguf")).unwrap();
+            let set = |m: &ModelShape| {
+                let mut v: Vec<(String, Vec<u64>)> = m.tensors.iter().map(|t| (t.name.clone(), t.ne.clone())).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(set(&from_config), set(&gguf), "{name}");
+            assert_eq!((from_config.info.n_expert, gguf.info.n_expert), (4, 4), "{name}");
+            let exps = from_config.tensors.iter().find(|t| t.name == "blk.1.ffn_down_exps.weight").unwrap();
+            assert_eq!((exps.ne.len(), exps.ne[2], exps.src_type), (3, 4, GgmlType::F16), "{name}");
+            let router = from_config.tensors.iter().find(|t| t.name == "blk.0.ffn_gate_inp.weight").unwrap();
+            assert_eq!(router.src_type, GgmlType::F32, "{name}");
+        }
     }
 }

@@ -185,7 +185,9 @@ pub fn plan(input: &dyn ModelSource, options: &QuantizeOptions) -> Result<Quanti
         tensors.push(PlannedTensor {
             source,
             name: name.into(),
-            ne: p.tensor.ne.to_vec(),
+            // llama-quantize writes each tensor with `ggml_n_dims` dimensions (trailing 1s dropped: Qwen2-MoE's
+            // `ffn_gate_inp_shexp` of `ne = [n_embd, 1]` comes out as `[n_embd]`).
+            ne: p.tensor.ne[..policy::tensor::n_dims(p.tensor.ne)].to_vec(),
             src_type,
             dst_type,
             quantize,

@@ -1,0 +1,287 @@
+//! The mixture-of-experts feed-forward network, as llama.cpp's `build_moe_ffn` (`src/llama-graph.cpp` at
+//! 0c1e57098, `LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX`) computes it for Mixtral (`src/models/llama.cpp`),
+//! Qwen2-MoE (`qwen2moe.cpp`) and Qwen3-MoE (`qwen3moe.cpp`):
+//!
+//! 1. router logits `ffn_gate_inp · x` (one per expert), softmax;
+//! 2. the `expert_used_count` most probable experts (ties to the lower index), their probabilities as
+//!    weights, divided by their sum where the architecture renormalizes ([`MoeRouting::normalizes`]);
+//! 3. each selected expert's SwiGLU `down(silu(gate(x)) * up(x))` times its weight, summed over the
+//!    selected experts in selection order;
+//! 4. Qwen2-MoE adds the shared expert's SwiGLU times `sigmoid(ffn_gate_inp_shexp · x)`.
+//!
+//! Tokens are grouped by expert so that each expert's matrices are multiplied once per batch (one matrix
+//! product of the tokens routed to it), the way a batched CPU implementation should; the result does not
+//! depend on the grouping (each token's output is summed in its own selection order).
+
+use quantforge_formats::arch::{MoeRouting, SharedExpert};
+use rayon::prelude::*;
+
+use crate::config::{LlamaConfig, MoeConfig};
+use crate::device::Matmul;
+use crate::error::Result;
+use crate::ops;
+use crate::weights::{Matrix, Source};
+
+/// Values of router logits and weighted expert outputs held at once (64 MiB of f32): the tokens of a batch
+/// go through the experts in chunks of this size, whatever the expert counts a file states.
+const CHUNK_VALUES: usize = 1 << 24;
+
+/// The shared expert of a layer (Qwen2-MoE).
+struct Shared {
+    /// `ffn_gate_inp_shexp`: one row of `n_embd`.
+    gate_inp: Matrix,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+/// One layer's router, experts and shared expert.
+pub(crate) struct MoeFfn {
+    /// `ffn_gate_inp`: `n_expert` rows of `n_embd`.
+    router: Matrix,
+    /// Per expert: `ffn_gate_exps`, `ffn_up_exps` (`n_ff_exp` rows of `n_embd`), `ffn_down_exps`.
+    gate: Vec<Matrix>,
+    up: Vec<Matrix>,
+    down: Vec<Matrix>,
+    shared: Option<Box<Shared>>,
+    routing: MoeRouting,
+    n_used: usize,
+}
+
+impl MoeFfn {
+    /// Block `i`'s router and experts from `src`, shapes checked against `moe`.
+    pub(crate) fn load(src: Source<'_>, cfg: &LlamaConfig, moe: &MoeConfig, i: usize) -> Result<MoeFfn> {
+        let (d, ne, ff, sff) = (cfg.n_embd, moe.n_expert, moe.n_ff_exp, moe.n_ff_shexp);
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        let facts = &cfg.arch.forward;
+        let shared = match facts.shared_expert {
+            SharedExpert::None => None,
+            SharedExpert::SigmoidGated => Some(Box::new(Shared {
+                gate_inp: src.matrix(cfg, &n("ffn_gate_inp_shexp"), 1, d)?,
+                gate: src.matrix(cfg, &n("ffn_gate_shexp"), sff, d)?,
+                up: src.matrix(cfg, &n("ffn_up_shexp"), sff, d)?,
+                down: src.matrix(cfg, &n("ffn_down_shexp"), d, sff)?,
+            })),
+        };
+        Ok(MoeFfn {
+            router: src.matrix(cfg, &n("ffn_gate_inp"), ne, d)?,
+            gate: src.experts(cfg, &n("ffn_gate_exps"), ne, ff, d)?,
+            up: src.experts(cfg, &n("ffn_up_exps"), ne, ff, d)?,
+            down: src.experts(cfg, &n("ffn_down_exps"), ne, d, ff)?,
+            shared,
+            routing: facts.moe.unwrap_or(MoeRouting::SoftmaxTopK),
+            n_used: moe.n_expert_used,
+        })
+    }
+
+    /// Every weight matrix, router first.
+    pub(crate) fn matrices(&self) -> Vec<&Matrix> {
+        let mut all = vec![&self.router];
+        all.extend(self.gate.iter().chain(&self.up).chain(&self.down));
+        if let Some(s) = &self.shared {
+            all.extend([&s.gate_inp, &s.gate, &s.up, &s.down]);
+        }
+        all
+    }
+
+    /// Mutable access to the same matrices.
+    pub(crate) fn matrices_mut(&mut self) -> Vec<&mut Matrix> {
+        let mut all = vec![&mut self.router];
+        all.extend(self.gate.iter_mut().chain(&mut self.up).chain(&mut self.down));
+        if let Some(s) = &mut self.shared {
+            all.extend([&mut s.gate_inp, &mut s.gate, &mut s.up, &mut s.down]);
+        }
+        all
+    }
+
+    /// The FFN output of the `m` normalized rows `xn` (`d` values each) into `out` (`m * d`, overwritten), in
+    /// chunks of tokens whose router logits and weighted expert outputs fit [`CHUNK_VALUES`].
+    pub(crate) fn forward(
+        &self,
+        mm: &Matmul,
+        xn: &[f32],
+        m: usize,
+        d: usize,
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let per_token = (self.n_used * d).max(self.router.rows()).max(1);
+        let chunk = (CHUNK_VALUES / per_token).max(1);
+        for c0 in (0..m).step_by(chunk) {
+            let c1 = (c0 + chunk).min(m);
+            self.forward_chunk(mm, &xn[c0 * d..c1 * d], c1 - c0, d, scratch, &mut out[c0 * d..c1 * d])?;
+        }
+        Ok(())
+    }
+
+    fn forward_chunk(
+        &self,
+        mm: &Matmul,
+        xn: &[f32],
+        m: usize,
+        d: usize,
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (ne, k) = (self.router.rows(), self.n_used);
+        let mut logits = vec![0.0f32; m * ne];
+        mm.matmul_t(xn, m, d, self.router.as_f32(scratch)?, ne, &mut logits)?;
+        let normalize = self.routing.normalizes();
+        let routes: Vec<Vec<(usize, f32)>> = logits.par_chunks(ne).map(|row| route(row, k, normalize)).collect();
+        // Per expert: the (token, slot) pairs routed to it, in token order.
+        let mut assigned: Vec<Vec<(usize, usize)>> = vec![Vec::new(); ne];
+        for (t, r) in routes.iter().enumerate() {
+            for (s, &(e, _)) in r.iter().enumerate() {
+                assigned[e].push((t, s));
+            }
+        }
+        // Each token's weighted expert outputs, slot by slot, summed afterwards in slot order.
+        let mut slots = vec![0.0f32; m * k * d];
+        for (e, list) in assigned.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
+            let x: Vec<f32> = list.iter().flat_map(|&(t, _)| &xn[t * d..(t + 1) * d]).copied().collect();
+            let y = swiglu(mm, &x, list.len(), d, (&self.gate[e], &self.up[e], &self.down[e]), scratch)?;
+            for (row, &(t, s)) in y.chunks_exact(d).zip(list) {
+                let w = routes[t][s].1;
+                slots[(t * k + s) * d..][..d].iter_mut().zip(row).for_each(|(o, v)| *o = v * w);
+            }
+        }
+        for (t, o) in out.chunks_exact_mut(d).enumerate().take(m) {
+            o.copy_from_slice(&slots[t * k * d..][..d]);
+            for s in 1..k {
+                ops::add_assign(o, &slots[(t * k + s) * d..][..d]);
+            }
+        }
+        if let Some(sh) = &self.shared {
+            let mut g = vec![0.0f32; m];
+            mm.matmul_t(xn, m, d, sh.gate_inp.as_f32(scratch)?, 1, &mut g)?;
+            let y = swiglu(mm, xn, m, d, (&sh.gate, &sh.up, &sh.down), scratch)?;
+            for ((o, row), &g) in out.chunks_exact_mut(d).zip(y.chunks_exact(d)).zip(&g) {
+                let gate = 1.0 / (1.0 + (-g).exp());
+                o.iter_mut().zip(row).for_each(|(o, v)| *o += v * gate);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `down(silu(gate(x)) * up(x))` for the `n` rows of `x`.
+fn swiglu(
+    mm: &Matmul,
+    x: &[f32],
+    n: usize,
+    d: usize,
+    (gate, up, down): (&Matrix, &Matrix, &Matrix),
+    scratch: &mut Vec<f32>,
+) -> Result<Vec<f32>> {
+    let ff = gate.rows();
+    let (mut g, mut u, mut y) = (vec![0.0f32; n * ff], vec![0.0f32; n * ff], vec![0.0f32; n * d]);
+    mm.matmul_t(x, n, d, gate.as_f32(scratch)?, ff, &mut g)?;
+    mm.matmul_t(x, n, d, up.as_f32(scratch)?, ff, &mut u)?;
+    g.par_chunks_mut(ff).zip(u.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
+    mm.matmul_t(&g, n, ff, down.as_f32(scratch)?, d, &mut y)?;
+    Ok(y)
+}
+
+/// The experts one token goes to, with their weights: softmax over `logits`, the `k` largest probabilities
+/// (ties to the lower expert index), divided by their sum when `normalize`. In selection order.
+pub(crate) fn route(logits: &[f32], k: usize, normalize: bool) -> Vec<(usize, f32)> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]).then(a.cmp(&b)));
+    let mut sel: Vec<(usize, f32)> = order.iter().take(k).map(|&e| (e, exps[e] / sum)).collect();
+    if normalize {
+        let s: f32 = sel.iter().map(|p| p.1).sum();
+        sel.iter_mut().for_each(|p| p.1 /= s);
+    }
+    sel
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_picks_the_most_probable_experts_ties_to_the_lower_index() {
+        let r = route(&[0.0, 2.0, 1.0, 2.0], 2, false);
+        assert_eq!(r.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 3]);
+        let z: f32 = [0.0f32, 2.0, 1.0, 2.0].iter().map(|l| l.exp()).sum();
+        assert!((r[0].1 - 2f32.exp() / z).abs() < 1e-6 && r[0].1 == r[1].1, "{r:?}");
+        // All equal: the first k.
+        assert_eq!(route(&[5.0; 6], 3, false).iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn normalized_weights_sum_to_one_and_keep_their_ratios() {
+        let logits = [0.3, -1.0, 2.5, 0.9, 1.7];
+        let plain = route(&logits, 3, false);
+        let norm = route(&logits, 3, true);
+        assert_eq!(plain.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 4, 3]);
+        assert!(plain.iter().map(|p| p.1).sum::<f32>() < 0.95);
+        assert!((norm.iter().map(|p| p.1).sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((norm[0].1 / norm[1].1 - plain[0].1 / plain[1].1).abs() < 1e-5);
+        // k = all experts, normalized: the softmax itself.
+        let all = route(&logits, 5, true);
+        assert!((all.iter().map(|p| p.1).sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    /// Mean KL(transformers || ours) over the positions of fixture `name`, its config changed by `change`.
+    fn fixture_kld(name: &str, change: impl Fn(&mut MoeConfig)) -> f64 {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(name);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+        let tokens: Vec<u32> = meta["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+        let want: Vec<f32> = std::fs::read(dir.join("reference-logprobs.f32"))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let file = crate::ModelFile::open(&dir).unwrap();
+        let mut cfg = file.config().clone();
+        change(cfg.moe.as_mut().unwrap());
+        let model = crate::LlamaModel::from_source(file.source(), cfg).unwrap();
+        let logits = model.forward(&[&tokens], 0).unwrap();
+        let vocab = want.len() / tokens.len();
+        let total: f64 = logits
+            .chunks(vocab)
+            .zip(want.chunks(vocab))
+            .map(|(row, lp)| {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+                let lse = max + row.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln();
+                lp.iter()
+                    .zip(row)
+                    .map(|(&l, &x)| f64::from(l).exp() * (f64::from(l) - (f64::from(x) - lse)))
+                    .sum::<f64>()
+            })
+            .sum();
+        total / tokens.len() as f64
+    }
+
+    #[test]
+    fn routing_is_what_matches_the_reference() {
+        // The fixtures' routers are decisive: sending every token through every expert (or through one) is far
+        // from transformers, so the MoE fixtures cannot pass with routing ignored.
+        for name in ["mixtral", "qwen2moe", "qwen3moe"] {
+            let exact = fixture_kld(name, |_| {});
+            assert!(exact < 1e-6, "{name}: {exact}");
+            let all = fixture_kld(name, |m| m.n_expert_used = m.n_expert);
+            let one = fixture_kld(name, |m| m.n_expert_used = 1);
+            eprintln!("{name}: mean KLD {exact:.2e} as routed, {all:.3} through all experts, {one:.3} top-1");
+            assert!(all > 1e-2 && one > 1e-2, "{name}: all experts {all}, top-1 {one}");
+        }
+    }
+
+    #[test]
+    fn calibration_refuses_models_with_experts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs/qwen2moe");
+        let file = crate::ModelFile::open(&dir).unwrap();
+        let seqs = [vec![1u32, 5, 9, 30]];
+        let e = crate::calibration::BlockCalibrator::new(&file, &seqs, 1, crate::Device::Cpu).unwrap_err();
+        assert!(matches!(e, crate::EvalError::MoeCalibration { arch: "qwen2moe", .. }), "{e}");
+        let model = crate::LlamaModel::load(&dir).unwrap();
+        let silent = quantforge_quant::progress::Silent;
+        let e = crate::imatrix::collect(&model, &[1, 5, 9, 30, 7, 8, 9, 10], None, 4, None, &silent).unwrap_err();
+        assert!(e.to_string().contains("importance matrix") && e.to_string().contains("qwen2moe"), "{e}");
+    }
+}
