@@ -295,15 +295,11 @@ impl Activations {
         }
         let mut hidden = vec![0.0f32; tokens.len() * cfg.n_embd];
         fill(&tokens, &mut hidden)?;
-        if cfg.scales.embedding_scale != 0.0 {
-            // Granite: `ggml_scale(inpL, f_embedding_scale)`.
-            let s = cfg.scales.embedding_scale;
-            hidden.par_iter_mut().for_each(|v| *v *= s);
-        }
-        let freq_factors = cfg.scales.longrope_for(max_len, cfg.rope.n_ctx_orig).or(cfg.rope_freqs.as_deref());
+        // Gemma: `sqrt(n_embd)`; Granite: `ggml_scale(inpL, f_embedding_scale)`.
         if let Some(s) = cfg.extras.embd_scale {
-            hidden.iter_mut().for_each(|x| *x *= s);
+            hidden.par_iter_mut().for_each(|x| *x *= s);
         }
+        let freq_factors = cfg.extras.longrope_for(max_len, cfg.rope.n_ctx_orig).or(cfg.rope_freqs.as_deref());
         Ok(Activations {
             hidden,
             width: cfg.n_embd,
@@ -479,10 +475,9 @@ pub(crate) fn run_block_until(
     Ok(())
 }
 
-/// Granite: a block output is multiplied by `residual_scale` (when non-zero) before its residual add.
+/// Granite: a block output is multiplied by `residual_scale` (when set) before its residual add.
 fn residual_scale(cfg: &LlamaConfig, out: &mut [f32]) {
-    let s = cfg.scales.residual_scale;
-    if s != 0.0 {
+    if let Some(s) = cfg.extras.residual_scale {
         out.par_iter_mut().for_each(|v| *v *= s);
     }
 }
@@ -495,11 +490,7 @@ fn attention(cfg: &LlamaConfig, il: usize, seq_lens: &[usize], q: &[f32], k: &[f
     const BLOCK: usize = 128;
     let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
     let group = cfg.n_head / cfg.n_head_kv;
-    let scale = if cfg.scales.attention_scale != 0.0 {
-        cfg.scales.attention_scale
-    } else {
-        cfg.extras.query_scale.unwrap_or(1.0 / (hd as f32).sqrt())
-    };
+    let scale = cfg.extras.query_scale.unwrap_or(1.0 / (hd as f32).sqrt());
     let (window, cap) = (cfg.extras.window(il), cfg.extras.attn_softcap);
     let mut starts = Vec::with_capacity(seq_lens.len());
     let mut acc = 0;

@@ -20,9 +20,8 @@ use quantforge_formats::gguf::GgufFile;
 use quantforge_quant::convert::llama3_rope_factors;
 use serde_json::Value;
 
-use crate::arch_extras::ArchExtras;
 use crate::error::{EvalError, Result};
-use crate::extras::{ForwardExtras, Shape};
+use crate::extras::{ForwardExtras, LongRope, Shape};
 use crate::gguf_tensors::gguf_vector;
 use crate::rope::{RopeParams, RopeScalingType, SUPPORTED_ROPE_SCALING};
 
@@ -54,9 +53,8 @@ pub struct LlamaConfig {
     /// Llama 3 per-pair frequency factors (`n_rot / 2`): GGUF `rope_freqs.weight`, or computed from a HF
     /// config.json's `rope_scaling` exactly as convert generates that tensor.
     pub rope_freqs: Option<Vec<f32>>,
-    /// Architecture-specific values (Granite's multipliers, Phi-3's LongRoPE factors).
-    pub scales: ArchExtras,
-    /// Sliding windows, soft-caps and scales beyond a Llama block's (Gemma 2/3).
+    /// Sliding windows, soft-caps, scales and multipliers beyond a Llama block's (Gemma 2/3, Granite), and
+    /// LongRoPE factors (Phi-3).
     pub extras: ForwardExtras,
     /// The mixture-of-experts sizes, for an architecture with expert routing.
     pub moe: Option<MoeConfig>,
@@ -210,18 +208,23 @@ impl LlamaConfig {
             rms_eps: float(K::LayerNormRmsEpsilon)?.ok_or_else(|| missing(K::LayerNormRmsEpsilon))? as f32,
             rope,
             rope_freqs: None,
-            scales: ArchExtras::default(),
             extras: ForwardExtras::default(),
             moe,
         };
         cfg.validate(path)?;
-        let extras = cfg.resolve_extras(path, |k| hp.get(k))?;
+        let mut extras = cfg.resolve_extras(path, |k| hp.get(k))?;
+        if arch.forward.longrope_factors && file.tensor("rope_factors_long.weight").is_some() {
+            extras.longrope = Some(LongRope {
+                long: gguf_vector(file, "rope_factors_long.weight", n_rot / 2)?,
+                short: gguf_vector(file, "rope_factors_short.weight", n_rot / 2)?,
+            });
+        }
+        check_longrope(path, &extras)?;
         let rope_freqs = match (arch.llama3_rope_freqs, file.tensor("rope_freqs.weight")) {
             (true, Some(_)) => Some(gguf_vector(file, "rope_freqs.weight", n_rot / 2)?),
             _ => None,
         };
-        let scales = ArchExtras::from_gguf(file, &arch.forward, n_rot)?;
-        Ok(LlamaConfig { rope_freqs, extras, scales, ..cfg })
+        Ok(LlamaConfig { rope_freqs, extras, ..cfg })
     }
 
     /// Read a HF `config.json` (`config`, found in the model directory `path`) of a supported architecture.
@@ -308,7 +311,6 @@ impl LlamaConfig {
                 rope_attn_factor,
             ),
             rope_freqs,
-            scales: ArchExtras::from_hf(path, &hf, arch)?,
             extras: ForwardExtras::default(),
             moe: match (arch.forward.moe, hf.expert_count, hf.expert_used_count) {
                 (Some(_), Some(n), Some(k)) => Some(
@@ -327,7 +329,12 @@ impl LlamaConfig {
         // The keys convert writes for this config, read as a GGUF's.
         let mut kv = quantforge_formats::kv::KvList::new();
         arch::arch_metadata(&mut kv, arch, &hf, 0);
-        let extras = cfg.resolve_extras(path, |k| kv.get(&k.key(arch.gguf_name)))?;
+        let mut extras = cfg.resolve_extras(path, |k| kv.get(&k.key(arch.gguf_name)))?;
+        if arch.forward.longrope_factors {
+            // The factor tensors convert generates.
+            extras.longrope = arch::longrope_factors(arch, &hf)?.map(|f| LongRope { long: f.long, short: f.short });
+        }
+        check_longrope(path, &extras)?;
         Ok(LlamaConfig { extras, ..cfg })
     }
 
@@ -400,6 +407,16 @@ fn checked_factor(path: &Path, factor: Option<f32>) -> Result<Option<f32>> {
             Err(EvalError::BadConfig { path: path.into(), message: format!("RoPE scaling factor {f} is not positive") })
         }
         f => Ok(f),
+    }
+}
+
+/// LongRoPE factors divide frequencies: each must be positive and finite.
+fn check_longrope(path: &Path, extras: &ForwardExtras) -> Result<()> {
+    match &extras.longrope {
+        Some(l) if l.long.iter().chain(&l.short).any(|f| !(f.is_finite() && *f > 0.0)) => {
+            Err(EvalError::BadConfig { path: path.into(), message: "LongRoPE factors must be positive".into() })
+        }
+        _ => Ok(()),
     }
 }
 

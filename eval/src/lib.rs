@@ -23,7 +23,6 @@
 //! `wgpu` compiles but has not been run on a GPU here. burn's `cuda` backend is not offered (its build
 //! downloads LLVM).
 
-pub mod arch_extras;
 mod blocks;
 pub mod calibration;
 pub mod chat;

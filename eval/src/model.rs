@@ -167,7 +167,7 @@ impl LlamaModel {
         let head = self.output.as_ref().unwrap_or(&self.tok_embd);
         let mut logits = vec![0.0f32; n_out * cfg.n_vocab];
         mm.matmul_t(&normed, n_out, d, head.as_f32(&mut scratch)?, cfg.n_vocab, &mut logits)?;
-        if let Some(s) = cfg.scales.logit_scale {
+        if let Some(s) = cfg.extras.logit_scale {
             // Granite: `ggml_scale(cur, 1.0f / f_logit_scale)`.
             let inv = 1.0 / s;
             logits.iter_mut().for_each(|v| *v *= inv);

@@ -41,7 +41,18 @@ pub fn check_config(arch: &Architecture, cfg: &HfConfig) -> Result<()> {
     super::plan::check_requirements(arch, cfg)?;
     match arch.converter {
         Converter::Text => Ok(()),
-        Converter::Granite => refuse_true(cfg, &["mlp_bias"]),
+        Converter::Granite => {
+            refuse_true(cfg, &["mlp_bias"])?;
+            // Written as `logit_scale` only when non-zero, and llama.cpp's Granite loader requires that key.
+            match cfg.raw.get("logits_scaling").and_then(Value::as_f64) {
+                Some(v) if v != 0.0 && v.is_finite() => Ok(()),
+                _ => Err(err(
+                    cfg,
+                    "logits_scaling",
+                    "is missing or zero; llama.cpp's Granite graph divides the logits by it",
+                )),
+            }
+        }
         Converter::SmolLM3 => smollm3::check_config(cfg),
         Converter::Phi3 => phi3::check_config(cfg).map(|_| ()),
         Converter::Gemma2 | Converter::Gemma3 => gemma::check_config(arch, cfg),
@@ -94,7 +105,7 @@ mod tests {
     fn parse(arch: &str, extra: Value) -> Result<HfConfig> {
         let mut v = json!({"architectures": [arch], "hidden_size": 32, "intermediate_size": 48,
             "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
-            "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0});
+            "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "logits_scaling": 2.0});
         for (k, x) in extra.as_object().unwrap() {
             v[k] = x.clone();
         }
@@ -116,6 +127,9 @@ mod tests {
         assert_eq!(parse("LlamaForCausalLM", json!({"head_dim": 16})).unwrap().head_dim(), 16);
         assert!(check("GraniteForCausalLM", json!({"mlp_bias": true})).unwrap_err().contains("mlp_bias"));
         assert!(check("GraniteForCausalLM", json!({"attention_bias": true})).is_ok());
+        for zero in [json!({"logits_scaling": 0.0}), json!({"logits_scaling": null})] {
+            assert!(check("GraniteForCausalLM", zero).unwrap_err().contains("logits_scaling"));
+        }
     }
 
     #[test]
