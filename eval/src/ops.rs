@@ -52,6 +52,11 @@ pub fn softmax_masked(row: &mut [f32], n: usize, scale: f32) {
         *v *= scale;
         max = max.max(*v);
     }
+    normalize_exp(live, max);
+}
+
+/// `live[i] = exp(live[i] - max) / Σ`, the sum in `f64` (ggml's `soft_max`).
+fn normalize_exp(live: &mut [f32], max: f32) {
     let mut sum = 0.0f64;
     for v in live.iter_mut() {
         *v = (*v - max).exp();
@@ -117,15 +122,7 @@ pub fn softmax_window(row: &mut [f32], lo: usize, hi: usize, scale: f32, cap: Op
         }
         max = max.max(*v);
     }
-    let mut sum = 0.0f64;
-    for v in live.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in live.iter_mut() {
-        *v *= inv;
-    }
+    normalize_exp(live, max);
 }
 
 /// `x += y`.
