@@ -485,7 +485,7 @@ fn gguf_rope_keys_and_unsupported_values() {
     let e = LlamaModel::load(&bad).unwrap_err().to_string();
     assert!(
         e.contains("'gemma'")
-            && e.contains("gemma2, gemma3, granite, llama, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"),
+            && e.contains("gemma2, gemma3, granite, llama, olmo2, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"),
         "{e}"
     );
     // Qwen2 needs its Q/K/V biases.
