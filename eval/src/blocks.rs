@@ -10,8 +10,9 @@
 //! `gemma3.cpp` at 0c1e57098) add, through the facts and [`crate::extras`]: the query scale, a sliding window and
 //! their own RoPE on some layers, soft-capped scores, an RMSNorm on the attention and FFN outputs before each
 //! residual add, and GeGLU instead of SwiGLU. OLMo 2 (`src/models/olmo2.cpp`) drops the pre-norms (the projections
-//! read the residual stream) and norms Q and K over the whole projection. Invariant: the operations and their order are those of the whole-model pass of before
-//! (same gemm calls on the same buffers), so results are bit-identical however the blocks are driven.
+//! read the residual stream) and norms Q and K over the whole projection. Invariant: the operations and their
+//! order are those of the whole-model pass of before (same gemm calls on the same buffers), so results are
+//! bit-identical however the blocks are driven.
 
 use std::path::{Path, PathBuf};
 
