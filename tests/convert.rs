@@ -238,7 +238,10 @@ fn bad_inputs_fail_with_clear_errors_and_no_output() {
     fails_cleanly(
         &d,
         out.path(),
-        &["GPT2LMHeadModel", "GraniteForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM"],
+        &[
+            "GPT2LMHeadModel",
+            "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Olmo2ForCausalLM, Phi3ForCausalLM",
+        ],
     );
     // A tensor no rule maps.
     let d = broken_copy(work.path(), |_| {});

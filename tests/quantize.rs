@@ -281,8 +281,9 @@ fn hf_directory_in_one_pass_equals_convert_then_quantize() {
 }
 
 /// The mixture-of-experts fixtures (stacked 3-D expert tensors, F32 routers, Qwen2-MoE's shared expert and its
-/// `[n_embd, 1]` gate written back as `[n_embd]`) quantized exactly as `llama-quantize` (llama.cpp 0c1e57098)
-/// quantizes them: the hashes of its outputs are in `fixtures/archs/llama-quantize/SHA256SUMS`.
+/// `[n_embd, 1]` gate written back as `[n_embd]`), and OLMo 2's (whole-width Q/K norms, post norms), quantized
+/// exactly as `llama-quantize` (llama.cpp 0c1e57098) quantizes them: the hashes of its outputs are in
+/// `fixtures/archs/llama-quantize/SHA256SUMS`.
 #[test]
 fn moe_fixtures_match_llama_quantize_hashes() {
     let sums = std::fs::read_to_string(fixture("archs/llama-quantize/SHA256SUMS")).unwrap();
@@ -304,5 +305,5 @@ fn moe_fixtures_match_llama_quantize_hashes() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 24);
+    assert_eq!(checked, 32);
 }

@@ -9,12 +9,14 @@
 //! FFN, or routed experts where the facts have them ([`crate::moe`]) -> residual. Gemma 2/3 (`src/models/gemma2.cpp`,
 //! `gemma3.cpp` at 0c1e57098) add, through the facts and [`crate::extras`]: the query scale, a sliding window and
 //! their own RoPE on some layers, soft-capped scores, an RMSNorm on the attention and FFN outputs before each
-//! residual add, and GeGLU instead of SwiGLU. Invariant: the operations and their order are those of the whole-model pass of before
-//! (same gemm calls on the same buffers), so results are bit-identical however the blocks are driven.
+//! residual add, and GeGLU instead of SwiGLU. OLMo 2 (`src/models/olmo2.cpp`) drops the pre-norms (the projections
+//! read the residual stream) and norms Q and K over the whole projection. Invariant: the operations and their
+//! order are those of the whole-model pass of before (same gemm calls on the same buffers), so results are
+//! bit-identical however the blocks are driven.
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::arch::{FfnKind, Presence};
+use quantforge_formats::arch::{FfnKind, Presence, QkNormWidth};
 use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
@@ -31,7 +33,9 @@ pub type Observer<'a> = dyn Fn(&str, &[f32], usize) + Sync + 'a;
 /// One decoder block's weights, named by their GGUF names (`blk.N.attn_q.weight`, ...).
 pub struct Block {
     index: usize,
-    attn_norm: Vec<f32>,
+    /// RMSNorm of the block input before attention and before the FFN, where the facts have pre-norms (OLMo 2
+    /// has none: the projections read the residual stream as it is).
+    attn_norm: Option<Vec<f32>>,
     wq: Matrix,
     wk: Matrix,
     wv: Matrix,
@@ -40,11 +44,12 @@ pub struct Block {
     bk: Option<Vec<f32>>,
     bv: Option<Vec<f32>>,
     bo: Option<Vec<f32>>,
-    /// Per-head RMSNorm weights of Q and K (`head_dim` values each), where the facts ask for them.
+    /// RMSNorm weights of Q and K, where the facts ask for them: `head_dim` values each, applied per head, or one
+    /// per projection row, applied to a token's whole projection (OLMo 2).
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     wo: Matrix,
-    ffn_norm: Vec<f32>,
+    ffn_norm: Option<Vec<f32>>,
     ffn: Ffn,
     /// RMSNorm of the attention and FFN outputs before their residual adds (Gemma's sandwich norms), where
     /// the facts ask for them.
@@ -79,7 +84,18 @@ impl Block {
                 Presence::Optional | Presence::Absent => Ok(None),
             }
         };
-        let norm = |s: &str| if facts.qk_norm { src.vector(cfg, &n(s), hd).map(Some) } else { Ok(None) };
+        let norm = |s: &str, width: usize| {
+            let len = match facts.qk_norm_width {
+                QkNormWidth::Head => hd,
+                QkNormWidth::Projection => width,
+            };
+            if facts.qk_norm {
+                src.vector(cfg, &n(s), len).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let pre = |s: &str| if facts.pre_norms { src.vector(cfg, &n(s), d).map(Some) } else { Ok(None) };
         // Fused projections (Phi-3) are split by rows: Q, K, V of `attn_qkv`, gate and up of `ffn_up`. The
         // first part keeps the tensor's name, the others are marked as parts of it (see [`FUSED_PART`]).
         let (wq, wk, wv) = if facts.fused_qkv_gate_up {
@@ -109,7 +125,7 @@ impl Block {
         let post = |s: &str| if facts.post_norms { src.vector(cfg, &n(s), d).map(Some) } else { Ok(None) };
         Ok(Block {
             index: i,
-            attn_norm: src.vector(cfg, &n("attn_norm"), d)?,
+            attn_norm: pre("attn_norm")?,
             wq,
             wk,
             wv,
@@ -117,10 +133,10 @@ impl Block {
             bk: bias("attn_k", kv, facts.qkv_bias)?,
             bv: bias("attn_v", kv, facts.qkv_bias)?,
             bo: bias("attn_output", d, facts.attn_out_bias)?,
-            q_norm: norm("attn_q_norm")?,
-            k_norm: norm("attn_k_norm")?,
+            q_norm: norm("attn_q_norm", q)?,
+            k_norm: norm("attn_k_norm", kv)?,
             wo: src.matrix(cfg, &n("attn_output"), d, q)?,
-            ffn_norm: src.vector(cfg, &n("ffn_norm"), d)?,
+            ffn_norm: pre("ffn_norm")?,
             ffn,
             post_attn_norm: post("post_attention_norm")?,
             post_ffn_norm: post("post_ffw_norm")?,
@@ -188,12 +204,14 @@ impl Block {
     pub fn scale_norm(&mut self, name: &str, divisor: &[f32]) -> Result<Vec<f32>> {
         let index = self.index;
         let norm = if name == format!("blk.{index}.attn_norm.weight") {
-            &mut self.attn_norm
+            self.attn_norm.as_mut()
         } else if name == format!("blk.{index}.ffn_norm.weight") {
-            &mut self.ffn_norm
+            self.ffn_norm.as_mut()
         } else {
-            return Err(EvalError::UnknownWeight { block: index, name: name.into() });
+            None
         };
+        // A block without pre-norms (OLMo 2) has none to scale.
+        let Some(norm) = norm else { return Err(EvalError::UnknownWeight { block: index, name: name.into() }) };
         if divisor.len() != norm.len() {
             return Err(EvalError::UnknownWeight {
                 block: index,
@@ -395,7 +413,7 @@ pub(crate) fn run_block_until(
         sized(buf, n);
     }
     let b = block;
-    ops::rms_norm(x, &b.attn_norm, cfg.rms_eps, xn);
+    pre_norm(x, b.attn_norm.as_deref(), cfg.rms_eps, xn);
     for w in [&b.wq, &b.wk, &b.wv] {
         see(w, xn, d);
     }
@@ -412,8 +430,18 @@ pub(crate) fn run_block_until(
     }
     for (buf, width, norm) in [(&mut *q, qd, &b.q_norm), (&mut *k, kvd, &b.k_norm)] {
         if let Some(w) = norm {
-            // Each token's row holds its heads; the norm runs over each head of `head_dim` values.
-            buf.par_chunks_mut(width).for_each(|row| ops::rms_norm_inplace(row, w, cfg.rms_eps));
+            // Each token's row holds its heads; the norm runs over each head of `head_dim` values (with one
+            // shared weight vector, or the head's part of a row-wide one), or over the whole row (OLMo 2).
+            let span = match cfg.arch.forward.qk_norm_width {
+                QkNormWidth::Head => cfg.head_dim,
+                QkNormWidth::Projection => width,
+            };
+            buf.par_chunks_mut(width).for_each(|row| {
+                for (j, part) in row.chunks_exact_mut(span).enumerate() {
+                    let wj = if w.len() == span { w.as_slice() } else { w.get(j * span..(j + 1) * span).unwrap_or(w) };
+                    ops::rms_norm_inplace(part, wj, cfg.rms_eps);
+                }
+            });
         }
     }
     // SmolLM3's NoPE layers: every `step`-th layer runs without RoPE.
@@ -437,7 +465,7 @@ pub(crate) fn run_block_until(
     }
     ops::add_assign(x, proj);
 
-    ops::rms_norm(x, &b.ffn_norm, cfg.rms_eps, xn);
+    pre_norm(x, b.ffn_norm.as_deref(), cfg.rms_eps, xn);
     let (w_gate, w_up, w_down) = match &b.ffn {
         Ffn::Dense { w_gate, w_up, w_down } => (w_gate, w_up, w_down),
         // Experts are not shown to `observe` (calibration refuses MoE models before running a block).
@@ -473,6 +501,14 @@ pub(crate) fn run_block_until(
     }
     ops::add_assign(x, proj);
     Ok(())
+}
+
+/// `xn` = the RMSNorm of `x` with `weight`, or `x` itself for a block without pre-norms.
+fn pre_norm(x: &[f32], weight: Option<&[f32]>, eps: f32, xn: &mut [f32]) {
+    match weight {
+        Some(w) => ops::rms_norm(x, w, eps, xn),
+        None => xn.copy_from_slice(x),
+    }
 }
 
 /// Granite: a block output is multiplied by `residual_scale` (when set) before its residual add.

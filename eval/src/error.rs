@@ -31,6 +31,13 @@ pub enum EvalError {
     /// The architecture's registry entry states a forward-pass feature the forward pass does not implement.
     #[error("{path}: architecture '{arch}' needs {feature}, which the forward pass does not implement")]
     UnsupportedFeature { path: PathBuf, arch: &'static str, feature: &'static str },
+    /// AWQ folds the inverse of its Q/K/V and gate/up input scales into the RMSNorm before them; an
+    /// architecture without pre-norms (OLMo 2) has nothing to fold them into.
+    #[error(
+        "{path}: architecture '{arch}' has no RMSNorm before its Q/K/V and gate/up projections, into which AWQ folds \
+         its input scales; use --method gptq or rtn"
+    )]
+    AwqWithoutPreNorms { path: PathBuf, arch: &'static str },
     /// A block index past the model's last block.
     #[error("{path}: block {index} does not exist (the model has {n_layer} blocks)")]
     BlockOutOfRange { path: PathBuf, index: usize, n_layer: usize },

@@ -8,8 +8,8 @@
 //! same values.
 
 use quantforge_formats::arch::{
-    swa_layers, Architecture, AttentionScale, EmbeddingScale, HparamKey as K, LogitSoftcap, QueryScale, SwaLayers,
-    SwaRope,
+    swa_layers, Architecture, AttentionScale, EmbeddingScale, HparamKey as K, LogitSoftcap, QueryScale, SlidingWindow,
+    SwaLayers, SwaRope,
 };
 use quantforge_formats::gguf::GgufValue;
 
@@ -85,8 +85,15 @@ impl ForwardExtras {
                 v => Ok(v.map(|c| c as f32)),
             }
         };
-        let swa = swa_layers(f.sliding_window, shape.n_layer, &get)
-            .map_err(|k| (k, "is not a window size or layer pattern of this model".to_string()))?;
+        let swa = swa_layers(f.sliding_window, shape.n_layer, &get).map_err(|k| {
+            let why = match f.sliding_window {
+                SlidingWindow::Refused => {
+                    "is set: llama.cpp would slide layers (OLMo 3), which the forward pass does not implement"
+                }
+                _ => "is not a window size or layer pattern of this model",
+            };
+            (k, why.to_string())
+        })?;
         let rope_swa = match (&swa, f.swa_rope) {
             (None, _) => None,
             (Some(_), SwaRope::Global) => float(K::RopeFreqBaseSwa)?

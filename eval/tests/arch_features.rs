@@ -23,7 +23,10 @@ fn edited(name: &str, case: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["model.safetensors", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"] {
-        std::fs::copy(fixture(name).join(f), dir.join(f)).unwrap();
+        // The BPE fixtures (OLMo 2) have no tokenizer.model.
+        if fixture(name).join(f).exists() {
+            std::fs::copy(fixture(name).join(f), dir.join(f)).unwrap();
+        }
     }
     let mut cfg: Value = serde_json::from_slice(&std::fs::read(fixture(name).join("config.json")).unwrap()).unwrap();
     edit(&mut cfg);
@@ -109,6 +112,12 @@ fn unimplemented_configs_are_refused_by_key() {
         ("granite", "mlp_bias", json!({"mlp_bias": true}), "mlp_bias"),
         ("granite", "logits", json!({"logits_scaling": 0.0}), "logits_scaling"),
         ("phi3", "head_dim", json!({"head_dim": 16}), "head_dim"),
+        ("olmo2", "attention_bias", json!({"attention_bias": true}), "attention_bias"),
+        ("olmo2", "hidden_act", json!({"hidden_act": "gelu"}), "hidden_act"),
+        ("olmo2", "head_dim", json!({"head_dim": 16}), "head_dim"),
+        ("olmo2", "tied", json!({"tie_word_embeddings": true}), "tie_word_embeddings"),
+        ("olmo2", "sliding_window", json!({"sliding_window": 16}), "sliding_window"),
+        ("olmo2", "llama3", json!({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}), "rope_parameters"),
     ] {
         let dir = edited(name, case, |c| {
             for (k, v) in edit.as_object().unwrap() {
@@ -136,4 +145,46 @@ fn fused_phi3_projections_are_refused_by_calibration_and_observed_once() {
     // Granite has separate projections and calibrates like Llama.
     let file = ModelFile::open(&fixture("granite")).unwrap();
     assert!(BlockCalibrator::new(&file, &[vec![1, 5, 9]], 1, Device::Cpu).is_ok());
+}
+
+#[test]
+fn olmo2_calibrates_with_gptq_and_refuses_awq_by_type() {
+    use quantforge_eval::intquant::{quantize_int, IntQuantJob, Method, WindowOptions};
+    use quantforge_eval::EvalError;
+    use quantforge_quant::calibrate::CalibrationProgress;
+    use quantforge_quant::gptq::GptqOptions;
+    use quantforge_quant::intquant::{IntScheme, ScaleDtype};
+
+    struct Quiet;
+    impl CalibrationProgress for Quiet {}
+    let dir = fixture("olmo2");
+    // Block-by-block calibration runs the block without pre-norms (GPTQ and imatrix need nothing else).
+    let file = ModelFile::open(&dir).unwrap();
+    assert!(BlockCalibrator::new(&file, &[vec![1, 5, 9]], 1, Device::Cpu).is_ok());
+    let job = |method| IntQuantJob {
+        model: &dir,
+        method,
+        scheme: IntScheme { bits: 4, group_size: Some(16), sym: true, scale_dtype: ScaleDtype::F16 },
+        gptq: GptqOptions::default(),
+        true_sequential: true,
+        calib: None,
+        windows: WindowOptions { nsamples: 2, seqlen: 16, seed: 0 },
+        batch_seqs: 2,
+        device: Device::Cpu,
+    };
+    let mut n = 0;
+    let report = quantize_int(
+        &job(Method::Gptq),
+        &mut |_, _| {
+            n += 1;
+            Ok(())
+        },
+        &Quiet,
+    )
+    .unwrap();
+    assert_eq!(report.layers.len(), 2 * 7);
+    // AWQ folds its Q/K/V and gate/up scales into the pre-norms, which OLMo 2 does not have.
+    let e = quantize_int(&job(Method::Awq), &mut |_, _| Ok(()), &Quiet).unwrap_err();
+    assert!(matches!(e, EvalError::AwqWithoutPreNorms { arch: "olmo2", .. }), "{e}");
+    assert!(e.to_string().contains("gptq"), "{e}");
 }

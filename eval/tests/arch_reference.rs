@@ -485,11 +485,32 @@ fn gguf_rope_keys_and_unsupported_values() {
     let e = LlamaModel::load(&bad).unwrap_err().to_string();
     assert!(
         e.contains("'gemma'")
-            && e.contains("gemma2, gemma3, granite, llama, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"),
+            && e.contains("gemma2, gemma3, granite, llama, olmo2, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"),
         "{e}"
     );
     // Qwen2 needs its Q/K/V biases.
     rewrite_gguf(&gguf, &bad, |_| {}, |name| name != "blk.1.attn_k.bias");
     let e = LlamaModel::load(&bad).unwrap_err().to_string();
     assert!(e.contains("blk.1.attn_k.bias"), "{e}");
+}
+
+/// An `olmo2` file with a sliding window (what llama.cpp's converter writes for OLMo 3, whose layers llama.cpp then
+/// slides) is refused by key, and so is one without `output.weight` (llama.cpp requires OLMo 2's head).
+#[test]
+fn olmo2_files_llama_cpp_would_run_otherwise_are_refused() {
+    let src = fixture("archs/olmo2/llama.cpp-f32.gguf");
+    let dir = scratch("olmo2-refused");
+    std::fs::create_dir_all(&dir).unwrap();
+    let all = |_: &str| true;
+    let zero = dir.join("zero-window.gguf");
+    rewrite_gguf(&src, &zero, |kv| set(kv, "olmo2.attention.sliding_window", GgufValue::U32(0)), all);
+    assert!(LlamaModel::load(&zero).is_ok());
+    let olmo3 = dir.join("window.gguf");
+    rewrite_gguf(&src, &olmo3, |kv| set(kv, "olmo2.attention.sliding_window", GgufValue::U32(16)), all);
+    let e = LlamaModel::load(&olmo3).unwrap_err().to_string();
+    assert!(e.contains("olmo2.attention.sliding_window") && e.contains("OLMo 3"), "{e}");
+    let headless = dir.join("headless.gguf");
+    rewrite_gguf(&src, &headless, |_| {}, |name| name != "output.weight");
+    let e = LlamaModel::load(&headless).unwrap_err().to_string();
+    assert!(e.contains("output.weight"), "{e}");
 }

@@ -131,6 +131,9 @@ pub fn quantize_int(
     if cfg.moe.is_some() {
         return Err(EvalError::MoeCalibration { arch: cfg.arch.gguf_name, what: "--method (gptq, awq, rtn)" });
     }
+    if job.method == Method::Awq && !cfg.arch.forward.pre_norms {
+        return Err(EvalError::AwqWithoutPreNorms { path: job.model.into(), arch: cfg.arch.gguf_name });
+    }
     check_scheme(&model, &job.scheme)?;
     let mut report = IntQuantReport {
         method: job.method,

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{gemma, phi3, smollm3, Architecture, HfConfig};
+use super::{gemma, olmo2, phi3, smollm3, Architecture, HfConfig};
 use crate::error::{FormatError, Result};
 
 /// The llama.cpp converter class behind an architecture, where it matters beyond tensor rules and extra keys.
@@ -29,6 +29,9 @@ pub enum Converter {
     Gemma2,
     /// `Gemma3Model.set_gguf_parameters` (`TextModel`'s keys, then its own, [`super::gemma`]).
     Gemma3,
+    /// `Olmo2Model`: `TextModel`'s keys (plus a sliding window, which [`check_config`] refuses), with the config
+    /// values llama.cpp's OLMo 2 graph does not honour refused ([`super::olmo2`]).
+    Olmo2,
 }
 
 /// Whether the converter class of HF architecture `hf_arch` ignores `head_dim` (Granite).
@@ -56,6 +59,7 @@ pub fn check_config(arch: &Architecture, cfg: &HfConfig) -> Result<()> {
         Converter::SmolLM3 => smollm3::check_config(cfg),
         Converter::Phi3 => phi3::check_config(cfg).map(|_| ()),
         Converter::Gemma2 | Converter::Gemma3 => gemma::check_config(arch, cfg),
+        Converter::Olmo2 => olmo2::check_config(cfg),
     }
 }
 
@@ -149,6 +153,40 @@ mod tests {
             let e = check("SmolLM3ForCausalLM", extra.clone()).unwrap_err();
             assert!(e.contains(key) && e.contains("m/config.json"), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn olmo2_refuses_what_llama_cpp_s_graph_does_not_compute() {
+        assert!(check("Olmo2ForCausalLM", json!({})).is_ok());
+        let ok = [
+            json!({"attention_bias": false, "hidden_act": "silu", "head_dim": 8, "tie_word_embeddings": false}),
+            json!({"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}),
+            json!({"rope_parameters": {"rope_type": "linear", "factor": 2.0}}),
+            json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}}),
+        ];
+        for extra in ok {
+            assert!(check("Olmo2ForCausalLM", extra.clone()).is_ok(), "{extra}");
+        }
+        for (extra, key) in [
+            (json!({"attention_bias": true}), "attention_bias"),
+            (json!({"hidden_act": "gelu"}), "hidden_act"),
+            (json!({"head_dim": 16}), "head_dim"),
+            (json!({"tie_word_embeddings": true}), "tie_word_embeddings"),
+            (json!({"sliding_window": 4096}), "sliding_window"),
+            (json!({"sliding_window": null}), "sliding_window"),
+            (json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}), "rope_scaling"),
+            (json!({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}), "rope_parameters"),
+            (
+                json!({"rope_parameters": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}}),
+                "rope_parameters",
+            ),
+        ] {
+            let e = check("Olmo2ForCausalLM", extra.clone()).unwrap_err();
+            assert!(e.contains(key) && e.contains("m/config.json"), "{extra}: {e}");
+        }
+        let a = lookup(Path::new("c"), "Olmo2ForCausalLM").unwrap();
+        assert!(a.requires_output() && !a.tied_output_allowed() && !a.permutes_hf_qk());
+        assert!(!a.forward.pre_norms && a.forward.post_norms && a.forward.qk_norm);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! The architectures added at llama.cpp 0c1e57098 state what they bring here: Gemma 2/3 (`src/models/gemma2.cpp`,
 //! `gemma3.cpp`) GeGLU, sliding-window layers, soft-capping, post norms, embedding and query scaling; Granite,
 //! SmolLM3 and Phi-3 their multipliers, NoPE layers, fused projections and LongRoPE; the mixture-of-experts
-//! architectures ([`MoeRouting`], [`SharedExpert`], `src/models/{llama,qwen2moe,qwen3moe}.cpp`) their routing.
+//! architectures ([`MoeRouting`], [`SharedExpert`], `src/models/{llama,qwen2moe,qwen3moe}.cpp`) their routing;
+//! OLMo 2 (`src/models/olmo2.cpp`) blocks without pre-norms and Q/K norms over the whole projection.
 
 /// How the rotated dimensions of a head pair up (llama.cpp's `llama_rope_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +166,19 @@ pub enum SlidingWindow {
     /// overrides the period or lists the layers). Without the window key the window is `default_window`, and
     /// 0 means no layer slides (Gemma 2 defaults to 4096, Gemma 3 to none).
     Pattern { period: u32, default_window: u32 },
+    /// No layer slides unless `{arch}.attention.sliding_window` is non-zero, when llama.cpp slides layers in a
+    /// pattern the forward pass does not implement (OLMo 3, converted as `olmo2`): such a file is refused.
+    Refused,
+}
+
+/// What the Q/K RMSNorms of [`ForwardFacts::qk_norm`] run over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkNormWidth {
+    /// Each head of `head_dim` values, one weight vector of `head_dim` shared by the heads (Qwen3, Gemma 3).
+    Head,
+    /// The whole projection of a token (`n_head * head_dim` for Q, `n_head_kv * head_dim` for K), one weight per
+    /// value (OLMo 2: `build_norm` on the 2-D projection before it is split into heads).
+    Projection,
 }
 
 /// The RoPE of sliding-window layers (llama.cpp `rope_freq_base_train_swa`/`rope_freq_scale_train_swa`).
@@ -231,8 +245,13 @@ pub struct ForwardFacts {
     pub qkv_bias: Presence,
     /// Bias of the attention output projection.
     pub attn_out_bias: Presence,
-    /// Per-head RMSNorm on Q and K before RoPE (`attn_q_norm`/`attn_k_norm`, `head_dim` values each).
+    /// RMSNorm on Q and K before RoPE (`attn_q_norm`/`attn_k_norm`), over [`ForwardFacts::qk_norm_width`].
     pub qk_norm: bool,
+    /// What each Q/K norm runs over (per head, or the whole projection).
+    pub qk_norm_width: QkNormWidth,
+    /// RMSNorm of each block input before attention and FFN (`attn_norm`, `ffn_norm`); OLMo 2 has none and
+    /// normalizes the outputs instead ([`ForwardFacts::post_norms`]).
+    pub pre_norms: bool,
     /// Normalization of block inputs and of the final hidden state.
     pub norm: NormKind,
     /// Feed-forward network.
@@ -286,6 +305,8 @@ impl ForwardFacts {
         qkv_bias: Presence::Absent,
         attn_out_bias: Presence::Absent,
         qk_norm: false,
+        qk_norm_width: QkNormWidth::Head,
+        pre_norms: true,
         norm: NormKind::Rms,
         ffn: FfnKind::SwiGlu,
         moe: None,
@@ -318,6 +339,9 @@ impl ForwardFacts {
         }
         match self.moe {
             None | Some(MoeRouting::SoftmaxTopK | MoeRouting::SoftmaxTopKNormalized) => {}
+        }
+        match self.qk_norm_width {
+            QkNormWidth::Head | QkNormWidth::Projection => {}
         }
         match self.shared_expert {
             SharedExpert::None | SharedExpert::SigmoidGated => {}

@@ -84,7 +84,15 @@ pub fn swa_layers<'a>(
     n_layer: usize,
     get: impl Fn(K) -> Option<&'a GgufValue>,
 ) -> std::result::Result<Option<SwaLayers>, K> {
-    let SlidingWindow::Pattern { period, default_window } = sliding else { return Ok(None) };
+    let (period, default_window) = match sliding {
+        SlidingWindow::Pattern { period, default_window } => (period, default_window),
+        SlidingWindow::None => return Ok(None),
+        // A window llama.cpp would apply in a pattern the forward pass does not implement.
+        SlidingWindow::Refused => match get(K::SlidingWindow).map(GgufValue::as_u64) {
+            None | Some(Some(0)) => return Ok(None),
+            Some(_) => return Err(K::SlidingWindow),
+        },
+    };
     let window = match get(K::SlidingWindow) {
         Some(v) => v.as_u64().and_then(|w| u32::try_from(w).ok()).ok_or(K::SlidingWindow)?,
         None => default_window,
@@ -507,5 +515,10 @@ mod tests {
         let bad = GgufValue::String("x".into());
         assert_eq!(swa_layers(g2, 2, |_| Some(&bad)).unwrap_err(), K::SlidingWindow);
         assert_eq!(swa_layers(SlidingWindow::None, 2, |_| Some(&w)).unwrap(), None);
+        // OLMo 2: no window, or a zero one, slides nothing; a window (an OLMo 3 file) is refused by key.
+        let zero = GgufValue::U32(0);
+        assert_eq!(swa_layers(SlidingWindow::Refused, 2, |_| None).unwrap(), None);
+        assert_eq!(swa_layers(SlidingWindow::Refused, 2, |_| Some(&zero)).unwrap(), None);
+        assert_eq!(swa_layers(SlidingWindow::Refused, 2, |_| Some(&w)).unwrap_err(), K::SlidingWindow);
     }
 }

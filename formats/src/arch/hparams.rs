@@ -12,7 +12,9 @@ use crate::kv::KvList;
 /// Write the hyperparameter keys and `general.file_type` for `cfg`, as the architecture's converter class does.
 pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
     match arch.converter {
-        Converter::Text | Converter::Granite | Converter::SmolLM3 => text_metadata(kv, arch, cfg, file_type),
+        Converter::Text | Converter::Granite | Converter::SmolLM3 | Converter::Olmo2 => {
+            text_metadata(kv, arch, cfg, file_type)
+        }
         Converter::Phi3 => {
             // Phi3MiniModel writes its own keys instead of TextModel's (a config `check_config` refused writes none).
             if let Ok(rope) = super::phi3::phi3_rope(cfg) {
@@ -210,7 +212,7 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
     match arch.converter {
         Converter::Phi3 => super::phi3::hf_config_keys(gguf, &mut c),
         Converter::Gemma2 | Converter::Gemma3 => gemma::config_from_gguf(&mut c, gguf, arch),
-        Converter::Text | Converter::Granite | Converter::SmolLM3 => {}
+        Converter::Text | Converter::Granite | Converter::SmolLM3 | Converter::Olmo2 => {}
     }
     Value::Object(c)
 }

@@ -13,6 +13,8 @@
 //! The mixture-of-experts entries (`mixtral`, `qwen2moe`, `qwen3moe`) follow the converter at 0c1e57098 (the
 //! copy vendored by llama-cpp-python 0.3.36 that the fixtures are checked against). Their per-expert HF tensors
 //! are stacked by one shared rule transform, an `{xid}` expert index in the HF pattern ([`TensorRule`], [`plan`]).
+//! `olmo2` (OLMo 2) follows the same converter: no pre-norms, whole-width Q/K norms and a required head
+//! ([`ForwardFacts::pre_norms`], [`QkNormWidth`], [`Architecture::requires_output`]).
 
 mod config;
 mod converter;
@@ -28,6 +30,7 @@ pub mod limits;
 mod llama;
 mod mistral;
 mod mixtral;
+mod olmo2;
 mod phi3;
 mod plan;
 mod qwen2;
@@ -39,8 +42,8 @@ mod smollm3;
 pub use config::{HfConfig, RopeScaling};
 pub use converter::{check_config, longrope_factors, Converter, LongRopeFactors};
 pub use facts::{
-    AttentionScale, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, QueryScale,
-    RopeStyle, SlidingWindow, SwaRope,
+    AttentionScale, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, QkNormWidth,
+    QueryScale, RopeStyle, SlidingWindow, SwaRope,
 };
 pub use facts::{ConfigRequirement, ConfigValue, SharedExpert};
 pub use gemma::{swa_layers, SwaLayers};
@@ -245,6 +248,7 @@ pub static ARCHITECTURES: &[&Architecture] = &[
     &mixtral::MIXTRAL,
     &qwen2moe::QWEN2MOE,
     &qwen3moe::QWEN3MOE,
+    &olmo2::OLMO2,
 ];
 
 /// HF tensors every converter drops (`ModelBase.prepare_tensors`).
@@ -307,6 +311,12 @@ impl Architecture {
     /// `output.weight` may be absent, the head then being tied to `token_embd.weight`.
     pub fn tied_output_allowed(&self) -> bool {
         self.rules.iter().any(|r| r.gguf == "output.weight" && r.optional)
+    }
+
+    /// `output.weight` is required: llama.cpp creates it without `TENSOR_NOT_REQUIRED` (OLMo 2), so the head
+    /// is never tied to `token_embd.weight`.
+    pub fn requires_output(&self) -> bool {
+        self.rules.iter().any(|r| r.gguf == "output.weight" && !r.optional)
     }
 
     /// The rule mapping HF tensor `name`, with the layer index it matched.
@@ -391,10 +401,18 @@ mod tests {
                 assert_eq!(bias, f.qkv_bias, "{name}: {role} bias");
             }
             assert_eq!(rule_presence(a, "blk.{bid}.attn_output.bias"), f.attn_out_bias, "{name}: output bias");
-            for norm in ["attn_q_norm", "attn_k_norm"] {
+            for (norm, width) in [("attn_q_norm", Dim::QOut), ("attn_k_norm", Dim::KvOut)] {
                 let p = rule_presence(a, &format!("blk.{{bid}}.{norm}.weight"));
                 assert_eq!(p == Presence::Required, f.qk_norm, "{name}: {norm}");
                 assert_ne!(p, Presence::Optional, "{name}: {norm}");
+                // Per-head norms hold head_dim values, whole-projection norms one per projection row.
+                if let Some(r) = a.rules.iter().find(|r| r.gguf == format!("blk.{{bid}}.{norm}.weight")) {
+                    let want = match f.qk_norm_width {
+                        QkNormWidth::Head => Dim::HeadDim,
+                        QkNormWidth::Projection => width,
+                    };
+                    assert_eq!(r.shape, [want], "{name}: {norm} shape");
+                }
             }
             // Convert permutes HF q/k rows exactly for the adjacent-pair RoPE, and then needs the KV heads.
             assert_eq!(a.permutes_hf_qk(), f.rope == RopeStyle::Norm, "{name}: RoPE permutation");
@@ -404,10 +422,17 @@ mod tests {
             // Every block tensor the forward pass reads has a rule: fused Q/K/V and gate/up where the facts say,
             // the router and stacked experts with routing, the dense FFN otherwise.
             let (attn, absent): (&[&str], &[&str]) = if f.fused_qkv_gate_up {
-                (&["attn_norm", "attn_qkv", "attn_output", "ffn_norm"], &["attn_q", "ffn_gate"])
+                (&["attn_qkv", "attn_output"], &["attn_q", "ffn_gate"])
             } else {
-                (&["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"], &["attn_qkv"])
+                (&["attn_q", "attn_k", "attn_v", "attn_output"], &["attn_qkv"])
             };
+            // Pre-norms exactly when the facts say; a block without them normalizes its outputs instead.
+            for t in ["attn_norm", "ffn_norm"] {
+                let p = rule_presence(a, &format!("blk.{{bid}}.{t}.weight"));
+                let want = if f.pre_norms { Presence::Required } else { Presence::Absent };
+                assert_eq!(p, want, "{name}: {t}");
+            }
+            assert!(f.pre_norms || f.post_norms, "{name}: a block without any norm");
             let ffn: &[&str] = match (f.moe, f.fused_qkv_gate_up) {
                 (None, false) => &["ffn_gate", "ffn_up", "ffn_down"],
                 (None, true) => &["ffn_up", "ffn_down"],
@@ -436,9 +461,12 @@ mod tests {
             for t in ["token_embd.weight", "output_norm.weight"] {
                 assert_eq!(rule_presence(a, t), Presence::Required, "{name}: {t}");
             }
-            // The head is optional (tied when absent), or never converted (Gemma 2: always tied).
-            assert_ne!(rule_presence(a, "output.weight"), Presence::Required, "{name}: output.weight");
-            assert!(a.tied_output_allowed() || a.converter == Converter::Gemma2, "{name}: output.weight");
+            // The head is optional (tied when absent), never converted (Gemma 2: always tied), or required
+            // (OLMo 2: llama.cpp creates it without TENSOR_NOT_REQUIRED).
+            let head = rule_presence(a, "output.weight");
+            assert_eq!(head == Presence::Required, a.converter == Converter::Olmo2, "{name}: output.weight");
+            assert_eq!(head == Presence::Required, a.requires_output(), "{name}: output.weight");
+            assert!(a.tied_output_allowed() || a.requires_output() || a.converter == Converter::Gemma2, "{name}");
             // Post norms exactly when the facts say so; Gemma's zero-centred norms are shifted, and only norms.
             for t in ["post_attention_norm", "post_ffw_norm"] {
                 let p = rule_presence(a, &format!("blk.{{bid}}.{t}.weight"));
@@ -467,7 +495,7 @@ mod tests {
     fn supported_name_lists() {
         assert_eq!(
             supported_gguf_names(),
-            "gemma2, gemma3, granite, llama, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"
+            "gemma2, gemma3, granite, llama, olmo2, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3"
         );
         assert!(supported_names().starts_with("Gemma2ForCausalLM, Gemma3ForCausalLM, GraniteForCausalLM"));
     }

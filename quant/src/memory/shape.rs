@@ -164,7 +164,9 @@ impl ModelShape {
         let mut n_swa = to_u32(scalar(K::SlidingWindow)?.unwrap_or(0), K::SlidingWindow)?;
         // A registered architecture's loader facts (window default, pattern) come from the registry.
         let registered = arch::ARCHITECTURES.iter().find(|a| a.gguf_name == arch);
-        let sliding = registered.map(|a| a.forward.sliding_window).filter(|s| *s != arch::SlidingWindow::None);
+        // Only a registered pattern; OLMo 2's refused window (OLMo 3 files) is sized from the table below.
+        let sliding =
+            registered.map(|a| a.forward.sliding_window).filter(|s| matches!(s, arch::SlidingWindow::Pattern { .. }));
         let swa = if let Some(sliding) = sliding {
             let layers = arch::swa_layers(sliding, n_layer, |k| hp.get(k))
                 .map_err(|k| bad(&key(k), "is not a window size or layer pattern"))?;
@@ -410,13 +412,13 @@ mod tests {
         assert_eq!(swa_pattern(3, 0, false), [true, true, true]);
     }
 
-    /// The planner sizes Granite, SmolLM3 and Phi-3 the same from llama.cpp's GGUF, the HF directory and the bare
+    /// The planner sizes Granite, SmolLM3, Phi-3 and OLMo 2 the same from llama.cpp's GGUF, the HF directory and the bare
     /// config.json: every layer with a full-context KV cache (llama.cpp disables Phi-3's sliding window, and
     /// SmolLM3's NoPE layers keep their cache), the same tensors (Phi-3's fused ones and LongRoPE factors).
     #[test]
     fn new_architectures_plan_alike_from_gguf_hf_and_config() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs");
-        for name in ["granite", "smollm3", "phi3"] {
+        for name in ["granite", "smollm3", "phi3", "olmo2"] {
             let dir = root.join(name);
             let gguf = ModelShape::open(&dir.join("llama.cpp-f32.gguf")).unwrap();
             assert!(gguf.layers.iter().all(|l| !l.swa && l.head_dim_k == 8 && l.n_head_kv == 2), "{name}");
