@@ -8,8 +8,8 @@
 //! same values.
 
 use quantforge_formats::arch::{
-    swa_layers, Architecture, AttentionScale, EmbeddingScale, HparamKey as K, LogitSoftcap, QueryScale, SlidingWindow,
-    SwaLayers, SwaRope,
+    swa_layers, Architecture, EmbeddingScale, HparamKey as K, LogitSoftcap, QueryScale, SlidingWindow, SwaLayers,
+    SwaRope,
 };
 use quantforge_formats::gguf::GgufValue;
 
@@ -117,10 +117,8 @@ impl ForwardExtras {
             }
         };
         let query_scale = match f.query_scale {
-            _ if f.attention_scale == AttentionScale::FromKey && get(K::AttentionScale).is_some() => {
-                multiplier(K::AttentionScale)?
-            }
             QueryScale::HeadDim => None,
+            QueryScale::FromKey => multiplier(K::AttentionScale)?,
             // llama.cpp: `1.0f / std::sqrt(float(n_embd / n_head))` for the 27B sizes (integer division).
             QueryScale::GemmaByLayers { layers } if layers as usize == shape.n_layer => {
                 Some(1.0 / ((shape.n_embd / shape.n_head.max(1)) as f32).sqrt())

@@ -200,6 +200,9 @@ pub enum QueryScale {
     /// `1 / sqrt(head_dim)`. GGUF does not record `query_pre_attn_scalar`; convert refuses a config whose
     /// value differs from the one this rule gives.
     GemmaByLayers { layers: u32 },
+    /// `{arch}.attention.scale` when present and non-zero, else `1 / sqrt(head_dim)` (Granite's
+    /// `attention_multiplier`).
+    FromKey,
 }
 
 /// Soft-capping of the final logits (Gemma 2: `final_logit_softcapping`), or of the attention scores
@@ -224,15 +227,6 @@ pub enum EmbeddingScale {
     SqrtHidden,
     /// Multiplied by `{arch}.embedding_scale` when that key is present and non-zero (Granite,
     /// `llm_graph_context::build_inp_embd`).
-    FromKey,
-}
-
-/// The scale of the attention scores `q·k`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionScale {
-    /// `1 / sqrt(head_dim)`.
-    InvSqrtHeadDim,
-    /// `{arch}.attention.scale` when present and non-zero, else `1 / sqrt(head_dim)` (Granite).
     FromKey,
 }
 
@@ -266,8 +260,6 @@ pub struct ForwardFacts {
     pub post_norms: bool,
     /// Token embedding scale.
     pub embedding_scale: EmbeddingScale,
-    /// Attention score scale.
-    pub attention_scale: AttentionScale,
     /// The attention and FFN outputs are multiplied by `{arch}.residual_scale` (when non-zero) before each
     /// residual add (Granite).
     pub residual_scale: bool,
@@ -314,7 +306,6 @@ impl ForwardFacts {
         logit_softcap: LogitSoftcap::None,
         post_norms: false,
         embedding_scale: EmbeddingScale::None,
-        attention_scale: AttentionScale::InvSqrtHeadDim,
         residual_scale: false,
         logit_scale: false,
         no_rope_layer_step: None,

@@ -5,7 +5,7 @@
 //! `1/sqrt(head_dim)`), each block's attention and FFN outputs times `residual_scale` before their residual
 //! add, logits divided by `logit_scale`.
 
-use super::facts::{AttentionScale, EmbeddingScale};
+use super::facts::{EmbeddingScale, QueryScale};
 use super::{llama, Architecture, Converter, ExtraKey, ForwardFacts, Presence, RopeStyle, VocabStyle};
 
 pub(super) static GRANITE: Architecture = Architecture {
@@ -22,7 +22,7 @@ pub(super) static GRANITE: Architecture = Architecture {
         qkv_bias: Presence::Optional,
         attn_out_bias: Presence::Optional,
         embedding_scale: EmbeddingScale::FromKey,
-        attention_scale: AttentionScale::FromKey,
+        query_scale: QueryScale::FromKey,
         residual_scale: true,
         logit_scale: true,
         ..ForwardFacts::DENSE

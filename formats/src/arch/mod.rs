@@ -41,11 +41,11 @@ mod smollm3;
 
 pub use config::{HfConfig, RopeScaling};
 pub use converter::{check_config, longrope_factors, Converter, LongRopeFactors};
-pub use facts::{
-    AttentionScale, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, QkNormWidth,
-    QueryScale, RopeStyle, SlidingWindow, SwaRope,
-};
 pub use facts::{ConfigRequirement, ConfigValue, SharedExpert};
+pub use facts::{
+    EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, QkNormWidth, QueryScale,
+    RopeStyle, SlidingWindow, SwaRope,
+};
 pub use gemma::{swa_layers, SwaLayers};
 pub use general::{general_metadata, general_metadata_with_experts};
 pub use hparams::{arch_metadata, hf_config_from_gguf};
@@ -481,7 +481,7 @@ mod tests {
                 assert!(period > 0, "{name}: SWA period");
             }
             let gemma = matches!(a.converter, Converter::Gemma2 | Converter::Gemma3);
-            assert_eq!(gemma, f.query_scale != QueryScale::HeadDim, "{name}: query scale");
+            assert_eq!(gemma, matches!(f.query_scale, QueryScale::GemmaByLayers { .. }), "{name}: query scale");
             assert_eq!(gemma, a.vocab == VocabStyle::Gemma, "{name}: vocab");
             assert!(gemma || (f.swa_rope == SwaRope::Global && f.attn_softcap == LogitSoftcap::None), "{name}");
             // What the forward pass implements today: everything registered.
