@@ -307,3 +307,29 @@ fn moe_fixtures_match_llama_quantize_hashes() {
     }
     assert_eq!(checked, 32);
 }
+
+/// The same fixtures quantized with llama-imatrix's per-expert importance matrices
+/// (`fixtures/archs/llama-imatrix/<arch>.gguf`): each expert's rows weighted by its own slice, byte for byte
+/// as `llama-quantize --imatrix` (hashes in `fixtures/archs/llama-quantize/imatrix-SHA256SUMS`; llama-quantize
+/// ran from the repository root, so `quantize.imatrix.file` records the relative path given here).
+#[test]
+fn moe_fixtures_with_imatrix_match_llama_quantize_hashes() {
+    let sums = std::fs::read_to_string(fixture("archs/llama-quantize/imatrix-SHA256SUMS")).unwrap();
+    let root = fixture("..");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for line in sums.lines() {
+        let (hash, file) = line.split_once("  ").unwrap();
+        let (arch, ftype) = file.strip_suffix(".gguf").unwrap().split_once('-').unwrap();
+        let input = format!("fixtures/archs/{arch}/llama.cpp-f32.gguf");
+        let imatrix = format!("fixtures/archs/llama-imatrix/{arch}.gguf");
+        let out = dir.path().join(file);
+        let a = args(&[&"quantize", &"--quiet", &input, &out, &"--type", &ftype, &"--imatrix", &imatrix]);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_quantforge")).args(&a).current_dir(&root).output();
+        let run = run.unwrap();
+        assert!(run.status.success(), "{file}: {}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(sha256(&out), hash, "{file}");
+        checked += 1;
+    }
+    assert_eq!(checked, 24);
+}

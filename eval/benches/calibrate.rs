@@ -80,7 +80,7 @@ fn run_full(model_path: &Path, seqs: &[Vec<u32>]) -> (f64, String) {
     let t = Instant::now();
     let model = LlamaModel::load(model_path).expect("load");
     let acc: Mutex<BTreeMap<String, StatsAccumulator>> = Mutex::new(BTreeMap::new());
-    let observe = |name: &str, rows: &[f32], cols: usize| {
+    let observe = |name: &str, _: Option<usize>, rows: &[f32], cols: usize| {
         let mut acc = acc.lock().unwrap();
         acc.entry(name.to_string()).or_insert_with(|| StatsAccumulator::new(cols, StatsKind::Covariance)).add(rows);
     };

@@ -27,8 +27,10 @@ use crate::ops::{self, View};
 use crate::rope::RopeCache;
 use crate::weights::{Matrix, Opened, Source};
 
-/// Sees the input of each block matrix product: `(weight name, input rows, columns per row)`.
-pub type Observer<'a> = dyn Fn(&str, &[f32], usize) + Sync + 'a;
+/// Sees the input of each block matrix product: `(weight name, expert, input rows, columns per row)`; the
+/// expert is the index into a stacked expert tensor (`ffn_*_exps`) whose slice the rows go through, `None` for
+/// any other weight.
+pub type Observer<'a> = dyn Fn(&str, Option<usize>, &[f32], usize) + Sync + 'a;
 
 /// One decoder block's weights, named by their GGUF names (`blk.N.attn_q.weight`, ...).
 pub struct Block {
@@ -394,7 +396,7 @@ pub(crate) fn run_block_until(
 ) -> Result<()> {
     let see = |w: &Matrix, input: &[f32], cols: usize| {
         if let Some(f) = observe.filter(|_| !w.name().ends_with(FUSED_PART)) {
-            f(w.name(), input, cols);
+            f(w.name(), None, input, cols);
         }
     };
     let mm = Matmul::new(device)?;
@@ -468,12 +470,13 @@ pub(crate) fn run_block_until(
     pre_norm(x, b.ffn_norm.as_deref(), cfg.rms_eps, xn);
     let (w_gate, w_up, w_down) = match &b.ffn {
         Ffn::Dense { w_gate, w_up, w_down } => (w_gate, w_up, w_down),
-        // Experts are not shown to `observe` (calibration refuses MoE models before running a block).
+        // Calibration refuses MoE models before running a block; the importance matrix observes the router,
+        // each expert and the shared expert.
         Ffn::Moe(moe) => {
             if last <= 3 {
                 return Ok(());
             }
-            moe.forward(&mm, xn, m, d, scratch, proj)?;
+            moe.forward(&mm, xn, m, d, scratch, proj, observe)?;
             ops::add_assign(x, proj);
             return Ok(());
         }
@@ -667,7 +670,7 @@ mod tests {
         assert!(logits.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "logits differ");
         // The observer sees the block's matrices in the order of `linear_names`.
         let seen = std::sync::Mutex::new(Vec::new());
-        let observe = |name: &str, _: &[f32], _: usize| seen.lock().unwrap().push(name.to_string());
+        let observe = |name: &str, _: Option<usize>, _: &[f32], _: usize| seen.lock().unwrap().push(name.to_string());
         let block = file.load_block(3).unwrap();
         let mut acts = file.embed(&seqs).unwrap();
         run_block(file.config(), &block, &mut acts, Device::Cpu, Some(&observe)).unwrap();
@@ -682,8 +685,9 @@ mod tests {
         let block = file.load_block(2).unwrap();
         let record = |last: usize| {
             let seen = std::sync::Mutex::new(Vec::new());
-            let observe =
-                |name: &str, rows: &[f32], _: usize| seen.lock().unwrap().push((name.to_string(), rows.to_vec()));
+            let observe = |name: &str, _: Option<usize>, rows: &[f32], _: usize| {
+                seen.lock().unwrap().push((name.to_string(), rows.to_vec()))
+            };
             let mut acts = file.embed(&[A, B]).unwrap();
             run_block_until(file.config(), &block, &mut acts, Device::Cpu, Some(&observe), last).unwrap();
             seen.into_inner().unwrap()

@@ -121,7 +121,7 @@ impl CalibrationSource for BlockCalibrator<'_> {
         let block = self.current.as_ref().expect("loaded above");
         for acts in &self.batches {
             let seen: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
-            let observe = |name: &str, rows: &[f32], cols: usize| {
+            let observe = |name: &str, _: Option<usize>, rows: &[f32], cols: usize| {
                 let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 let key = (rows.as_ptr() as usize, rows.len());
                 match seen.last_mut() {

@@ -16,6 +16,7 @@
 use quantforge_formats::arch::{MoeRouting, SharedExpert};
 use rayon::prelude::*;
 
+use crate::blocks::Observer;
 use crate::config::{LlamaConfig, MoeConfig};
 use crate::device::Matmul;
 use crate::error::Result;
@@ -95,7 +96,11 @@ impl MoeFfn {
     }
 
     /// The FFN output of the `m` normalized rows `xn` (`d` values each) into `out` (`m * d`, overwritten), in
-    /// chunks of tokens whose router logits and weighted expert outputs fit [`CHUNK_VALUES`].
+    /// chunks of tokens whose router logits and weighted expert outputs fit [`CHUNK_VALUES`]. `observe` sees
+    /// the inputs as llama-imatrix collects them: the router's and the shared expert's as plain matrix products,
+    /// each expert's (gate/up: the normed rows routed to it; down: its activations) under the stacked tensor's
+    /// name and the expert's index, rows in `ggml_mul_mat_id`'s order (selection slot, then token).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
         mm: &Matmul,
@@ -104,16 +109,19 @@ impl MoeFfn {
         d: usize,
         scratch: &mut Vec<f32>,
         out: &mut [f32],
+        observe: Option<&Observer<'_>>,
     ) -> Result<()> {
         let per_token = (self.n_used * d).max(self.router.rows()).max(1);
         let chunk = (CHUNK_VALUES / per_token).max(1);
         for c0 in (0..m).step_by(chunk) {
             let c1 = (c0 + chunk).min(m);
-            self.forward_chunk(mm, &xn[c0 * d..c1 * d], c1 - c0, d, scratch, &mut out[c0 * d..c1 * d])?;
+            let (x, o) = (&xn[c0 * d..c1 * d], &mut out[c0 * d..c1 * d]);
+            self.forward_chunk(mm, x, c1 - c0, d, scratch, o, observe)?;
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward_chunk(
         &self,
         mm: &Matmul,
@@ -122,24 +130,37 @@ impl MoeFfn {
         d: usize,
         scratch: &mut Vec<f32>,
         out: &mut [f32],
+        observe: Option<&Observer<'_>>,
     ) -> Result<()> {
+        let see = |w: &Matrix, expert: Option<usize>, rows: &[f32], cols: usize| {
+            if let Some(f) = observe {
+                f(w.name(), expert, rows, cols);
+            }
+        };
         let (ne, k) = (self.router.rows(), self.n_used);
+        see(&self.router, None, xn, d);
         let mut logits = vec![0.0f32; m * ne];
         mm.matmul_t(xn, m, d, self.router.as_f32(scratch)?, ne, &mut logits)?;
         let normalize = self.routing.normalizes();
         let routes: Vec<Vec<(usize, f32)>> = logits.par_chunks(ne).map(|row| route(row, k, normalize)).collect();
-        // Per expert: the (token, slot) pairs routed to it, in token order.
+        // Per expert: the (token, slot) pairs routed to it, slot by slot and in token order within a slot (the
+        // order in which `ggml_mul_mat_id` hands llama-imatrix the rows).
         let mut assigned: Vec<Vec<(usize, usize)>> = vec![Vec::new(); ne];
-        for (t, r) in routes.iter().enumerate() {
-            for (s, &(e, _)) in r.iter().enumerate() {
-                assigned[e].push((t, s));
+        for s in 0..k {
+            for (t, r) in routes.iter().enumerate() {
+                if let Some(&(e, _)) = r.get(s) {
+                    assigned[e].push((t, s));
+                }
             }
         }
         // Each token's weighted expert outputs, slot by slot, summed afterwards in slot order.
         let mut slots = vec![0.0f32; m * k * d];
         for (e, list) in assigned.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
             let x: Vec<f32> = list.iter().flat_map(|&(t, _)| &xn[t * d..(t + 1) * d]).copied().collect();
-            let y = swiglu(mm, &x, list.len(), d, (&self.gate[e], &self.up[e], &self.down[e]), scratch)?;
+            see(&self.gate[e], Some(e), &x, d);
+            see(&self.up[e], Some(e), &x, d);
+            let see_act = |act: &[f32], cols: usize| see(&self.down[e], Some(e), act, cols);
+            let y = swiglu(mm, &x, list.len(), d, (&self.gate[e], &self.up[e], &self.down[e]), scratch, see_act)?;
             for (row, &(t, s)) in y.chunks_exact(d).zip(list) {
                 let w = routes[t][s].1;
                 slots[(t * k + s) * d..][..d].iter_mut().zip(row).for_each(|(o, v)| *o = v * w);
@@ -152,9 +173,13 @@ impl MoeFfn {
             }
         }
         if let Some(sh) = &self.shared {
+            for w in [&sh.gate_inp, &sh.gate, &sh.up] {
+                see(w, None, xn, d);
+            }
             let mut g = vec![0.0f32; m];
             mm.matmul_t(xn, m, d, sh.gate_inp.as_f32(scratch)?, 1, &mut g)?;
-            let y = swiglu(mm, xn, m, d, (&sh.gate, &sh.up, &sh.down), scratch)?;
+            let see_act = |act: &[f32], cols: usize| see(&sh.down, None, act, cols);
+            let y = swiglu(mm, xn, m, d, (&sh.gate, &sh.up, &sh.down), scratch, see_act)?;
             for ((o, row), &g) in out.chunks_exact_mut(d).zip(y.chunks_exact(d)).zip(&g) {
                 let gate = 1.0 / (1.0 + (-g).exp());
                 o.iter_mut().zip(row).for_each(|(o, v)| *o += v * gate);
@@ -164,7 +189,7 @@ impl MoeFfn {
     }
 }
 
-/// `down(silu(gate(x)) * up(x))` for the `n` rows of `x`.
+/// `down(silu(gate(x)) * up(x))` for the `n` rows of `x`, showing `see_act` the input of `down`.
 fn swiglu(
     mm: &Matmul,
     x: &[f32],
@@ -172,12 +197,14 @@ fn swiglu(
     d: usize,
     (gate, up, down): (&Matrix, &Matrix, &Matrix),
     scratch: &mut Vec<f32>,
+    see_act: impl FnOnce(&[f32], usize),
 ) -> Result<Vec<f32>> {
     let ff = gate.rows();
     let (mut g, mut u, mut y) = (vec![0.0f32; n * ff], vec![0.0f32; n * ff], vec![0.0f32; n * d]);
     mm.matmul_t(x, n, d, gate.as_f32(scratch)?, ff, &mut g)?;
     mm.matmul_t(x, n, d, up.as_f32(scratch)?, ff, &mut u)?;
     g.par_chunks_mut(ff).zip(u.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
+    see_act(&g, ff);
     mm.matmul_t(&g, n, ff, down.as_f32(scratch)?, d, &mut y)?;
     Ok(y)
 }
@@ -279,9 +306,31 @@ mod tests {
         let seqs = [vec![1u32, 5, 9, 30]];
         let e = crate::calibration::BlockCalibrator::new(&file, &seqs, 1, crate::Device::Cpu).unwrap_err();
         assert!(matches!(e, crate::EvalError::MoeCalibration { arch: "qwen2moe", .. }), "{e}");
-        let model = crate::LlamaModel::load(&dir).unwrap();
-        let silent = quantforge_quant::progress::Silent;
-        let e = crate::imatrix::collect(&model, &[1, 5, 9, 30, 7, 8, 9, 10], None, 4, None, &silent).unwrap_err();
-        assert!(e.to_string().contains("importance matrix") && e.to_string().contains("qwen2moe"), "{e}");
+    }
+
+    #[test]
+    fn the_importance_matrix_counts_each_experts_tokens() {
+        // Per layer: every token goes to `n_expert_used` experts, so the expert counts of a stacked tensor sum
+        // to that many times the tokens; gate, up and down of an expert see the same tokens; the router and the
+        // shared expert see every token once.
+        for name in ["mixtral", "qwen2moe", "qwen3moe"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(name);
+            let model = crate::LlamaModel::load(&dir).unwrap();
+            let moe = model.config().moe.unwrap();
+            let tokens: Vec<u32> = (0..64).map(|i| (i * 37 + 11) % 500).collect();
+            let silent = quantforge_quant::progress::Silent;
+            let c = crate::imatrix::collect(&model, &tokens, None, 16, None, &silent).unwrap();
+            let n_tokens = 4 * 16;
+            let gate = &c.entries["blk.0.ffn_gate_exps.weight"];
+            assert_eq!(gate.counts.len(), moe.n_expert, "{name}");
+            assert_eq!(gate.sums.len(), moe.n_expert * model.config().n_embd, "{name}");
+            assert_eq!(gate.counts.iter().sum::<u64>(), (n_tokens * moe.n_expert_used) as u64, "{name}");
+            assert_eq!(c.entries["blk.0.ffn_up_exps.weight"].counts, gate.counts, "{name}");
+            let down = &c.entries["blk.0.ffn_down_exps.weight"];
+            assert_eq!((down.counts.clone(), down.sums.len()), (gate.counts.clone(), moe.n_expert * moe.n_ff_exp));
+            assert_eq!(c.entries["blk.0.ffn_gate_inp.weight"].counts, [n_tokens as u64], "{name}");
+            let shared = c.entries.get("blk.0.ffn_gate_inp_shexp.weight").map(|s| s.counts.clone());
+            assert_eq!(shared, (name == "qwen2moe").then(|| vec![n_tokens as u64]), "{name}");
+        }
     }
 }

@@ -64,7 +64,7 @@ type DirectXtx = BTreeMap<String, (usize, u64, Vec<f64>)>;
 fn direct_xtx(path: &Path) -> DirectXtx {
     let model = LlamaModel::load(path).unwrap();
     let acc: Mutex<DirectXtx> = Mutex::new(BTreeMap::new());
-    let observe = |name: &str, rows: &[f32], cols: usize| {
+    let observe = |name: &str, _: Option<usize>, rows: &[f32], cols: usize| {
         let mut acc = acc.lock().unwrap();
         let e = acc.entry(name.to_string()).or_insert_with(|| (cols, 0, vec![0.0; cols * cols]));
         for row in rows.chunks_exact(cols) {

@@ -148,7 +148,7 @@ impl LayerSolver for GgmlSolver<'_> {
     }
 
     fn solve(&self, _block: usize, w: &LinearWeight, stats: &InputStats) -> std::result::Result<Vec<f32>, String> {
-        let entry = Stats { sums: stats.diagonal.clone(), count: stats.n_rows };
+        let entry = Stats { sums: stats.diagonal.clone(), counts: vec![stats.n_rows] };
         self.out.lock().unwrap_or_else(|e| e.into_inner()).stats.insert(w.name.clone(), entry);
         let Some(&ty) = self.job.types.get(&w.name) else { return Ok(w.values.clone()) };
         let t = Instant::now();
