@@ -103,7 +103,7 @@ impl HfConfig {
         }
         let hidden_size = c.req_capped(&["hidden_size", "n_embd", "dim"], limits::HIDDEN)?;
         let mut head_dim = c.opt_capped(&["head_dim"], limits::HEAD_DIM)?;
-        if super::converter::drops_head_dim(&architecture) {
+        if super::ARCHITECTURES.iter().any(|a| a.ignores_head_dim() && a.hf_names.contains(&architecture.as_str())) {
             // GraniteModel.set_gguf_parameters pops head_dim: the head size is hidden_size / num_attention_heads.
             if head_dim.is_some_and(|d| Some(d) != hidden_size.checked_div(head_count)) {
                 return Err(err(

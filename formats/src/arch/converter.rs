@@ -8,8 +8,10 @@
 
 use serde_json::Value;
 
-use super::{gemma, olmo2, phi3, smollm3, Architecture, HfConfig};
+use super::{gemma, hparams, olmo2, phi3, smollm3, Architecture, HfConfig};
 use crate::error::{FormatError, Result};
+use crate::gguf::GgufFile;
+use crate::kv::KvList;
 
 /// The llama.cpp converter class behind an architecture, where it matters beyond tensor rules and extra keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,9 +36,33 @@ pub enum Converter {
     Olmo2,
 }
 
-/// Whether the converter class of HF architecture `hf_arch` ignores `head_dim` (Granite).
-pub(super) fn drops_head_dim(hf_arch: &str) -> bool {
-    super::ARCHITECTURES.iter().any(|a| a.converter == Converter::Granite && a.hf_names.contains(&hf_arch))
+/// Write the hyperparameter keys and `general.file_type` for `cfg`, as the architecture's converter class does.
+pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
+    match arch.converter {
+        Converter::Text | Converter::Granite | Converter::SmolLM3 | Converter::Olmo2 => {
+            hparams::text_metadata(kv, arch, cfg, file_type)
+        }
+        Converter::Phi3 => {
+            // Phi3MiniModel writes its own keys instead of TextModel's (a config `check_config` refused writes none).
+            if let Ok(rope) = phi3::phi3_rope(cfg) {
+                phi3::write_hparams(kv, cfg, &rope, file_type);
+            }
+        }
+        Converter::Gemma2 => gemma::gemma2_metadata(kv, arch, cfg, file_type),
+        Converter::Gemma3 => gemma::gemma3_metadata(kv, arch, cfg, file_type),
+    }
+}
+
+/// config.json for the model in `gguf` (architecture `arch`): the keys [`arch_metadata`] reads, so that converting
+/// the result back gives the same hyperparameters. `torch_dtype` is the dtype being written.
+pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &str) -> Value {
+    let mut c = hparams::text_hf_config(gguf, arch, torch_dtype);
+    match arch.converter {
+        Converter::Phi3 => phi3::hf_config_keys(gguf, &mut c),
+        Converter::Gemma2 | Converter::Gemma3 => gemma::config_from_gguf(&mut c, gguf, arch),
+        Converter::Text | Converter::Granite | Converter::SmolLM3 | Converter::Olmo2 => {}
+    }
+    Value::Object(c)
 }
 
 /// Refuse config.json values the architecture's converter class or llama.cpp's graph would not honour.

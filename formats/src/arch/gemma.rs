@@ -335,7 +335,7 @@ pub(super) fn config_from_gguf(c: &mut Map<String, Value>, gguf: &GgufFile, arch
     let a = arch.gguf_name;
     let get = |k: K| gguf.get(&k.key(a));
     let float = |k: K| match get(k) {
-        Some(GgufValue::F32(v)) => super::hparams::f32_json(*v),
+        Some(GgufValue::F32(v)) => super::keys::f32_json(*v),
         Some(v) => v.as_f64().map_or(Value::Null, |f| json!(f)),
         None => Value::Null,
     };

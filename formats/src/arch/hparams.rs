@@ -4,27 +4,11 @@
 
 use serde_json::{json, Map, Value};
 
+use super::keys::f32_json;
 use super::keys::{GgufHparams, HparamKey, HparamKey as K};
-use super::{gemma, Architecture, Converter, ExtraKey, HfConfig, RopeScaling};
+use super::{Architecture, Converter, ExtraKey, HfConfig, RopeScaling};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::kv::KvList;
-
-/// Write the hyperparameter keys and `general.file_type` for `cfg`, as the architecture's converter class does.
-pub fn arch_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
-    match arch.converter {
-        Converter::Text | Converter::Granite | Converter::SmolLM3 | Converter::Olmo2 => {
-            text_metadata(kv, arch, cfg, file_type)
-        }
-        Converter::Phi3 => {
-            // Phi3MiniModel writes its own keys instead of TextModel's (a config `check_config` refused writes none).
-            if let Ok(rope) = super::phi3::phi3_rope(cfg) {
-                super::phi3::write_hparams(kv, cfg, &rope, file_type);
-            }
-        }
-        Converter::Gemma2 => gemma::gemma2_metadata(kv, arch, cfg, file_type),
-        Converter::Gemma3 => gemma::gemma3_metadata(kv, arch, cfg, file_type),
-    }
-}
 
 /// `TextModel.set_gguf_parameters` and the [`ExtraKey`]s.
 pub(super) fn text_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig, file_type: u32) {
@@ -118,11 +102,6 @@ pub(super) fn text_metadata(kv: &mut KvList, arch: &Architecture, cfg: &HfConfig
     }
 }
 
-/// An f32 as the shortest decimal that reads back as the same f32 (so 1e-5 stays 1e-05, not 9.99999974e-06).
-pub(super) fn f32_json(v: f32) -> Value {
-    format!("{v}").parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
-}
-
 /// transformers' `model_type` for `arch`: the GGUF name, except where transformers spells it otherwise (it
 /// picks the checkpoint layout by it: with the wrong one, per-expert tensors are not fused on load).
 fn hf_model_type(arch: &Architecture) -> &'static str {
@@ -134,9 +113,10 @@ fn hf_model_type(arch: &Architecture) -> &'static str {
     }
 }
 
-/// config.json for the model in `gguf` (architecture `arch`): the keys `arch_metadata` reads, so that
-/// converting the result back gives the same hyperparameters. `torch_dtype` is the dtype being written.
-pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &str) -> Value {
+/// The `TextModel` part of the config.json for the model in `gguf` (architecture `arch`): the keys
+/// `text_metadata` reads, so that converting the result back gives the same hyperparameters. `torch_dtype` is the
+/// dtype being written. The converter class adds its own keys ([`super::hf_config_from_gguf`]).
+pub(super) fn text_hf_config(gguf: &GgufFile, arch: &Architecture, torch_dtype: &str) -> Map<String, Value> {
     let a = arch.gguf_name;
     let hp = GgufHparams::with_arch(gguf, a);
     let get = |k: HparamKey| hp.get(k);
@@ -209,10 +189,5 @@ pub fn hf_config_from_gguf(gguf: &GgufFile, arch: &Architecture, torch_dtype: &s
         put(&format!("{typ}_token_id"), v.map(|v| json!(v)));
     }
     put("torch_dtype", Some(json!(torch_dtype)));
-    match arch.converter {
-        Converter::Phi3 => super::phi3::hf_config_keys(gguf, &mut c),
-        Converter::Gemma2 | Converter::Gemma3 => gemma::config_from_gguf(&mut c, gguf, arch),
-        Converter::Text | Converter::Granite | Converter::SmolLM3 | Converter::Olmo2 => {}
-    }
-    Value::Object(c)
+    c
 }

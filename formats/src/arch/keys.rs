@@ -6,6 +6,8 @@
 //! Invariant: [`HparamKey::suffix`] is the text after `{arch}.`; [`GgufHparams`] only looks keys up, it
 //! never interprets defaults (each reader keeps llama.cpp's defaults for the keys it reads).
 
+use serde_json::Value;
+
 use crate::gguf::{GgufFile, GgufValue};
 
 /// An architecture hyperparameter of GGUF metadata.
@@ -150,4 +152,9 @@ impl<'a> GgufHparams<'a> {
     pub fn str(&self, key: HparamKey) -> Option<&'a str> {
         self.get(key).and_then(GgufValue::as_str)
     }
+}
+
+/// An f32 as the shortest decimal that reads back as the same f32 (so 1e-5 stays 1e-05, not 9.99999974e-06).
+pub(super) fn f32_json(v: f32) -> Value {
+    format!("{v}").parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }

@@ -40,7 +40,7 @@ mod qwen3moe;
 mod smollm3;
 
 pub use config::{HfConfig, RopeScaling};
-pub use converter::{check_config, longrope_factors, Converter, LongRopeFactors};
+pub use converter::{arch_metadata, check_config, hf_config_from_gguf, longrope_factors, Converter, LongRopeFactors};
 pub use facts::{ConfigRequirement, ConfigValue, SharedExpert};
 pub use facts::{
     EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, MoeRouting, NormKind, Presence, QkNormWidth, QueryScale,
@@ -48,7 +48,6 @@ pub use facts::{
 };
 pub use gemma::{swa_layers, SwaLayers};
 pub use general::{general_metadata, general_metadata_with_experts};
-pub use hparams::{arch_metadata, hf_config_from_gguf};
 pub use keys::{GgufHparams, HparamKey};
 pub use phi3::{phi3_rope, Phi3Rope, GENERATED_TENSORS};
 pub use plan::{plan_tensors, PlannedTensor};
@@ -301,6 +300,11 @@ impl Architecture {
     /// from HF's rotate-half layout to the adjacent pairs of [`RopeStyle::Norm`].
     pub fn permutes_hf_qk(&self) -> bool {
         self.rules.iter().any(|r| r.transform.is_rope_permute())
+    }
+
+    /// Its converter class ignores config.json's `head_dim` (Granite: `hidden_size / num_attention_heads`).
+    pub fn ignores_head_dim(&self) -> bool {
+        self.converter == Converter::Granite
     }
 
     /// `num_key_value_heads` must be stated in config.json: the K permutation needs it.

@@ -205,7 +205,7 @@ pub(super) fn hf_config_keys(gguf: &crate::gguf::GgufFile, c: &mut serde_json::M
         Some(v)
     };
     if let (Some(long), Some(short)) = (factors(GENERATED_TENSORS[0]), factors(GENERATED_TENSORS[1])) {
-        let list = |v: Vec<f32>| Value::Array(v.into_iter().map(super::hparams::f32_json).collect());
+        let list = |v: Vec<f32>| Value::Array(v.into_iter().map(super::keys::f32_json).collect());
         c.insert(
             "rope_scaling".into(),
             json!({"rope_type": "longrope", "long_factor": list(long), "short_factor": list(short)}),
