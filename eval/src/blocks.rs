@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quantforge_formats::arch::{FfnKind, Presence, QkNormWidth};
+use quantforge_formats::arch::{Presence, QkNormWidth};
 use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
@@ -488,10 +488,7 @@ pub(crate) fn run_block_until(
     }
     mm.matmul_t(xn, m, d, w_gate.as_f32(scratch)?, ff, gate)?;
     mm.matmul_t(xn, m, d, w_up.as_f32(scratch)?, ff, up)?;
-    let act = match cfg.arch.forward.ffn {
-        FfnKind::SwiGlu => ops::silu_mul,
-        FfnKind::GeGlu => ops::gelu_mul,
-    };
+    let act = ops::glu(cfg.arch.forward.ffn);
     gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| act(g, u));
     see(w_down, gate, ff);
     if last == 3 {

@@ -47,6 +47,8 @@ pub(crate) struct MoeFfn {
     shared: Option<Box<Shared>>,
     routing: MoeRouting,
     n_used: usize,
+    /// The experts' gated activation (SwiGLU for every registered MoE architecture).
+    act: fn(&mut [f32], &[f32]),
 }
 
 impl MoeFfn {
@@ -72,6 +74,7 @@ impl MoeFfn {
             shared,
             routing: facts.moe.unwrap_or(MoeRouting::SoftmaxTopK),
             n_used: moe.n_expert_used,
+            act: ops::glu(facts.ffn),
         })
     }
 
@@ -160,7 +163,7 @@ impl MoeFfn {
             see(&self.gate[e], Some(e), &x, d);
             see(&self.up[e], Some(e), &x, d);
             let see_act = |act: &[f32], cols: usize| see(&self.down[e], Some(e), act, cols);
-            let y = swiglu(mm, &x, list.len(), d, (&self.gate[e], &self.up[e], &self.down[e]), scratch, see_act)?;
+            let y = self.glu(mm, &x, list.len(), d, (&self.gate[e], &self.up[e], &self.down[e]), scratch, see_act)?;
             for (row, &(t, s)) in y.chunks_exact(d).zip(list) {
                 let w = routes[t][s].1;
                 slots[(t * k + s) * d..][..d].iter_mut().zip(row).for_each(|(o, v)| *o = v * w);
@@ -179,7 +182,7 @@ impl MoeFfn {
             let mut g = vec![0.0f32; m];
             mm.matmul_t(xn, m, d, sh.gate_inp.as_f32(scratch)?, 1, &mut g)?;
             let see_act = |act: &[f32], cols: usize| see(&sh.down, None, act, cols);
-            let y = swiglu(mm, xn, m, d, (&sh.gate, &sh.up, &sh.down), scratch, see_act)?;
+            let y = self.glu(mm, xn, m, d, (&sh.gate, &sh.up, &sh.down), scratch, see_act)?;
             for ((o, row), &g) in out.chunks_exact_mut(d).zip(y.chunks_exact(d)).zip(&g) {
                 let gate = 1.0 / (1.0 + (-g).exp());
                 o.iter_mut().zip(row).for_each(|(o, v)| *o += v * gate);
@@ -189,24 +192,28 @@ impl MoeFfn {
     }
 }
 
-/// `down(silu(gate(x)) * up(x))` for the `n` rows of `x`, showing `see_act` the input of `down`.
-fn swiglu(
-    mm: &Matmul,
-    x: &[f32],
-    n: usize,
-    d: usize,
-    (gate, up, down): (&Matrix, &Matrix, &Matrix),
-    scratch: &mut Vec<f32>,
-    see_act: impl FnOnce(&[f32], usize),
-) -> Result<Vec<f32>> {
-    let ff = gate.rows();
-    let (mut g, mut u, mut y) = (vec![0.0f32; n * ff], vec![0.0f32; n * ff], vec![0.0f32; n * d]);
-    mm.matmul_t(x, n, d, gate.as_f32(scratch)?, ff, &mut g)?;
-    mm.matmul_t(x, n, d, up.as_f32(scratch)?, ff, &mut u)?;
-    g.par_chunks_mut(ff).zip(u.par_chunks(ff)).for_each(|(g, u)| ops::silu_mul(g, u));
-    see_act(&g, ff);
-    mm.matmul_t(&g, n, ff, down.as_f32(scratch)?, d, &mut y)?;
-    Ok(y)
+impl MoeFfn {
+    /// `down(act(gate(x)) * up(x))` for the `n` rows of `x`, showing `see_act` the input of `down`.
+    #[allow(clippy::too_many_arguments)]
+    fn glu(
+        &self,
+        mm: &Matmul,
+        x: &[f32],
+        n: usize,
+        d: usize,
+        (gate, up, down): (&Matrix, &Matrix, &Matrix),
+        scratch: &mut Vec<f32>,
+        see_act: impl FnOnce(&[f32], usize),
+    ) -> Result<Vec<f32>> {
+        let ff = gate.rows();
+        let (mut g, mut u, mut y) = (vec![0.0f32; n * ff], vec![0.0f32; n * ff], vec![0.0f32; n * d]);
+        mm.matmul_t(x, n, d, gate.as_f32(scratch)?, ff, &mut g)?;
+        mm.matmul_t(x, n, d, up.as_f32(scratch)?, ff, &mut u)?;
+        g.par_chunks_mut(ff).zip(u.par_chunks(ff)).for_each(|(g, u)| (self.act)(g, u));
+        see_act(&g, ff);
+        mm.matmul_t(&g, n, ff, down.as_f32(scratch)?, d, &mut y)?;
+        Ok(y)
+    }
 }
 
 /// The experts one token goes to, with their weights: softmax over `logits`, the `k` largest probabilities

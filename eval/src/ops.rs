@@ -68,6 +68,14 @@ fn normalize_exp(live: &mut [f32], max: f32) {
     }
 }
 
+/// The gated activation of an FFN kind: `gate[i] = act(gate[i]) * up[i]`.
+pub fn glu(kind: quantforge_formats::arch::FfnKind) -> fn(&mut [f32], &[f32]) {
+    match kind {
+        quantforge_formats::arch::FfnKind::SwiGlu => silu_mul,
+        quantforge_formats::arch::FfnKind::GeGlu => gelu_mul,
+    }
+}
+
 /// ggml's SiLU times the up projection: `gate[i] = silu(gate[i]) * up[i]`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {

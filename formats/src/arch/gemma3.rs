@@ -3,9 +3,10 @@
 //! with their own RoPE base, linear RoPE scaling on the global layers only, no attention soft-capping.
 
 use super::gemma::gemma_rules;
+use super::gemma2::GEMMA2;
 use super::{
-    Architecture, Converter, Dim::*, EmbeddingScale, FfnKind, ForwardFacts, LogitSoftcap, QueryScale, RopeStyle,
-    SlidingWindow, SwaRope, TensorRule, Transform, VocabStyle,
+    Architecture, Converter, Dim::*, ForwardFacts, LogitSoftcap, QueryScale, SlidingWindow, SwaRope, TensorRule,
+    Transform,
 };
 
 const RULES: &[TensorRule] = gemma_rules![
@@ -20,23 +21,18 @@ pub(super) static GEMMA3: Architecture = Architecture {
     hf_names: &["Gemma3ForCausalLM"],
     gguf_name: "gemma3",
     rules: RULES,
-    extra_keys: &[],
-    vocab: VocabStyle::Gemma,
-    llama3_rope_freqs: false,
-    // llama.cpp `src/models/gemma3.cpp`: `set_swa_pattern(6)` only when the GGUF has a window, sliding layers
-    // at `rope.freq_base_swa` unscaled, Q/K norms before RoPE, final soft-cap only when recorded, 27B (62
-    // layers) query scale.
+    // llama.cpp `src/models/gemma3.cpp`, beside Gemma 2's: `set_swa_pattern(6)` only when the GGUF has a window,
+    // sliding layers at `rope.freq_base_swa` unscaled, Q/K norms before RoPE, no attention soft-cap, final
+    // soft-cap only when recorded, 27B (62 layers) query scale.
     forward: ForwardFacts {
-        rope: RopeStyle::Neox,
         qk_norm: true,
-        ffn: FfnKind::GeGlu,
         sliding_window: SlidingWindow::Pattern { period: 6, default_window: 0 },
         logit_softcap: LogitSoftcap::TanhIfPresent,
-        post_norms: true,
-        embedding_scale: EmbeddingScale::SqrtHidden,
+        attn_softcap: LogitSoftcap::None,
         query_scale: QueryScale::GemmaByLayers { layers: 62 },
         swa_rope: SwaRope::OwnBase,
-        ..ForwardFacts::DENSE
+        ..GEMMA2.forward
     },
     converter: Converter::Gemma3,
+    ..GEMMA2
 };

@@ -6,7 +6,7 @@
 //! add, logits divided by `logit_scale`.
 
 use super::facts::{EmbeddingScale, QueryScale};
-use super::{llama, Architecture, Converter, ExtraKey, ForwardFacts, Presence, RopeStyle, VocabStyle};
+use super::{llama, Architecture, Converter, ExtraKey, ForwardFacts, VocabStyle};
 
 pub(super) static GRANITE: Architecture = Architecture {
     hf_names: &["GraniteForCausalLM"],
@@ -15,17 +15,14 @@ pub(super) static GRANITE: Architecture = Architecture {
     extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount, ExtraKey::GraniteScales],
     vocab: VocabStyle::Llama,
     llama3_rope_freqs: true,
-    // `create_tensor_qkv` makes Q/K/V biases optional, `wo_b` is TENSOR_NOT_REQUIRED; MLP biases are refused
-    // (`mlp_bias`) by `check_config`.
+    // Llama's graph (optional Q/K/V and output biases) with the multipliers; MLP biases are refused (`mlp_bias`)
+    // by `check_config`.
     forward: ForwardFacts {
-        rope: RopeStyle::Norm,
-        qkv_bias: Presence::Optional,
-        attn_out_bias: Presence::Optional,
         embedding_scale: EmbeddingScale::FromKey,
         query_scale: QueryScale::FromKey,
         residual_scale: true,
         logit_scale: true,
-        ..ForwardFacts::DENSE
+        ..llama::LLAMA.forward
     },
     converter: Converter::Granite,
 };
