@@ -105,3 +105,49 @@ fn gptq_gguf_refusals_write_nothing() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn experts_are_coded_one_by_one_inside_their_stacked_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixture("text/tinystories-valid-sample.txt");
+    for name in ["mixtral", "qwen2moe", "qwen3moe"] {
+        let model = fixture(&format!("archs/{name}"));
+        let (plain, gptq) = (dir.path().join(format!("{name}.gguf")), dir.path().join(format!("{name}-gptq.gguf")));
+        let saved = dir.path().join(format!("{name}.imatrix.gguf"));
+        qf(["quantize", &s(&model), &s(&plain), "--type", "q4_k_m", "-q"]).ok();
+        let calib = ["--calib", &s(&text), "--nsamples", "8", "--seqlen", "64", "--save-imatrix", &s(&saved)];
+        let args = ["quantize", &s(&model), &s(&gptq), "--type", "q4_k_m", "--method", "gptq", "--json"];
+        let j = qf(args.iter().chain(&calib)).json();
+        // The same tensors, types and sizes as the plain quantizer's (stacked experts included).
+        let shape = |j: &Value| -> Vec<(Value, Value, Value, Value)> {
+            let t = j["tensors"].as_array().unwrap();
+            t.iter().map(|t| (t["name"].clone(), t["type"].clone(), t["shape"].clone(), t["bytes"].clone())).collect()
+        };
+        assert_eq!(shape(&inspect(&plain)), shape(&inspect(&gptq)), "{name}");
+        // Each expert's gate and up (Q5_0 here; down stays F16 at 16 or 24 columns) coded by GPTQ from the
+        // rows routed to it, with a lower output error than the plain quantizer with the same statistics.
+        let layers = j["gptq"]["layers"].as_array().unwrap();
+        let experts: Vec<&Value> =
+            layers.iter().filter(|l| l["name"].as_str().unwrap().contains("_exps.weight[")).collect();
+        assert_eq!(experts.len(), 2 * 2 * 4, "{name}");
+        for l in &experts {
+            assert_eq!(l["method"], "gptq", "{}", l["name"]);
+            let (e, r) = (l["output_error"].as_f64().unwrap(), l["imatrix_output_error"].as_f64().unwrap());
+            assert!(e < r, "{}: gptq {e} vs imatrix quantizer {r}", l["name"]);
+        }
+        let bytes = |p: &Path| std::fs::read(p).unwrap();
+        assert_ne!(bytes(&plain), bytes(&gptq), "{name}");
+        let ppl =
+            qf(["eval", "perplexity", &s(&gptq), "--text", &s(&text), "-c", "64", "--chunks", "2", "--json"]).json();
+        assert!(ppl["ppl"].as_f64().unwrap().is_finite(), "{name}");
+        // The pass's importance matrix holds every expert's columns in turn, as llama-imatrix writes a stacked
+        // tensor's, and the plain quantizer takes it.
+        let m = Imatrix::load(&saved).unwrap();
+        assert_eq!(m.get("blk.1.ffn_down_exps.weight").unwrap().len(), 4 * if name == "mixtral" { 24 } else { 16 });
+        let g = m.get("blk.0.ffn_gate_exps.weight").unwrap();
+        assert_eq!(g.len(), 4 * 32);
+        assert_ne!(g[..32], g[32..64], "{name}: experts 0 and 1 have the same statistics");
+        let with = dir.path().join(format!("{name}-imatrix.gguf"));
+        qf(["quantize", &s(&model), &s(&with), "--type", "q4_k_m", "--imatrix", &s(&saved), "-q"]).ok();
+    }
+}

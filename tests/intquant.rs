@@ -185,3 +185,100 @@ fn smollm2_gptq_beats_rtn_on_every_layer() {
         assert!(e < r, "{}: gptq {e} vs rtn {r}", l["module"]);
     }
 }
+
+/// `quantize --method` on a mixture-of-experts fixture (hidden 32, four experts, group size 16).
+fn quantize_moe(name: &str, out: &Path, method: &str, extra: &[&str]) -> Value {
+    let (model, calib) = (fixture(&format!("archs/{name}")), fixture("text/tinystories-valid-sample.txt"));
+    let mut args: Vec<String> = ["quantize", &s(&model), &s(out), "--method", method, "--group-size", "-1"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend(["--calib", &s(&calib), "--nsamples", "8", "--seqlen", "64", "--json"].iter().map(|a| a.to_string()));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    qf(args).json()
+}
+
+fn kld(base: &Path, model: &Path) -> f64 {
+    let text = s(&fixture("text/tinystories-valid-sample.txt"));
+    let j = qf(["eval", "kld", &s(base), &s(model), "--text", &text, "--ctx", "64", "--chunks", "4", "--json"]).json();
+    j["kld"]["value"].as_f64().unwrap()
+}
+
+#[test]
+fn experts_are_quantized_one_by_one_and_routers_stay_float() {
+    use quantforge_formats::hf::HfModel;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, routers) in
+        [("mixtral", &["block_sparse_moe.gate"][..]), ("qwen2moe", &["mlp.gate", "mlp.shared_expert_gate"])]
+    {
+        let base = fixture(&format!("archs/{name}"));
+        let mut klds = Vec::new();
+        for method in ["rtn", "gptq", "awq"] {
+            let out = dir.path().join(format!("{name}-{method}"));
+            let extra: &[&str] = if method == "awq" { &["--sym"] } else { &[] };
+            let j = quantize_moe(name, &out, method, extra);
+            let layers = j["report"]["layers"].as_array().unwrap();
+            let src = HfModel::open(&base).unwrap();
+            let got = HfModel::open(&out).unwrap();
+            // Every expert's projections are packed under its own module, the routers copied in float.
+            let experts: Vec<&Value> =
+                layers.iter().filter(|l| l["name"].as_str().unwrap().contains("_exps")).collect();
+            assert_eq!(experts.len(), 2 * 4 * 3, "{name} {method}");
+            for l in &experts {
+                let module = l["module"].as_str().unwrap();
+                assert!(module.contains(".experts."), "{module}");
+                assert!(got.tensor(&format!("{module}.weight_packed")).is_some(), "{module}");
+                assert!(got.tensor(&format!("{module}.weight")).is_none(), "{module}");
+            }
+            let config: Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+            let ignore = config["quantization_config"]["ignore"].as_array().unwrap();
+            for b in 0..2 {
+                for r in routers {
+                    let module = format!("model.layers.{b}.{r}");
+                    assert!(ignore.contains(&Value::from(module.clone())), "{name}: {module} not in {ignore:?}");
+                    let w = |m: &HfModel| {
+                        let (f, t) = m.tensor(&format!("{module}.weight")).unwrap();
+                        f.to_f32(t).unwrap()
+                    };
+                    let (before, after) = (w(&src), w(&got));
+                    if method != "awq" {
+                        assert_eq!(before, after, "{name} {method}: {module} changed");
+                        continue;
+                    }
+                    // AWQ divides the FFN norm by its scales and multiplies the routers' columns by them: each
+                    // router column times the norm is unchanged.
+                    let norm = |m: &HfModel| {
+                        let (f, t) = m.tensor(&format!("model.layers.{b}.post_attention_layernorm.weight")).unwrap();
+                        f.to_f32(t).unwrap()
+                    };
+                    let (n0, n1) = (norm(&src), norm(&got));
+                    assert_ne!(n0, n1, "{name}: the FFN norm was not scaled");
+                    for (i, (a, z)) in before.iter().zip(&after).enumerate() {
+                        let c = i % n0.len();
+                        let (x, y) = (a * n0[c], z * n1[c]);
+                        assert!((x - y).abs() <= 1e-5 * x.abs().max(1e-3), "{name} {module}[{i}]: {x} vs {y}");
+                    }
+                }
+            }
+            if method == "gptq" {
+                for l in &experts {
+                    let (e, r) = (l["output_error"].as_f64().unwrap(), l["rtn_output_error"].as_f64().unwrap());
+                    assert!(e < r && l["tokens"].as_u64().unwrap() > 0, "{}: gptq {e} vs rtn {r}", l["module"]);
+                }
+            }
+            klds.push(kld(&base, &out));
+        }
+        assert!(klds[1] < klds[0] && klds[2] < klds[0], "{name}: KLD rtn/gptq/awq {klds:?}");
+        // Zero points for experts load in neither transformers nor vLLM: refused before any work.
+        for (method, fix) in [("awq", "add --sym"), ("gptq", "drop --asym")] {
+            let out = dir.path().join(format!("{name}-{method}-asym"));
+            let extra: &[&str] = if method == "gptq" { &["--asym"] } else { &[] };
+            let mut args = vec!["quantize".to_string(), s(&base), s(&out), "--method".into(), method.into()];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            let e = qf(args).fails();
+            assert!(e.contains("symmetric") && e.contains(fix), "{name} {method}: {e}");
+            assert!(!out.exists());
+        }
+    }
+}

@@ -170,9 +170,17 @@ fn summary_text(layers: &[GgufLayerReport], paths: &[PathBuf], ftype: &str, secs
             coded.len()
         );
     }
-    let plain = layers.len() - coded.len();
+    let count = |m: &str| layers.iter().filter(|l| l.method == m).count();
+    let plain = count("imatrix");
     if plain > 0 {
         s += &format!("{plain} layers in types without a value grid were quantized with the pass's imatrix\n");
+    }
+    let unreached = count("unreached");
+    if unreached > 0 {
+        s += &format!(
+            "{unreached} experts no calibration token was routed to were quantized without an imatrix (more \
+             calibration text reaches more experts)\n"
+        );
     }
     s
 }

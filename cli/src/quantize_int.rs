@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use quantforge_eval::intquant::{quantize_int, IntQuantJob, IntQuantReport, LayerReport, Method, WindowOptions};
+use quantforge_eval::intquant::{
+    quantize_int, router_modules, IntQuantJob, IntQuantReport, LayerReport, Method, WindowOptions,
+};
 use quantforge_eval::Device;
 use quantforge_formats::bounded;
 use quantforge_formats::hf::HfModel;
@@ -200,11 +202,22 @@ pub(crate) fn write_checkpoint(
         device: Device::Cpu,
     };
     let started = Instant::now();
+    // A mixture of experts' routers stay in float; the loaders are told so.
+    let routers = router_modules(input)?;
+    if !routers.is_empty() && !scheme.sym && format == CheckpointFormat::CompressedTensors {
+        let fix = if method == Method::Awq { "add --sym" } else { "drop --asym" };
+        bail!(
+            "{}: a mixture of experts is written with symmetric groups only in compressed-tensors (transformers and \
+             vLLM load no zero points for experts); {fix}",
+            input.display()
+        );
+    }
+    info.not_quantized.extend(routers.iter().cloned());
     let mut writer = CheckpointWriter::create(&output, input, format, scheme, info)?;
     // Every block linear must fit the format's packing: refused now, not after calibrating.
     for (_, t) in model.tensors() {
         if let (Some(module), [rows, cols]) = (t.name.strip_suffix(".weight"), t.shape.as_slice()) {
-            if module.contains(".layers.") {
+            if module.contains(".layers.") && !routers.iter().any(|r| r == module) {
                 writer.check_shape(module, *rows as usize, *cols as usize)?;
             }
         }

@@ -191,6 +191,11 @@ impl Block {
         Ok((m.rows(), m.cols(), m.to_f32_vec()?))
     }
 
+    /// The input width of weight matrix `name`.
+    pub fn weight_cols(&self, name: &str) -> Result<usize> {
+        Ok(self.linear(name)?.cols())
+    }
+
     /// Replace a weight matrix by dense `f32` values of the same shape (`rows * cols`, row-major); later
     /// [`run_block`] calls use them. Fails on a name that is not one of [`Block::linear_names`] or a wrong
     /// number of values.
@@ -383,9 +388,9 @@ pub fn run_block(
     run_block_until(cfg, block, acts, device, observe, usize::MAX)
 }
 
-/// [`run_block`], stopping once `observe` has been shown the distinct input number `last` (0: Q/K/V's,
-/// 1: O's, 2: gate/up's, 3: down's), as a true-sequential calibration pass needs; `acts` is then left part-way
-/// through the block and must not be used further.
+/// [`run_block`], stopping once `observe` has been shown the inputs of stage `last` ([`stage_of`]), as a
+/// true-sequential calibration pass needs; `acts` is then left part-way through the block and must not be
+/// used further.
 pub(crate) fn run_block_until(
     cfg: &LlamaConfig,
     block: &Block,
@@ -470,10 +475,11 @@ pub(crate) fn run_block_until(
     pre_norm(x, b.ffn_norm.as_deref(), cfg.rms_eps, xn);
     let (w_gate, w_up, w_down) = match &b.ffn {
         Ffn::Dense { w_gate, w_up, w_down } => (w_gate, w_up, w_down),
-        // Calibration refuses MoE models before running a block; the importance matrix observes the router,
-        // each expert and the shared expert.
+        // The router, each expert (under its stacked tensor's name and its index) and the shared expert are
+        // observed; a pass stopping at the FFN's input or its down projections runs the whole FFN (its stages 2
+        // and 3 are interleaved expert by expert).
         Ffn::Moe(moe) => {
-            if last <= 3 {
+            if last < 2 {
                 return Ok(());
             }
             moe.forward(&mm, xn, m, d, scratch, proj, observe)?;
@@ -501,6 +507,19 @@ pub(crate) fn run_block_until(
     }
     ops::add_assign(x, proj);
     Ok(())
+}
+
+/// The step of a block at which weight `name` (GGUF naming) reads its input: 0 Q/K/V (or the fused QKV),
+/// 1 the attention output, 2 the FFN's input (gate/up, the router, every expert's gate/up, the shared
+/// expert's), 3 the down projections. The order in which [`run_block_until`] shows them.
+pub fn stage_of(name: &str) -> usize {
+    let short = name.split('.').nth(2).unwrap_or("");
+    match short {
+        "attn_q" | "attn_k" | "attn_v" | "attn_qkv" => 0,
+        "attn_output" => 1,
+        s if s.starts_with("ffn_down") => 3,
+        _ => 2,
+    }
 }
 
 /// `xn` = the RMSNorm of `x` with `weight`, or `x` itself for a block without pre-norms.

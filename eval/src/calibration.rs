@@ -11,9 +11,11 @@
 
 use std::sync::Mutex;
 
-use quantforge_quant::calibrate::{CalibrationSource, LinearInput, LinearWeight, SourceError};
+use quantforge_quant::calibrate::{
+    expert_slice_name, split_expert_slice, CalibrationSource, LinearInput, LinearWeight, SourceError,
+};
 
-use crate::blocks::{run_block, run_block_until, Activations, Block, ModelFile};
+use crate::blocks::{run_block, run_block_until, stage_of, Activations, Block, ModelFile};
 use crate::device::Device;
 use crate::error::Result;
 
@@ -35,14 +37,11 @@ impl std::fmt::Debug for BlockCalibrator<'_> {
 
 impl<'a> BlockCalibrator<'a> {
     /// Embed `seqs` (token ids, each run from position 0) in batches of `batch_seqs` sequences.
-    /// Refused for experts (no per-expert statistics yet) and for fused Q/K/V and gate/up projections (Phi-3):
-    /// the calibration seam hands out one weight per linear layer, and a fused tensor is three (two) of the
-    /// forward pass's linears.
+    /// Refused for fused Q/K/V and gate/up projections (Phi-3): the calibration seam hands out one weight per
+    /// linear layer, and a fused tensor is three (two) of the forward pass's linears. Each expert of a mixture
+    /// of experts is its own layer ([`expert_slice_name`]), shown the rows routed to it.
     pub fn new(model: &'a ModelFile, seqs: &[Vec<u32>], batch_seqs: usize, device: Device) -> Result<Self> {
         let cfg = model.config();
-        if cfg.moe.is_some() {
-            return Err(crate::EvalError::MoeCalibration { arch: cfg.arch.gguf_name, what: "GPTQ/AWQ calibration" });
-        }
         if cfg.arch.forward.fused_qkv_gate_up {
             return Err(crate::EvalError::UnsupportedFeature {
                 path: model.path().into(),
@@ -85,6 +84,21 @@ struct Seen {
     key: (usize, usize),
 }
 
+/// The layers of `all` (a block's linear names, in forward order) that no input of `seen` reached (experts no
+/// token of the batch was routed to), grouped as a run that reached them would show them: by stage and
+/// expert, so that an expert's gate and up share one input.
+fn unreached(all: &[String], seen: &[Seen]) -> Vec<Vec<String>> {
+    let mut groups: Vec<(usize, Option<usize>, Vec<String>)> = Vec::new();
+    for name in all.iter().filter(|n| !seen.iter().any(|s| s.layers.contains(n))) {
+        let key = (stage_of(name), split_expert_slice(name).1);
+        match groups.iter_mut().find(|g| (g.0, g.1) == key) {
+            Some(g) => g.2.push(name.clone()),
+            None => groups.push((key.0, key.1, vec![name.clone()])),
+        }
+    }
+    groups.into_iter().map(|g| g.2).collect()
+}
+
 impl CalibrationSource for BlockCalibrator<'_> {
     fn n_blocks(&self) -> usize {
         self.model.config().n_layer
@@ -119,22 +133,39 @@ impl CalibrationSource for BlockCalibrator<'_> {
         let (model, device) = (self.model, self.device);
         let cfg = model.config();
         let block = self.current.as_ref().expect("loaded above");
+        let names: Vec<String> = block.linear_names().into_iter().map(str::to_string).collect();
         for acts in &self.batches {
             let seen: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
-            let observe = |name: &str, _: Option<usize>, rows: &[f32], cols: usize| {
+            let observe = |name: &str, expert: Option<usize>, rows: &[f32], cols: usize| {
+                let name = match expert {
+                    Some(e) => expert_slice_name(name, e),
+                    None => name.to_string(),
+                };
                 let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 let key = (rows.as_ptr() as usize, rows.len());
                 match seen.last_mut() {
-                    Some(last) if last.key == key => last.layers.push(name.to_string()),
-                    _ => seen.push(Seen { layers: vec![name.to_string()], rows: rows.to_vec(), cols, key }),
+                    Some(last) if last.key == key => last.layers.push(name),
+                    _ => seen.push(Seen { layers: vec![name], rows: rows.to_vec(), cols, key }),
                 }
             };
             let mut scratch = acts.clone();
             run_block_until(cfg, block, &mut scratch, device, Some(&observe), last)?;
             drop(scratch);
-            for s in seen.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+            for s in &seen {
                 let layers: Vec<&str> = s.layers.iter().map(String::as_str).collect();
-                visit(LinearInput { layers: &layers, rows: &s.rows, cols: s.cols });
+                let stage = stage_of(&s.layers[0]);
+                visit(LinearInput { layers: &layers, rows: &s.rows, cols: s.cols, stage });
+            }
+            // Experts this batch routed no token to are shown an empty input, so that every layer has one.
+            for group in unreached(&names, &seen) {
+                let stage = stage_of(&group[0]);
+                if stage > last {
+                    continue;
+                }
+                let cols = block.weight_cols(&group[0])?;
+                let layers: Vec<&str> = group.iter().map(String::as_str).collect();
+                visit(LinearInput { layers: &layers, rows: &[], cols, stage });
             }
         }
         Ok(())

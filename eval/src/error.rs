@@ -21,13 +21,6 @@ pub enum EvalError {
     Dequantize { name: String, source: QuantError },
     #[error("{path}: architecture '{arch}' is not supported by the forward pass (supported: {supported})")]
     UnsupportedArchitecture { path: PathBuf, arch: String, supported: String },
-    /// Calibration (GPTQ, AWQ, the importance matrix) of a model with routed experts: each expert would need its
-    /// own statistics, which are not collected yet.
-    #[error(
-        "architecture '{arch}' has routed experts: {what} does not cover mixture-of-experts models yet (experts \
-         are neither calibrated nor packed one by one); quantize to a llama.cpp file type without it"
-    )]
-    MoeCalibration { arch: &'static str, what: &'static str },
     /// The architecture's registry entry states a forward-pass feature the forward pass does not implement.
     #[error("{path}: architecture '{arch}' needs {feature}, which the forward pass does not implement")]
     UnsupportedFeature { path: PathBuf, arch: &'static str, feature: &'static str },

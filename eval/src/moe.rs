@@ -14,6 +14,7 @@
 //! depend on the grouping (each token's output is summed in its own selection order).
 
 use quantforge_formats::arch::{MoeRouting, SharedExpert};
+use quantforge_quant::calibrate::split_expert_slice;
 use rayon::prelude::*;
 
 use crate::blocks::Observer;
@@ -135,9 +136,10 @@ impl MoeFfn {
         out: &mut [f32],
         observe: Option<&Observer<'_>>,
     ) -> Result<()> {
+        // Experts are shown under their stacked tensor's name and their index.
         let see = |w: &Matrix, expert: Option<usize>, rows: &[f32], cols: usize| {
             if let Some(f) = observe {
-                f(w.name(), expert, rows, cols);
+                f(split_expert_slice(w.name()).0, expert, rows, cols);
             }
         };
         let (ne, k) = (self.router.rows(), self.n_used);
@@ -306,13 +308,79 @@ mod tests {
         }
     }
 
-    #[test]
-    fn calibration_refuses_models_with_experts() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs/qwen2moe");
+    /// Records each layer's input statistics and keeps its weights.
+    struct Record(std::sync::Mutex<std::collections::BTreeMap<String, quantforge_quant::calibrate::InputStats>>);
+
+    impl quantforge_quant::calibrate::LayerSolver for Record {
+        fn stats_kind(&self) -> quantforge_quant::calibrate::StatsKind {
+            quantforge_quant::calibrate::StatsKind::Covariance
+        }
+        fn solve(
+            &self,
+            _: usize,
+            w: &quantforge_quant::calibrate::LinearWeight,
+            stats: &quantforge_quant::calibrate::InputStats,
+        ) -> std::result::Result<Vec<f32>, String> {
+            self.0.lock().unwrap().insert(w.name.clone(), stats.clone());
+            Ok(w.values.clone())
+        }
+    }
+
+    fn calibrated(name: &str, seqs: &[Vec<u32>], sequential: bool) -> Record {
+        use quantforge_quant::calibrate::{calibrate_with, CalibrateOptions};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(name);
         let file = crate::ModelFile::open(&dir).unwrap();
-        let seqs = [vec![1u32, 5, 9, 30]];
-        let e = crate::calibration::BlockCalibrator::new(&file, &seqs, 1, crate::Device::Cpu).unwrap_err();
-        assert!(matches!(e, crate::EvalError::MoeCalibration { arch: "qwen2moe", .. }), "{e}");
+        let mut source = crate::calibration::BlockCalibrator::new(&file, seqs, 2, crate::Device::Cpu).unwrap();
+        let rec = Record(Default::default());
+        let opts = CalibrateOptions { true_sequential: sequential };
+        calibrate_with(&mut source, &rec, &quantforge_quant::progress::Silent, &opts).unwrap();
+        rec
+    }
+
+    #[test]
+    fn every_expert_is_calibrated_on_the_rows_routed_to_it() {
+        use quantforge_quant::calibrate::expert_slice_name;
+        // Each expert is a layer of its own whose statistics are those of the rows routed to it: the importance
+        // matrix's per-expert counts and sums on the same tokens, in every block, whether the block is solved in
+        // one pass or stage by stage; the routers and the shared expert see every token.
+        for name in ["mixtral", "qwen2moe", "qwen3moe"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archs").join(name);
+            let model = crate::LlamaModel::load(&dir).unwrap();
+            let (cfg, moe) = (model.config(), model.config().moe.unwrap());
+            let tokens: Vec<u32> = (0..64).map(|i| (i * 37 + 11) % 500).collect();
+            let silent = quantforge_quant::progress::Silent;
+            let want = crate::imatrix::collect(&model, &tokens, None, 16, None, &silent).unwrap();
+            let seqs: Vec<Vec<u32>> = tokens.chunks(16).map(<[u32]>::to_vec).collect();
+            for sequential in [false, true] {
+                let got = calibrated(name, &seqs, sequential).0.into_inner().unwrap();
+                for b in 0..cfg.n_layer {
+                    for t in ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"] {
+                        let stacked = format!("blk.{b}.{t}.weight");
+                        let w = &want.entries[&stacked];
+                        for e in 0..moe.n_expert {
+                            let st = &got[&expert_slice_name(&stacked, e)];
+                            assert_eq!(st.n_rows, w.counts[e], "{name} {stacked} expert {e}");
+                            for (j, d) in st.diagonal.iter().enumerate() {
+                                let r = w.sums[e * st.cols + j];
+                                assert!((d - r).abs() <= 1e-4 * r.abs().max(1e-3), "{name} {stacked}[{e}] col {j}");
+                            }
+                        }
+                    }
+                    let router = &got[&format!("blk.{b}.ffn_gate_inp.weight")];
+                    assert_eq!(router.n_rows, tokens.len() as u64, "{name}");
+                    if let Some(sh) = got.get(&format!("blk.{b}.ffn_down_shexp.weight")) {
+                        assert_eq!(sh.n_rows, tokens.len() as u64, "{name}");
+                    }
+                }
+            }
+            // One token reaches `n_expert_used` experts per block: the others are still layers, with no rows.
+            let got = calibrated(name, &[vec![5]], true).0.into_inner().unwrap();
+            let reached = (0..moe.n_expert)
+                .filter(|&e| got[&expert_slice_name("blk.0.ffn_down_exps.weight", e)].n_rows > 0)
+                .count();
+            assert_eq!(reached, moe.n_expert_used, "{name}");
+            assert_eq!(got.keys().filter(|k| k.contains("_exps.weight[")).count(), 3 * moe.n_expert * cfg.n_layer);
+        }
     }
 
     #[test]

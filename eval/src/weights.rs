@@ -16,6 +16,7 @@ use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
 use quantforge_formats::safetensors::{self, SafetensorsFile, StTensor};
 use quantforge_formats::GgmlType;
+use quantforge_quant::calibrate::expert_slice_name;
 use quantforge_quant::dequant::{can_dequantize, dequantize_row, dequantize_row_par};
 use quantforge_quant::permute::rope_permute;
 
@@ -258,13 +259,14 @@ impl<'a> Source<'a> {
                 let out = bytes
                     .chunks_exact(rows * row_bytes)
                     .take(n_expert)
-                    .map(|b| {
+                    .enumerate()
+                    .map(|(x, b)| {
                         let storage = if ty == GgmlType::F32 {
                             Storage::Dense(f32_from_le(b))
                         } else {
                             Storage::Blocks { ty, data: b.to_vec(), row_bytes }
                         };
-                        Matrix { name: name.into(), rows, cols, storage }
+                        Matrix { name: expert_slice_name(name, x), rows, cols, storage }
                     })
                     .collect();
                 file.release(info);
@@ -276,15 +278,21 @@ impl<'a> Source<'a> {
                 let mut out = Vec::new();
                 for x in 0..n_expert {
                     let hf = arch::fill_expert(rule.hf, bid, x as u32);
-                    let (file, t) = model.tensor(&hf).ok_or_else(|| missing(&hf))?;
-                    let expected = vec![rows as u64, cols as u64];
-                    if t.shape != expected {
-                        let path = file.path().into();
-                        return Err(EvalError::BadShape { path, name: hf, found: t.shape.clone(), expected });
-                    }
-                    let values = file.to_f32(t)?;
-                    file.release(t);
-                    out.push(Matrix::dense(name, rows, cols, values));
+                    let values = match model.tensor(&hf) {
+                        Some((file, t)) => {
+                            let expected = vec![rows as u64, cols as u64];
+                            if t.shape != expected {
+                                let path = file.path().into();
+                                return Err(EvalError::BadShape { path, name: hf, found: t.shape.clone(), expected });
+                            }
+                            let values = file.to_f32(t)?;
+                            file.release(t);
+                            values
+                        }
+                        // A quantized checkpoint stores each expert's packed tensors instead of its float weight.
+                        None => dequantized_weight(model, &hf, &[rows, cols])?.ok_or_else(|| missing(&hf))?,
+                    };
+                    out.push(Matrix::dense(expert_slice_name(name, x), rows, cols, values));
                 }
                 Ok(out)
             }

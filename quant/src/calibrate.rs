@@ -53,6 +53,28 @@ pub struct LinearInput<'a> {
     pub rows: &'a [f32],
     /// Columns per row: the layers' input dimension.
     pub cols: usize,
+    /// The step of the block this input belongs to, in forward order (0: the attention's input, 1: its
+    /// output projection's, 2: the feed-forward network's, 3: its down projection's). A true-sequential pass
+    /// solves one stage at a time; several inputs may share a stage (a mixture of experts' routed inputs).
+    pub stage: usize,
+}
+
+/// The seam's name for expert `expert` of the stacked expert tensor `stacked`: `blk.3.ffn_up_exps.weight[5]`.
+/// Each expert is calibrated as its own linear layer, from the inputs routed to it.
+pub fn expert_slice_name(stacked: &str, expert: usize) -> String {
+    format!("{stacked}[{expert}]")
+}
+
+/// `(stacked tensor, Some(expert))` for a name made by [`expert_slice_name`], `(name, None)` for any other.
+pub fn split_expert_slice(name: &str) -> (&str, Option<usize>) {
+    let parsed = name.strip_suffix(']').and_then(|n| n.rsplit_once('[')).and_then(|(stacked, e)| {
+        let plain = !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) && (e == "0" || !e.starts_with('0'));
+        plain.then(|| e.parse().ok().map(|e| (stacked, e))).flatten()
+    });
+    match parsed {
+        Some((stacked, e)) => (stacked, Some(e)),
+        None => (name, None),
+    }
 }
 
 /// A linear layer's weight as `f32`: `rows` outputs of `cols` inputs each, row-major (`y = W x`).
@@ -79,9 +101,10 @@ pub trait CalibrationSource {
     /// every linear layer (once per distinct input and batch of sequences, naming all layers that read it).
     fn block_inputs(&mut self, index: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError>;
 
-    /// [`CalibrationSource::block_inputs`], which may stop once the distinct input number `last` (0-based, in
-    /// forward order) has been shown: a true-sequential pass needs no more of the block. The inputs shown are
-    /// the same as those of a whole run. By default the whole block runs.
+    /// [`CalibrationSource::block_inputs`], which may stop once every input of stage `last` (see
+    /// [`LinearInput::stage`]) has been shown: a true-sequential pass needs no more of the block. The inputs
+    /// shown are the same as those of a whole run (inputs of later stages may be shown too). By default the
+    /// whole block runs.
     fn block_inputs_until(
         &mut self,
         index: usize,
@@ -302,6 +325,9 @@ impl StatsAccumulator {
             return;
         }
         let m = rows.len() / n;
+        if m == 0 {
+            return;
+        }
         let rows = &rows[..m * n];
         let mut diag = vec![0.0f64; n];
         let mut abs = vec![0.0f64; n];
@@ -371,9 +397,10 @@ pub fn calibrate(
     calibrate_with(source, solver, progress, &CalibrateOptions::default())
 }
 
-/// The layers reading one distinct input, and their statistics when they were collected.
+/// The layers reading one distinct input, its stage, and its statistics when they were collected.
 struct InputGroup {
     layers: Vec<String>,
+    stage: usize,
     stats: Option<StatsAccumulator>,
 }
 
@@ -399,8 +426,8 @@ pub fn calibrate_with(
             let t0 = Instant::now();
             let only = opts.true_sequential.then_some(pass);
             let (groups, seen) = collect(source, block, &weights, kind, only, 0)?;
-            // A true-sequential pass stops at its input; no group `pass` means the block has no more inputs.
-            let exhausted = groups.len() <= pass;
+            // A true-sequential pass stops at its stage; no input of stage `pass` means the block has no more.
+            let exhausted = !groups.iter().any(|g| g.stage == pass);
             if pass == 0 {
                 tokens = seen;
             }
@@ -461,7 +488,7 @@ pub fn calibrate_with(
 }
 
 /// Run block `block` once, grouping its layers by the input they read (in forward order) and accumulating
-/// the statistics of every group, or of group `only`. Returns the groups and the tokens seen.
+/// the statistics of every group, or of the groups of stage `only`. Returns the groups and the tokens seen.
 fn collect(
     source: &mut dyn CalibrationSource,
     block: usize,
@@ -495,7 +522,7 @@ fn collect(
             Some(p) => p,
             None => {
                 let layers = input.layers.iter().map(|s| s.to_string()).collect();
-                let wanted = only.is_none_or(|o| o == groups.len());
+                let wanted = only.is_none_or(|o| o == input.stage);
                 let acc = || {
                     let a = StatsAccumulator::new(input.cols, kind);
                     if sample_every > 0 {
@@ -504,7 +531,7 @@ fn collect(
                         a
                     }
                 };
-                groups.push(InputGroup { layers, stats: wanted.then(acc) });
+                groups.push(InputGroup { layers, stage: input.stage, stats: wanted.then(acc) });
                 groups.len() - 1
             }
         };
@@ -580,7 +607,7 @@ mod tests {
         fn block_inputs(&mut self, index: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError> {
             self.log.push(format!("inputs {index}"));
             let name = format!("blk.{index}.w");
-            visit(LinearInput { layers: &[name.as_str()], rows: &self.hidden, cols: 2 });
+            visit(LinearInput { layers: &[name.as_str()], rows: &self.hidden, cols: 2, stage: 0 });
             Ok(())
         }
         fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
@@ -638,7 +665,7 @@ mod tests {
                 self.0.block_weights(index)
             }
             fn block_inputs(&mut self, _: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError> {
-                visit(LinearInput { layers: &["blk.0.w"], rows: &[1.0, 2.0, 3.0], cols: 3 });
+                visit(LinearInput { layers: &["blk.0.w"], rows: &[1.0, 2.0, 3.0], cols: 3, stage: 0 });
                 Ok(())
             }
             fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
@@ -705,9 +732,9 @@ mod tests {
         }
         fn block_inputs(&mut self, _: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError> {
             self.passes += 1;
-            visit(LinearInput { layers: &["a"], rows: &self.x, cols: 1 });
+            visit(LinearInput { layers: &["a"], rows: &self.x, cols: 1, stage: 0 });
             let mid: Vec<f32> = self.x.iter().map(|v| v * self.a).collect();
-            visit(LinearInput { layers: &["b"], rows: &mid, cols: 1 });
+            visit(LinearInput { layers: &["b"], rows: &mid, cols: 1, stage: 1 });
             Ok(())
         }
         fn update_weights(&mut self, _: usize, weights: Vec<LinearWeight>) -> Result<(), SourceError> {
@@ -742,6 +769,17 @@ mod tests {
             self.0.lock().unwrap().push((w.name.clone(), stats.diagonal[0]));
             Ok(w.values.iter().map(|v| v * 0.5).collect())
         }
+    }
+
+    #[test]
+    fn expert_slice_names_round_trip_and_other_names_pass_through() {
+        let n = expert_slice_name("blk.3.ffn_up_exps.weight", 12);
+        assert_eq!(n, "blk.3.ffn_up_exps.weight[12]");
+        assert_eq!(split_expert_slice(&n), ("blk.3.ffn_up_exps.weight", Some(12)));
+        for plain in ["blk.0.attn_q.weight", "x[]", "x[01]", "x[-1]", "x[1a]", "[", "]"] {
+            assert_eq!(split_expert_slice(plain), (plain, None), "{plain}");
+        }
+        assert_eq!(split_expert_slice("x[0]"), ("x", Some(0)));
     }
 
     #[test]

@@ -7,15 +7,17 @@
 //! llama-quantize's); a layer whose type cannot be coded value by value (the grid IQ types), or whose width is
 //! not a whole number of its blocks, gets the type's own quantizer with that importance matrix, so the values
 //! the later blocks are calibrated on are always those the file holds. Layers the plan leaves unquantized are
-//! not touched.
+//! not touched (a mixture of experts' routers among them). Each expert of a stacked `ffn_*_exps` tensor is
+//! coded as a layer of its own from the rows routed to it, and the slices are joined in expert order; an
+//! expert no calibration row reached gets the type's quantizer without an importance matrix.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use quantforge_quant::calibrate::{
-    calibrate_with, CalibrateOptions, CalibrationProgress, CalibrationReport, InputStats, LayerSolver, LinearWeight,
-    StatsKind,
+    calibrate_with, split_expert_slice, CalibrateOptions, CalibrationProgress, CalibrationReport, InputStats,
+    LayerSolver, LinearWeight, StatsKind,
 };
 use quantforge_quant::codecs::quantize_rows;
 use quantforge_quant::dequant::dequantize_row;
@@ -56,7 +58,8 @@ pub struct GgufLayerReport {
     pub ty: String,
     pub rows: usize,
     pub cols: usize,
-    /// `gptq`, or `imatrix` where the type cannot be coded value by value.
+    /// `gptq`; `imatrix` where the type cannot be coded value by value; `unreached` for an expert no
+    /// calibration token was routed to (the type's quantizer without an importance matrix).
     pub method: &'static str,
     pub seconds: f64,
     /// `‖(W − Ŵ)Xᵀ‖² / ‖WXᵀ‖²` on the calibration inputs.
@@ -87,9 +90,6 @@ pub struct GgufGptq {
 pub fn gptq_gguf(job: &GgufGptqJob<'_>, progress: &dyn CalibrationProgress) -> Result<GgufGptq> {
     let t0 = Instant::now();
     let model = ModelFile::open(job.model)?;
-    if let Some(arch) = model.config().moe.map(|_| model.config().arch.gguf_name) {
-        return Err(crate::EvalError::MoeCalibration { arch, what: "GPTQ calibration" });
-    }
     let tokenizer = Tokenizer::load(job.model)?;
     let text: &str = match job.calib {
         Some(t) => t,
@@ -104,18 +104,68 @@ pub fn gptq_gguf(job: &GgufGptqJob<'_>, progress: &dyn CalibrationProgress) -> R
     let solved = solver.out.into_inner().unwrap_or_else(|e| e.into_inner());
     let tokens = calibration.blocks.first().map_or(0, |b| b.tokens);
     let imatrix = Collected {
-        entries: solved.stats,
+        entries: stack_stats(solved.stats),
         chunk_count: seqs.len() as u32,
         chunk_size: seqs.first().map_or(0, |s| s.len() as u32),
     };
     Ok(GgufGptq {
-        tensors: solved.tensors,
+        tensors: stack_tensors(solved.tensors)?,
         layers: solved.layers,
         calibration,
         tokens,
         seconds: t0.elapsed().as_secs_f64(),
         imatrix,
     })
+}
+
+/// Expert slices (`blk.N.ffn_up_exps.weight[e]`) joined into their stacked tensor, experts in order; other
+/// entries as they are. A stacked tensor needs every expert from 0 up.
+fn stack_tensors(tensors: HashMap<String, Vec<u8>>) -> Result<HashMap<String, Vec<u8>>> {
+    let mut out = HashMap::new();
+    let mut slices: BTreeMap<String, BTreeMap<usize, Vec<u8>>> = BTreeMap::new();
+    for (name, bytes) in tensors {
+        match split_expert_slice(&name) {
+            (stacked, Some(e)) => {
+                slices.entry(stacked.to_string()).or_default().insert(e, bytes);
+            }
+            _ => {
+                out.insert(name, bytes);
+            }
+        }
+    }
+    for (stacked, experts) in slices {
+        if experts.keys().copied().ne(0..experts.len()) {
+            return Err(crate::EvalError::Calibration(format!("{stacked}: experts missing from the calibration")));
+        }
+        out.insert(stacked, experts.into_values().flatten().collect());
+    }
+    Ok(out)
+}
+
+/// The importance-matrix entries of expert slices joined as llama-imatrix stores a stacked tensor's: each
+/// expert's sums in turn, one count per expert.
+fn stack_stats(stats: BTreeMap<String, Stats>) -> BTreeMap<String, Stats> {
+    let mut out = BTreeMap::new();
+    let mut slices: BTreeMap<String, BTreeMap<usize, Stats>> = BTreeMap::new();
+    for (name, st) in stats {
+        match split_expert_slice(&name) {
+            (stacked, Some(e)) => {
+                slices.entry(stacked.to_string()).or_default().insert(e, st);
+            }
+            _ => {
+                out.insert(name, st);
+            }
+        }
+    }
+    for (stacked, experts) in slices {
+        let mut joined = Stats { sums: Vec::new(), counts: Vec::new() };
+        for st in experts.into_values() {
+            joined.sums.extend(st.sums);
+            joined.counts.extend(st.counts);
+        }
+        out.insert(stacked, joined);
+    }
+    out
 }
 
 /// What the solver gathers: coded tensors by name, the report lines in solving order, and each layer's
@@ -132,11 +182,16 @@ struct GgmlSolver<'a> {
     out: Mutex<Solved>,
 }
 
-/// The type's own quantizer on `w` with `imatrix`: bytes and their values.
-fn quantize_plain(ty: GgmlType, w: &LinearWeight, imatrix: &[f32]) -> std::result::Result<(Vec<u8>, Vec<f32>), String> {
+/// The type's own quantizer on `w` with `imatrix` (none for an expert no calibration token reached): bytes
+/// and their values.
+fn quantize_plain(
+    ty: GgmlType,
+    w: &LinearWeight,
+    imatrix: Option<&[f32]>,
+) -> std::result::Result<(Vec<u8>, Vec<f32>), String> {
     let row = ty.row_size(w.cols as u64).ok_or_else(|| format!("{}: {} columns do not fit {ty}", w.name, w.cols))?;
     let mut bytes = vec![0u8; w.rows * row as usize];
-    quantize_rows(ty, &w.values, w.cols, Some(imatrix), &mut bytes).map_err(|e| format!("{}: {e}", w.name))?;
+    quantize_rows(ty, &w.values, w.cols, imatrix, &mut bytes).map_err(|e| format!("{}: {e}", w.name))?;
     let mut values = vec![0.0f32; w.values.len()];
     dequantize_row(ty, &bytes, &mut values).map_err(|e| format!("{}: {e}", w.name))?;
     Ok((bytes, values))
@@ -150,14 +205,17 @@ impl LayerSolver for GgmlSolver<'_> {
     fn solve(&self, _block: usize, w: &LinearWeight, stats: &InputStats) -> std::result::Result<Vec<f32>, String> {
         let entry = Stats { sums: stats.diagonal.clone(), counts: vec![stats.n_rows] };
         self.out.lock().unwrap_or_else(|e| e.into_inner()).stats.insert(w.name.clone(), entry);
-        let Some(&ty) = self.job.types.get(&w.name) else { return Ok(w.values.clone()) };
+        // An expert slice takes its stacked tensor's type.
+        let Some(&ty) = self.job.types.get(split_expert_slice(&w.name).0) else { return Ok(w.values.clone()) };
         let t = Instant::now();
         let h = stats.covariance.as_deref().ok_or("no input covariance was collected")?;
-        // The importance matrix of the pass: mean squared input per column, as llama.cpp's imatrix holds.
+        // The importance matrix of the pass: mean squared input per column, as llama.cpp's imatrix holds. An
+        // expert no calibration token was routed to has none: the type's quantizer codes it without one.
         let n = stats.n_rows.max(1) as f32;
         let imatrix: Vec<f32> = stats.diagonal.iter().map(|d| d / n).collect();
-        let (plain_bytes, plain) = quantize_plain(ty, w, &imatrix)?;
-        let coded = Grid::of(ty).filter(|g| w.cols.is_multiple_of(g.block));
+        let reached = stats.n_rows > 0;
+        let (plain_bytes, plain) = quantize_plain(ty, w, reached.then_some(imatrix.as_slice()))?;
+        let coded = Grid::of(ty).filter(|g| reached && w.cols.is_multiple_of(g.block));
         let (bytes, values, fit) = match coded {
             Some(_) => {
                 let g = gptq_ggml(&w.name, &w.values, w.rows, w.cols, h, ty, Some(&imatrix), &self.job.gptq)
@@ -172,7 +230,11 @@ impl LayerSolver for GgmlSolver<'_> {
             ty: ty.name().to_string(),
             rows: w.rows,
             cols: w.cols,
-            method: if fit.is_some() { "gptq" } else { "imatrix" },
+            method: match (fit.is_some(), reached) {
+                (true, _) => "gptq",
+                (false, true) => "imatrix",
+                (false, false) => "unreached",
+            },
             seconds: t.elapsed().as_secs_f64(),
             output_error: errors[0],
             imatrix_output_error: errors[1],

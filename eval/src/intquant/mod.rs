@@ -2,7 +2,8 @@
 //! calibration windows from text, the model run block by block through [`BlockCalibrator`], every linear
 //! layer of a block solved from its inputs' `XᵀX` with the earlier blocks (and, true-sequentially, the
 //! earlier layers of the block) already quantized, each result handed to a sink under its HF module name
-//! with its rows in HF order.
+//! with its rows in HF order. A mixture of experts' experts are layers of their own (their HF per-expert
+//! modules); its routers are never quantized ([`router_modules`]).
 //!
 //! Invariants: one decoder block's weights are resident at a time (plus the hidden states of the calibration
 //! tokens); the layers reach the sink in forward order, block after block; the per-layer report measures
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use quantforge_formats::arch::{self, Transform};
 use quantforge_quant::calibrate::{
-    calibrate_blocks, calibrate_with, CalibrateOptions, CalibrationProgress, CalibrationReport,
+    calibrate_blocks, calibrate_with, split_expert_slice, CalibrateOptions, CalibrationProgress, CalibrationReport,
 };
 use quantforge_quant::gptq::GptqOptions;
 use quantforge_quant::intquant::{rtn, IntScheme, QuantizedLinear};
@@ -82,6 +83,9 @@ pub struct LayerReport {
     pub damp: Option<f32>,
     pub damp_retries: u32,
     pub dead_columns: usize,
+    /// Calibration tokens the layer's statistics came from (an expert: those routed to it; 0 for
+    /// round-to-nearest, and for an expert no token reached, which is rounded to nearest).
+    pub tokens: u64,
 }
 
 /// The whole run.
@@ -97,8 +101,8 @@ pub struct IntQuantReport {
     pub layers: Vec<LayerReport>,
     pub calibration: Option<CalibrationReport>,
     pub seconds: f64,
-    /// Vectors the method changed (AWQ's scaled norms): HF tensor name and new values, to be written in place
-    /// of the source's.
+    /// Float tensors the method changed (AWQ's scaled norms and routers): HF tensor name and new values, to be
+    /// written in place of the source's.
     #[serde(skip)]
     pub vectors: Vec<(String, Vec<f32>)>,
 }
@@ -128,9 +132,6 @@ pub fn quantize_int(
     }
     let model = ModelFile::open(job.model)?;
     let cfg = model.config().clone();
-    if cfg.moe.is_some() {
-        return Err(EvalError::MoeCalibration { arch: cfg.arch.gguf_name, what: "--method (gptq, awq, rtn)" });
-    }
     if job.method == Method::Awq && !cfg.arch.forward.pre_norms {
         return Err(EvalError::AwqWithoutPreNorms { path: job.model.into(), arch: cfg.arch.gguf_name });
     }
@@ -152,7 +153,7 @@ pub fn quantize_int(
         Method::Rtn => {
             for b in 0..cfg.n_layer {
                 let block = model.load_block(b)?;
-                for name in block.linear_names() {
+                for name in block.linear_names().into_iter().filter(|n| !arch::is_router(n)) {
                     let t = Instant::now();
                     let (rows, cols, w) = block.weight_f32(name)?;
                     let q = rtn(name, &w, rows, cols, job.scheme).map_err(|e| EvalError::Calibration(e.to_string()))?;
@@ -171,6 +172,7 @@ pub fn quantize_int(
                         damp: None,
                         damp_retries: 0,
                         dead_columns: 0,
+                        tokens: 0,
                     });
                 }
             }
@@ -201,8 +203,9 @@ pub fn quantize_int(
             } else {
                 let solver = awq::AwqSolver::new(job.scheme, &emit);
                 let (cal, vectors) = calibrate_blocks(&mut source, &solver, progress)?;
-                report.layers = solver.into_reports();
-                for (name, values) in vectors {
+                let (layers, routers) = solver.into_parts();
+                report.layers = layers;
+                for (name, values) in vectors.into_iter().chain(routers) {
                     report.vectors.push(hf_vector(&cfg, &name, values)?);
                 }
                 cal
@@ -215,18 +218,35 @@ pub fn quantize_int(
     Ok(report)
 }
 
+/// The HF modules of `model`'s routers (`mlp.gate`, `mlp.shared_expert_gate`): kept in float, never
+/// quantized, so a checkpoint's loaders must be told to leave them alone. Empty for a dense model.
+pub fn router_modules(model: &Path) -> Result<Vec<String>> {
+    let file = ModelFile::open(model)?;
+    let cfg = file.config();
+    let mut out = Vec::new();
+    for b in 0..cfg.n_layer {
+        for short in ["ffn_gate_inp", "ffn_gate_inp_shexp"] {
+            if let Some((rule, bid)) = cfg.arch.rule_for_gguf(&format!("blk.{b}.{short}.weight")) {
+                let hf = arch::fill(rule.hf, bid);
+                out.push(hf.strip_suffix(".weight").unwrap_or(&hf).to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Refuse a scheme whose groups do not divide some layer's input width, before any work.
 fn check_scheme(model: &ModelFile, scheme: &IntScheme) -> Result<()> {
     let block = model.load_block(0)?;
-    for name in block.linear_names() {
+    for name in block.linear_names().into_iter().filter(|n| !arch::is_router(n)) {
         let (_, cols, _) = block.weight_f32(name)?;
         scheme.check_layer(name, cols).map_err(|e| EvalError::Calibration(e.to_string()))?;
     }
     Ok(())
 }
 
-/// The HF name of GGUF vector `name` (a norm weight) and `values` as HF stores them: Gemma's zero-centred norms
-/// get their + 1 back off.
+/// The HF name of GGUF tensor `name` kept in float but changed by the method (a norm weight, a router) and
+/// `values` as HF stores them: Gemma's zero-centred norms get their + 1 back off.
 fn hf_vector(cfg: &LlamaConfig, name: &str, mut values: Vec<f32>) -> Result<(String, Vec<f32>)> {
     let (rule, bid) = cfg.arch.rule_for_gguf(name).ok_or_else(|| {
         EvalError::Calibration(format!("tensor '{name}' has no Hugging Face name in the {} rules", cfg.arch.gguf_name))
@@ -237,13 +257,17 @@ fn hf_vector(cfg: &LlamaConfig, name: &str, mut values: Vec<f32>) -> Result<(Str
     Ok((arch::fill(rule.hf, bid), values))
 }
 
-/// The HF module of GGUF weight `name`, and the layer with its rows back in HF order (the evaluator holds
-/// Q/K rows in llama.cpp's RoPE layout).
+/// The HF module of GGUF weight `name` (or of one expert of a stacked tensor, [`split_expert_slice`]), and
+/// the layer with its rows back in HF order (the evaluator holds Q/K rows in llama.cpp's RoPE layout).
 fn to_hf(cfg: &LlamaConfig, name: &str, q: QuantizedLinear) -> Result<(String, QuantizedLinear)> {
-    let (rule, bid) = cfg.arch.rule_for_gguf(name).ok_or_else(|| {
+    let (stacked, expert) = split_expert_slice(name);
+    let (rule, bid) = cfg.arch.rule_for_gguf(stacked).ok_or_else(|| {
         EvalError::Calibration(format!("tensor '{name}' has no Hugging Face name in the {} rules", cfg.arch.gguf_name))
     })?;
-    let hf = arch::fill(rule.hf, bid);
+    let hf = match expert {
+        Some(e) => arch::fill_expert(rule.hf, bid, e as u32),
+        None => arch::fill(rule.hf, bid),
+    };
     let module = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
     let heads = match rule.transform {
         Transform::None | Transform::NormShift => None,

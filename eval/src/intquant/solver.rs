@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use quantforge_formats::arch;
 use quantforge_quant::calibrate::{InputStats, LayerSolver, LinearWeight, StatsKind};
 use quantforge_quant::gptq::{gptq, output_errors, GptqOptions};
 use quantforge_quant::intquant::{rtn, IntScheme, QuantizedLinear};
@@ -39,7 +40,32 @@ impl LayerSolver for GptqSolver<'_> {
     }
 
     fn solve(&self, _block: usize, w: &LinearWeight, stats: &InputStats) -> Result<Vec<f32>, String> {
+        // Routers stay in float: the writer copies them.
+        if arch::is_router(&w.name) {
+            return Ok(w.values.clone());
+        }
         let t = Instant::now();
+        if stats.n_rows == 0 {
+            // An expert no calibration token was routed to: round-to-nearest.
+            let q = rtn(&w.name, &w.values, w.rows, w.cols, self.scheme).map_err(|e| e.to_string())?;
+            let values = q.dequantize();
+            let module = (self.emit)(&w.name, q)?;
+            let report = LayerReport {
+                name: w.name.clone(),
+                module,
+                rows: w.rows,
+                cols: w.cols,
+                seconds: t.elapsed().as_secs_f64(),
+                output_error: None,
+                rtn_output_error: None,
+                damp: None,
+                damp_retries: 0,
+                dead_columns: 0,
+                tokens: 0,
+            };
+            self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+            return Ok(values);
+        }
         let h = stats.covariance.as_deref().ok_or("no input covariance was collected")?;
         let g = gptq(&w.name, &w.values, w.rows, w.cols, h, self.scheme, &self.opts).map_err(|e| e.to_string())?;
         let values = g.quantized.dequantize();
@@ -58,6 +84,7 @@ impl LayerSolver for GptqSolver<'_> {
             damp: Some(g.damp),
             damp_retries: g.damp_retries,
             dead_columns: g.dead_columns,
+            tokens: stats.n_rows,
         };
         self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
         Ok(values)

@@ -355,6 +355,13 @@ pub fn fill(pattern: &str, bid: Option<u32>) -> String {
     }
 }
 
+/// Whether GGUF weight `name` is a mixture of experts' router (`ffn_gate_inp`, or the shared expert's gate
+/// `ffn_gate_inp_shexp`): kept in float by every quantizer (llama.cpp's converter writes them F32; vLLM and
+/// transformers load them unquantized).
+pub fn is_router(name: &str) -> bool {
+    name.ends_with(".ffn_gate_inp.weight") || name.ends_with(".ffn_gate_inp_shexp.weight")
+}
+
 /// Replace `{bid}` and `{xid}` in a pattern (the HF name of one expert's tensor).
 pub fn fill_expert(pattern: &str, bid: Option<u32>, xid: u32) -> String {
     fill(pattern, bid).replace("{xid}", &xid.to_string())

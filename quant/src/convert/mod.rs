@@ -155,8 +155,7 @@ fn check_no_pickle(dir: &Path) -> Result<(), FormatError> {
 /// The output type of one tensor (see the module docs). Routers (`ffn_gate_inp`, `ffn_gate_inp_shexp`)
 /// stay F32 like norms (`FFN_GATE_INP`/`FFN_GATE_INP_SHEXP` in `prepare_tensors`' F32 list).
 fn tensor_type(name: &str, ne: &[u64], outtype: OutType) -> GgmlType {
-    let router = name.ends_with(".ffn_gate_inp.weight") || name.ends_with(".ffn_gate_inp_shexp.weight");
-    if ne.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") || router {
+    if ne.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") || arch::is_router(name) {
         return GgmlType::F32;
     }
     let ty = outtype.ggml_type();
