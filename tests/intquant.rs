@@ -282,3 +282,34 @@ fn experts_are_quantized_one_by_one_and_routers_stay_float() {
         }
     }
 }
+
+#[test]
+fn fused_phi3_projections_are_quantized_whole_and_awq_folds_keep_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture("archs/phi3");
+    // GPTQ: the fused Q/K/V and gate/up are one layer each, packed under the checkpoint's own fused modules.
+    let out = dir.path().join("gptq");
+    let j = quantize_moe("phi3", &out, "gptq", &[]);
+    let layers = j["report"]["layers"].as_array().unwrap();
+    let modules: Vec<&str> = layers.iter().map(|l| l["module"].as_str().unwrap()).collect();
+    let first = ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"];
+    assert_eq!(modules[..4], first.map(|m| format!("model.layers.0.{m}")));
+    for l in layers {
+        let (e, r) = (l["output_error"].as_f64().unwrap(), l["rtn_output_error"].as_f64().unwrap());
+        assert!(e < r, "{}: gptq {e} vs rtn {r}", l["module"]);
+    }
+    // AWQ moves weight between a layer and the op before it (a norm, the up half of a fused gate/up, a router):
+    // at 8 bits, where rounding costs little, the folded model must stay as close to the original as
+    // round-to-nearest's. Dividing the wrong rows of Phi-3's gate/up by down's scales quadruples the KLD.
+    for name in ["phi3", "llama", "qwen2moe"] {
+        let base = fixture(&format!("archs/{name}"));
+        let k = |method: &str| {
+            let out = dir.path().join(format!("{name}-{method}-8"));
+            quantize_moe(name, &out, method, &["--bits", "8", "--sym"]);
+            kld(&base, &out)
+        };
+        let (rtn, awq) = (k("rtn"), k("awq"));
+        assert!(awq < 2.0 * rtn, "{name}: 8-bit AWQ KLD {awq} vs RTN {rtn}");
+    }
+    assert!(kld(&base, &out).is_finite());
+}

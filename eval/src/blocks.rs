@@ -161,20 +161,28 @@ impl Block {
         all
     }
 
-    fn linear_mut(&mut self, name: &str) -> Option<&mut Matrix> {
+    /// The matrices of weight `name`: the one of that name, followed by the later parts of a fused tensor.
+    fn parts_mut(&mut self, name: &str) -> Vec<&mut Matrix> {
         let mut all = vec![&mut self.wq, &mut self.wk, &mut self.wv, &mut self.wo];
         match &mut self.ffn {
             Ffn::Dense { w_gate, w_up, w_down } => all.extend([w_gate, w_up, w_down]),
             Ffn::Moe(moe) => all.extend(moe.matrices_mut()),
         }
-        all.into_iter().find(|m| m.name() == name)
+        let part = format!("{name}{FUSED_PART}");
+        let mut all = all.into_iter().skip_while(|m| m.name() != name);
+        let first = all.next();
+        first.into_iter().chain(all.take_while(|m| m.name() == part)).collect()
+    }
+
+    fn parts(&self, name: &str) -> Result<Vec<&Matrix>> {
+        let part = format!("{name}{FUSED_PART}");
+        let mut all = self.linears().into_iter().skip_while(|m| m.name() != name);
+        let first = all.next().ok_or_else(|| EvalError::UnknownWeight { block: self.index, name: name.into() })?;
+        Ok(std::iter::once(first).chain(all.take_while(|m| m.name() == part)).collect())
     }
 
     fn linear(&self, name: &str) -> Result<&Matrix> {
-        self.linears()
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| EvalError::UnknownWeight { block: self.index, name: name.into() })
+        Ok(self.parts(name)?[0])
     }
 
     /// The block's weight matrices in forward order, by GGUF name (`blk.N.attn_q.weight`,
@@ -185,10 +193,14 @@ impl Block {
     }
 
     /// A weight matrix as `f32` rows: `(rows, cols, values)` with `cols` the input dimension, dequantized
-    /// if stored quantized.
+    /// if stored quantized; a fused tensor whole (Phi-3's Q/K/V rows, or gate then up).
     pub fn weight_f32(&self, name: &str) -> Result<(usize, usize, Vec<f32>)> {
-        let m = self.linear(name)?;
-        Ok((m.rows(), m.cols(), m.to_f32_vec()?))
+        let parts = self.parts(name)?;
+        let mut values = Vec::new();
+        for m in &parts {
+            values.extend(m.to_f32_vec()?);
+        }
+        Ok((parts.iter().map(|m| m.rows()).sum(), parts[0].cols(), values))
     }
 
     /// The input width of weight matrix `name`.
@@ -201,9 +213,19 @@ impl Block {
     /// number of values.
     pub fn replace_weight(&mut self, name: &str, values: Vec<f32>) -> Result<()> {
         let index = self.index;
-        self.linear_mut(name)
-            .ok_or_else(|| EvalError::UnknownWeight { block: index, name: name.into() })?
-            .replace(values)
+        let mut parts = self.parts_mut(name);
+        let total: usize = parts.iter().map(|m| m.rows() * m.cols()).sum();
+        if parts.is_empty() || values.len() != total {
+            let name = format!("{name} (replaced by {} values)", values.len());
+            return Err(EvalError::UnknownWeight { block: index, name });
+        }
+        let mut rest = values.as_slice();
+        for m in &mut parts {
+            let (head, tail) = rest.split_at(m.rows() * m.cols());
+            m.replace(head.to_vec())?;
+            rest = tail;
+        }
+        Ok(())
     }
 
     /// Divide the norm weight `name` (`blk.N.attn_norm.weight` or `blk.N.ffn_norm.weight`) element-wise by

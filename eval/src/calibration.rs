@@ -36,19 +36,10 @@ impl std::fmt::Debug for BlockCalibrator<'_> {
 }
 
 impl<'a> BlockCalibrator<'a> {
-    /// Embed `seqs` (token ids, each run from position 0) in batches of `batch_seqs` sequences.
-    /// Refused for fused Q/K/V and gate/up projections (Phi-3): the calibration seam hands out one weight per
-    /// linear layer, and a fused tensor is three (two) of the forward pass's linears. Each expert of a mixture
-    /// of experts is its own layer ([`expert_slice_name`]), shown the rows routed to it.
+    /// Embed `seqs` (token ids, each run from position 0) in batches of `batch_seqs` sequences. A fused tensor
+    /// (Phi-3's Q/K/V, its gate/up) is one layer, as the files store it; each expert of a mixture of experts is
+    /// its own layer ([`expert_slice_name`]), shown the rows routed to it.
     pub fn new(model: &'a ModelFile, seqs: &[Vec<u32>], batch_seqs: usize, device: Device) -> Result<Self> {
-        let cfg = model.config();
-        if cfg.arch.forward.fused_qkv_gate_up {
-            return Err(crate::EvalError::UnsupportedFeature {
-                path: model.path().into(),
-                arch: cfg.arch.gguf_name,
-                feature: "GPTQ/AWQ calibration of fused Q/K/V and gate/up projections",
-            });
-        }
         let device = device.check()?;
         let batches = seqs
             .chunks(batch_seqs.max(1))

@@ -133,15 +133,31 @@ fn unimplemented_configs_are_refused_by_key() {
 }
 
 #[test]
-fn fused_phi3_projections_are_refused_by_calibration_and_observed_once() {
+fn fused_phi3_projections_are_calibrated_whole_and_observed_once() {
     let file = ModelFile::open(&fixture("phi3")).unwrap();
-    let e = BlockCalibrator::new(&file, &[vec![1, 5, 9]], 1, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("fused"), "{e}");
+    assert!(BlockCalibrator::new(&file, &[vec![1, 5, 9]], 1, Device::Cpu).is_ok());
     let block = file.load_block(0).unwrap();
     assert_eq!(
         block.linear_names(),
         ["blk.0.attn_qkv.weight", "blk.0.attn_output.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"]
     );
+    // A fused tensor is handed out whole, rows as the file stores them, and taken back whole.
+    let stored = |name: &str| {
+        let f = quantforge_formats::gguf::GgufFile::open(fixture("phi3").join("llama.cpp-f32.gguf")).unwrap();
+        let t = f.tensor(name).unwrap().clone();
+        f.tensor_data(&t).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<f32>>()
+    };
+    let file = ModelFile::open(&fixture("phi3").join("llama.cpp-f32.gguf")).unwrap();
+    let mut block_gguf = file.load_block(0).unwrap();
+    for (name, rows) in [("blk.0.attn_qkv.weight", 32 + 2 * 16), ("blk.0.ffn_up.weight", 2 * 48)] {
+        let (r, c, v) = block_gguf.weight_f32(name).unwrap();
+        assert_eq!((r, c), (rows, 32), "{name}");
+        assert!(v == stored(name), "{name}: rows differ from the file's");
+        let doubled: Vec<f32> = v.iter().map(|x| x * 2.0).collect();
+        block_gguf.replace_weight(name, doubled.clone()).unwrap();
+        assert_eq!(block_gguf.weight_f32(name).unwrap().2, doubled);
+        assert!(block_gguf.replace_weight(name, v[1..].to_vec()).is_err());
+    }
     // Granite has separate projections and calibrates like Llama.
     let file = ModelFile::open(&fixture("granite")).unwrap();
     assert!(BlockCalibrator::new(&file, &[vec![1, 5, 9]], 1, Device::Cpu).is_ok());

@@ -4,6 +4,9 @@
 //! columns times `s`, the norm or the previous layer's rows divided by `s`), then each layer's clipping
 //! searched on its scaled inputs (Q/K skipped), then AWQ's own rounding.
 //!
+//! Phi-3's fused Q/K/V is balanced as one layer behind the attention norm (O is left alone, as AutoAWQ does)
+//! and its fused gate/up behind the FFN norm; down is balanced against the up half of gate/up.
+//!
 //! A mixture of experts: the FFN norm's scale balances every expert's gate/up and the shared expert's,
 //! searched on the FFN's whole input (the router's); the routers' columns are multiplied by it too and kept in
 //! float, so routing is unchanged; each expert's down is balanced against its up on the expert's own inputs.
@@ -34,7 +37,8 @@ use crate::blocks::stage_of;
 enum Prev {
     /// A norm weight of the block (GGUF name).
     Norm(String),
-    /// A linear layer: its output rows are divided by `s`.
+    /// A linear layer: its last `s.len()` output rows are divided by `s` (all of them, or the up half of a
+    /// fused gate/up).
     Linear(usize),
 }
 
@@ -57,7 +61,8 @@ fn mappings(block: usize, weights: &[LinearWeight]) -> Vec<Mapping> {
     let index = |name: &str| weights.iter().position(|w| w.name == name);
     let all = |shorts: &[&str]| shorts.iter().map(|s| index(&full(s))).collect::<Option<Vec<usize>>>();
     let mut out = Vec::new();
-    if let Some(ids) = all(&["attn_q", "attn_k", "attn_v"]) {
+    // Phi-3's fused Q/K/V is one layer; AutoAWQ leaves its O unbalanced.
+    if let Some(ids) = all(&["attn_q", "attn_k", "attn_v"]).or_else(|| all(&["attn_qkv"])) {
         out.push(Mapping { stats_of: ids[0], balanced: ids, carried: vec![], prev: Prev::Norm(full("attn_norm")) });
     }
     if let (Some(o), Some(v)) = (index(&full("attn_output")), index(&full("attn_v"))) {
@@ -161,8 +166,9 @@ impl BlockSolver for AwqSolver<'_> {
             match m.prev {
                 Prev::Norm(n) => vector_scales.push((n, s)),
                 Prev::Linear(p) => {
-                    let cols = weights[p].cols;
-                    for (row, d) in values[p].chunks_exact_mut(cols).zip(&s) {
+                    let (rows, cols) = (weights[p].rows, weights[p].cols);
+                    let last = values[p].chunks_exact_mut(cols).skip(rows.saturating_sub(s.len()));
+                    for (row, d) in last.zip(&s) {
                         row.iter_mut().for_each(|w| *w /= d);
                     }
                 }
