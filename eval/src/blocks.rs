@@ -203,6 +203,11 @@ impl Block {
         Ok((parts.iter().map(|m| m.rows()).sum(), parts[0].cols(), values))
     }
 
+    /// Whether weight `name` holds exactly `values` (as [`Block::weight_f32`] gives them).
+    pub fn holds(&self, name: &str, values: &[f32]) -> Result<bool> {
+        Ok(self.weight_f32(name)?.2 == values)
+    }
+
     /// The input width of weight matrix `name`.
     pub fn weight_cols(&self, name: &str) -> Result<usize> {
         Ok(self.linear(name)?.cols())
@@ -387,6 +392,18 @@ impl Activations {
     pub(crate) fn release_buffers(&mut self) {
         self.buffers = Buffers::default();
     }
+
+    /// After a run stopped at stage `last` ([`run_block_stages`]), drop every buffer a run resuming at stage
+    /// `last + 1` does not read; returns the bytes kept (hidden states included).
+    pub(crate) fn trim(&mut self, last: usize) -> usize {
+        let kept = std::mem::take(&mut self.buffers);
+        match last {
+            1 => self.buffers.attn = kept.attn,
+            3 => self.buffers.gate = kept.gate,
+            _ => {}
+        }
+        4 * (self.hidden.len() + self.buffers.attn.len() + self.buffers.gate.len())
+    }
 }
 
 /// Resize `buf` to `n` values (contents are overwritten before they are read).
@@ -412,13 +429,32 @@ pub fn run_block(
 
 /// [`run_block`], stopping once `observe` has been shown the inputs of stage `last` ([`stage_of`]), as a
 /// true-sequential calibration pass needs; `acts` is then left part-way through the block and must not be
-/// used further.
+/// used further, except to resume it with [`run_block_stages`].
 pub(crate) fn run_block_until(
     cfg: &LlamaConfig,
     block: &Block,
     acts: &mut Activations,
     device: Device,
     observe: Option<&Observer<'_>>,
+    last: usize,
+) -> Result<()> {
+    run_block_stages(cfg, block, acts, device, observe, 0, last)
+}
+
+/// Run stages `first..=last` of a block ([`stage_of`]; stage 4 is the down projection's output and the residual
+/// add), showing `observe` the inputs of every stage run. `first = 0` starts from the block's input in `acts`;
+/// a later `first` resumes `acts` as a run that stopped after stage `first - 1` left it ([`Activations::trim`]
+/// keeps what that needs): the attention's output after stage 1, the hidden states with the attention added after
+/// stage 2, and those and the down projection's input after stage 3 (a mixture of experts recomputes its FFN
+/// from the hidden states). Stages from `first` on use the block's current weights, so a true-sequential pass
+/// resumes where the previous one stopped instead of recomputing the layers already solved.
+pub(crate) fn run_block_stages(
+    cfg: &LlamaConfig,
+    block: &Block,
+    acts: &mut Activations,
+    device: Device,
+    observe: Option<&Observer<'_>>,
+    first: usize,
     last: usize,
 ) -> Result<()> {
     let see = |w: &Matrix, input: &[f32], cols: usize| {
@@ -442,83 +478,99 @@ pub(crate) fn run_block_until(
         sized(buf, n);
     }
     let b = block;
-    pre_norm(x, b.attn_norm.as_deref(), cfg.rms_eps, xn);
-    for w in [&b.wq, &b.wk, &b.wv] {
-        see(w, xn, d);
+    if first <= 1 {
+        pre_norm(x, b.attn_norm.as_deref(), cfg.rms_eps, xn);
+    }
+    if first == 0 {
+        for w in [&b.wq, &b.wk, &b.wv] {
+            see(w, xn, d);
+        }
     }
     if last == 0 {
         return Ok(());
     }
-    mm.matmul_t(xn, m, d, b.wq.as_f32(scratch)?, qd, q)?;
-    mm.matmul_t(xn, m, d, b.wk.as_f32(scratch)?, kvd, k)?;
-    mm.matmul_t(xn, m, d, b.wv.as_f32(scratch)?, kvd, v)?;
-    for (buf, bias) in [(&mut *q, &b.bq), (&mut *k, &b.bk), (&mut *v, &b.bv)] {
-        if let Some(bias) = bias {
-            buf.par_chunks_mut(bias.len()).for_each(|row| ops::add_assign(row, bias));
+    if first <= 1 {
+        mm.matmul_t(xn, m, d, b.wq.as_f32(scratch)?, qd, q)?;
+        mm.matmul_t(xn, m, d, b.wk.as_f32(scratch)?, kvd, k)?;
+        mm.matmul_t(xn, m, d, b.wv.as_f32(scratch)?, kvd, v)?;
+        for (buf, bias) in [(&mut *q, &b.bq), (&mut *k, &b.bk), (&mut *v, &b.bv)] {
+            if let Some(bias) = bias {
+                buf.par_chunks_mut(bias.len()).for_each(|row| ops::add_assign(row, bias));
+            }
         }
-    }
-    for (buf, width, norm) in [(&mut *q, qd, &b.q_norm), (&mut *k, kvd, &b.k_norm)] {
-        if let Some(w) = norm {
-            // Each token's row holds its heads; the norm runs over each head of `head_dim` values (with one
-            // shared weight vector, or the head's part of a row-wide one), or over the whole row (OLMo 2).
-            let span = match cfg.arch.forward.qk_norm_width {
-                QkNormWidth::Head => cfg.head_dim,
-                QkNormWidth::Projection => width,
-            };
-            buf.par_chunks_mut(width).for_each(|row| {
-                for (j, part) in row.chunks_exact_mut(span).enumerate() {
-                    let wj = if w.len() == span { w.as_slice() } else { w.get(j * span..(j + 1) * span).unwrap_or(w) };
-                    ops::rms_norm_inplace(part, wj, cfg.rms_eps);
-                }
-            });
+        for (buf, width, norm) in [(&mut *q, qd, &b.q_norm), (&mut *k, kvd, &b.k_norm)] {
+            if let Some(w) = norm {
+                // Each token's row holds its heads; the norm runs over each head of `head_dim` values (with one
+                // shared weight vector, or the head's part of a row-wide one), or over the whole row (OLMo 2).
+                let span = match cfg.arch.forward.qk_norm_width {
+                    QkNormWidth::Head => cfg.head_dim,
+                    QkNormWidth::Projection => width,
+                };
+                buf.par_chunks_mut(width).for_each(|row| {
+                    for (j, part) in row.chunks_exact_mut(span).enumerate() {
+                        let wj =
+                            if w.len() == span { w.as_slice() } else { w.get(j * span..(j + 1) * span).unwrap_or(w) };
+                        ops::rms_norm_inplace(part, wj, cfg.rms_eps);
+                    }
+                });
+            }
         }
+        // SmolLM3's NoPE layers: every `step`-th layer runs without RoPE.
+        let nope = cfg.arch.forward.no_rope_layer_step.is_some_and(|s| (b.index + 1).is_multiple_of(s as usize));
+        if !nope {
+            q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+            k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
+        }
+        attention(cfg, b.index, seq_lens, q, k, v, attn);
+        see(&b.wo, attn, qd);
     }
-    // SmolLM3's NoPE layers: every `step`-th layer runs without RoPE.
-    let nope = cfg.arch.forward.no_rope_layer_step.is_some_and(|s| (b.index + 1).is_multiple_of(s as usize));
-    if !nope {
-        q.par_chunks_mut(qd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
-        k.par_chunks_mut(kvd).zip(&*positions).for_each(|(row, &p)| rope.apply(row, cfg.head_dim, p));
-    }
-    attention(cfg, b.index, seq_lens, q, k, v, attn);
-    see(&b.wo, attn, qd);
     if last == 1 {
         return Ok(());
     }
-    mm.matmul_t(attn, m, qd, b.wo.as_f32(scratch)?, d, proj)?;
-    if let Some(bias) = &b.bo {
-        ops::add_bias(proj, bias);
+    if first <= 2 {
+        mm.matmul_t(attn, m, qd, b.wo.as_f32(scratch)?, d, proj)?;
+        if let Some(bias) = &b.bo {
+            ops::add_bias(proj, bias);
+        }
+        residual_scale(cfg, proj);
+        if let Some(w) = &b.post_attn_norm {
+            ops::rms_norm_inplace(proj, w, cfg.rms_eps);
+        }
+        ops::add_assign(x, proj);
     }
-    residual_scale(cfg, proj);
-    if let Some(w) = &b.post_attn_norm {
-        ops::rms_norm_inplace(proj, w, cfg.rms_eps);
+    if first <= 3 {
+        pre_norm(x, b.ffn_norm.as_deref(), cfg.rms_eps, xn);
     }
-    ops::add_assign(x, proj);
-
-    pre_norm(x, b.ffn_norm.as_deref(), cfg.rms_eps, xn);
     let (w_gate, w_up, w_down) = match &b.ffn {
         Ffn::Dense { w_gate, w_up, w_down } => (w_gate, w_up, w_down),
         // The router, each expert (under its stacked tensor's name and its index) and the shared expert are
-        // observed; a pass stopping at the FFN's input or its down projections runs the whole FFN (its stages 2
-        // and 3 are interleaved expert by expert).
+        // observed. Stages 2 and 3 are interleaved expert by expert: a run stopping at either runs the whole FFN
+        // without adding it (a resumed run recomputes it from the hidden states), a run to the end adds it.
         Ffn::Moe(moe) => {
-            if last < 2 {
-                return Ok(());
+            if first == 4 {
+                pre_norm(x, b.ffn_norm.as_deref(), cfg.rms_eps, xn);
             }
             moe.forward(&mm, xn, m, d, scratch, proj, observe)?;
-            ops::add_assign(x, proj);
+            if last >= 4 {
+                ops::add_assign(x, proj);
+            }
             return Ok(());
         }
     };
-    see(w_gate, xn, d);
-    see(w_up, xn, d);
+    if first <= 2 {
+        see(w_gate, xn, d);
+        see(w_up, xn, d);
+    }
     if last == 2 {
         return Ok(());
     }
-    mm.matmul_t(xn, m, d, w_gate.as_f32(scratch)?, ff, gate)?;
-    mm.matmul_t(xn, m, d, w_up.as_f32(scratch)?, ff, up)?;
-    let act = ops::glu(cfg.arch.forward.ffn);
-    gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| act(g, u));
-    see(w_down, gate, ff);
+    if first <= 3 {
+        mm.matmul_t(xn, m, d, w_gate.as_f32(scratch)?, ff, gate)?;
+        mm.matmul_t(xn, m, d, w_up.as_f32(scratch)?, ff, up)?;
+        let act = ops::glu(cfg.arch.forward.ffn);
+        gate.par_chunks_mut(ff).zip(up.par_chunks(ff)).for_each(|(g, u)| act(g, u));
+        see(w_down, gate, ff);
+    }
     if last == 3 {
         return Ok(());
     }
@@ -533,7 +585,7 @@ pub(crate) fn run_block_until(
 
 /// The step of a block at which weight `name` (GGUF naming) reads its input: 0 Q/K/V (or the fused QKV),
 /// 1 the attention output, 2 the FFN's input (gate/up, the router, every expert's gate/up, the shared
-/// expert's), 3 the down projections. The order in which [`run_block_until`] shows them.
+/// expert's), 3 the down projections. The order in which [`run_block_stages`] shows them.
 pub fn stage_of(name: &str) -> usize {
     let short = name.split('.').nth(2).unwrap_or("");
     match short {

@@ -15,7 +15,7 @@ use quantforge_quant::calibrate::{
     expert_slice_name, split_expert_slice, CalibrationSource, LinearInput, LinearWeight, SourceError,
 };
 
-use crate::blocks::{run_block, run_block_until, stage_of, Activations, Block, ModelFile};
+use crate::blocks::{run_block, run_block_stages, stage_of, Activations, Block, ModelFile};
 use crate::device::Device;
 use crate::error::Result;
 
@@ -27,7 +27,20 @@ pub struct BlockCalibrator<'a> {
     batches: Vec<Activations>,
     /// The block whose weights were last handed out, kept until it is committed.
     current: Option<Block>,
+    /// Runs of the current block stopped after a stage, one per batch, resumed by the next true-sequential pass.
+    partial: Option<Partial>,
 }
+
+/// Every batch's run of block `block` stopped after stage `stage`, trimmed to what resuming it needs.
+struct Partial {
+    block: usize,
+    stage: usize,
+    runs: Vec<Activations>,
+}
+
+/// Bytes of stopped runs kept for resuming, at least: beyond the larger of this and the hidden states' own size, a
+/// pass is recomputed from the block's input instead.
+const PARTIAL_BYTES: usize = 1 << 30;
 
 impl std::fmt::Debug for BlockCalibrator<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,7 +61,7 @@ impl<'a> BlockCalibrator<'a> {
                 model.embed(&refs)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(BlockCalibrator { model, device, batches, current: None })
+        Ok(BlockCalibrator { model, device, batches, current: None, partial: None })
     }
 
     /// The hidden states at the input of the next block to run, batch after batch.
@@ -60,9 +73,16 @@ impl<'a> BlockCalibrator<'a> {
     fn block(&mut self, index: usize) -> Result<&mut Block> {
         if self.current.as_ref().is_none_or(|b| b.index() != index) {
             self.current = None;
+            self.partial = None;
             self.current = Some(self.model.load_block(index)?);
         }
         Ok(self.current.as_mut().expect("loaded above"))
+    }
+
+    /// Bytes the stopped runs may keep.
+    fn partial_budget(&self) -> usize {
+        let hidden: usize = self.batches.iter().map(|b| b.hidden().len() * 4).sum();
+        hidden.max(PARTIAL_BYTES)
     }
 }
 
@@ -121,10 +141,21 @@ impl CalibrationSource for BlockCalibrator<'_> {
         visit: &mut dyn FnMut(LinearInput<'_>),
     ) -> std::result::Result<(), SourceError> {
         self.block(index)?;
+        let budget = self.partial_budget();
         let (model, device) = (self.model, self.device);
         let cfg = model.config();
+        // A pass right after the one that stopped at the previous stage resumes its runs; any other starts over.
+        let resumed = match self.partial.take() {
+            Some(p) if p.block == index && last != usize::MAX && p.stage + 1 == last => Some(p.runs),
+            _ => None,
+        };
+        let first = if resumed.is_some() { last } else { 0 };
+        let mut resumed = resumed.map(Vec::into_iter);
         let block = self.current.as_ref().expect("loaded above");
         let names: Vec<String> = block.linear_names().into_iter().map(str::to_string).collect();
+        // Runs are kept for the next pass while they fit the budget (a run to the block's end is not resumable).
+        let mut kept = (last < 4).then(Vec::new);
+        let mut kept_bytes = 0;
         for acts in &self.batches {
             let seen: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
             let observe = |name: &str, expert: Option<usize>, rows: &[f32], cols: usize| {
@@ -139,9 +170,19 @@ impl CalibrationSource for BlockCalibrator<'_> {
                     _ => seen.push(Seen { layers: vec![name], rows: rows.to_vec(), cols, key }),
                 }
             };
-            let mut scratch = acts.clone();
-            run_block_until(cfg, block, &mut scratch, device, Some(&observe), last)?;
-            drop(scratch);
+            let mut run = match resumed.as_mut().and_then(Iterator::next) {
+                Some(run) => run,
+                None => acts.clone(),
+            };
+            run_block_stages(cfg, block, &mut run, device, Some(&observe), first, last)?;
+            if let Some(k) = &mut kept {
+                kept_bytes += run.trim(last);
+                if kept_bytes <= budget {
+                    k.push(run);
+                } else {
+                    kept = None;
+                }
+            }
             let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
             for s in &seen {
                 let layers: Vec<&str> = s.layers.iter().map(String::as_str).collect();
@@ -159,12 +200,19 @@ impl CalibrationSource for BlockCalibrator<'_> {
                 visit(LinearInput { layers: &layers, rows: &[], cols, stage });
             }
         }
+        self.partial = kept.map(|runs| Partial { block: index, stage: last, runs });
         Ok(())
     }
 
     fn update_weights(&mut self, index: usize, weights: Vec<LinearWeight>) -> std::result::Result<(), SourceError> {
-        let block = self.block(index)?;
+        self.block(index)?;
+        let block = self.current.as_mut().expect("loaded above");
         for w in weights {
+            // Stopped runs computed with a different weight of a stage they passed cannot be resumed.
+            let passed = self.partial.as_ref().is_some_and(|p| stage_of(&w.name) < p.stage);
+            if passed && !block.holds(&w.name, &w.values)? {
+                self.partial = None;
+            }
             block.replace_weight(&w.name, w.values)?;
         }
         Ok(())
@@ -176,6 +224,7 @@ impl CalibrationSource for BlockCalibrator<'_> {
         name: &str,
         divisor: &[f32],
     ) -> std::result::Result<Vec<f32>, SourceError> {
+        self.partial = None;
         Ok(self.block(index)?.scale_norm(name, divisor)?)
     }
 
@@ -188,8 +237,18 @@ impl CalibrationSource for BlockCalibrator<'_> {
         let cfg = model.config();
         self.update_weights(index, weights)?;
         let block = self.current.take().expect("loaded above");
+        // Runs stopped at the down projections' input finish the block from there.
+        let partial = self.partial.take().filter(|p| p.block == index && p.stage == 3);
+        let mut runs = partial.map(|p| p.runs.into_iter());
         for acts in &mut self.batches {
-            run_block(cfg, &block, acts, device, None)?;
+            match runs.as_mut().and_then(Iterator::next) {
+                Some(mut run) => {
+                    run_block_stages(cfg, &block, &mut run, device, None, 4, usize::MAX)?;
+                    run.release_buffers();
+                    *acts = run;
+                }
+                None => run_block(cfg, &block, acts, device, None)?,
+            }
             // Only one batch's intermediate buffers are alive at a time.
             acts.release_buffers();
         }

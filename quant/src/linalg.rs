@@ -89,11 +89,36 @@ pub fn matmul_strided(a: View<'_>, b: View<'_>, out: &mut [f32]) {
     matmul_views(a, b, out, false);
 }
 
-/// `out[n x n] = Xᵀ X` for row-major `x` of `m x n`, over the rayon pool.
+/// Rows of `XᵀX` computed by one product in [`xtx`].
+const XTX_STRIP: usize = 128;
+
+/// `out[n x n] = Xᵀ X` for row-major `x` of `m x n`, over the rayon pool. The product is symmetric: it is
+/// computed in strips of rows from the diagonal rightwards (about half the work for wide inputs) and the lower
+/// triangle mirrored, so `out` is exactly symmetric.
 pub fn xtx(x: &[f32], m: usize, n: usize, out: &mut [f32]) {
-    let xt = View { data: x, rows: n, cols: m, rs: 1, cs: n };
-    let xv = View { data: x, rows: m, cols: n, rs: n, cs: 1 };
-    matmul_views(xt, xv, out, true);
+    assert!(out.len() >= n * n, "xtx output size");
+    if n <= XTX_STRIP {
+        let xt = View { data: x, rows: n, cols: m, rs: 1, cs: n };
+        let xv = View { data: x, rows: m, cols: n, rs: n, cs: 1 };
+        matmul_views(xt, xv, out, true);
+        return;
+    }
+    let mut strip = vec![0.0f32; XTX_STRIP * n];
+    for i0 in (0..n).step_by(XTX_STRIP) {
+        let (ni, nj) = (XTX_STRIP.min(n - i0), n - i0);
+        let tail = &x[i0.min(x.len())..];
+        let a = View { data: tail, rows: ni, cols: m, rs: 1, cs: n };
+        let b = View { data: tail, rows: m, cols: nj, rs: n, cs: 1 };
+        matmul_views(a, b, &mut strip[..ni * nj], true);
+        for (r, row) in strip[..ni * nj].chunks_exact(nj).enumerate() {
+            out[(i0 + r) * n + i0..(i0 + r + 1) * n].copy_from_slice(row);
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            out[i * n + j] = out[j * n + i];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +144,23 @@ mod tests {
             for j in 0..k {
                 let want: f32 = (0..m).map(|r| x[r * k + i] * x[r * k + j]).sum();
                 assert_eq!(g[i * k + j], want);
+            }
+        }
+    }
+
+    #[test]
+    fn wide_xtx_is_symmetric_and_matches_the_naive_product() {
+        for (m, n) in [(37, 300), (5, 129), (1, 257), (64, 128)] {
+            let x: Vec<f32> = (0..m * n).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 9.0).collect();
+            let mut g = vec![f32::NAN; n * n];
+            xtx(&x, m, n, &mut g);
+            for i in 0..n {
+                for j in 0..n {
+                    let want: f64 = (0..m).map(|r| f64::from(x[r * n + i]) * f64::from(x[r * n + j])).sum();
+                    let got = g[i * n + j];
+                    assert!((f64::from(got) - want).abs() <= 1e-4 * want.abs().max(1.0), "({m}, {n}) [{i}, {j}]");
+                    assert_eq!(got.to_bits(), g[j * n + i].to_bits());
+                }
             }
         }
     }
