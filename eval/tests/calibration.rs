@@ -139,3 +139,47 @@ fn the_same_statistics_from_gguf_and_hf_sources() {
         assert_eq!(s, &b[name], "{name}");
     }
 }
+
+/// Records every layer's statistics and returns its weights rounded to a coarse grid, as a quantizer would.
+struct Coarse(Mutex<BTreeMap<String, InputStats>>);
+
+impl LayerSolver for Coarse {
+    fn stats_kind(&self) -> StatsKind {
+        StatsKind::Covariance
+    }
+
+    fn solve(&self, _: usize, weight: &LinearWeight, stats: &InputStats) -> Result<Vec<f32>, String> {
+        self.0.lock().unwrap().insert(weight.name.clone(), stats.clone());
+        Ok(weight.values.iter().map(|v| (v * 8.0).round() / 8.0).collect())
+    }
+}
+
+#[test]
+fn resumed_true_sequential_passes_equal_passes_from_the_block_input() {
+    use quantforge_quant::calibrate::{calibrate_with, CalibrateOptions};
+    // Each true-sequential pass resumes the runs the previous one stopped; with no budget every pass starts
+    // over from the block's input. Both must give the same statistics and hidden states, bit for bit, with the
+    // solved layers changed between passes (dense, fused Phi-3, sliding-window Gemma 2, experts).
+    for name in ["stories260K", "archs/phi3", "archs/gemma2", "archs/qwen2moe"] {
+        let model = ModelFile::open(&fixture(name)).unwrap();
+        let seqs = sequences();
+        let opts = CalibrateOptions { true_sequential: true };
+        let run = |budget: Option<usize>| {
+            let source = BlockCalibrator::new(&model, &seqs, 2, Device::Cpu).unwrap();
+            let mut source = match budget {
+                Some(b) => source.with_resume_budget(b),
+                None => source,
+            };
+            let solver = Coarse(Mutex::new(BTreeMap::new()));
+            calibrate_with(&mut source, &solver, &Silent, &opts).unwrap();
+            let hidden: Vec<Vec<f32>> = source.hidden().map(<[f32]>::to_vec).collect();
+            (solver.0.into_inner().unwrap(), hidden)
+        };
+        let (resumed, over) = (run(None), run(Some(0)));
+        assert_eq!(resumed.0.keys().collect::<Vec<_>>(), over.0.keys().collect::<Vec<_>>(), "{name}");
+        for (k, a) in &resumed.0 {
+            assert!(*a == over.0[k], "{name}: {k} differs");
+        }
+        assert!(resumed.1 == over.1, "{name}: hidden states differ");
+    }
+}

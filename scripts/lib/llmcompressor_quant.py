@@ -1,12 +1,14 @@
-"""GPTQ with llm-compressor on the CPU, on the calibration windows quantforge draws (benchmark anchor only).
+"""GPTQ or AWQ with llm-compressor on the CPU, on the calibration windows quantforge draws (benchmark anchor only).
 
-    python llmcompressor_gptq.py MODEL_DIR CALIB_TXT OUT_DIR NSAMPLES SEQLEN SEED GROUP THREADS
+    python llmcompressor_quant.py MODEL_DIR CALIB_TXT OUT_DIR NSAMPLES SEQLEN SEED GROUP THREADS [gptq|awq]
 
 The windows: the calibration text tokenized without special tokens by the model's own tokenizer.json, then NSAMPLES
 windows of SEQLEN tokens at start positions drawn by SplitMix64 from SEED, as quantforge's `sample_windows` draws
-them. The scheme: 4-bit symmetric integer weights in groups of GROUP columns on every Linear but lm_head, GPTQ with
-1% damping and static act-order (llm-compressor's default: columns in descending Hessian-diagonal order, groups
-fixed beforehand; quantforge's `--act-order --static-groups`), written as compressed-tensors. Used by scripts/bench-vs-llmcompressor.sh.
+them. GPTQ: 4-bit symmetric integer weights in groups of GROUP columns on every Linear but lm_head, 1% damping and
+static act-order (llm-compressor's default: columns in descending Hessian-diagonal order, groups fixed beforehand;
+quantforge's `--act-order --static-groups`). AWQ: AWQModifier (its default mappings, duo scaling, grid of 20)
+followed by round-to-nearest 4-bit asymmetric groups of GROUP (W4A16_ASYM with that group size; quantforge's
+`--method awq`). Written as compressed-tensors. Used by scripts/bench-vs-llmcompressor.sh.
 """
 
 import shutil
@@ -17,7 +19,8 @@ import torch
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from datasets import Dataset
 from llmcompressor import oneshot
-from llmcompressor.modifiers.quantization import GPTQModifier
+from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+from llmcompressor.modifiers.transform.awq import AWQModifier
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
@@ -45,6 +48,7 @@ def windows(ids, nsamples, seqlen, seed):
 def main():
     model_dir, calib, out_dir = sys.argv[1:4]
     nsamples, seqlen, seed, group, threads = map(int, sys.argv[4:9])
+    method = sys.argv[9] if len(sys.argv) > 9 else "gptq"
     torch.set_num_threads(threads)
     # The tokenizer.json as written (transformers 5's AutoTokenizer rebuilds SmolLM2's without its Digits
     # pre-tokenizer, which gives other ids), on the text as stored (newline="": CRLF line ends stay, as quantforge
@@ -54,11 +58,21 @@ def main():
     w = windows(ids, nsamples, seqlen, seed)
     ds = Dataset.from_dict({"input_ids": w, "attention_mask": [[1] * seqlen for _ in w]})
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    weights = QuantizationArgs(
-        num_bits=4, type="int", symmetric=True, strategy="group", group_size=group, actorder="static"
-    )
-    scheme = QuantizationScheme(targets=["Linear"], weights=weights)
-    recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=0.01)
+    if method == "gptq":
+        weights = QuantizationArgs(
+            num_bits=4, type="int", symmetric=True, strategy="group", group_size=group, actorder="static"
+        )
+        scheme = QuantizationScheme(targets=["Linear"], weights=weights)
+        recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=0.01)
+    elif method == "awq":
+        weights = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group)
+        scheme = QuantizationScheme(targets=["Linear"], weights=weights)
+        recipe = [
+            AWQModifier(ignore=["lm_head"], duo_scaling=True),
+            QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"]),
+        ]
+    else:
+        sys.exit(f"unknown method {method}: gptq or awq")
     oneshot(model=model, dataset=ds, recipe=recipe, max_seq_length=seqlen, num_calibration_samples=nsamples)
     model.save_pretrained(out_dir, save_compressed=True)
     # The source's own tokenizer files, for the same reason.
