@@ -205,19 +205,8 @@ impl BlockSolver for AwqSolver<'_> {
             let q = awq_quantize(&w.name, &v, w.rows, w.cols, self.scheme).map_err(|e| e.to_string())?;
             let deq = q.dequantize();
             let module = (self.emit)(&w.name, q)?;
-            self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(LayerReport {
-                name: w.name.clone(),
-                module,
-                rows: w.rows,
-                cols: w.cols,
-                seconds: t.elapsed().as_secs_f64(),
-                output_error: None,
-                rtn_output_error: None,
-                damp: None,
-                damp_retries: 0,
-                dead_columns: 0,
-                tokens: st.n_rows,
-            });
+            let report = LayerReport::plain(&w.name, module, (w.rows, w.cols), t.elapsed().as_secs_f64(), st.n_rows);
+            self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
             out.push(LinearWeight { values: deq, ..w.clone() });
         }
         let _ = t0;

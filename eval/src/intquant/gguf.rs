@@ -118,21 +118,28 @@ pub fn gptq_gguf(job: &GgufGptqJob<'_>, progress: &dyn CalibrationProgress) -> R
     })
 }
 
-/// Expert slices (`blk.N.ffn_up_exps.weight[e]`) joined into their stacked tensor, experts in order; other
-/// entries as they are. A stacked tensor needs every expert from 0 up.
-fn stack_tensors(tensors: HashMap<String, Vec<u8>>) -> Result<HashMap<String, Vec<u8>>> {
-    let mut out = HashMap::new();
-    let mut slices: BTreeMap<String, BTreeMap<usize, Vec<u8>>> = BTreeMap::new();
-    for (name, bytes) in tensors {
+/// Entries by name split into those of whole tensors and, per stacked tensor, those of its expert slices
+/// (`blk.N.ffn_up_exps.weight[e]`) by expert.
+type Split<V> = (Vec<(String, V)>, BTreeMap<String, BTreeMap<usize, V>>);
+
+fn split_slices<V>(entries: impl IntoIterator<Item = (String, V)>) -> Split<V> {
+    let (mut whole, mut slices) = (Vec::new(), BTreeMap::<String, BTreeMap<usize, V>>::new());
+    for (name, v) in entries {
         match split_expert_slice(&name) {
             (stacked, Some(e)) => {
-                slices.entry(stacked.to_string()).or_default().insert(e, bytes);
+                slices.entry(stacked.to_string()).or_default().insert(e, v);
             }
-            _ => {
-                out.insert(name, bytes);
-            }
+            _ => whole.push((name, v)),
         }
     }
+    (whole, slices)
+}
+
+/// Expert slices joined into their stacked tensor, experts in order; other entries as they are. A stacked
+/// tensor needs every expert from 0 up.
+fn stack_tensors(tensors: HashMap<String, Vec<u8>>) -> Result<HashMap<String, Vec<u8>>> {
+    let (whole, slices) = split_slices(tensors);
+    let mut out: HashMap<String, Vec<u8>> = whole.into_iter().collect();
     for (stacked, experts) in slices {
         if experts.keys().copied().ne(0..experts.len()) {
             return Err(crate::EvalError::Calibration(format!("{stacked}: experts missing from the calibration")));
@@ -145,18 +152,8 @@ fn stack_tensors(tensors: HashMap<String, Vec<u8>>) -> Result<HashMap<String, Ve
 /// The importance-matrix entries of expert slices joined as llama-imatrix stores a stacked tensor's: each
 /// expert's sums in turn, one count per expert.
 fn stack_stats(stats: BTreeMap<String, Stats>) -> BTreeMap<String, Stats> {
-    let mut out = BTreeMap::new();
-    let mut slices: BTreeMap<String, BTreeMap<usize, Stats>> = BTreeMap::new();
-    for (name, st) in stats {
-        match split_expert_slice(&name) {
-            (stacked, Some(e)) => {
-                slices.entry(stacked.to_string()).or_default().insert(e, st);
-            }
-            _ => {
-                out.insert(name, st);
-            }
-        }
-    }
+    let (whole, slices) = split_slices(stats);
+    let mut out: BTreeMap<String, Stats> = whole.into_iter().collect();
     for (stacked, experts) in slices {
         let mut joined = Stats { sums: Vec::new(), counts: Vec::new() };
         for st in experts.into_values() {

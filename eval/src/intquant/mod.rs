@@ -88,6 +88,26 @@ pub struct LayerReport {
     pub tokens: u64,
 }
 
+impl LayerReport {
+    /// A layer quantized without GPTQ's figures (round-to-nearest, AWQ): name, HF module, shape, time and the
+    /// calibration tokens its statistics came from.
+    pub(crate) fn plain(name: &str, module: String, shape: (usize, usize), seconds: f64, tokens: u64) -> Self {
+        LayerReport {
+            name: name.to_string(),
+            module,
+            rows: shape.0,
+            cols: shape.1,
+            seconds,
+            output_error: None,
+            rtn_output_error: None,
+            damp: None,
+            damp_retries: 0,
+            dead_columns: 0,
+            tokens,
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct IntQuantReport {
@@ -161,19 +181,7 @@ pub fn quantize_int(
                     sink(&module, q).map_err(EvalError::Calibration)?;
                     let seconds = t.elapsed().as_secs_f64();
                     progress.layer_done(b, name, seconds);
-                    report.layers.push(LayerReport {
-                        name: name.to_string(),
-                        module,
-                        rows,
-                        cols,
-                        seconds,
-                        output_error: None,
-                        rtn_output_error: None,
-                        damp: None,
-                        damp_retries: 0,
-                        dead_columns: 0,
-                        tokens: 0,
-                    });
+                    report.layers.push(LayerReport::plain(name, module, (rows, cols), seconds, 0));
                 }
             }
         }

@@ -50,19 +50,7 @@ impl LayerSolver for GptqSolver<'_> {
             let q = rtn(&w.name, &w.values, w.rows, w.cols, self.scheme).map_err(|e| e.to_string())?;
             let values = q.dequantize();
             let module = (self.emit)(&w.name, q)?;
-            let report = LayerReport {
-                name: w.name.clone(),
-                module,
-                rows: w.rows,
-                cols: w.cols,
-                seconds: t.elapsed().as_secs_f64(),
-                output_error: None,
-                rtn_output_error: None,
-                damp: None,
-                damp_retries: 0,
-                dead_columns: 0,
-                tokens: 0,
-            };
+            let report = LayerReport::plain(&w.name, module, (w.rows, w.cols), t.elapsed().as_secs_f64(), 0);
             self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
             return Ok(values);
         }
