@@ -471,12 +471,8 @@ pub(crate) fn run_block_stages(
         _ => &*rope,
     };
     let Buffers { xn, q, k, v, attn, gate, up, proj, scratch } = buffers;
-    for (buf, n) in [(&mut *xn, m * d), (&mut *q, m * qd), (&mut *k, m * kvd), (&mut *v, m * kvd)] {
-        sized(buf, n);
-    }
-    for (buf, n) in [(&mut *attn, m * qd), (&mut *gate, m * ff), (&mut *up, m * ff), (&mut *proj, m * d)] {
-        sized(buf, n);
-    }
+    // Each buffer is sized where a stage first writes it: a resumed run allocates only what its stages use.
+    sized(xn, m * d);
     let b = block;
     if first <= 1 {
         pre_norm(x, b.attn_norm.as_deref(), cfg.rms_eps, xn);
@@ -490,6 +486,9 @@ pub(crate) fn run_block_stages(
         return Ok(());
     }
     if first <= 1 {
+        for (buf, n) in [(&mut *q, m * qd), (&mut *k, m * kvd), (&mut *v, m * kvd), (&mut *attn, m * qd)] {
+            sized(buf, n);
+        }
         mm.matmul_t(xn, m, d, b.wq.as_f32(scratch)?, qd, q)?;
         mm.matmul_t(xn, m, d, b.wk.as_f32(scratch)?, kvd, k)?;
         mm.matmul_t(xn, m, d, b.wv.as_f32(scratch)?, kvd, v)?;
@@ -527,6 +526,7 @@ pub(crate) fn run_block_stages(
     if last == 1 {
         return Ok(());
     }
+    sized(proj, m * d);
     if first <= 2 {
         mm.matmul_t(attn, m, qd, b.wo.as_f32(scratch)?, d, proj)?;
         if let Some(bias) = &b.bo {
@@ -565,6 +565,8 @@ pub(crate) fn run_block_stages(
         return Ok(());
     }
     if first <= 3 {
+        sized(gate, m * ff);
+        sized(up, m * ff);
         mm.matmul_t(xn, m, d, w_gate.as_f32(scratch)?, ff, gate)?;
         mm.matmul_t(xn, m, d, w_up.as_f32(scratch)?, ff, up)?;
         let act = ops::glu(cfg.arch.forward.ffn);

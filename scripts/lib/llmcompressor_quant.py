@@ -68,7 +68,7 @@ def main():
         weights = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group)
         scheme = QuantizationScheme(targets=["Linear"], weights=weights)
         recipe = [
-            AWQModifier(ignore=["lm_head"], duo_scaling=True),
+            AWQModifier(duo_scaling=True),
             QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"]),
         ]
     else:
