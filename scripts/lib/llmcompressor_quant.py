@@ -21,6 +21,7 @@ from datasets import Dataset
 from llmcompressor import oneshot
 from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 from llmcompressor.modifiers.transform.awq import AWQModifier
+from llmcompressor.pipelines.cache import IntermediatesCache
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
@@ -65,6 +66,10 @@ def main():
         scheme = QuantizationScheme(targets=["Linear"], weights=weights)
         recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=0.01)
     elif method == "awq":
+        if not torch.cuda.is_available():
+            # AWQModifier pins its activation cache for faster GPU onloading, which fails without a CUDA driver;
+            # on the CPU there is nothing to onload, so pinning is skipped.
+            IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
         weights = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group)
         scheme = QuantizationScheme(targets=["Linear"], weights=weights)
         recipe = [
