@@ -14,16 +14,23 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// `quantize --method` on stories260K with a small calibration set; returns the JSON summary.
-fn quantize(out: &Path, method: &str, extra: &[&str]) -> Value {
-    let (model, calib) = (fixture("stories260K"), fixture("text/tinystories-valid-sample.txt"));
-    let mut args: Vec<String> = ["quantize", &s(&model), &s(out), "--method", method, "--group-size", "-1"]
+/// `quantize --method` on `model` with `nsamples` windows of `seqlen` tokens of the TinyStories sample, one group
+/// per row; returns the JSON summary.
+fn quantize_model(model: &Path, out: &Path, method: &str, windows: (&str, &str), extra: &[&str]) -> Value {
+    let calib = fixture("text/tinystories-valid-sample.txt");
+    let mut args: Vec<String> = ["quantize", &s(model), &s(out), "--method", method, "--group-size", "-1"]
         .iter()
         .map(|a| a.to_string())
         .collect();
-    args.extend(["--calib", &s(&calib), "--nsamples", "64", "--seqlen", "128", "--json"].iter().map(|a| a.to_string()));
+    let (nsamples, seqlen) = windows;
+    args.extend(["--calib", &s(&calib), "--nsamples", nsamples, "--seqlen", seqlen, "--json"].map(String::from));
     args.extend(extra.iter().map(|a| a.to_string()));
     qf(args).json()
+}
+
+/// `quantize --method` on stories260K with a small calibration set.
+fn quantize(out: &Path, method: &str, extra: &[&str]) -> Value {
+    quantize_model(&fixture("stories260K"), out, method, ("64", "128"), extra)
 }
 
 /// Mean KLD of `model` against `base` on the TinyStories sample, three chunks of 128 tokens.
@@ -195,16 +202,9 @@ fn smollm2_gptq_beats_rtn_on_every_layer() {
     }
 }
 
-/// `quantize --method` on a mixture-of-experts fixture (hidden 32, four experts, group size 16).
+/// `quantize --method` on an architecture fixture (hidden 32) with 8 windows of 64 tokens.
 fn quantize_moe(name: &str, out: &Path, method: &str, extra: &[&str]) -> Value {
-    let (model, calib) = (fixture(&format!("archs/{name}")), fixture("text/tinystories-valid-sample.txt"));
-    let mut args: Vec<String> = ["quantize", &s(&model), &s(out), "--method", method, "--group-size", "-1"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    args.extend(["--calib", &s(&calib), "--nsamples", "8", "--seqlen", "64", "--json"].iter().map(|a| a.to_string()));
-    args.extend(extra.iter().map(|a| a.to_string()));
-    qf(args).json()
+    quantize_model(&fixture(&format!("archs/{name}")), out, method, ("8", "64"), extra)
 }
 
 fn kld(base: &Path, model: &Path) -> f64 {

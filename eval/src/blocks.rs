@@ -219,10 +219,12 @@ impl Block {
     pub fn replace_weight(&mut self, name: &str, values: Vec<f32>) -> Result<()> {
         let index = self.index;
         let mut parts = self.parts_mut(name);
-        let total: usize = parts.iter().map(|m| m.rows() * m.cols()).sum();
-        if parts.is_empty() || values.len() != total {
-            let name = format!("{name} (replaced by {} values)", values.len());
-            return Err(EvalError::UnknownWeight { block: index, name });
+        let Some(cols) = parts.first().map(|m| m.cols()) else {
+            return Err(EvalError::UnknownWeight { block: index, name: name.into() });
+        };
+        let rows: usize = parts.iter().map(|m| m.rows()).sum();
+        if values.len() != rows * cols {
+            return Err(EvalError::BadWeightLength { name: name.into(), rows, cols, found: values.len() });
         }
         let mut rest = values.as_slice();
         for m in &mut parts {
