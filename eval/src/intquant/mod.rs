@@ -233,7 +233,7 @@ pub fn router_modules(model: &Path) -> Result<Vec<String>> {
     let cfg = file.config();
     let mut out = Vec::new();
     for b in 0..cfg.n_layer {
-        for short in ["ffn_gate_inp", "ffn_gate_inp_shexp"] {
+        for short in arch::ROUTERS {
             if let Some((rule, bid)) = cfg.arch.rule_for_gguf(&format!("blk.{b}.{short}.weight")) {
                 let hf = arch::fill(rule.hf, bid);
                 out.push(hf.strip_suffix(".weight").unwrap_or(&hf).to_string());

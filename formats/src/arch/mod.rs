@@ -359,8 +359,11 @@ pub fn fill(pattern: &str, bid: Option<u32>) -> String {
 /// `ffn_gate_inp_shexp`): kept in float by every quantizer (llama.cpp's converter writes them F32; vLLM and
 /// transformers load them unquantized).
 pub fn is_router(name: &str) -> bool {
-    name.ends_with(".ffn_gate_inp.weight") || name.ends_with(".ffn_gate_inp_shexp.weight")
+    ROUTERS.iter().any(|r| name.strip_suffix(".weight").is_some_and(|n| n.ends_with(&format!(".{r}"))))
 }
+
+/// The GGUF short names of a mixture of experts' routers ([`is_router`]).
+pub const ROUTERS: [&str; 2] = ["ffn_gate_inp", "ffn_gate_inp_shexp"];
 
 /// Replace `{bid}` and `{xid}` in a pattern (the HF name of one expert's tensor).
 pub fn fill_expert(pattern: &str, bid: Option<u32>, xid: u32) -> String {
