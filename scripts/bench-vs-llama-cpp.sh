@@ -7,7 +7,7 @@
 # say whether the two outputs are byte-identical.
 #
 # Usage: scripts/bench-vs-llama-cpp.sh
-#   SECTIONS="quantize eval"   which tables to make
+#   SECTIONS="quantize eval"   which tables to make ("calib" adds the calibration table, not run by default)
 #   RUNS=3                     timed runs per tool and row (the inputs are read once before timing)
 #   THREADS=2                  threads for both tools
 #   TYPES="Q4_K_M Q6_K Q8_0"   quantize types
@@ -15,6 +15,8 @@
 #                              missing: no pinned offline source for it is known to this script)
 #   WIKI=path                  evaluation text (default: ../shared/data/text/wiki.test.raw beside the repository)
 #   CHUNKS=16                  perplexity chunks of 512 tokens
+#   CALIB_TYPES="Q4_K_M"       types of the calib section
+#   NSAMPLES=32                calibration windows of 512 tokens (the second half of WIKI) in the calib section
 #   QUANTFORGE=path            use this binary instead of building target/release/quantforge
 #   CACHE=~/.cache/quantforge  where llama.cpp is built and models are written (outside the repository)
 #
@@ -23,7 +25,10 @@
 # F16 model of quant/benches/quantize.rs (QF_BENCH_WRITE_MODEL). The eval rows use SmolLM2-135M-Instruct from
 # scripts/fetch-models.sh (pinned PyPI wheel and sha256), made F32 by llama-quantize --allow-requantize (as
 # ../shared/data/README.md describes) and quantized from that F32 file by llama-quantize, so both tools
-# evaluate the same files. Benchmarks only: never run by the tests or CI.
+# evaluate the same files. The calib section times calibrated quantization of the same SmolLM2 F32 file:
+# llama-imatrix (--no-ppl) against `eval imatrix`, llama-quantize --imatrix against `quantize --imatrix` (both
+# with llama-imatrix's file, outputs compared), and llama.cpp's whole method (llama-imatrix, then llama-quantize
+# --imatrix) against `quantize --method gptq` on the same windows. Benchmarks only: never run by the tests or CI.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,9 +45,10 @@ mkdir -p "$work"
 
 # 1. llama.cpp's tools and our release binary
 . "$root/scripts/lib/llama-cpp.sh"
-llama_cpp_build "$llama_dir" llama-quantize llama-perplexity
+llama_cpp_build "$llama_dir" llama-quantize llama-perplexity llama-imatrix
 lq=$llama_dir/build/bin/llama-quantize
 lp=$llama_dir/build/bin/llama-perplexity
+li=$llama_dir/build/bin/llama-imatrix
 cd "$root"
 if [ -z "${QUANTFORGE:-}" ]; then
   nice -n 5 cargo build --release -p quantforge-cli
@@ -110,6 +116,15 @@ echo "threads $threads; $runs runs per tool and row, alternating; medians"
 echo "llama.cpp:  $llama_dir/build/bin (llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist)"
 echo "quantforge: $QUANTFORGE ($(git -C "$root" rev-parse --short HEAD))"
 
+# smollm2_f32: sets f32 to SmolLM2-135M-Instruct as F32 (made by llama-quantize from the pinned Q4_1 file).
+smollm2_f32() {
+  local smol_cache
+  smol_cache=$("$root/scripts/fetch-models.sh")
+  f32=$work/smollm2-F32.gguf
+  [ -f "$f32" ] || "$lq" --allow-requantize "$smol_cache/SmolLM2-135M-Instruct.Q4_1.gguf" "$f32" F32 "$threads" \
+    >"$work/log-make.txt" 2>&1
+}
+
 # 2. quantize
 if [[ " $sections " == *" quantize "* ]]; then
   synth=$cache/iquants-bench/tinyllama-shape-f16.gguf
@@ -143,10 +158,7 @@ if [[ " $sections " == *" eval "* ]]; then
   if [ ! -f "$wiki" ]; then
     echo "eval: skipped, no evaluation text at $wiki (set WIKI)"
   else
-    smol_cache=$("$root/scripts/fetch-models.sh")
-    q41=$smol_cache/SmolLM2-135M-Instruct.Q4_1.gguf
-    f32=$work/smollm2-F32.gguf
-    [ -f "$f32" ] || "$lq" --allow-requantize "$q41" "$f32" F32 "$threads" >"$work/log-make.txt" 2>&1
+    smollm2_f32
     for ty in Q8_0 Q4_K_M; do
       [ -f "$work/smollm2-$ty.gguf" ] || "$lq" "$f32" "$work/smollm2-$ty.gguf" "$ty" "$threads" >"$work/log-make.txt" 2>&1
     done
@@ -157,6 +169,44 @@ if [[ " $sections " == *" eval "* ]]; then
       compare "smollm2-135M $ty" "$lp -m $model -f $wiki -c 512 --chunks $chunks -t $threads" \
         "$QUANTFORGE eval perplexity --quiet $model -f $wiki -c 512 --chunks $chunks --threads $threads"
       echo "smollm2-135M $ty: tokens/s ratio quantforge/llama.cpp = the inverse of the wall ratio (same tokens)"
+    done
+  fi
+fi
+
+# 4. calibrated quantization: llama.cpp's importance-matrix method against `quantize --method gptq`
+if [[ " $sections " == *" calib "* ]]; then
+  if [ ! -f "$wiki" ]; then
+    echo "calib: skipped, no text at $wiki (set WIKI)"
+  else
+    smollm2_f32
+    nsamples=${NSAMPLES:-32}
+    calib=$work/calibration.txt
+    tail -c 644806 "$wiki" >"$calib" # the second half: never the evaluated chunks
+    imat_l=$work/imatrix-llama.gguf imat_q=$work/imatrix-quantforge.gguf
+    # llama.cpp's whole method as one command for compare(): METHOD TYPE OUT
+    method=$work/llama-imatrix-method.sh
+    {
+      echo '#!/bin/sh'
+      echo 'set -e'
+      echo "\"$li\" -m \"$f32\" -f \"$calib\" -c 512 --chunks $nsamples --no-ppl -t $threads -o \"$work/imatrix-method.gguf\""
+      echo "\"$lq\" --imatrix \"$work/imatrix-method.gguf\" \"$f32\" \"\$2\" \"\$1\" $threads"
+    } >"$method"
+    chmod +x "$method"
+    cat "$f32" >/dev/null
+    header "calibration, SmolLM2-135M F32, $nsamples x 512 tokens of the second half of $(basename "$wiki")"
+    compare "imatrix" "$li -m $f32 -f $calib -c 512 --chunks $nsamples --no-ppl -t $threads -o $imat_l" \
+      "$QUANTFORGE eval imatrix --quiet $f32 -f $calib -c 512 --chunks $nsamples -t $threads -o $imat_q"
+    for ty in ${CALIB_TYPES:-Q4_K_M}; do
+      compare "$ty quantize --imatrix" "$lq --imatrix $imat_l $f32 $work/out-llama.gguf $ty $threads" \
+        "$QUANTFORGE quantize --quiet $f32 $work/out-quantforge.gguf -t $ty --imatrix $imat_l --threads $threads"
+      if cmp -s "$work/out-llama.gguf" "$work/out-quantforge.gguf"; then
+        echo "$ty --imatrix: outputs byte-identical"
+      else
+        echo "$ty --imatrix: OUTPUTS DIFFER"
+      fi
+      compare "$ty method" "$method $ty $work/out-llama.gguf" \
+        "$QUANTFORGE quantize --quiet $f32 $work/out-quantforge.gguf -t $ty --method gptq --calib $calib --nsamples $nsamples --seqlen 512 --threads $threads"
+      echo "$ty method: llama.cpp = llama-imatrix then llama-quantize --imatrix; quantforge = quantize --method gptq"
     done
   fi
 fi

@@ -64,8 +64,8 @@ pub(crate) fn check_ctx(model: &LlamaModel, n_ctx: usize) -> Result<()> {
 
 /// Negative log-likelihood of `target` under `logits`, as llama.cpp's `log_softmax`.
 pub(crate) fn nll(logits: &[f32], target: u32) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum_exp: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let max = crate::vexp::max(logits);
+    let sum_exp = crate::vexp::exp_sum(logits, max);
     -(f64::from(logits[target as usize] - max) - sum_exp.ln())
 }
 

@@ -49,6 +49,7 @@ pub mod run;
 #[cfg(test)]
 mod test_util;
 pub mod tokenizer;
+mod vexp;
 pub mod weights;
 
 pub use blocks::Observer;

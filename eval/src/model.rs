@@ -18,6 +18,7 @@ use std::path::Path;
 
 use quantforge_formats::gguf::GgufFile;
 use quantforge_formats::hf::HfModel;
+use rayon::prelude::*;
 
 use crate::blocks::{run_block, Activations, Block, ModelFile, Observer};
 use crate::config::LlamaConfig;
@@ -74,7 +75,9 @@ impl LlamaModel {
 
     pub(crate) fn from_source(src: Source<'_>, cfg: LlamaConfig) -> Result<LlamaModel> {
         let d = cfg.n_embd;
-        let blocks = (0..cfg.n_layer).map(|i| Block::load(src, &cfg, i)).collect::<Result<Vec<_>>>()?;
+        // Blocks are copied out of the file in parallel; the first failing block (in order) is the error.
+        let loaded: Vec<Result<Block>> = (0..cfg.n_layer).into_par_iter().map(|i| Block::load(src, &cfg, i)).collect();
+        let blocks = loaded.into_iter().collect::<Result<Vec<_>>>()?;
         // Tied to the embeddings when absent, unless llama.cpp requires the head (OLMo 2): then missing is an error.
         let output = if cfg.arch.requires_output() || src.has(&cfg, "output.weight") {
             Some(src.matrix(&cfg, "output.weight", cfg.n_vocab, d)?)
@@ -164,7 +167,7 @@ impl LlamaModel {
         }
         let n_out = rows.len() / d;
         let mut normed = vec![0.0f32; rows.len()];
-        ops::rms_norm(&rows, &self.output_norm, cfg.rms_eps, &mut normed);
+        ops::par_rms_norm(&rows, &self.output_norm, cfg.rms_eps, &mut normed);
         let head = self.output.as_ref().unwrap_or(&self.tok_embd);
         let mut logits = vec![0.0f32; n_out * cfg.n_vocab];
         mm.matmul_t(&normed, n_out, d, head.as_f32(&mut scratch)?, cfg.n_vocab, &mut logits)?;

@@ -6,6 +6,8 @@
 
 pub use quantforge_quant::linalg::{matmul_strided, matmul_t, View};
 
+use rayon::prelude::*;
+
 pub use crate::rope::RopeCache;
 
 /// ggml's `rms_norm` followed by the multiplication with `weight`, for each row of `x` into `out`.
@@ -47,21 +49,15 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
 pub fn softmax_masked(row: &mut [f32], n: usize, scale: f32) {
     let (live, masked) = row.split_at_mut(n);
     masked.fill(0.0);
-    let mut max = f32::NEG_INFINITY;
-    for v in live.iter_mut() {
-        *v *= scale;
-        max = max.max(*v);
-    }
+    live.iter_mut().for_each(|v| *v *= scale);
+    let max = crate::vexp::max(live);
     normalize_exp(live, max);
 }
 
-/// `live[i] = exp(live[i] - max) / Σ`, the sum in `f64` (ggml's `soft_max`).
+/// `live[i] = exp(live[i] - max) / Σ`, the sum in `f64` (ggml's `soft_max`), the exponentials those of
+/// [`crate::vexp`].
 fn normalize_exp(live: &mut [f32], max: f32) {
-    let mut sum = 0.0f64;
-    for v in live.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
+    let sum = crate::vexp::exp_store_sum(live, max);
     let inv = (1.0 / sum) as f32;
     for v in live.iter_mut() {
         *v *= inv;
@@ -76,11 +72,10 @@ pub fn glu(kind: quantforge_formats::arch::FfnKind) -> fn(&mut [f32], &[f32]) {
     }
 }
 
-/// ggml's SiLU times the up projection: `gate[i] = silu(gate[i]) * up[i]`.
+/// ggml's SiLU times the up projection: `gate[i] = silu(gate[i]) * up[i]` (the exponential of
+/// [`crate::vexp`]).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = (*g / (1.0 + (-*g).exp())) * u;
-    }
+    crate::vexp::silu_mul(gate, up);
 }
 
 /// ggml's CPU GELU (tanh approximation, `GGML_GELU_FP16`): the input rounded to f16 and looked up in a table of
@@ -138,6 +133,26 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
         *a += b;
     }
+}
+
+/// Rows per task of the `par_` operations below (each row's result is the serial one's, at any thread count).
+const PAR_ROWS: usize = 32;
+
+/// [`rms_norm`] over the rayon pool, rows of `weight.len()` values.
+pub fn par_rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let step = PAR_ROWS * weight.len().max(1);
+    out.par_chunks_mut(step).zip(x.par_chunks(step)).for_each(|(o, x)| rms_norm(x, weight, eps, o));
+}
+
+/// [`rms_norm_inplace`] over the rayon pool.
+pub fn par_rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
+    x.par_chunks_mut(PAR_ROWS * weight.len().max(1)).for_each(|x| rms_norm_inplace(x, weight, eps));
+}
+
+/// [`add_assign`] over the rayon pool.
+pub fn par_add_assign(x: &mut [f32], y: &[f32]) {
+    const STEP: usize = 1 << 14;
+    x.par_chunks_mut(STEP).zip(y.par_chunks(STEP)).for_each(|(x, y)| add_assign(x, y));
 }
 
 #[cfg(test)]

@@ -536,9 +536,9 @@ pub(crate) fn run_block_stages(
         }
         residual_scale(cfg, proj);
         if let Some(w) = &b.post_attn_norm {
-            ops::rms_norm_inplace(proj, w, cfg.rms_eps);
+            ops::par_rms_norm_inplace(proj, w, cfg.rms_eps);
         }
-        ops::add_assign(x, proj);
+        ops::par_add_assign(x, proj);
     }
     if first <= 3 {
         pre_norm(x, b.ffn_norm.as_deref(), cfg.rms_eps, xn);
@@ -554,7 +554,7 @@ pub(crate) fn run_block_stages(
             }
             moe.forward(&mm, xn, m, d, scratch, proj, observe)?;
             if last >= 4 {
-                ops::add_assign(x, proj);
+                ops::par_add_assign(x, proj);
             }
             return Ok(());
         }
@@ -581,9 +581,9 @@ pub(crate) fn run_block_stages(
     mm.matmul_t(gate, m, ff, w_down.as_f32(scratch)?, d, proj)?;
     residual_scale(cfg, proj);
     if let Some(w) = &b.post_ffn_norm {
-        ops::rms_norm_inplace(proj, w, cfg.rms_eps);
+        ops::par_rms_norm_inplace(proj, w, cfg.rms_eps);
     }
-    ops::add_assign(x, proj);
+    ops::par_add_assign(x, proj);
     Ok(())
 }
 
@@ -603,7 +603,7 @@ pub fn stage_of(name: &str) -> usize {
 /// `xn` = the RMSNorm of `x` with `weight`, or `x` itself for a block without pre-norms.
 fn pre_norm(x: &[f32], weight: Option<&[f32]>, eps: f32, xn: &mut [f32]) {
     match weight {
-        Some(w) => ops::rms_norm(x, w, eps, xn),
+        Some(w) => ops::par_rms_norm(x, w, eps, xn),
         None => xn.copy_from_slice(x),
     }
 }
@@ -660,12 +660,17 @@ fn attention(cfg: &LlamaConfig, il: usize, seq_lens: &[usize], q: &[f32], k: &[f
             o
         })
         .collect();
-    for (&(s, h), o) in tasks.iter().zip(&results) {
-        let (off, len) = starts[s];
-        for i in 0..len {
-            out[(off + i) * qd + h * hd..(off + i) * qd + (h + 1) * hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
-        }
+    // Row by row over the pool: each token's row takes its sequence's heads (tasks are sequence-major).
+    let n_head = cfg.n_head;
+    let mut row_seq = Vec::with_capacity(acc);
+    for (s, &(_, len)) in starts.iter().enumerate() {
+        row_seq.extend((0..len).map(|i| (s, i)));
     }
+    out.par_chunks_mut(qd).zip(&row_seq).for_each(|(row, &(s, i))| {
+        for (h, dst) in row.chunks_exact_mut(hd).enumerate() {
+            dst.copy_from_slice(&results[s * n_head + h][i * hd..(i + 1) * hd]);
+        }
+    });
 }
 
 /// An opened model (a memory-mapped GGUF file or a HF directory) with its config read and no weights
