@@ -2,7 +2,8 @@
 //! `gemm` crate) and the element-wise operations, written
 //! to perform the same `f32` operations as ggml's CPU backend where that matters for matching llama.cpp
 //! (`ggml/src/ggml-cpu/ops.cpp` at commit 81ff7abe50b95fb81cc70a6cdba1eb1a02a48f62: sums of squares and
-//! softmax denominators in `f64`). RoPE lives in [`crate::rope`].
+//! softmax denominators in `f64`). The exponentials of softmax and SiLU are [`crate::vexp`]'s (vectorized, within
+//! 2 ulp; ggml uses its own vectorized approximation there too). RoPE lives in [`crate::rope`].
 
 pub use quantforge_quant::linalg::{matmul_strided, matmul_t, View};
 
