@@ -252,16 +252,8 @@ pub fn calibrate_blocks(
             let values = source.scale_vector(block, name, divisor).map_err(src_err)?;
             vectors.push((name.clone(), values));
         }
-        source.commit_block(block, solution.weights).map_err(src_err)?;
-        let b = BlockReport {
-            index: block,
-            tokens,
-            collect_seconds,
-            solve_seconds,
-            commit_seconds: t2.elapsed().as_secs_f64(),
-        };
-        progress.block_done(block, n_blocks, &b);
-        report.blocks.push(b);
+        let b = BlockReport { index: block, tokens, collect_seconds, solve_seconds, commit_seconds: 0.0 };
+        commit(source, solution.weights, t2, b, n_blocks, progress, &mut report)?;
     }
     Ok((report, vectors))
 }
@@ -473,18 +465,29 @@ pub fn calibrate_with(
         }
         drop(weights);
         let t2 = Instant::now();
-        source.commit_block(block, done).map_err(src_err)?;
-        let b = BlockReport {
-            index: block,
-            tokens,
-            collect_seconds,
-            solve_seconds,
-            commit_seconds: t2.elapsed().as_secs_f64(),
-        };
-        progress.block_done(block, n_blocks, &b);
-        report.blocks.push(b);
+        let b = BlockReport { index: block, tokens, collect_seconds, solve_seconds, commit_seconds: 0.0 };
+        commit(source, done, t2, b, n_blocks, progress, &mut report)?;
     }
     Ok(report)
+}
+
+/// Commit block `b.index`'s solved `weights`, count the seconds since `started` as its commit time, report the
+/// block and add it to `report` (both calibration loops end a block this way).
+fn commit(
+    source: &mut dyn CalibrationSource,
+    weights: Vec<LinearWeight>,
+    started: Instant,
+    mut b: BlockReport,
+    n_blocks: usize,
+    progress: &dyn CalibrationProgress,
+    report: &mut CalibrationReport,
+) -> Result<(), CalibrationError> {
+    let block = b.index;
+    source.commit_block(block, weights).map_err(|source| CalibrationError::Source { block, source })?;
+    b.commit_seconds = started.elapsed().as_secs_f64();
+    progress.block_done(block, n_blocks, &b);
+    report.blocks.push(b);
+    Ok(())
 }
 
 /// Run block `block` once, grouping its layers by the input they read (in forward order) and accumulating

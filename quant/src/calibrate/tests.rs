@@ -98,8 +98,9 @@ fn blocks_are_solved_in_order_through_committed_weights() {
 
 #[test]
 fn mismatched_inputs_are_errors() {
-    struct Wide(Toy);
-    impl CalibrationSource for Wide {
+    /// One block of one layer, shown one input row (`.1`), or no input at all.
+    struct Feeds(Toy, Option<&'static [f32]>);
+    impl CalibrationSource for Feeds {
         fn n_blocks(&self) -> usize {
             1
         }
@@ -107,7 +108,9 @@ fn mismatched_inputs_are_errors() {
             self.0.block_weights(index)
         }
         fn block_inputs(&mut self, _: usize, visit: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError> {
-            visit(LinearInput { layers: &["blk.0.w"], rows: &[1.0, 2.0, 3.0], cols: 3, stage: 0 });
+            if let Some(rows) = self.1 {
+                visit(LinearInput { layers: &["blk.0.w"], rows, cols: rows.len(), stage: 0 });
+            }
             Ok(())
         }
         fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
@@ -123,36 +126,11 @@ fn mismatched_inputs_are_errors() {
             Ok(())
         }
     }
-    let toy = Toy { hidden: vec![], weights: vec![vec![0.0; 4]], log: Vec::new() };
-    let e = calibrate(&mut Wide(toy), &Halve, &crate::progress::Silent).unwrap_err().to_string();
+    let toy = || Toy { hidden: vec![], weights: vec![vec![0.0; 4]], log: Vec::new() };
+    let e =
+        calibrate(&mut Feeds(toy(), Some(&[1.0, 2.0, 3.0])), &Halve, &crate::progress::Silent).unwrap_err().to_string();
     assert!(e.contains("blk.0.w") && e.contains("takes 2 inputs"), "{e}");
-    let mut silent = Toy { hidden: vec![], weights: vec![vec![0.0; 4]], log: Vec::new() };
-    silent.hidden.clear();
-    struct Mute(Toy);
-    impl CalibrationSource for Mute {
-        fn n_blocks(&self) -> usize {
-            1
-        }
-        fn block_weights(&mut self, index: usize) -> Result<Vec<LinearWeight>, SourceError> {
-            self.0.block_weights(index)
-        }
-        fn block_inputs(&mut self, _: usize, _: &mut dyn FnMut(LinearInput<'_>)) -> Result<(), SourceError> {
-            Ok(())
-        }
-        fn update_weights(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
-            Ok(())
-        }
-        fn scale_vector(&mut self, _: usize, _: &str, _: &[f32]) -> Result<Vec<f32>, SourceError> {
-            Ok(Vec::new())
-        }
-        fn n_tokens(&self) -> u64 {
-            0
-        }
-        fn commit_block(&mut self, _: usize, _: Vec<LinearWeight>) -> Result<(), SourceError> {
-            Ok(())
-        }
-    }
-    let e = calibrate(&mut Mute(silent), &Halve, &crate::progress::Silent).unwrap_err().to_string();
+    let e = calibrate(&mut Feeds(toy(), None), &Halve, &crate::progress::Silent).unwrap_err().to_string();
     assert!(e.contains("received no calibration input"), "{e}");
 }
 
